@@ -1,0 +1,199 @@
+//! The admin port: metrics, percentiles, readiness, liveness, the running config, learned
+//! opaque ports, and (opt-in, loopback only) shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::listener::Shared;
+use crate::metrics::ProcessStats;
+
+/// State of the iptables redirection as the proxy last saw it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum RedirectState {
+    /// Verification is turned off (`--verify-redirect=false`).
+    NotRequired,
+    /// Not verified yet, with the last reason.
+    Unverified(String),
+    /// The rules are in place.
+    Verified,
+}
+
+/// What `/ready` is made of.
+#[derive(Debug)]
+pub struct Readiness {
+    /// Every listener is bound.
+    pub listeners_bound: AtomicBool,
+    /// Redirection state.
+    pub redirect: Mutex<RedirectState>,
+}
+
+#[derive(Serialize)]
+struct ReadyBody<'a> {
+    ready: bool,
+    listeners_bound: bool,
+    redirect: &'a RedirectState,
+    draining: bool,
+}
+
+/// Everything the admin server reads.
+#[derive(Debug)]
+pub struct Admin {
+    /// The data path's shared state.
+    pub shared: Arc<Shared>,
+    /// Readiness inputs.
+    pub readiness: Arc<Readiness>,
+}
+
+/// Serves the admin port until the process exits (it keeps answering while draining, so
+/// probes see `/ready` turn 503).
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(route(&admin, peer, req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(5))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Full::new(body.into()))
+        .expect("a response built from valid static parts")
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    reply(status, "application/json", body)
+}
+
+/// Routes one admin request. Pure apart from reading shared state and, for `/shutdown`,
+/// signalling the drain.
+fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let s = &admin.shared;
+    let path = req.uri().path();
+    let method = req.method();
+    if path == "/shutdown" {
+        return shutdown(admin, peer, method);
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n");
+    }
+    match path {
+        "/metrics" => {
+            let text = s
+                .metrics
+                .render(&s.learner.learned(Instant::now()), &ProcessStats::read());
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text,
+            )
+        }
+        "/stats" => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "latency": s.metrics.stats(),
+                "process": ProcessStats::read(),
+                "learned_opaque_ports": s.learner.learned(Instant::now()),
+            }),
+        ),
+        "/ready" => {
+            let r = &admin.readiness;
+            let redirect = r.redirect.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let listeners_bound = r.listeners_bound.load(Ordering::Acquire);
+            let draining = s.drain.is_draining();
+            let redirect_ok = matches!(
+                redirect,
+                RedirectState::Verified | RedirectState::NotRequired
+            );
+            let ready = listeners_bound && redirect_ok && !draining;
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            json(
+                status,
+                &ReadyBody {
+                    ready,
+                    listeners_bound,
+                    redirect: &redirect,
+                    draining,
+                },
+            )
+        }
+        "/live" => reply(StatusCode::OK, "text/plain", "live\n"),
+        "/config_dump" => json(
+            StatusCode::OK,
+            &serde_json::json!({ "config": &*s.cfg, "snapshot": &**s.snapshot.load() }),
+        ),
+        "/detect" => json(StatusCode::OK, &s.learner.learned(Instant::now())),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "endpoints: /metrics /stats /ready /live /config_dump /detect /shutdown\n",
+        ),
+    }
+}
+
+/// `POST /shutdown`: off unless enabled, and only from loopback, because any app in the pod
+/// can reach the admin port (the lesson of CVE-2024-40632).
+fn shutdown(admin: &Admin, peer: SocketAddr, method: &Method) -> Response<Full<Bytes>> {
+    if !admin.shared.cfg.admin_shutdown {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "shutdown endpoint is disabled (--admin-shutdown)\n",
+        );
+    }
+    if method != Method::POST {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n");
+    }
+    if !peer.ip().is_loopback() {
+        return reply(
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            "shutdown is accepted from loopback only\n",
+        );
+    }
+    tracing::info!(%peer, "shutdown requested on the admin port");
+    admin.shared.drain.signal();
+    reply(StatusCode::ACCEPTED, "text/plain", "draining\n")
+}

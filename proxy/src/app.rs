@@ -1,0 +1,201 @@
+//! Wires the proxy together: bind the listeners and the admin port, verify redirection,
+//! serve until the shutdown signal, then drain.
+
+use std::future::Future;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+
+use crate::admin::{self, Admin, Readiness, RedirectState};
+use crate::config::Config;
+use crate::drain::Drain;
+use crate::init::{self, Backend, InitSpec, Ipv6Mode};
+use crate::listener::{self, Shared};
+use crate::metrics::{Direction, Metrics};
+use crate::pool::Pools;
+use crate::snapshot::{self, Snapshot};
+use crate::transport::detect::OpaqueLearner;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A listener could not bind.
+    #[error("cannot bind the {what} listener on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Its address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The configuration breaks a cross-field rule.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+}
+
+fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
+    let err = |source| AppError::Bind { what, addr, source };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    if addr.is_ipv6() {
+        // Keep the IPv6 listener to IPv6: the IPv4 one is bound separately.
+        socket2::SockRef::from(&socket)
+            .set_only_v6(true)
+            .map_err(err)?;
+    }
+    socket.bind(addr).map_err(err)?;
+    socket.listen(1024).map_err(err)
+}
+
+/// The listeners `cfg` asks for, with their direction.
+fn listener_addrs(cfg: &Config) -> Vec<(&'static str, Direction, SocketAddr)> {
+    let mut v = vec![
+        ("outbound", Direction::Outbound, cfg.outbound_addr),
+        ("inbound", Direction::Inbound, cfg.inbound_addr),
+    ];
+    if cfg.ipv6 {
+        v.push((
+            "outbound IPv6",
+            Direction::Outbound,
+            SocketAddr::from((Ipv6Addr::LOCALHOST, cfg.outbound_addr.port())),
+        ));
+        v.push((
+            "inbound IPv6",
+            Direction::Inbound,
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, cfg.inbound_addr.port())),
+        ));
+    }
+    v
+}
+
+/// Runs the proxy until `shutdown` resolves (or `POST /shutdown`), then drains for at most
+/// the grace period.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+    cfg.validate()?;
+    let cfg = Arc::new(cfg);
+    let drain = Drain::new();
+    let shared = Arc::new(Shared {
+        metrics: Arc::new(Metrics::new(cfg.metrics_max_authorities)),
+        learner: Arc::new(OpaqueLearner::new(
+            cfg.detect.learn_threshold,
+            cfg.detect.learn_ttl,
+        )),
+        snapshot: snapshot::shared(Snapshot {
+            version: 0,
+            opaque_ports: cfg.detect.opaque_ports.iter().copied().collect(),
+        }),
+        pools: Pools::new(cfg.http.clone(), cfg.tcp.clone()),
+        drain: drain.clone(),
+        cfg: cfg.clone(),
+    });
+    let readiness = Arc::new(Readiness {
+        listeners_bound: AtomicBool::new(false),
+        redirect: Mutex::new(if cfg.verify_redirect {
+            RedirectState::Unverified("not checked yet".into())
+        } else {
+            RedirectState::NotRequired
+        }),
+    });
+
+    let admin_listener = bind("admin", cfg.admin_addr)?;
+    let mut listeners = Vec::new();
+    for (what, direction, addr) in listener_addrs(&cfg) {
+        listeners.push((direction, bind(what, addr)?));
+        tracing::info!(%addr, what, "listening");
+    }
+    tracing::info!(addr = %cfg.admin_addr, "admin listening");
+    tokio::spawn(admin::serve(
+        admin_listener,
+        Arc::new(Admin {
+            shared: shared.clone(),
+            readiness: readiness.clone(),
+        }),
+    ));
+    let mut accept_loops = Vec::new();
+    for (direction, l) in listeners {
+        accept_loops.push(tokio::spawn(listener::serve(l, direction, shared.clone())));
+    }
+    readiness.listeners_bound.store(true, Ordering::Release);
+    if cfg.verify_redirect {
+        tokio::spawn(verify_redirect(
+            cfg.clone(),
+            readiness.clone(),
+            drain.clone(),
+        ));
+    }
+
+    tokio::select! {
+        _ = shutdown => tracing::info!("shutdown signal received; draining"),
+        _ = drain.signaled() => tracing::info!("draining"),
+    }
+    drain.signal();
+    for l in accept_loops {
+        let _ = l.await;
+    }
+    let left = drain.wait(cfg.shutdown_grace).await;
+    if left > 0 {
+        tracing::warn!(left, grace = ?cfg.shutdown_grace, "grace period ended with connections still open");
+    } else {
+        tracing::info!("drained");
+    }
+    Ok(())
+}
+
+/// Checks the iptables rules until they are in place (every second at first, backing off
+/// to every 10 s), so `/ready` turns 200 as soon as `init` has run.
+async fn verify_redirect(cfg: Arc<Config>, readiness: Arc<Readiness>, drain: Drain) {
+    let spec = InitSpec {
+        inbound_port: cfg.inbound_addr.port(),
+        outbound_port: cfg.outbound_addr.port(),
+        admin_port: cfg.admin_addr.port(),
+        proxy_uid: cfg.proxy_uid,
+        proxy_gid: cfg.proxy_gid,
+        skip_inbound_ports: vec![],
+        skip_outbound_ports: vec![],
+        skip_outbound_cidrs: vec![],
+    };
+    let mode = if cfg.ipv6 {
+        Ipv6Mode::On
+    } else {
+        Ipv6Mode::Off
+    };
+    let mut wait = Duration::from_secs(1);
+    while !drain.is_draining() {
+        let spec = spec.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let tools = init::families(mode, Backend::Auto)?;
+            init::check(&spec, &tools, false)
+        })
+        .await;
+        let state = match result {
+            Ok(Ok(())) => RedirectState::Verified,
+            Ok(Err(e)) => RedirectState::Unverified(e.to_string()),
+            Err(e) => RedirectState::Unverified(format!("check panicked: {e}")),
+        };
+        let done = state == RedirectState::Verified;
+        if let RedirectState::Unverified(reason) = &state {
+            tracing::warn!(%reason, "redirection not verified yet");
+        } else {
+            tracing::info!("redirection verified");
+        }
+        *readiness.redirect.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        if done {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = drain.signaled() => return,
+        }
+        wait = (wait * 2).min(Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,333 @@
+//! Typed proxy configuration: every default in one place, cross-field validation, and a
+//! serialisable form so `/config_dump` shows exactly what runs.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Port the outbound listener binds on loopback; the OUTPUT chain redirects here.
+pub const DEFAULT_OUTBOUND_PORT: u16 = 5140;
+/// Port the inbound listener binds on every address; the PREROUTING chain redirects here.
+pub const DEFAULT_INBOUND_PORT: u16 = 5143;
+/// Admin port (metrics, readiness). Never redirected.
+pub const DEFAULT_ADMIN_PORT: u16 = 5191;
+/// UID the proxy runs as; its own traffic is exempt from redirection by owner match.
+pub const DEFAULT_PROXY_UID: u32 = 5102;
+/// GID the proxy runs as.
+pub const DEFAULT_PROXY_GID: u32 = 5102;
+/// How long to wait for a client's first bytes before forwarding the connection as opaque
+/// TCP. Linkerd waits 10 s; a short wait bounds the stall of server-speaks-first protocols.
+pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Consecutive detection time-outs on a destination port after which that port is treated
+/// as opaque without waiting.
+pub const DEFAULT_DETECT_LEARN_THRESHOLD: u32 = 2;
+/// How long a learned opaque port stays opaque before detection is tried again.
+pub const DEFAULT_DETECT_LEARN_TTL: Duration = Duration::from_secs(600);
+/// Ports whose protocols speak first or are known not to be HTTP (Linkerd's list).
+pub const DEFAULT_OPAQUE_PORTS: [u16; 8] = [25, 587, 3306, 4444, 5432, 6379, 9300, 11211];
+/// Upstream TCP connect timeout (Linkerd 1 s, Envoy 5 s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Opaque TCP connections with no bytes in either direction for this long are closed.
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// TCP keepalive idle time on both legs of a proxied connection.
+pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// HTTP/1 request head must arrive within this time (slowloris bound).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest HTTP/1 request head in bytes, and the HTTP/2 header list size. Larger → 431.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Most header fields in one HTTP/1 request. More → 431.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Concurrent HTTP/2 streams per downstream connection (Envoy and h2 default to 100 or more).
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Streams a peer may reset before they are accepted: the HTTP/2 rapid-reset bound
+/// (CVE-2023-44487). Beyond it the connection is closed with GOAWAY.
+pub const DEFAULT_H2_MAX_PENDING_RESETS: usize = 20;
+/// Stream resets the proxy itself may send because of peer errors before it closes the
+/// connection (the 2024 h2 "local error reset" flood bound).
+pub const DEFAULT_H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// Idle upstream connections are closed after this long in the pool.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per upstream endpoint.
+pub const DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT: usize = 32;
+/// Upstream endpoints with a live pool; the least recently used pool is dropped beyond this.
+pub const DEFAULT_POOL_MAX_ENDPOINTS: usize = 1024;
+/// Distinct authority label values in metrics; the rest are counted under `other`.
+pub const DEFAULT_METRICS_MAX_AUTHORITIES: usize = 256;
+/// On SIGTERM, in-flight requests and connections get this long to finish.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Everything `bulwark-proxy run` needs, already parsed and validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Where the outbound listener binds (loopback: only the pod's own apps may use it).
+    pub outbound_addr: SocketAddr,
+    /// Where the inbound listener binds.
+    pub inbound_addr: SocketAddr,
+    /// Where the admin server binds.
+    pub admin_addr: SocketAddr,
+    /// Also bind IPv6 listeners (`[::1]` outbound, `[::]` inbound).
+    pub ipv6: bool,
+    /// Require the iptables rules to be verified before `/ready` answers 200.
+    pub verify_redirect: bool,
+    /// The UID and GID whose traffic is exempt from redirection (used by the check).
+    pub proxy_uid: u32,
+    /// See `proxy_uid`.
+    pub proxy_gid: u32,
+    /// Enable `POST /shutdown` on the admin port (loopback peers only).
+    pub admin_shutdown: bool,
+    /// Protocol detection settings.
+    pub detect: DetectConfig,
+    /// Connection-level settings for both legs.
+    pub tcp: TcpConfig,
+    /// HTTP server and client limits.
+    pub http: HttpConfig,
+    /// Bound on distinct authority labels in metrics.
+    pub metrics_max_authorities: usize,
+    /// Grace period for in-flight work on shutdown.
+    #[serde(with = "duration_str")]
+    pub shutdown_grace: Duration,
+}
+
+/// Protocol detection.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectConfig {
+    /// Time to wait for the client's first bytes.
+    #[serde(with = "duration_str")]
+    pub timeout: Duration,
+    /// Destination ports never detected: forwarded as opaque TCP at once.
+    pub opaque_ports: Vec<u16>,
+    /// Consecutive time-outs before a port is learned as opaque; 0 turns learning off.
+    pub learn_threshold: u32,
+    /// How long a learned port stays opaque.
+    #[serde(with = "duration_str")]
+    pub learn_ttl: Duration,
+}
+
+/// TCP settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct TcpConfig {
+    /// Upstream connect timeout.
+    #[serde(with = "duration_str")]
+    pub connect_timeout: Duration,
+    /// Idle timeout for opaque connections.
+    #[serde(with = "duration_str")]
+    pub idle_timeout: Duration,
+    /// TCP keepalive idle time.
+    #[serde(with = "duration_str")]
+    pub keepalive: Duration,
+}
+
+/// HTTP limits.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpConfig {
+    /// Request head read timeout (HTTP/1).
+    #[serde(with = "duration_str")]
+    pub header_read_timeout: Duration,
+    /// Request head size limit in bytes.
+    pub max_header_bytes: usize,
+    /// Header field count limit (HTTP/1).
+    pub max_headers: usize,
+    /// HTTP/2 concurrent streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 pending-reset bound.
+    pub h2_max_pending_resets: usize,
+    /// HTTP/2 local-error-reset bound.
+    pub h2_max_local_error_resets: usize,
+    /// Pool idle timeout.
+    #[serde(with = "duration_str")]
+    pub pool_idle_timeout: Duration,
+    /// Idle connections per endpoint.
+    pub pool_max_idle_per_endpoint: usize,
+    /// Endpoints with a live pool.
+    pub pool_max_endpoints: usize,
+}
+
+/// A cross-field rule that a configuration breaks.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Two listeners on the same address would steal each other's traffic.
+    #[error("{a} and {b} are both {addr}: every listener needs its own port")]
+    PortClash {
+        /// First listener.
+        a: &'static str,
+        /// Second listener.
+        b: &'static str,
+        /// The shared address.
+        addr: SocketAddr,
+    },
+    /// A value of zero would disable a bound that must exist.
+    #[error("{field} must be greater than zero")]
+    Zero {
+        /// The field's flag name.
+        field: &'static str,
+    },
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            outbound_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_OUTBOUND_PORT)),
+            inbound_addr: SocketAddr::from(([0, 0, 0, 0], DEFAULT_INBOUND_PORT)),
+            admin_addr: SocketAddr::from(([0, 0, 0, 0], DEFAULT_ADMIN_PORT)),
+            ipv6: false,
+            verify_redirect: true,
+            proxy_uid: DEFAULT_PROXY_UID,
+            proxy_gid: DEFAULT_PROXY_GID,
+            admin_shutdown: false,
+            detect: DetectConfig {
+                timeout: DEFAULT_DETECT_TIMEOUT,
+                opaque_ports: DEFAULT_OPAQUE_PORTS.to_vec(),
+                learn_threshold: DEFAULT_DETECT_LEARN_THRESHOLD,
+                learn_ttl: DEFAULT_DETECT_LEARN_TTL,
+            },
+            tcp: TcpConfig {
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                idle_timeout: DEFAULT_TCP_IDLE_TIMEOUT,
+                keepalive: DEFAULT_TCP_KEEPALIVE,
+            },
+            http: HttpConfig {
+                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+                max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+                max_headers: DEFAULT_MAX_HEADERS,
+                h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+                h2_max_pending_resets: DEFAULT_H2_MAX_PENDING_RESETS,
+                h2_max_local_error_resets: DEFAULT_H2_MAX_LOCAL_ERROR_RESETS,
+                pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+                pool_max_idle_per_endpoint: DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT,
+                pool_max_endpoints: DEFAULT_POOL_MAX_ENDPOINTS,
+            },
+            metrics_max_authorities: DEFAULT_METRICS_MAX_AUTHORITIES,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the rules no single flag can: distinct listener ports and non-zero bounds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let listeners = [
+            ("--outbound-port", self.outbound_addr),
+            ("--inbound-port", self.inbound_addr),
+            ("--admin-addr", self.admin_addr),
+        ];
+        for (i, (a, x)) in listeners.iter().enumerate() {
+            for (b, y) in &listeners[i + 1..] {
+                if x.port() == y.port() && x.port() != 0 {
+                    return Err(ConfigError::PortClash { a, b, addr: *x });
+                }
+            }
+        }
+        let nonzero = [
+            ("--detect-timeout", self.detect.timeout.is_zero()),
+            ("--connect-timeout", self.tcp.connect_timeout.is_zero()),
+            (
+                "--header-read-timeout",
+                self.http.header_read_timeout.is_zero(),
+            ),
+            ("--max-header-bytes", self.http.max_header_bytes == 0),
+            ("--max-headers", self.http.max_headers == 0),
+            (
+                "--h2-max-concurrent-streams",
+                self.http.h2_max_concurrent_streams == 0,
+            ),
+            ("--pool-max-endpoints", self.http.pool_max_endpoints == 0),
+            (
+                "--metrics-max-authorities",
+                self.metrics_max_authorities == 0,
+            ),
+        ];
+        match nonzero.into_iter().find(|(_, zero)| *zero) {
+            Some((field, _)) => Err(ConfigError::Zero { field }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Parses durations written as `250ms`, `10s`, `5m`, `1h` (the form used in flags and YAML).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{s:?} has no unit: write it like 250ms, 10s or 5m"))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} does not start with a whole number"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?} has unit {unit:?}: use ms, s, m or h")),
+    }
+}
+
+/// Formats a duration the way [`parse_duration`] reads it.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 || ms == 0 {
+        format!("{ms}ms")
+    } else if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else {
+        format!("{}s", ms / 1000)
+    }
+}
+
+mod duration_str {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_duration(*d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip() {
+        for text in ["250ms", "10s", "5m", "1h", "0ms", "1500ms"] {
+            let d = parse_duration(text).unwrap();
+            assert_eq!(format_duration(d), text);
+        }
+        assert!(parse_duration("10").unwrap_err().contains("no unit"));
+        assert!(parse_duration("10d").unwrap_err().contains("unit \"d\""));
+        assert!(parse_duration("ms").is_err());
+    }
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn clashing_ports_are_rejected() {
+        let mut c = Config::default();
+        c.admin_addr.set_port(DEFAULT_INBOUND_PORT);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::PortClash {
+                a: "--inbound-port",
+                b: "--admin-addr",
+                addr: c.inbound_addr
+            })
+        );
+    }
+
+    #[test]
+    fn zero_bounds_are_rejected() {
+        let mut c = Config::default();
+        c.http.max_headers = 0;
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Zero {
+                field: "--max-headers"
+            })
+        );
+    }
+}

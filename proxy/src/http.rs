@@ -1,0 +1,390 @@
+//! L7 forwarding with hyper: HTTP/1.1 (keep-alive, Upgrade tunnels such as WebSocket) and
+//! HTTP/2 (h2c prior knowledge, gRPC with trailers). Bodies stream in both directions; the
+//! proxy never buffers a whole body.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_TYPE, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::listener::Shared;
+use crate::metrics::Direction;
+use crate::pool::Version;
+use crate::transport::copy;
+use crate::transport::socket::ConnectError;
+
+/// Response body: the upstream's, streamed, or one the proxy wrote.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// Header naming the reason of a response the proxy made itself.
+pub const ERROR_HEADER: &str = "x-bulwark-error";
+
+/// One downstream connection's context.
+#[derive(Debug)]
+struct Conn {
+    direction: Direction,
+    dst: SocketAddr,
+    version: Version,
+    shared: Arc<Shared>,
+}
+
+/// Serves one detected HTTP connection until the client closes it or the proxy drains.
+pub async fn serve<I>(
+    io: I,
+    version: Version,
+    direction: Direction,
+    dst: SocketAddr,
+    shared: Arc<Shared>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let drain = shared.drain.clone();
+    let limits = shared.cfg.http.clone();
+    let conn = Arc::new(Conn {
+        direction,
+        dst,
+        version,
+        shared,
+    });
+    let svc = service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(forward(&conn, req).await) }
+    });
+    let io = TokioIo::new(io);
+    let result = match version {
+        Version::Http1 => {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192))
+                .max_headers(limits.max_headers)
+                .keep_alive(true);
+            let conn = b.serve_connection(io, svc).with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = drain.signaled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+        Version::Http2 => {
+            let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            b.timer(TokioTimer::new())
+                .max_concurrent_streams(limits.h2_max_concurrent_streams)
+                .max_pending_accept_reset_streams(limits.h2_max_pending_resets)
+                .max_local_error_reset_streams(limits.h2_max_local_error_resets)
+                .max_header_list_size(limits.max_header_bytes as u32);
+            let conn = b.serve_connection(io, svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = drain.signaled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, %dst, "downstream HTTP connection ended with an error");
+    }
+}
+
+/// Forwards one request to the connection's original destination and returns the response.
+async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let metrics = &conn.shared.metrics;
+    let authority = authority_of(&req).unwrap_or_else(|| conn.dst.to_string());
+    let grpc = is_grpc(req.headers());
+    let upgrade = match conn.version {
+        Version::Http1 => upgrade_protocol(req.headers()),
+        Version::Http2 => None,
+    };
+    strip_hop_by_hop(req.headers_mut());
+    let downstream_upgrade = upgrade.map(|proto| {
+        req.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        req.headers_mut().insert(UPGRADE, proto);
+        hyper::upgrade::on(&mut req)
+    });
+    *req.uri_mut() = absolute_uri(req.uri(), &authority, conn.dst);
+
+    let client = conn.shared.pools.get(conn.dst, conn.version);
+    let mut resp = match client.request(req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let (status, reason) = classify_error(&e);
+            metrics.error(conn.direction, reason);
+            metrics.record_request(conn.direction, &authority, status.as_u16(), start.elapsed());
+            tracing::info!(error = %error_chain(&e), dst = %conn.dst, %authority, reason, "request failed upstream");
+            return error_response(status, reason, grpc);
+        }
+    };
+    metrics.record_request(
+        conn.direction,
+        &authority,
+        resp.status().as_u16(),
+        start.elapsed(),
+    );
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(down) = downstream_upgrade {
+            let up = hyper::upgrade::on(&mut resp);
+            let shared = conn.shared.clone();
+            let direction = conn.direction;
+            conn.shared
+                .drain
+                .spawn(async move { tunnel(down, up, direction, shared).await });
+        }
+    } else {
+        strip_hop_by_hop(resp.headers_mut());
+    }
+    resp.map(Either::Left)
+}
+
+/// Joins the two upgraded halves of an HTTP/1.1 Upgrade (WebSocket) and copies bytes.
+async fn tunnel(
+    down: hyper::upgrade::OnUpgrade,
+    up: hyper::upgrade::OnUpgrade,
+    direction: Direction,
+    shared: Arc<Shared>,
+) {
+    let (down, up) = match tokio::try_join!(down, up) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let idle = shared.cfg.tcp.idle_timeout;
+    if let Err(e) = copy::bidirectional(
+        TokioIo::new(down),
+        TokioIo::new(up),
+        idle,
+        shared.metrics.bytes(direction),
+    )
+    .await
+    {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+/// The request's authority: `:authority` (HTTP/2, absolute-form) or the `Host` header.
+fn authority_of<B>(req: &Request<B>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_string());
+    }
+    req.headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The `Upgrade` value of an HTTP/1.1 upgrade request (`Connection: upgrade` + `Upgrade`).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    if has_token(headers, CONNECTION, "upgrade") {
+        headers.get(UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// Removes hop-by-hop fields (RFC 9110 §7.6.1): `Connection` and every field it names,
+/// `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, and `TE` unless it is
+/// exactly `trailers` (which gRPC needs end to end).
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        if name != TE {
+            headers.remove(name);
+        }
+    }
+    for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+    for name in ["keep-alive", "proxy-connection"] {
+        headers.remove(name);
+    }
+    let te_trailers = headers
+        .get(TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_trailers {
+        headers.remove(TE);
+    }
+}
+
+/// The pool needs an absolute URI; the authority keeps the client's `Host`, the connector
+/// dials `dst` whatever it says.
+fn absolute_uri(uri: &Uri, authority: &str, dst: SocketAddr) -> Uri {
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let build = |auth: &str| {
+        Uri::builder()
+            .scheme("http")
+            .authority(auth)
+            .path_and_query(pq)
+            .build()
+    };
+    build(authority)
+        .or_else(|_| build(&dst.to_string()))
+        .unwrap_or_else(|_| uri.clone())
+}
+
+/// Maps a client error to the status the proxy answers with and a fixed reason label.
+fn classify_error(e: &hyper_util::client::legacy::Error) -> (StatusCode, &'static str) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(c) = err.downcast_ref::<ConnectError>() {
+            return match c {
+                ConnectError::Refused { .. } => (StatusCode::BAD_GATEWAY, "connect_refused"),
+                ConnectError::TimedOut { .. } => (StatusCode::GATEWAY_TIMEOUT, "connect_timeout"),
+            };
+        }
+        source = err.source();
+    }
+    (StatusCode::BAD_GATEWAY, "upstream_reset")
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// A response the proxy makes itself. gRPC callers get a trailers-only gRPC error
+/// (UNAVAILABLE, or DEADLINE_EXCEEDED for a connect timeout) that their stubs understand.
+fn error_response(status: StatusCode, reason: &'static str, grpc: bool) -> Response<ProxyBody> {
+    let mut b = Response::builder().header(ERROR_HEADER, reason);
+    if grpc {
+        let code = if status == StatusCode::GATEWAY_TIMEOUT {
+            "4"
+        } else {
+            "14"
+        };
+        b = b
+            .status(StatusCode::OK)
+            .header(CONTENT_TYPE, "application/grpc")
+            .header("grpc-status", code)
+            .header("grpc-message", format!("bulwark: {reason}"));
+        return b
+            .body(Either::Right(Full::new(Bytes::new())))
+            .expect("a response built from valid static parts");
+    }
+    b.status(status)
+        .header(CONTENT_TYPE, "text/plain")
+        .body(Either::Right(Full::new(Bytes::from(format!(
+            "bulwark: {reason}\n"
+        )))))
+        .expect("a response built from valid static parts")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_removed_and_end_to_end_kept() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-hop", "1"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("te", "gzip"),
+            ("x-end", "2"),
+            ("host", "web"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-end", "host"]);
+    }
+
+    #[test]
+    fn te_trailers_survives_for_grpc() {
+        let mut h = headers(&[("te", "trailers"), ("content-type", "application/grpc")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get(TE).unwrap(), "trailers");
+        assert!(is_grpc(&h));
+    }
+
+    #[test]
+    fn upgrade_needs_both_headers() {
+        let h = headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
+        assert!(upgrade_protocol(&headers(&[("upgrade", "websocket")])).is_none());
+    }
+
+    #[test]
+    fn absolute_uri_keeps_the_authority_or_falls_back_to_the_destination() {
+        let dst: SocketAddr = "10.1.0.2:8080".parse().unwrap();
+        let uri: Uri = "/a?b=1".parse().unwrap();
+        assert_eq!(
+            absolute_uri(&uri, "web.svc:8080", dst).to_string(),
+            "http://web.svc:8080/a?b=1"
+        );
+        assert_eq!(
+            absolute_uri(&uri, "bad host", dst).to_string(),
+            "http://10.1.0.2:8080/a?b=1"
+        );
+    }
+
+    #[test]
+    fn grpc_errors_are_trailers_only_responses() {
+        let r = error_response(StatusCode::GATEWAY_TIMEOUT, "connect_timeout", true);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["grpc-status"], "4");
+        let r = error_response(StatusCode::BAD_GATEWAY, "connect_refused", false);
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(r.headers()[ERROR_HEADER], "connect_refused");
+    }
+}

@@ -1,0 +1,347 @@
+//! `bulwark-proxy`: `run` the sidecar, `init` the pod's iptables rules, or `await` readiness
+//! before starting the app.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bulwark_proxy::config::{self, Config, parse_duration};
+use bulwark_proxy::init::{self, Backend, InitSpec, Ipv6Mode, PortRange};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use ipnet::IpNet;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bulwark-proxy",
+    version,
+    about = "Bulwark service-mesh sidecar proxy"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, env = "BULWARK_LOG_FORMAT", default_value = "text", global = true, value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the proxy.
+    Run(Box<RunArgs>),
+    /// Write the iptables rules that redirect the pod's traffic to the proxy, then exit.
+    Init(InitArgs),
+    /// Wait until the local proxy is ready, then run CMD in its place.
+    Await(AwaitArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Port of the outbound listener (bound on loopback).
+    #[arg(long, env = "BULWARK_OUTBOUND_PORT", default_value_t = config::DEFAULT_OUTBOUND_PORT)]
+    outbound_port: u16,
+    /// Port of the inbound listener (bound on every address).
+    #[arg(long, env = "BULWARK_INBOUND_PORT", default_value_t = config::DEFAULT_INBOUND_PORT)]
+    inbound_port: u16,
+    /// Address of the admin server.
+    #[arg(long, env = "BULWARK_ADMIN_ADDR", default_value = "0.0.0.0:5191")]
+    admin_addr: SocketAddr,
+    /// Also listen on IPv6 ([::1] outbound, [::] inbound) and verify ip6tables rules.
+    #[arg(long, env = "BULWARK_IPV6", default_value_t = false, action = ArgAction::Set)]
+    ipv6: bool,
+    /// Hold /ready at 503 until the iptables rules are verified (needs CAP_NET_ADMIN to read them).
+    #[arg(long, env = "BULWARK_VERIFY_REDIRECT", default_value_t = true, action = ArgAction::Set)]
+    verify_redirect: bool,
+    /// UID whose traffic the rules exempt; the proxy must run as this UID.
+    #[arg(long, env = "BULWARK_PROXY_UID", default_value_t = config::DEFAULT_PROXY_UID)]
+    proxy_uid: u32,
+    /// GID whose traffic the rules exempt.
+    #[arg(long, env = "BULWARK_PROXY_GID", default_value_t = config::DEFAULT_PROXY_GID)]
+    proxy_gid: u32,
+    /// Enable POST /shutdown on the admin port (accepted from loopback only).
+    #[arg(long, env = "BULWARK_ADMIN_SHUTDOWN", default_value_t = false, action = ArgAction::Set)]
+    admin_shutdown: bool,
+    /// How long to wait for a client's first bytes before forwarding as opaque TCP.
+    #[arg(long, env = "BULWARK_DETECT_TIMEOUT", value_parser = parse_duration, default_value = "1s")]
+    detect_timeout: Duration,
+    /// Destination ports forwarded as opaque TCP without detection (comma-separated).
+    #[arg(
+        long,
+        env = "BULWARK_OPAQUE_PORTS",
+        value_delimiter = ',',
+        default_value = "25,587,3306,4444,5432,6379,9300,11211"
+    )]
+    opaque_ports: Vec<u16>,
+    /// Consecutive detection time-outs after which a port is learned as opaque (0: never).
+    #[arg(long, env = "BULWARK_DETECT_LEARN_THRESHOLD", default_value_t = config::DEFAULT_DETECT_LEARN_THRESHOLD)]
+    detect_learn_threshold: u32,
+    /// How long a learned opaque port stays opaque.
+    #[arg(long, env = "BULWARK_DETECT_LEARN_TTL", value_parser = parse_duration, default_value = "10m")]
+    detect_learn_ttl: Duration,
+    /// Upstream TCP connect timeout.
+    #[arg(long, env = "BULWARK_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "1s")]
+    connect_timeout: Duration,
+    /// Opaque connections idle this long are closed.
+    #[arg(long, env = "BULWARK_TCP_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "1h")]
+    tcp_idle_timeout: Duration,
+    /// TCP keepalive idle time on both legs.
+    #[arg(long, env = "BULWARK_TCP_KEEPALIVE", value_parser = parse_duration, default_value = "60s")]
+    tcp_keepalive: Duration,
+    /// An HTTP/1 request head must arrive within this time.
+    #[arg(long, env = "BULWARK_HEADER_READ_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    header_read_timeout: Duration,
+    /// Largest request head (HTTP/1) or header list (HTTP/2) in bytes; larger gets 431.
+    #[arg(long, env = "BULWARK_MAX_HEADER_BYTES", default_value_t = config::DEFAULT_MAX_HEADER_BYTES)]
+    max_header_bytes: usize,
+    /// Most header fields in an HTTP/1 request; more gets 431.
+    #[arg(long, env = "BULWARK_MAX_HEADERS", default_value_t = config::DEFAULT_MAX_HEADERS)]
+    max_headers: usize,
+    /// Concurrent HTTP/2 streams per downstream connection.
+    #[arg(long, env = "BULWARK_H2_MAX_CONCURRENT_STREAMS", default_value_t = config::DEFAULT_H2_MAX_CONCURRENT_STREAMS)]
+    h2_max_concurrent_streams: u32,
+    /// HTTP/2 streams reset by the peer before being accepted, before GOAWAY (rapid reset).
+    #[arg(long, env = "BULWARK_H2_MAX_PENDING_RESETS", default_value_t = config::DEFAULT_H2_MAX_PENDING_RESETS)]
+    h2_max_pending_resets: usize,
+    /// HTTP/2 resets the proxy sends for peer errors before it closes the connection.
+    #[arg(long, env = "BULWARK_H2_MAX_LOCAL_ERROR_RESETS", default_value_t = config::DEFAULT_H2_MAX_LOCAL_ERROR_RESETS)]
+    h2_max_local_error_resets: usize,
+    /// Idle upstream connections close after this long.
+    #[arg(long, env = "BULWARK_POOL_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "90s")]
+    pool_idle_timeout: Duration,
+    /// Idle upstream connections kept per endpoint.
+    #[arg(long, env = "BULWARK_POOL_MAX_IDLE_PER_ENDPOINT", default_value_t = config::DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT)]
+    pool_max_idle_per_endpoint: usize,
+    /// Endpoints with a live connection pool (least recently used dropped beyond).
+    #[arg(long, env = "BULWARK_POOL_MAX_ENDPOINTS", default_value_t = config::DEFAULT_POOL_MAX_ENDPOINTS)]
+    pool_max_endpoints: usize,
+    /// Distinct authority labels in metrics; the rest count as "other".
+    #[arg(long, env = "BULWARK_METRICS_MAX_AUTHORITIES", default_value_t = config::DEFAULT_METRICS_MAX_AUTHORITIES)]
+    metrics_max_authorities: usize,
+    /// On SIGTERM, how long in-flight requests get to finish.
+    #[arg(long, env = "BULWARK_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "20s")]
+    shutdown_grace: Duration,
+}
+
+impl RunArgs {
+    fn into_config(self) -> Config {
+        let mut c = Config::default();
+        c.outbound_addr.set_port(self.outbound_port);
+        c.inbound_addr.set_port(self.inbound_port);
+        c.admin_addr = self.admin_addr;
+        c.ipv6 = self.ipv6;
+        c.verify_redirect = self.verify_redirect;
+        c.proxy_uid = self.proxy_uid;
+        c.proxy_gid = self.proxy_gid;
+        c.admin_shutdown = self.admin_shutdown;
+        c.detect.timeout = self.detect_timeout;
+        c.detect.opaque_ports = self.opaque_ports;
+        c.detect.learn_threshold = self.detect_learn_threshold;
+        c.detect.learn_ttl = self.detect_learn_ttl;
+        c.tcp.connect_timeout = self.connect_timeout;
+        c.tcp.idle_timeout = self.tcp_idle_timeout;
+        c.tcp.keepalive = self.tcp_keepalive;
+        c.http.header_read_timeout = self.header_read_timeout;
+        c.http.max_header_bytes = self.max_header_bytes;
+        c.http.max_headers = self.max_headers;
+        c.http.h2_max_concurrent_streams = self.h2_max_concurrent_streams;
+        c.http.h2_max_pending_resets = self.h2_max_pending_resets;
+        c.http.h2_max_local_error_resets = self.h2_max_local_error_resets;
+        c.http.pool_idle_timeout = self.pool_idle_timeout;
+        c.http.pool_max_idle_per_endpoint = self.pool_max_idle_per_endpoint;
+        c.http.pool_max_endpoints = self.pool_max_endpoints;
+        c.metrics_max_authorities = self.metrics_max_authorities;
+        c.shutdown_grace = self.shutdown_grace;
+        c
+    }
+}
+
+#[derive(Args, Debug)]
+struct InitArgs {
+    /// Print the rules instead of applying them.
+    #[arg(long, env = "BULWARK_INIT_DRY_RUN")]
+    dry_run: bool,
+    /// Verify the rules are in place; exit 1 if not.
+    #[arg(long, env = "BULWARK_INIT_CHECK", conflicts_with = "dry_run")]
+    check: bool,
+    /// Inbound listener port (REDIRECT target of PREROUTING).
+    #[arg(long, env = "BULWARK_INBOUND_PORT", default_value_t = config::DEFAULT_INBOUND_PORT)]
+    inbound_port: u16,
+    /// Outbound listener port (REDIRECT target of OUTPUT).
+    #[arg(long, env = "BULWARK_OUTBOUND_PORT", default_value_t = config::DEFAULT_OUTBOUND_PORT)]
+    outbound_port: u16,
+    /// Admin port: never redirected.
+    #[arg(long, env = "BULWARK_ADMIN_PORT", default_value_t = config::DEFAULT_ADMIN_PORT)]
+    admin_port: u16,
+    /// UID of the proxy: its traffic is not redirected.
+    #[arg(long, env = "BULWARK_PROXY_UID", default_value_t = config::DEFAULT_PROXY_UID)]
+    proxy_uid: u32,
+    /// GID of the proxy: its traffic is not redirected.
+    #[arg(long, env = "BULWARK_PROXY_GID", default_value_t = config::DEFAULT_PROXY_GID)]
+    proxy_gid: u32,
+    /// Inbound ports (or ranges like 8000:8010) not redirected, comma-separated.
+    #[arg(long, env = "BULWARK_SKIP_INBOUND_PORTS", value_delimiter = ',')]
+    skip_inbound_ports: Vec<PortRange>,
+    /// Outbound destination ports (or ranges) not redirected, comma-separated.
+    #[arg(long, env = "BULWARK_SKIP_OUTBOUND_PORTS", value_delimiter = ',')]
+    skip_outbound_ports: Vec<PortRange>,
+    /// Outbound destination networks not redirected, e.g. 169.254.169.254/32,fd00::/8.
+    #[arg(long, env = "BULWARK_SKIP_OUTBOUND_CIDRS", value_delimiter = ',')]
+    skip_outbound_cidrs: Vec<IpNet>,
+    /// Program IPv6 rules too.
+    #[arg(long, env = "BULWARK_IPV6_MODE", value_enum, default_value = "auto")]
+    ipv6: Ipv6Mode,
+    /// iptables backend.
+    #[arg(
+        long,
+        env = "BULWARK_IPTABLES_BACKEND",
+        value_enum,
+        default_value = "auto"
+    )]
+    iptables_backend: Backend,
+}
+
+#[derive(Args, Debug)]
+struct AwaitArgs {
+    /// The local proxy's admin address.
+    #[arg(
+        long,
+        env = "BULWARK_AWAIT_ADMIN_ADDR",
+        default_value = "127.0.0.1:5191"
+    )]
+    admin_addr: SocketAddr,
+    /// Give up (exit 1 without running CMD) after this long.
+    #[arg(long, env = "BULWARK_AWAIT_TIMEOUT", value_parser = parse_duration, default_value = "120s")]
+    timeout: Duration,
+    /// The command to run once the proxy is ready.
+    #[arg(last = true, required = true)]
+    cmd: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BULWARK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let result = match cli.command {
+        Command::Run(args) => run(*args),
+        Command::Init(args) => init_cmd(args),
+        Command::Await(args) => await_cmd(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bulwark-proxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.into_config();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let shutdown = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        bulwark_proxy::app::run(cfg, shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_cmd(a: InitArgs) -> anyhow::Result<ExitCode> {
+    let spec = InitSpec {
+        inbound_port: a.inbound_port,
+        outbound_port: a.outbound_port,
+        admin_port: a.admin_port,
+        proxy_uid: a.proxy_uid,
+        proxy_gid: a.proxy_gid,
+        skip_inbound_ports: a.skip_inbound_ports,
+        skip_outbound_ports: a.skip_outbound_ports,
+        skip_outbound_cidrs: a.skip_outbound_cidrs,
+    };
+    if a.dry_run {
+        let families = match a.ipv6 {
+            Ipv6Mode::Off => vec![init::Family::V4],
+            _ => vec![init::Family::V4, init::Family::V6],
+        };
+        for f in families {
+            let tool = if f == init::Family::V4 {
+                "iptables-restore"
+            } else {
+                "ip6tables-restore"
+            };
+            println!("# {f:?}: input for {tool} (rules outside our chains are kept)");
+            print!("{}", init::standalone(&init::render(&spec, f)));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let tools = init::families(a.ipv6, a.iptables_backend)?;
+    if a.check {
+        return match init::check(&spec, &tools, true) {
+            Ok(()) => {
+                println!("redirection rules are in place");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("bulwark-proxy init --check: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        };
+    }
+    init::apply(&spec, &tools).context("applying the redirection rules")?;
+    init::check(&spec, &tools, true).context("the rules did not read back as written")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Polls `/ready` on the admin port, then replaces this process with CMD.
+fn await_cmd(a: AwaitArgs) -> anyhow::Result<ExitCode> {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    let deadline = Instant::now() + a.timeout;
+    let mut last;
+    loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut s =
+                std::net::TcpStream::connect_timeout(&a.admin_addr, Duration::from_secs(1))?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(b"GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf)?;
+            Ok(buf)
+        })();
+        match attempt {
+            Ok(resp) if resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200") => {
+                break;
+            }
+            Ok(resp) => last = resp.lines().last().unwrap_or_default().to_string(),
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "proxy at {} not ready after {:?}: {last}",
+                a.admin_addr,
+                a.timeout
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let err = std::process::Command::new(&a.cmd[0])
+        .args(&a.cmd[1..])
+        .exec();
+    bail!("could not run {:?}: {err}", a.cmd[0])
+}

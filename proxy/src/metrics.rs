@@ -1,0 +1,586 @@
+//! What the proxy counts: request latency histograms (hdrhistogram, so both Prometheus
+//! buckets and exact percentiles come from one record), connections, bytes, detection
+//! outcomes and proxy-made errors. Rendering to Prometheus text and to JSON lives here too.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::transport::copy::ByteCounters;
+use crate::transport::detect::{LearnedPort, Protocol};
+
+/// Which listener a connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Into the pod, toward its app.
+    Inbound,
+    /// From the pod's app, out to other services.
+    Outbound,
+}
+
+impl Direction {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How detection of one connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectLabel {
+    /// Decided from the first bytes.
+    Detected(Protocol),
+    /// No decisive bytes in time: forwarded as opaque.
+    Timeout,
+    /// The client closed first.
+    Closed,
+    /// Destination port is configured opaque.
+    ConfiguredOpaque,
+    /// Destination port was learned opaque.
+    LearnedOpaque,
+}
+
+const DETECT_LABELS: [&str; 8] = [
+    "http1",
+    "http2",
+    "tls",
+    "opaque",
+    "timeout",
+    "closed",
+    "configured_opaque",
+    "learned_opaque",
+];
+
+impl DetectLabel {
+    fn index(self) -> usize {
+        match self {
+            DetectLabel::Detected(Protocol::Http1) => 0,
+            DetectLabel::Detected(Protocol::Http2) => 1,
+            DetectLabel::Detected(Protocol::Tls) => 2,
+            DetectLabel::Detected(Protocol::Opaque) => 3,
+            DetectLabel::Timeout => 4,
+            DetectLabel::Closed => 5,
+            DetectLabel::ConfiguredOpaque => 6,
+            DetectLabel::LearnedOpaque => 7,
+        }
+    }
+}
+
+/// Upper bounds of the Prometheus buckets, in microseconds. The lowest, 50 µs and 100 µs,
+/// resolve a sidecar's own overhead (Linkerd's smallest bucket is 1 ms).
+pub const BUCKETS_US: [u64; 18] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000,
+];
+
+/// Largest latency recorded exactly; longer ones are recorded as this value.
+const MAX_TRACKED_US: u64 = 60_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct RequestKey {
+    direction: &'static str,
+    authority: String,
+    status_class: &'static str,
+}
+
+#[derive(Debug)]
+struct Latency {
+    hist: Histogram<u64>,
+    sum_us: u64,
+}
+
+/// Status class label of an HTTP status, or of a proxy-made failure.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[derive(Debug, Default)]
+struct DirectionCounters {
+    opened: [AtomicU64; 4],
+    closed: AtomicU64,
+    bytes: ByteCounters,
+    detect: [AtomicU64; 8],
+}
+
+/// All of the proxy's counters. Shared by every task behind an `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    max_authorities: usize,
+    requests: Mutex<HashMap<RequestKey, Latency>>,
+    authorities: Mutex<std::collections::HashSet<String>>,
+    directions: [DirectionCounters; 2],
+    errors: Mutex<HashMap<(&'static str, &'static str), u64>>,
+}
+
+/// One row of `/stats`.
+#[derive(Debug, Serialize)]
+pub struct LatencyStats {
+    /// inbound or outbound.
+    pub direction: &'static str,
+    /// Request authority (Host or :authority), or `other` past the label bound.
+    pub authority: String,
+    /// 2xx, 4xx, 5xx …
+    pub status_class: &'static str,
+    /// Requests recorded.
+    pub count: u64,
+    /// Percentiles in milliseconds.
+    pub p50_ms: f64,
+    /// See `p50_ms`.
+    pub p90_ms: f64,
+    /// See `p50_ms`.
+    pub p99_ms: f64,
+    /// See `p50_ms`.
+    pub p999_ms: f64,
+    /// See `p50_ms`.
+    pub max_ms: f64,
+}
+
+impl Metrics {
+    /// Metrics with at most `max_authorities` distinct authority labels.
+    pub fn new(max_authorities: usize) -> Self {
+        Self {
+            max_authorities,
+            requests: Mutex::new(HashMap::new()),
+            authorities: Mutex::new(Default::default()),
+            directions: Default::default(),
+            errors: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn label_for(&self, authority: &str) -> String {
+        let mut seen = self.authorities.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(authority) {
+            return authority.to_string();
+        }
+        if seen.len() < self.max_authorities && authority.len() <= 255 {
+            seen.insert(authority.to_string());
+            return authority.to_string();
+        }
+        "other".to_string()
+    }
+
+    /// Records one request's time to response headers.
+    pub fn record_request(
+        &self,
+        direction: Direction,
+        authority: &str,
+        status: u16,
+        latency: Duration,
+    ) {
+        let key = RequestKey {
+            direction: direction.as_str(),
+            authority: self.label_for(authority),
+            status_class: status_class(status),
+        };
+        let us = (latency.as_micros() as u64).clamp(1, MAX_TRACKED_US);
+        let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map.entry(key).or_insert_with(|| Latency {
+            // Two significant figures: 1 % resolution in ~10 KiB per series.
+            hist: Histogram::new_with_bounds(1, MAX_TRACKED_US, 2)
+                .expect("static histogram bounds are valid"),
+            sum_us: 0,
+        });
+        entry.hist.saturating_record(us);
+        entry.sum_us = entry.sum_us.saturating_add(us);
+    }
+
+    /// Counts a connection accepted and handed to `protocol`.
+    pub fn connection_opened(&self, direction: Direction, protocol: Protocol) {
+        let idx = match protocol {
+            Protocol::Http1 => 0,
+            Protocol::Http2 => 1,
+            Protocol::Tls => 2,
+            Protocol::Opaque => 3,
+        };
+        self.directions[direction.index()].opened[idx].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection finished.
+    pub fn connection_closed(&self, direction: Direction) {
+        self.directions[direction.index()]
+            .closed
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Byte counters for opaque connections in `direction`.
+    pub fn bytes(&self, direction: Direction) -> &ByteCounters {
+        &self.directions[direction.index()].bytes
+    }
+
+    /// Counts a detection outcome.
+    pub fn detected(&self, direction: Direction, label: DetectLabel) {
+        self.directions[direction.index()].detect[label.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failure the proxy answered for (`reason` is a fixed label).
+    pub fn error(&self, direction: Direction, reason: &'static str) {
+        let mut map = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry((direction.as_str(), reason)).or_default() += 1;
+    }
+
+    /// Percentiles per series, sorted.
+    pub fn stats(&self) -> Vec<LatencyStats> {
+        let map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let ms = |us: u64| us as f64 / 1000.0;
+        let mut out: Vec<LatencyStats> = map
+            .iter()
+            .map(|(k, l)| LatencyStats {
+                direction: k.direction,
+                authority: k.authority.clone(),
+                status_class: k.status_class,
+                count: l.hist.len(),
+                p50_ms: ms(l.hist.value_at_quantile(0.50)),
+                p90_ms: ms(l.hist.value_at_quantile(0.90)),
+                p99_ms: ms(l.hist.value_at_quantile(0.99)),
+                p999_ms: ms(l.hist.value_at_quantile(0.999)),
+                max_ms: ms(l.hist.max()),
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (a.direction, &a.authority, a.status_class).cmp(&(
+                b.direction,
+                &b.authority,
+                b.status_class,
+            ))
+        });
+        out
+    }
+
+    /// Prometheus text exposition (format 0.0.4).
+    pub fn render(&self, learned: &[LearnedPort], process: &ProcessStats) -> String {
+        let mut o = String::with_capacity(4096);
+        self.render_requests(&mut o);
+        header(
+            &mut o,
+            "bulwark_connections_opened_total",
+            "counter",
+            "Connections accepted, by the protocol they were forwarded as.",
+        );
+        for d in [Direction::Inbound, Direction::Outbound] {
+            for (i, p) in ["http1", "http2", "tls", "opaque"].iter().enumerate() {
+                let v = self.directions[d.index()].opened[i].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    o,
+                    "bulwark_connections_opened_total{{direction=\"{}\",protocol=\"{p}\"}} {v}",
+                    d.as_str()
+                );
+            }
+        }
+        header(
+            &mut o,
+            "bulwark_connections_closed_total",
+            "counter",
+            "Connections finished.",
+        );
+        for d in [Direction::Inbound, Direction::Outbound] {
+            let v = self.directions[d.index()].closed.load(Ordering::Relaxed);
+            let _ = writeln!(
+                o,
+                "bulwark_connections_closed_total{{direction=\"{}\"}} {v}",
+                d.as_str()
+            );
+        }
+        header(
+            &mut o,
+            "bulwark_tcp_bytes_total",
+            "counter",
+            "Bytes forwarded on opaque (L4) connections, by who sent them.",
+        );
+        for d in [Direction::Inbound, Direction::Outbound] {
+            let b = &self.directions[d.index()].bytes;
+            for (peer, c) in [("client", &b.from_client), ("server", &b.from_server)] {
+                let _ = writeln!(
+                    o,
+                    "bulwark_tcp_bytes_total{{direction=\"{}\",from=\"{peer}\"}} {}",
+                    d.as_str(),
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
+        header(
+            &mut o,
+            "bulwark_detect_total",
+            "counter",
+            "Protocol detection outcomes.",
+        );
+        for d in [Direction::Inbound, Direction::Outbound] {
+            for (i, label) in DETECT_LABELS.iter().enumerate() {
+                let v = self.directions[d.index()].detect[i].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    o,
+                    "bulwark_detect_total{{direction=\"{}\",outcome=\"{label}\"}} {v}",
+                    d.as_str()
+                );
+            }
+        }
+        header(
+            &mut o,
+            "bulwark_detect_learned_opaque_port",
+            "gauge",
+            "Destination ports learned as opaque (server speaks first); 1 while learned.",
+        );
+        for p in learned {
+            let _ = writeln!(
+                o,
+                "bulwark_detect_learned_opaque_port{{port=\"{}\"}} 1",
+                p.port
+            );
+        }
+        header(
+            &mut o,
+            "bulwark_proxy_errors_total",
+            "counter",
+            "Requests or connections the proxy failed, by reason.",
+        );
+        {
+            let map = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+            let mut rows: Vec<_> = map.iter().collect();
+            rows.sort();
+            for ((d, reason), v) in rows {
+                let _ = writeln!(
+                    o,
+                    "bulwark_proxy_errors_total{{direction=\"{d}\",reason=\"{reason}\"}} {v}"
+                );
+            }
+        }
+        process.render(&mut o);
+        o
+    }
+
+    fn render_requests(&self, o: &mut String) {
+        header(
+            o,
+            "bulwark_request_duration_seconds",
+            "histogram",
+            "Time from request received to response headers, by direction, authority and status class.",
+        );
+        let map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys: Vec<&RequestKey> = map.keys().collect();
+        keys.sort();
+        for k in keys {
+            let l = &map[k];
+            let labels = format!(
+                "direction=\"{}\",authority=\"{}\",status_class=\"{}\"",
+                k.direction,
+                escape(&k.authority),
+                k.status_class
+            );
+            let mut counts = [0u64; BUCKETS_US.len()];
+            for v in l.hist.iter_recorded() {
+                let value = l.hist.lowest_equivalent(v.value_iterated_to());
+                if let Some(i) = BUCKETS_US.iter().position(|&b| value <= b) {
+                    counts[i] += v.count_at_value();
+                }
+            }
+            let mut cumulative = 0;
+            for (b, c) in BUCKETS_US.iter().zip(counts) {
+                cumulative += c;
+                let _ = writeln!(
+                    o,
+                    "bulwark_request_duration_seconds_bucket{{{labels},le=\"{}\"}} {cumulative}",
+                    *b as f64 / 1e6
+                );
+            }
+            let _ = writeln!(
+                o,
+                "bulwark_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                l.hist.len()
+            );
+            let _ = writeln!(
+                o,
+                "bulwark_request_duration_seconds_sum{{{labels}}} {}",
+                l.sum_us as f64 / 1e6
+            );
+            let _ = writeln!(
+                o,
+                "bulwark_request_duration_seconds_count{{{labels}}} {}",
+                l.hist.len()
+            );
+        }
+    }
+}
+
+fn header(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value per the exposition format.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The process's own resource use, read from /proc.
+#[derive(Debug, Default, Serialize)]
+pub struct ProcessStats {
+    /// Resident set size in bytes.
+    pub rss_bytes: u64,
+    /// Peak resident set size in bytes.
+    pub peak_rss_bytes: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// User + system CPU time in seconds.
+    pub cpu_seconds: f64,
+}
+
+impl ProcessStats {
+    /// Reads the current values; missing files leave zeros.
+    pub fn read() -> Self {
+        let mut s = Self::default();
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            for line in status.lines() {
+                let kb = |l: &str| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                        * 1024
+                };
+                if line.starts_with("VmRSS:") {
+                    s.rss_bytes = kb(line);
+                } else if line.starts_with("VmHWM:") {
+                    s.peak_rss_bytes = kb(line);
+                }
+            }
+        }
+        s.open_fds = std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count() as u64)
+            .unwrap_or(0);
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the command name (which may hold spaces) start after the last ')'.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            // utime and stime are fields 14 and 15 of stat; 11 and 12 after the name and state.
+            let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+                .ok()
+                .flatten()
+                .unwrap_or(100) as f64;
+            s.cpu_seconds = (ticks(11) + ticks(12)) as f64 / hz;
+        }
+        s
+    }
+
+    fn render(&self, o: &mut String) {
+        header(
+            o,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+        );
+        let _ = writeln!(o, "process_resident_memory_bytes {}", self.rss_bytes);
+        header(
+            o,
+            "process_resident_memory_peak_bytes",
+            "gauge",
+            "Peak resident memory size in bytes.",
+        );
+        let _ = writeln!(
+            o,
+            "process_resident_memory_peak_bytes {}",
+            self.peak_rss_bytes
+        );
+        header(o, "process_open_fds", "gauge", "Open file descriptors.");
+        let _ = writeln!(o, "process_open_fds {}", self.open_fds);
+        header(
+            o,
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time in seconds.",
+        );
+        let _ = writeln!(o, "process_cpu_seconds_total {}", self.cpu_seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_cumulative_and_resolve_tenths_of_a_millisecond() {
+        let m = Metrics::new(10);
+        m.record_request(
+            Direction::Outbound,
+            "web:80",
+            200,
+            Duration::from_micros(40),
+        );
+        m.record_request(
+            Direction::Outbound,
+            "web:80",
+            200,
+            Duration::from_micros(90),
+        );
+        m.record_request(Direction::Outbound, "web:80", 200, Duration::from_millis(3));
+        let text = m.render(&[], &ProcessStats::default());
+        let l = "direction=\"outbound\",authority=\"web:80\",status_class=\"2xx\"";
+        assert!(
+            text.contains(&format!(
+                "bulwark_request_duration_seconds_bucket{{{l},le=\"0.00005\"}} 1"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "bulwark_request_duration_seconds_bucket{{{l},le=\"0.0001\"}} 2"
+        )));
+        assert!(text.contains(&format!(
+            "bulwark_request_duration_seconds_bucket{{{l},le=\"0.0025\"}} 2"
+        )));
+        assert!(text.contains(&format!(
+            "bulwark_request_duration_seconds_bucket{{{l},le=\"0.005\"}} 3"
+        )));
+        assert!(text.contains(&format!(
+            "bulwark_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} 3"
+        )));
+        assert!(text.contains(&format!("bulwark_request_duration_seconds_count{{{l}}} 3")));
+    }
+
+    #[test]
+    fn authority_labels_are_bounded_and_escaped() {
+        let m = Metrics::new(2);
+        for a in ["a", "b\"q", "c", "d"] {
+            m.record_request(Direction::Inbound, a, 503, Duration::from_millis(1));
+        }
+        let stats = m.stats();
+        let names: Vec<&str> = stats.iter().map(|s| s.authority.as_str()).collect();
+        assert_eq!(names, ["a", "b\"q", "other"]);
+        assert_eq!(stats[2].count, 2);
+        assert!(
+            m.render(&[], &ProcessStats::default())
+                .contains("authority=\"b\\\"q\"")
+        );
+    }
+
+    #[test]
+    fn percentiles_come_from_the_histogram() {
+        let m = Metrics::new(10);
+        for i in 1..=1000 {
+            m.record_request(Direction::Outbound, "x", 200, Duration::from_micros(i * 10));
+        }
+        let s = &m.stats()[0];
+        assert_eq!(s.count, 1000);
+        assert!((s.p50_ms - 5.0).abs() < 0.1, "{}", s.p50_ms);
+        assert!((s.p99_ms - 9.9).abs() < 0.15, "{}", s.p99_ms);
+        assert!((s.max_ms - 10.0).abs() < 0.1, "{}", s.max_ms);
+    }
+}

@@ -1,0 +1,172 @@
+//! Upstream HTTP connection pools, one per endpoint and protocol, bounded in count.
+//!
+//! Each pool is a hyper-util client whose connector always dials one endpoint, so the
+//! request keeps its own authority (`Host` / `:authority`) while the connection goes to the
+//! original destination.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::config::{HttpConfig, TcpConfig};
+use crate::transport::socket::{self, ConnectError};
+
+/// Dials one endpoint, whatever the request URI says.
+#[derive(Debug, Clone)]
+pub struct EndpointConnector {
+    addr: SocketAddr,
+    tcp: TcpConfig,
+}
+
+impl tower_service::Service<http::Uri> for EndpointConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let (addr, timeout, keepalive) = (self.addr, self.tcp.connect_timeout, self.tcp.keepalive);
+        Box::pin(async move {
+            socket::connect(addr, timeout, keepalive)
+                .await
+                .map(TokioIo::new)
+        })
+    }
+}
+
+/// A pooled client for one endpoint.
+pub type EndpointClient = Client<EndpointConnector, Incoming>;
+
+/// Which HTTP version the pool speaks upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 with prior knowledge.
+    Http2,
+}
+
+#[derive(Debug)]
+struct Entry {
+    client: EndpointClient,
+    last_used: u64,
+}
+
+/// Every endpoint's pool. The least recently used pool is dropped past the bound (its idle
+/// connections close; requests in flight on it finish).
+#[derive(Debug)]
+pub struct Pools {
+    http: HttpConfig,
+    tcp: TcpConfig,
+    clients: Mutex<(u64, HashMap<(SocketAddr, Version), Entry>)>,
+}
+
+impl Pools {
+    /// Empty pools built with these limits.
+    pub fn new(http: HttpConfig, tcp: TcpConfig) -> Self {
+        Self {
+            http,
+            tcp,
+            clients: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    /// The client for `addr`, created on first use.
+    pub fn get(&self, addr: SocketAddr, version: Version) -> EndpointClient {
+        let mut guard = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let (clock, map) = &mut *guard;
+        *clock += 1;
+        let now = *clock;
+        if let Some(e) = map.get_mut(&(addr, version)) {
+            e.last_used = now;
+            return e.client.clone();
+        }
+        if map.len() >= self.http.pool_max_endpoints {
+            if let Some(oldest) = map.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| *k) {
+                map.remove(&oldest);
+            }
+        }
+        let client = self.build(addr, version);
+        map.insert(
+            (addr, version),
+            Entry {
+                client: client.clone(),
+                last_used: now,
+            },
+        );
+        client
+    }
+
+    /// Endpoints with a live pool.
+    pub fn len(&self) -> usize {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .len()
+    }
+
+    /// Whether no pool exists.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn build(&self, addr: SocketAddr, version: Version) -> EndpointClient {
+        let mut b = Client::builder(TokioExecutor::new());
+        b.pool_idle_timeout(self.http.pool_idle_timeout)
+            .pool_max_idle_per_host(self.http.pool_max_idle_per_endpoint)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new());
+        if version == Version::Http2 {
+            b.http2_only(true)
+                .http2_max_header_list_size(self.http.max_header_bytes as u32)
+                .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+                .http2_keep_alive_while_idle(false);
+        } else {
+            b.http1_max_headers(self.http.max_headers.max(100));
+        }
+        b.build(EndpointConnector {
+            addr,
+            tcp: self.tcp.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[tokio::test]
+    async fn pools_are_per_endpoint_and_bounded() {
+        let mut cfg = Config::default();
+        cfg.http.pool_max_endpoints = 2;
+        let pools = Pools::new(cfg.http, cfg.tcp);
+        let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        let c: SocketAddr = "10.0.0.3:80".parse().unwrap();
+        pools.get(a, Version::Http1);
+        pools.get(b, Version::Http1);
+        pools.get(a, Version::Http1);
+        assert_eq!(pools.len(), 2);
+        pools.get(c, Version::Http1);
+        assert_eq!(pools.len(), 2);
+        let map = &pools.clients.lock().unwrap().1;
+        assert!(
+            map.contains_key(&(a, Version::Http1)),
+            "a was used most recently and stays"
+        );
+        assert!(!map.contains_key(&(b, Version::Http1)));
+    }
+}

@@ -1,0 +1,25 @@
+//! The policy a connection is handled with. Built whole and swapped in one store, so a
+//! connection reads one consistent snapshot when it starts and keeps it to the end.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+/// Immutable policy. Until a control plane supplies one, it is derived from the flags.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Snapshot {
+    /// Version of the policy; 0 means "local flags only".
+    pub version: u64,
+    /// Destination ports forwarded as opaque TCP without detection.
+    pub opaque_ports: BTreeSet<u16>,
+}
+
+/// The one place the current snapshot lives.
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+/// A shared snapshot holding `initial`.
+pub fn shared(initial: Snapshot) -> SharedSnapshot {
+    Arc::new(ArcSwap::from_pointee(initial))
+}
