@@ -1,1 +1,318 @@
+//! End-to-end harness: a pod is a network namespace.
+//!
+//! [`Mesh::new`] creates a bridge namespace; [`Mesh::pod`] adds a namespace joined to the
+//! bridge by a veth pair, with an IPv4 and an IPv6 address. Inside a pod the harness runs
+//! `bulwark-proxy init` (real iptables), the proxy under its own UID (via `setpriv`), apps
+//! and clients. Dropping the mesh ends every process it started (by PID) and deletes its
+//! namespaces. Traffic never leaves the namespaces the mesh created.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+
+/// UID and GID the proxy runs as in tests (the default of `bulwark-proxy`).
+pub const PROXY_UID: u32 = 5102;
+
+static MESH_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Where the workspace's binaries were built: next to the running test or binary.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current executable path");
+    let mut dir = exe.parent().expect("executable has a directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join(name)
+}
+
+/// The workspace root (for the Python helpers under tests/py).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The Python interpreter with grpcio, websockets and prometheus_client installed:
+/// `BULWARK_TEST_PYTHON`, else the workspace's `.venv`.
+pub fn python() -> PathBuf {
+    std::env::var_os("BULWARK_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"))
+}
+
+/// A Python helper script under tests/py.
+pub fn py_script(name: &str) -> PathBuf {
+    workspace_root().join("tests/py").join(name)
+}
+
+fn run(cmd: &mut Command) -> Result<Output> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    Ok(out)
+}
+
+fn check(cmd: &mut Command) -> Result<String> {
+    let out = run(cmd)?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(args: &[&str]) -> Result<String> {
+    check(Command::new("ip").args(args))
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Deletes namespaces left by earlier runs whose process is gone (a crashed test).
+fn reap_stale() {
+    let Ok(list) = ip(&["netns", "list"]) else { return };
+    for line in list.lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix("bwt-") else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !pid_alive(pid) {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
+
+/// One pod: a network namespace on the mesh bridge.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    /// Namespace name.
+    pub ns: String,
+    /// IPv4 address.
+    pub ip: Ipv4Addr,
+    /// IPv6 address.
+    pub ip6: Ipv6Addr,
+}
+
+impl Pod {
+    /// A command run inside the pod.
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns]).arg(program);
+        c
+    }
+
+    /// Runs `sh -c script` inside the pod, bounded by `timeout` seconds; returns its output.
+    pub fn sh(&self, script: &str) -> Result<Output> {
+        run(self.cmd("timeout").args(["60", "sh", "-c", script]))
+    }
+
+    /// Like [`Pod::sh`] but fails unless the script succeeds; returns stdout.
+    pub fn sh_ok(&self, script: &str) -> Result<String> {
+        check(self.cmd("timeout").args(["60", "sh", "-c", script]))
+    }
+
+    /// GETs `path` from this pod's proxy admin port (from inside the pod, on loopback).
+    pub fn admin(&self, path: &str) -> Result<(u16, String)> {
+        let out = self.sh_ok(&format!("curl -s -m 5 -w '\\n%{{http_code}}' http://127.0.0.1:5191{path}"))?;
+        let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+        Ok((code.parse().unwrap_or(0), body.to_string()))
+    }
+
+    /// The value of one sample of the proxy's Prometheus metrics (0 when absent).
+    pub fn metric(&self, name_and_labels: &str) -> Result<f64> {
+        let (_, text) = self.admin("/metrics")?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+}
+
+/// A set of pods on one bridge, and every process started in them.
+#[derive(Debug)]
+pub struct Mesh {
+    prefix: String,
+    bridge: String,
+    pods: Vec<Pod>,
+    children: Vec<(String, Child)>,
+}
+
+/// A started proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyPid(pub u32);
+
+impl Mesh {
+    /// A fresh bridge namespace. Fails early and clearly when not run as root.
+    pub fn new(test: &str) -> Result<Self> {
+        ensure!(
+            nix_is_root(),
+            "end-to-end tests create network namespaces and iptables rules: run them as root (cargo xtask test)"
+        );
+        reap_stale();
+        let seq = MESH_SEQ.fetch_add(1, Ordering::Relaxed);
+        let short: String = test.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
+        let prefix = format!("bwt-{}-{seq}{short}", std::process::id());
+        let bridge = format!("{prefix}-br");
+        ip(&["netns", "add", &bridge])?;
+        let mesh = Self { prefix, bridge, pods: Vec::new(), children: Vec::new() };
+        let b = &mesh.bridge;
+        ip(&["-n", b, "link", "set", "lo", "up"])?;
+        ip(&["-n", b, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", b, "link", "set", "br0", "up"])?;
+        Ok(mesh)
+    }
+
+    /// Adds a pod named `name` with the next free address (10.77.0.N, fd77::N).
+    pub fn pod(&mut self, name: &str) -> Result<Pod> {
+        let n = self.pods.len() as u8 + 2;
+        let ns = format!("{}-{name}", self.prefix);
+        ip(&["netns", "add", &ns])?;
+        let pod = Pod { ns: ns.clone(), ip: Ipv4Addr::new(10, 77, 0, n), ip6: format!("fd77::{n}").parse()? };
+        self.pods.push(pod.clone());
+        let peer = format!("vp{n}");
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        ip(&["-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &peer, "netns", &self.bridge])?;
+        ip(&["-n", &self.bridge, "link", "set", &peer, "master", "br0", "up"])?;
+        ip(&["-n", &ns, "addr", "add", &format!("{}/24", pod.ip), "dev", "eth0"])?;
+        ip(&["-n", &ns, "addr", "add", &format!("{}/64", pod.ip6), "dev", "eth0", "nodad"])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        Ok(pod)
+    }
+
+    /// Runs `bulwark-proxy init` in the pod with `extra` flags.
+    pub fn init(&self, pod: &Pod, extra: &[&str]) -> Result<String> {
+        check(pod.cmd(bin("bulwark-proxy")).arg("init").args(extra))
+    }
+
+    /// Starts a long-running process in the pod; it is ended when the mesh drops.
+    pub fn spawn(&mut self, pod: &Pod, label: &str, mut cmd: Command) -> Result<u32> {
+        let _ = pod;
+        let log = std::env::temp_dir().join(format!("{}-{label}.log", self.prefix));
+        let file = std::fs::File::create(&log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {label}"))?;
+        let pid = child.id();
+        self.children.push((label.to_string(), child));
+        Ok(pid)
+    }
+
+    /// Starts the test upstream in the pod with `args`.
+    pub fn testserver(&mut self, pod: &Pod, args: &[&str]) -> Result<u32> {
+        let mut cmd = pod.cmd(bin("bulwark-testserver"));
+        cmd.args(args);
+        let pid = self.spawn(pod, &format!("testserver-{}", pod.ns), cmd)?;
+        Ok(pid)
+    }
+
+    /// Applies the rules and starts the proxy as UID/GID 5102 (with CAP_NET_ADMIN only so it
+    /// can verify the rules), then waits until `/ready` answers 200.
+    pub fn proxy(&mut self, pod: &Pod, extra: &[&str]) -> Result<ProxyPid> {
+        self.init(pod, &[])?;
+        self.proxy_no_init(pod, extra)
+    }
+
+    /// Starts the proxy without touching the rules; waits for `/ready`.
+    pub fn proxy_no_init(&mut self, pod: &Pod, extra: &[&str]) -> Result<ProxyPid> {
+        let uid = PROXY_UID.to_string();
+        let mut cmd = pod.cmd("setpriv");
+        cmd.args(["--reuid", &uid, "--regid", &uid, "--clear-groups", "--inh-caps", "+net_admin", "--ambient-caps", "+net_admin"])
+            .arg(bin("bulwark-proxy"))
+            .arg("run")
+            .args(extra)
+            .env("BULWARK_LOG", "info,bulwark_proxy=debug");
+        let pid = self.spawn(pod, &format!("proxy-{}", pod.ns), cmd)?;
+        self.wait_ready(pod, pid)?;
+        Ok(ProxyPid(pid))
+    }
+
+    /// Waits up to 10 s for the pod's proxy to answer `/ready` with 200.
+    pub fn wait_ready(&self, pod: &Pod, pid: u32) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok((200, _)) = pod.admin("/ready") {
+                return Ok(());
+            }
+            if !pid_alive(pid) || Instant::now() > deadline {
+                bail!("proxy in {} not ready: {}", pod.ns, self.log_of(&format!("proxy-{}", pod.ns)));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until a TCP port is listening in the pod (for apps started with [`Mesh::spawn`]).
+    pub fn wait_listening(&self, pod: &Pod, port: u16) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let out = pod.sh_ok("ss -Htln")?;
+            if out.lines().any(|l| l.split_whitespace().nth(3).is_some_and(|a| a.ends_with(&format!(":{port}")))) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("nothing listens on port {port} in {}", pod.ns)
+    }
+
+    /// The log of a process started under `label`.
+    pub fn log_of(&self, label: &str) -> String {
+        std::fs::read_to_string(std::env::temp_dir().join(format!("{}-{label}.log", self.prefix))).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM to a process this mesh started and waits up to `timeout` for it to exit.
+    pub fn terminate(&mut self, pid: u32, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let (_, child) = self
+            .children
+            .iter_mut()
+            .find(|(_, c)| c.id() == pid)
+            .context("not a process this mesh started")?;
+        signal(pid, "TERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("process {pid} still running {timeout:?} after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            if let Ok(None) = child.try_wait() {
+                signal(child.id(), "KILL");
+                let _ = child.wait();
+            }
+        }
+        for pod in &self.pods {
+            let _ = ip(&["netns", "del", &pod.ns]);
+        }
+        let _ = ip(&["netns", "del", &self.bridge]);
+        if std::thread::panicking() {
+            for (label, _) in &self.children {
+                eprintln!("---- log of {label} ----\n{}", self.log_of(label));
+            }
+        }
+        for (label, _) in &self.children {
+            let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}-{label}.log", self.prefix)));
+        }
+    }
+}
