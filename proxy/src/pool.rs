@@ -57,6 +57,13 @@ pub enum Version {
     Http2,
 }
 
+/// Pools keyed by endpoint and protocol, with a use counter for LRU eviction.
+#[derive(Debug, Default)]
+struct Table {
+    clock: u64,
+    map: HashMap<(SocketAddr, Version), Entry>,
+}
+
 #[derive(Debug)]
 struct Entry {
     client: EndpointClient,
@@ -69,7 +76,7 @@ struct Entry {
 pub struct Pools {
     http: HttpConfig,
     tcp: TcpConfig,
-    clients: Mutex<(u64, HashMap<(SocketAddr, Version), Entry>)>,
+    clients: Mutex<Table>,
 }
 
 impl Pools {
@@ -78,14 +85,14 @@ impl Pools {
         Self {
             http,
             tcp,
-            clients: Mutex::new((0, HashMap::new())),
+            clients: Mutex::new(Table::default()),
         }
     }
 
     /// The client for `addr`, created on first use.
     pub fn get(&self, addr: SocketAddr, version: Version) -> EndpointClient {
         let mut guard = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let (clock, map) = &mut *guard;
+        let Table { clock, map } = &mut *guard;
         *clock += 1;
         let now = *clock;
         if let Some(e) = map.get_mut(&(addr, version)) {
@@ -113,7 +120,7 @@ impl Pools {
         self.clients
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .1
+            .map
             .len()
     }
 
@@ -162,7 +169,7 @@ mod tests {
         assert_eq!(pools.len(), 2);
         pools.get(c, Version::Http1);
         assert_eq!(pools.len(), 2);
-        let map = &pools.clients.lock().unwrap().1;
+        let map = &pools.clients.lock().unwrap().map;
         assert!(
             map.contains_key(&(a, Version::Http1)),
             "a was used most recently and stays"

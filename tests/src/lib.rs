@@ -22,7 +22,10 @@ static MESH_SEQ: AtomicU32 = AtomicU32::new(0);
 /// Where the workspace's binaries were built: next to the running test or binary.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current executable path");
-    let mut dir = exe.parent().expect("executable has a directory").to_path_buf();
+    let mut dir = exe
+        .parent()
+        .expect("executable has a directory")
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
@@ -31,7 +34,10 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// The workspace root (for the Python helpers under tests/py).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The Python interpreter with grpcio, websockets and prometheus_client installed:
@@ -74,11 +80,17 @@ fn pid_alive(pid: u32) -> bool {
 
 /// Deletes namespaces left by earlier runs whose process is gone (a crashed test).
 fn reap_stale() {
-    let Ok(list) = ip(&["netns", "list"]) else { return };
+    let Ok(list) = ip(&["netns", "list"]) else {
+        return;
+    };
     for line in list.lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix("bwt-") else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(rest) = name.strip_prefix("bwt-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
         if !pid_alive(pid) {
             let _ = ip(&["netns", "del", name]);
         }
@@ -116,7 +128,9 @@ impl Pod {
 
     /// GETs `path` from this pod's proxy admin port (from inside the pod, on loopback).
     pub fn admin(&self, path: &str) -> Result<(u16, String)> {
-        let out = self.sh_ok(&format!("curl -s -m 5 -w '\\n%{{http_code}}' http://127.0.0.1:5191{path}"))?;
+        let out = self.sh_ok(&format!(
+            "curl -s -m 5 -w '\\n%{{http_code}}' http://127.0.0.1:5191{path}"
+        ))?;
         let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
         Ok((code.parse().unwrap_or(0), body.to_string()))
     }
@@ -126,7 +140,10 @@ impl Pod {
         let (_, text) = self.admin("/metrics")?;
         Ok(text
             .lines()
-            .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.strip_prefix(' ')))
+            .find_map(|l| {
+                l.strip_prefix(name_and_labels)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0))
     }
@@ -154,11 +171,20 @@ impl Mesh {
         );
         reap_stale();
         let seq = MESH_SEQ.fetch_add(1, Ordering::Relaxed);
-        let short: String = test.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
+        let short: String = test
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(12)
+            .collect();
         let prefix = format!("bwt-{}-{seq}{short}", std::process::id());
         let bridge = format!("{prefix}-br");
         ip(&["netns", "add", &bridge])?;
-        let mesh = Self { prefix, bridge, pods: Vec::new(), children: Vec::new() };
+        let mesh = Self {
+            prefix,
+            bridge,
+            pods: Vec::new(),
+            children: Vec::new(),
+        };
         let b = &mesh.bridge;
         ip(&["-n", b, "link", "set", "lo", "up"])?;
         ip(&["-n", b, "link", "add", "br0", "type", "bridge"])?;
@@ -171,14 +197,57 @@ impl Mesh {
         let n = self.pods.len() as u8 + 2;
         let ns = format!("{}-{name}", self.prefix);
         ip(&["netns", "add", &ns])?;
-        let pod = Pod { ns: ns.clone(), ip: Ipv4Addr::new(10, 77, 0, n), ip6: format!("fd77::{n}").parse()? };
+        let pod = Pod {
+            ns: ns.clone(),
+            ip: Ipv4Addr::new(10, 77, 0, n),
+            ip6: format!("fd77::{n}").parse()?,
+        };
         self.pods.push(pod.clone());
         let peer = format!("vp{n}");
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        ip(&["-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &peer, "netns", &self.bridge])?;
-        ip(&["-n", &self.bridge, "link", "set", &peer, "master", "br0", "up"])?;
-        ip(&["-n", &ns, "addr", "add", &format!("{}/24", pod.ip), "dev", "eth0"])?;
-        ip(&["-n", &ns, "addr", "add", &format!("{}/64", pod.ip6), "dev", "eth0", "nodad"])?;
+        ip(&[
+            "-n",
+            &ns,
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+            "netns",
+            &self.bridge,
+        ])?;
+        ip(&[
+            "-n",
+            &self.bridge,
+            "link",
+            "set",
+            &peer,
+            "master",
+            "br0",
+            "up",
+        ])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{}/24", pod.ip),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{}/64", pod.ip6),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
         ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
         Ok(pod)
     }
@@ -223,11 +292,21 @@ impl Mesh {
     pub fn proxy_no_init(&mut self, pod: &Pod, extra: &[&str]) -> Result<ProxyPid> {
         let uid = PROXY_UID.to_string();
         let mut cmd = pod.cmd("setpriv");
-        cmd.args(["--reuid", &uid, "--regid", &uid, "--clear-groups", "--inh-caps", "+net_admin", "--ambient-caps", "+net_admin"])
-            .arg(bin("bulwark-proxy"))
-            .arg("run")
-            .args(extra)
-            .env("BULWARK_LOG", "info,bulwark_proxy=debug");
+        cmd.args([
+            "--reuid",
+            &uid,
+            "--regid",
+            &uid,
+            "--clear-groups",
+            "--inh-caps",
+            "+net_admin",
+            "--ambient-caps",
+            "+net_admin",
+        ])
+        .arg(bin("bulwark-proxy"))
+        .arg("run")
+        .args(extra)
+        .env("BULWARK_LOG", "info,bulwark_proxy=debug");
         let pid = self.spawn(pod, &format!("proxy-{}", pod.ns), cmd)?;
         self.wait_ready(pod, pid)?;
         Ok(ProxyPid(pid))
@@ -241,7 +320,11 @@ impl Mesh {
                 return Ok(());
             }
             if !pid_alive(pid) || Instant::now() > deadline {
-                bail!("proxy in {} not ready: {}", pod.ns, self.log_of(&format!("proxy-{}", pod.ns)));
+                bail!(
+                    "proxy in {} not ready: {}",
+                    pod.ns,
+                    self.log_of(&format!("proxy-{}", pod.ns))
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -252,7 +335,11 @@ impl Mesh {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             let out = pod.sh_ok("ss -Htln")?;
-            if out.lines().any(|l| l.split_whitespace().nth(3).is_some_and(|a| a.ends_with(&format!(":{port}")))) {
+            if out.lines().any(|l| {
+                l.split_whitespace()
+                    .nth(3)
+                    .is_some_and(|a| a.ends_with(&format!(":{port}")))
+            }) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -262,7 +349,8 @@ impl Mesh {
 
     /// The log of a process started under `label`.
     pub fn log_of(&self, label: &str) -> String {
-        std::fs::read_to_string(std::env::temp_dir().join(format!("{}-{label}.log", self.prefix))).unwrap_or_default()
+        std::fs::read_to_string(std::env::temp_dir().join(format!("{}-{label}.log", self.prefix)))
+            .unwrap_or_default()
     }
 
     /// Sends SIGTERM to a process this mesh started and waits up to `timeout` for it to exit.
@@ -287,11 +375,17 @@ impl Mesh {
 }
 
 fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
 }
 
 fn nix_is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 impl Drop for Mesh {
@@ -312,7 +406,9 @@ impl Drop for Mesh {
             }
         }
         for (label, _) in &self.children {
-            let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}-{label}.log", self.prefix)));
+            let _ = std::fs::remove_file(
+                std::env::temp_dir().join(format!("{}-{label}.log", self.prefix)),
+            );
         }
     }
 }

@@ -8,7 +8,17 @@ use bulwark_tests::{Mesh, Pod};
 fn two_pods(mesh: &mut Mesh) -> Result<(Pod, Pod)> {
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
-    mesh.testserver(&server, &["--http", "0.0.0.0:8080", "--http", "[::]:8081", "--name", "server"])?;
+    mesh.testserver(
+        &server,
+        &[
+            "--http",
+            "0.0.0.0:8080",
+            "--http",
+            "[::]:8081",
+            "--name",
+            "server",
+        ],
+    )?;
     mesh.wait_listening(&server, 8080)?;
     mesh.proxy(&server, &[])?;
     mesh.proxy(&client, &[])?;
@@ -24,12 +34,28 @@ fn curl_http1_keepalive_passes_both_proxies_and_both_count_it() -> Result<()> {
     let out = client.sh_ok(&format!(
         "curl -sS -m 10 -H 'Connection: keep-alive, X-Hop' -H 'X-Hop: 1' -H 'X-End: 2' {url}/headers {url}/ {url}/status/404 -w '%{{http_code}} %{{num_connects}}\\n'"
     ))?;
-    assert!(out.contains("\"x-end\":\"2\""), "end-to-end header forwarded: {out}");
-    assert!(!out.contains("x-hop"), "hop-by-hop header named in Connection is removed: {out}");
-    assert!(out.contains(&format!("\"host\":\"{}:8080\"", server.ip)), "Host is kept: {out}");
+    assert!(
+        out.contains("\"x-end\":\"2\""),
+        "end-to-end header forwarded: {out}"
+    );
+    assert!(
+        !out.contains("x-hop"),
+        "hop-by-hop header named in Connection is removed: {out}"
+    );
+    assert!(
+        out.contains(&format!("\"host\":\"{}:8080\"", server.ip)),
+        "Host is kept: {out}"
+    );
     assert!(out.contains("hello from server"), "{out}");
-    let codes: Vec<&str> = out.lines().filter(|l| l.len() <= 6 && l.contains(' ')).collect();
-    assert_eq!(codes, ["200 1", "200 0", "404 0"], "one connection, three requests: {out}");
+    let codes: Vec<&str> = out
+        .lines()
+        .filter(|l| l.len() <= 6 && l.contains(' '))
+        .collect();
+    assert_eq!(
+        codes,
+        ["200 1", "200 0", "404 0"],
+        "one connection, three requests: {out}"
+    );
 
     let authority = format!("{}:8080", server.ip);
     let outbound_2xx = client.metric(&format!(
@@ -42,7 +68,12 @@ fn curl_http1_keepalive_passes_both_proxies_and_both_count_it() -> Result<()> {
         "bulwark_request_duration_seconds_count{{direction=\"inbound\",authority=\"{authority}\",status_class=\"2xx\"}}"
     ))?;
     assert_eq!((outbound_2xx, outbound_4xx, inbound_2xx), (2.0, 1.0, 2.0));
-    assert_eq!(client.metric("bulwark_connections_opened_total{direction=\"outbound\",protocol=\"http1\"}")?, 1.0);
+    assert_eq!(
+        client.metric(
+            "bulwark_connections_opened_total{direction=\"outbound\",protocol=\"http1\"}"
+        )?,
+        1.0
+    );
     Ok(())
 }
 
@@ -52,12 +83,19 @@ fn h2c_with_nghttp_and_h2load_is_proxied_as_http2() -> Result<()> {
     let (client, server) = two_pods(&mut mesh)?;
     let url = format!("http://{}:8080", server.ip);
     let out = client.sh_ok(&format!("nghttp {url}/headers"))?;
-    assert!(out.contains("\"version\":\"HTTP/2.0\""), "the upstream saw HTTP/2: {out}");
+    assert!(
+        out.contains("\"version\":\"HTTP/2.0\""),
+        "the upstream saw HTTP/2: {out}"
+    );
     let out = client.sh_ok(&format!("h2load -n 2000 -c 4 -m 10 {url}/"))?;
     assert!(out.contains("2000 succeeded, 0 failed, 0 errored"), "{out}");
     assert!(out.contains("status codes: 2000 2xx"), "{out}");
-    let h2_conns = client.metric("bulwark_connections_opened_total{direction=\"outbound\",protocol=\"http2\"}")?;
-    assert_eq!(h2_conns, 5.0, "1 nghttp + 4 h2load connections detected as HTTP/2");
+    let h2_conns = client
+        .metric("bulwark_connections_opened_total{direction=\"outbound\",protocol=\"http2\"}")?;
+    assert_eq!(
+        h2_conns, 5.0,
+        "1 nghttp + 4 h2load connections detected as HTTP/2"
+    );
     let inbound = server.metric(&format!(
         "bulwark_request_duration_seconds_count{{direction=\"inbound\",authority=\"{}:8080\",status_class=\"2xx\"}}",
         server.ip
@@ -73,13 +111,20 @@ fn oversized_headers_get_431_and_the_connection_survives_limits() -> Result<()> 
     let server = mesh.pod("server")?;
     mesh.testserver(&server, &["--http", "0.0.0.0:8080"])?;
     mesh.wait_listening(&server, 8080)?;
-    mesh.proxy(&client, &["--max-headers", "20", "--max-header-bytes", "16384"])?;
+    mesh.proxy(
+        &client,
+        &["--max-headers", "20", "--max-header-bytes", "16384"],
+    )?;
     let url = format!("http://{}:8080/", server.ip);
     let big = "a".repeat(20_000);
-    let code = client.sh_ok(&format!("curl -s -o /dev/null -w '%{{http_code}}' -H 'X-Big: {big}' {url}"))?;
+    let code = client.sh_ok(&format!(
+        "curl -s -o /dev/null -w '%{{http_code}}' -H 'X-Big: {big}' {url}"
+    ))?;
     assert_eq!(code, "431", "head over 16 KiB");
     let many: String = (0..30).map(|i| format!(" -H 'X-N{i}: v'")).collect();
-    let code = client.sh_ok(&format!("curl -s -o /dev/null -w '%{{http_code}}'{many} {url}"))?;
+    let code = client.sh_ok(&format!(
+        "curl -s -o /dev/null -w '%{{http_code}}'{many} {url}"
+    ))?;
     assert_eq!(code, "431", "more than 20 header fields");
     let code = client.sh_ok(&format!("curl -s -o /dev/null -w '%{{http_code}}' {url}"))?;
     assert_eq!(code, "200", "a normal request still passes");
@@ -96,9 +141,17 @@ fn a_slow_request_head_is_cut_off_by_the_header_read_timeout() -> Result<()> {
     mesh.proxy(&client, &["--header-read-timeout", "2s"])?;
     let py = bulwark_tests::python();
     let script = bulwark_tests::py_script("tcp_probe.py");
-    let out = client.sh_ok(&format!("{} {} slowloris {} 8080", py.display(), script.display(), server.ip))?;
+    let out = client.sh_ok(&format!(
+        "{} {} slowloris {} 8080",
+        py.display(),
+        script.display(),
+        server.ip
+    ))?;
     let secs: f64 = out.trim().parse()?;
-    assert!((1.5..6.0).contains(&secs), "closed after {secs}s, expected about 2s");
+    assert!(
+        (1.5..6.0).contains(&secs),
+        "closed after {secs}s, expected about 2s"
+    );
     Ok(())
 }
 
@@ -113,12 +166,22 @@ fn a_100_mib_upload_streams_with_bounded_proxy_memory() -> Result<()> {
     assert_eq!(out.trim(), "{\"bytes\":104857600}");
     let (_, stats) = client.admin("/stats")?;
     let stats: serde_json::Value = serde_json::from_str(&stats)?;
-    let peak = stats["process"]["peak_rss_bytes"].as_u64().unwrap_or(u64::MAX);
-    assert!(peak < 48 * 1024 * 1024, "client proxy peak RSS {peak} bytes for a 100 MiB body");
+    let peak = stats["process"]["peak_rss_bytes"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    assert!(
+        peak < 48 * 1024 * 1024,
+        "client proxy peak RSS {peak} bytes for a 100 MiB body"
+    );
     let (_, stats) = server.admin("/stats")?;
     let stats: serde_json::Value = serde_json::from_str(&stats)?;
-    let peak = stats["process"]["peak_rss_bytes"].as_u64().unwrap_or(u64::MAX);
-    assert!(peak < 48 * 1024 * 1024, "server proxy peak RSS {peak} bytes for a 100 MiB body");
+    let peak = stats["process"]["peak_rss_bytes"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    assert!(
+        peak < 48 * 1024 * 1024,
+        "server proxy peak RSS {peak} bytes for a 100 MiB body"
+    );
     Ok(())
 }
 
@@ -126,30 +189,57 @@ fn a_100_mib_upload_streams_with_bounded_proxy_memory() -> Result<()> {
 fn metrics_parse_with_the_prometheus_parser_and_stats_give_percentiles() -> Result<()> {
     let mut mesh = Mesh::new("metrics")?;
     let (client, server) = two_pods(&mut mesh)?;
-    client.sh_ok(&format!("for i in $(seq 50); do curl -s -o /dev/null http://{}:8080/; done", server.ip))?;
-    client.sh_ok(&format!("curl -s -o /dev/null http://{}:8080/status/503", server.ip))?;
+    client.sh_ok(&format!(
+        "for i in $(seq 50); do curl -s -o /dev/null http://{}:8080/; done",
+        server.ip
+    ))?;
+    client.sh_ok(&format!(
+        "curl -s -o /dev/null http://{}:8080/status/503",
+        server.ip
+    ))?;
     let py = bulwark_tests::python();
     let script = bulwark_tests::py_script("parse_metrics.py");
-    let out = client.sh_ok(&format!("curl -s http://127.0.0.1:5191/metrics | {} {}", py.display(), script.display()))?;
+    let out = client.sh_ok(&format!(
+        "curl -s http://127.0.0.1:5191/metrics | {} {}",
+        py.display(),
+        script.display()
+    ))?;
     let parsed: serde_json::Value = serde_json::from_str(&out)?;
     let fam = &parsed["families"]["bulwark_request_duration_seconds"];
     assert_eq!(fam["type"], "histogram", "{out}");
-    assert_eq!(parsed["buckets"][0], "0.00005", "lowest bucket is 50 µs: {out}");
+    assert_eq!(
+        parsed["buckets"][0], "0.00005",
+        "lowest bucket is 50 µs: {out}"
+    );
     assert_eq!(parsed["buckets"][1], "0.0001", "{out}");
-    for family in ["bulwark_connections_opened", "bulwark_detect", "bulwark_tcp_bytes", "process_resident_memory_bytes"] {
-        assert!(parsed["families"].get(family).is_some(), "{family} missing: {out}");
+    for family in [
+        "bulwark_connections_opened",
+        "bulwark_detect",
+        "bulwark_tcp_bytes",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(
+            parsed["families"].get(family).is_some(),
+            "{family} missing: {out}"
+        );
     }
     let (code, stats) = client.admin("/stats")?;
     assert_eq!(code, 200);
     let stats: serde_json::Value = serde_json::from_str(&stats)?;
     let rows = stats["latency"].as_array().cloned().unwrap_or_default();
-    let ok = rows.iter().find(|r| r["status_class"] == "2xx").expect("a 2xx row");
+    let ok = rows
+        .iter()
+        .find(|r| r["status_class"] == "2xx")
+        .expect("a 2xx row");
     assert_eq!(ok["count"], 50);
     for p in ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"] {
         assert!(ok[p].as_f64().is_some_and(|v| v > 0.0), "{p} in {ok}");
     }
     assert!(ok["p50_ms"].as_f64() <= ok["p99_ms"].as_f64());
-    assert!(rows.iter().any(|r| r["status_class"] == "5xx" && r["count"] == 1));
+    assert!(
+        rows.iter()
+            .any(|r| r["status_class"] == "5xx" && r["count"] == 1)
+    );
     Ok(())
 }
 
@@ -162,7 +252,16 @@ fn connection_failures_are_answered_by_the_proxy_with_a_reason() -> Result<()> {
     // Nothing listens on 9999 in the server pod: the upstream connect is refused.
     let out = client.sh_ok(&format!("curl -s -i http://{}:9999/", server.ip))?;
     assert!(out.starts_with("HTTP/1.1 502"), "{out}");
-    assert!(out.to_lowercase().contains("x-bulwark-error: connect_refused"), "{out}");
-    assert_eq!(client.metric("bulwark_proxy_errors_total{direction=\"outbound\",reason=\"connect_refused\"}")?, 1.0);
+    assert!(
+        out.to_lowercase()
+            .contains("x-bulwark-error: connect_refused"),
+        "{out}"
+    );
+    assert_eq!(
+        client.metric(
+            "bulwark_proxy_errors_total{direction=\"outbound\",reason=\"connect_refused\"}"
+        )?,
+        1.0
+    );
     Ok(())
 }

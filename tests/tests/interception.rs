@@ -7,11 +7,20 @@ use bulwark_tests::{Mesh, bin};
 fn init_is_idempotent_and_check_fails_when_rules_are_missing() -> Result<()> {
     let mut mesh = Mesh::new("init")?;
     let pod = mesh.pod("pod")?;
-    let flags = ["--skip-outbound-ports", "443", "--skip-outbound-cidrs", "169.254.169.254/32"];
+    let flags = [
+        "--skip-outbound-ports",
+        "443",
+        "--skip-outbound-cidrs",
+        "169.254.169.254/32",
+    ];
     mesh.init(&pod, &flags)?;
     mesh.init(&pod, &flags)?;
     let rules = pod.sh_ok("iptables-save -t nat | grep -c '^-A.*BULWARK'")?;
-    assert_eq!(rules.trim(), "10", "running init twice leaves one set of rules");
+    assert_eq!(
+        rules.trim(),
+        "10",
+        "running init twice leaves one set of rules"
+    );
     let v6 = pod.sh_ok("ip6tables-save -t nat | grep -c '^-A.*BULWARK'")?;
     assert_eq!(v6.trim(), "9", "IPv6 rules too (no IPv4 CIDR skip)");
     let mut check = pod.cmd(bin("bulwark-proxy"));
@@ -21,7 +30,10 @@ fn init_is_idempotent_and_check_fails_when_rules_are_missing() -> Result<()> {
     let out = check.output()?;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("missing `-A BULWARK_OUTPUT -p tcp -j REDIRECT --to-ports 5140`"), "{err}");
+    assert!(
+        err.contains("missing `-A BULWARK_OUTPUT -p tcp -j REDIRECT --to-ports 5140`"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -29,9 +41,18 @@ fn init_is_idempotent_and_check_fails_when_rules_are_missing() -> Result<()> {
 fn dry_run_prints_rules_without_touching_the_tables() -> Result<()> {
     let mut mesh = Mesh::new("dryrun")?;
     let pod = mesh.pod("pod")?;
-    let out = pod.sh_ok(&format!("{} init --dry-run --skip-outbound-cidrs 10.96.0.0/12", bin("bulwark-proxy").display()))?;
-    assert!(out.contains("-A BULWARK_OUTPUT -d 10.96.0.0/12 -j RETURN"), "{out}");
-    assert!(out.contains("-A BULWARK_OUTPUT -d ::1/128 -o lo -j RETURN"), "{out}");
+    let out = pod.sh_ok(&format!(
+        "{} init --dry-run --skip-outbound-cidrs 10.96.0.0/12",
+        bin("bulwark-proxy").display()
+    ))?;
+    assert!(
+        out.contains("-A BULWARK_OUTPUT -d 10.96.0.0/12 -j RETURN"),
+        "{out}"
+    );
+    assert!(
+        out.contains("-A BULWARK_OUTPUT -d ::1/128 -o lo -j RETURN"),
+        "{out}"
+    );
     let rules = pod.sh("iptables-save -t nat | grep -c BULWARK")?;
     assert_eq!(String::from_utf8_lossy(&rules.stdout).trim(), "0");
     Ok(())
@@ -47,7 +68,15 @@ fn skipped_cidrs_and_ports_bypass_the_proxy_and_the_rest_does_not() -> Result<()
         mesh.testserver(pod, &["--http", "0.0.0.0:8080", "--http", "0.0.0.0:9090"])?;
         mesh.wait_listening(pod, 8080)?;
     }
-    mesh.init(&client, &["--skip-outbound-cidrs", &format!("{}/32", other.ip), "--skip-outbound-ports", "9090"])?;
+    mesh.init(
+        &client,
+        &[
+            "--skip-outbound-cidrs",
+            &format!("{}/32", other.ip),
+            "--skip-outbound-ports",
+            "9090",
+        ],
+    )?;
     mesh.proxy_no_init(&client, &[])?;
     for url in [
         format!("http://{}:8080/", server.ip),
@@ -81,9 +110,17 @@ fn the_proxys_own_traffic_and_direct_connections_do_not_loop() -> Result<()> {
     // than forwarded back into the proxy.
     let out = client.sh("curl -s -m 5 -o /dev/null -w '%{http_code}' http://127.0.0.1:5140/")?;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "000");
-    assert_eq!(client.metric("bulwark_proxy_errors_total{direction=\"outbound\",reason=\"not_redirected\"}")?, 1.0);
+    assert_eq!(
+        client.metric(
+            "bulwark_proxy_errors_total{direction=\"outbound\",reason=\"not_redirected\"}"
+        )?,
+        1.0
+    );
     // 100 requests out: each is proxied exactly once (a loop would multiply them).
-    client.sh_ok(&format!("for i in $(seq 100); do curl -sf -o /dev/null http://{}:8080/; done", server.ip))?;
+    client.sh_ok(&format!(
+        "for i in $(seq 100); do curl -sf -o /dev/null http://{}:8080/; done",
+        server.ip
+    ))?;
     let count = client.sh_ok(&format!("curl -s http://{}:8080/count", server.ip))?;
     assert_eq!(count.trim(), "101");
     // Loopback to 127.0.0.1 bypasses the proxy; the pod's own IP goes through it.
@@ -110,7 +147,10 @@ fn ipv6_traffic_is_intercepted_in_both_directions() -> Result<()> {
     mesh.wait_listening(&server, 8081)?;
     mesh.proxy(&server, &["--ipv6", "true"])?;
     mesh.proxy(&client, &["--ipv6", "true"])?;
-    let out = client.sh_ok(&format!("curl -sf -g 'http://[{}]:8081/headers'", server.ip6))?;
+    let out = client.sh_ok(&format!(
+        "curl -sf -g 'http://[{}]:8081/headers'",
+        server.ip6
+    ))?;
     assert!(out.contains(&format!("[{}]:8081", server.ip6)), "{out}");
     let authority = format!("[{}]:8081", server.ip6);
     for (pod, dir) in [(&client, "outbound"), (&server, "inbound")] {

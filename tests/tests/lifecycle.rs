@@ -33,7 +33,10 @@ fn sigterm_lets_in_flight_requests_finish_and_refuses_new_ones() -> Result<()> {
     let ok = out.lines().filter(|l| *l == "200").count();
     assert_eq!(ok, 30, "every in-flight request completed: {out}");
     assert!(status.success(), "proxy exited cleanly: {status}");
-    assert!(drained_in < Duration::from_secs(10), "drained in {drained_in:?}");
+    assert!(
+        drained_in < Duration::from_secs(10),
+        "drained in {drained_in:?}"
+    );
     // h2load's requests either completed or were never started (GOAWAY, then the listener
     // closed): every request that started succeeded.
     let count = |word: &str| -> Option<u64> {
@@ -43,9 +46,14 @@ fn sigterm_lets_in_flight_requests_finish_and_refuses_new_ones() -> Result<()> {
     };
     let (started, succeeded) = (count("started"), count("succeeded"));
     assert!(started.is_some_and(|n| n > 0), "{out}");
-    assert_eq!(started, succeeded, "every started HTTP/2 request succeeded: {out}");
+    assert_eq!(
+        started, succeeded,
+        "every started HTTP/2 request succeeded: {out}"
+    );
     // With the proxy gone, redirected traffic has nowhere to go.
-    let after = client.sh(&format!("curl -s -m 3 -o /dev/null -w '%{{http_code}}' {url}/"))?;
+    let after = client.sh(&format!(
+        "curl -s -m 3 -o /dev/null -w '%{{http_code}}' {url}/"
+    ))?;
     assert_eq!(String::from_utf8_lossy(&after.stdout), "000");
     Ok(())
 }
@@ -56,16 +64,29 @@ fn ready_waits_for_the_rules_and_await_waits_for_ready() -> Result<()> {
     let pod = mesh.pod("pod")?;
     let proxy_bin = bin("bulwark-proxy");
     // No proxy yet: await gives up after its timeout and does not run the command.
-    let out = pod.sh(&format!("{} await --timeout 1s -- echo started", proxy_bin.display()))?;
+    let out = pod.sh(&format!(
+        "{} await --timeout 1s -- echo started",
+        proxy_bin.display()
+    ))?;
     assert_eq!(out.status.code(), Some(1));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("started"));
 
     // Proxy started before init: /ready is 503 and names the missing rule.
     let uid = bulwark_tests::PROXY_UID.to_string();
     let mut cmd = pod.cmd("setpriv");
-    cmd.args(["--reuid", &uid, "--regid", &uid, "--clear-groups", "--inh-caps", "+net_admin", "--ambient-caps", "+net_admin"])
-        .arg(&proxy_bin)
-        .arg("run");
+    cmd.args([
+        "--reuid",
+        &uid,
+        "--regid",
+        &uid,
+        "--clear-groups",
+        "--inh-caps",
+        "+net_admin",
+        "--ambient-caps",
+        "+net_admin",
+    ])
+    .arg(&proxy_bin)
+    .arg("run");
     let pid = mesh.spawn(&pod, "proxy-early", cmd)?;
     let deadline = Instant::now() + Duration::from_secs(5);
     let (code, body) = loop {
@@ -83,7 +104,12 @@ fn ready_waits_for_the_rules_and_await_waits_for_ready() -> Result<()> {
     let waiter = {
         let pod = pod.clone();
         let proxy_bin = proxy_bin.clone();
-        std::thread::spawn(move || pod.sh_ok(&format!("{} await --timeout 20s -- echo started", proxy_bin.display())))
+        std::thread::spawn(move || {
+            pod.sh_ok(&format!(
+                "{} await --timeout 20s -- echo started",
+                proxy_bin.display()
+            ))
+        })
     };
     std::thread::sleep(Duration::from_millis(300));
     mesh.init(&pod, &[])?;
@@ -99,15 +125,20 @@ fn admin_shutdown_is_off_by_default_and_loopback_only_when_on() -> Result<()> {
     let pod = mesh.pod("pod")?;
     let other = mesh.pod("other")?;
     mesh.proxy(&pod, &[])?;
-    let code = pod.sh_ok("curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:5191/shutdown")?;
+    let code =
+        pod.sh_ok("curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:5191/shutdown")?;
     assert_eq!(code, "404", "disabled by default");
     let proxy = mesh.proxy(&other, &["--admin-shutdown", "true"])?;
     let (pod, other) = (other, pod);
-    let remote = other.sh_ok(&format!("curl -s -o /dev/null -w '%{{http_code}}' -X POST http://{}:5191/shutdown", pod.ip))?;
+    let remote = other.sh_ok(&format!(
+        "curl -s -o /dev/null -w '%{{http_code}}' -X POST http://{}:5191/shutdown",
+        pod.ip
+    ))?;
     assert_eq!(remote, "403", "not from another pod");
     let get = pod.sh_ok("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:5191/shutdown")?;
     assert_eq!(get, "405");
-    let local = pod.sh_ok("curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:5191/shutdown")?;
+    let local =
+        pod.sh_ok("curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:5191/shutdown")?;
     assert_eq!(local, "202");
     let status = mesh.terminate(proxy.0, Duration::from_secs(10))?;
     assert!(status.success());

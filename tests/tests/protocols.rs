@@ -6,7 +6,11 @@ use anyhow::Result;
 use bulwark_tests::{Mesh, py_script, python};
 
 fn py(script: &str, args: &str) -> String {
-    format!("{} {} {args}", python().display(), py_script(script).display())
+    format!(
+        "{} {} {args}",
+        python().display(),
+        py_script(script).display()
+    )
 }
 
 #[test]
@@ -15,15 +19,24 @@ fn grpcio_unary_and_streaming_calls_keep_trailers_and_status() -> Result<()> {
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
     let mut cmd = server.cmd(python());
-    cmd.arg(py_script("grpc_check.py")).args(["server", "50051"]);
+    cmd.arg(py_script("grpc_check.py"))
+        .args(["server", "50051"]);
     mesh.spawn(&server, "grpc-server", cmd)?;
     mesh.wait_listening(&server, 50051)?;
     mesh.proxy(&server, &[])?;
     mesh.proxy(&client, &[])?;
     let out = client.sh_ok(&py("grpc_check.py", &format!("client {}:50051", server.ip)))?;
     assert!(out.contains("grpc ok"), "{out}");
-    assert!(client.metric("bulwark_connections_opened_total{direction=\"outbound\",protocol=\"http2\"}")? >= 1.0);
-    assert!(server.metric("bulwark_connections_opened_total{direction=\"inbound\",protocol=\"http2\"}")? >= 1.0);
+    assert!(
+        client.metric(
+            "bulwark_connections_opened_total{direction=\"outbound\",protocol=\"http2\"}"
+        )? >= 1.0
+    );
+    assert!(
+        server
+            .metric("bulwark_connections_opened_total{direction=\"inbound\",protocol=\"http2\"}")?
+            >= 1.0
+    );
     Ok(())
 }
 
@@ -38,11 +51,21 @@ fn websocket_upgrade_is_tunnelled() -> Result<()> {
     mesh.wait_listening(&server, 8765)?;
     mesh.proxy(&server, &[])?;
     mesh.proxy(&client, &[])?;
-    let out = client.sh_ok(&py("ws_check.py", &format!("client ws://{}:8765/ 200", server.ip)))?;
+    let out = client.sh_ok(&py(
+        "ws_check.py",
+        &format!("client ws://{}:8765/ 200", server.ip),
+    ))?;
     assert!(out.contains("ws ok: 200"), "{out}");
     let upgraded = client.metric("bulwark_request_duration_seconds_count{direction=\"outbound\",authority=\"10.77.0.3:8765\",status_class=\"1xx\"}")?;
-    assert_eq!(upgraded, 1.0, "the 101 was seen by the proxy as an HTTP request");
-    assert!(client.metric("bulwark_tcp_bytes_total{direction=\"outbound\",from=\"client\"}")? > 10_000.0, "tunnelled bytes are counted");
+    assert_eq!(
+        upgraded, 1.0,
+        "the 101 was seen by the proxy as an HTTP request"
+    );
+    assert!(
+        client.metric("bulwark_tcp_bytes_total{direction=\"outbound\",from=\"client\"}")?
+            > 10_000.0,
+        "tunnelled bytes are counted"
+    );
     Ok(())
 }
 
@@ -51,7 +74,17 @@ fn server_speaks_first_waits_only_until_the_port_is_learned() -> Result<()> {
     let mut mesh = Mesh::new("banner")?;
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
-    mesh.testserver(&server, &["--banner", "0.0.0.0:7025", "--banner", "0.0.0.0:6379", "--name", "mail"])?;
+    mesh.testserver(
+        &server,
+        &[
+            "--banner",
+            "0.0.0.0:7025",
+            "--banner",
+            "0.0.0.0:6379",
+            "--name",
+            "mail",
+        ],
+    )?;
     mesh.wait_listening(&server, 7025)?;
     mesh.proxy(&server, &[])?;
     mesh.proxy(&client, &["--detect-timeout", "1s"])?;
@@ -63,23 +96,44 @@ fn server_speaks_first_waits_only_until_the_port_is_learned() -> Result<()> {
     // Each wait covers the client proxy's detection and, on the first connections, the
     // server proxy's too (both learn the port).
     for (i, w) in waits.iter().enumerate().take(2) {
-        assert!(*w < 2.5, "connection {i} waited {w}s; bounded by the detection timeouts");
+        assert!(
+            *w < 2.5,
+            "connection {i} waited {w}s; bounded by the detection timeouts"
+        );
     }
-    assert!(waits[0] >= 0.9, "the first connection did wait for detection: {waits:?}");
+    assert!(
+        waits[0] >= 0.9,
+        "the first connection did wait for detection: {waits:?}"
+    );
     for (i, w) in waits.iter().enumerate().skip(2) {
-        assert!(*w < 0.3, "connection {i} waited {w}s after the port was learned: {waits:?}");
+        assert!(
+            *w < 0.3,
+            "connection {i} waited {w}s after the port was learned: {waits:?}"
+        );
     }
     let (_, learned) = client.admin("/detect")?;
     assert!(learned.contains("\"port\": 7025"), "{learned}");
-    assert_eq!(client.metric("bulwark_detect_learned_opaque_port{port=\"7025\"}")?, 1.0);
-    assert_eq!(client.metric("bulwark_detect_total{direction=\"outbound\",outcome=\"learned_opaque\"}")?, 3.0);
+    assert_eq!(
+        client.metric("bulwark_detect_learned_opaque_port{port=\"7025\"}")?,
+        1.0
+    );
+    assert_eq!(
+        client.metric("bulwark_detect_total{direction=\"outbound\",outcome=\"learned_opaque\"}")?,
+        3.0
+    );
 
     // 6379 (Redis) is on the default opaque list: no wait even the first time.
     let out = client.sh_ok(&py("tcp_probe.py", &format!("banner {} 6379 2", server.ip)))?;
     let waits: Vec<f64> = serde_json::from_str(out.trim())?;
     assert!(waits.iter().all(|w| *w < 0.3), "{waits:?}");
-    assert_eq!(client.metric("bulwark_detect_total{direction=\"outbound\",outcome=\"configured_opaque\"}")?, 2.0);
+    assert_eq!(
+        client
+            .metric("bulwark_detect_total{direction=\"outbound\",outcome=\"configured_opaque\"}")?,
+        2.0
+    );
     std::thread::sleep(Duration::from_millis(100));
-    assert!(client.metric("bulwark_tcp_bytes_total{direction=\"outbound\",from=\"server\"}")? > 0.0);
+    assert!(
+        client.metric("bulwark_tcp_bytes_total{direction=\"outbound\",from=\"server\"}")? > 0.0
+    );
     Ok(())
 }

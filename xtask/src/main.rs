@@ -1,1 +1,210 @@
-fn main() {}
+//! Project automation. `cargo xtask test` installs what the tests need on a fresh Debian 12
+//! machine and runs every check CI runs; `cargo xtask demo` runs the local mesh demo.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Install test dependencies, then run fmt, clippy, unit and end-to-end tests.
+    Test {
+        /// Skip apt-get and the Python venv (when they are known to be in place).
+        #[arg(long)]
+        no_install: bool,
+    },
+    /// The local mesh demo (builds release binaries, needs root).
+    Demo {
+        /// Requests per load phase.
+        #[arg(long, default_value_t = 20_000)]
+        requests: u32,
+    },
+}
+
+/// Debian packages the tests and the demo drive: iptables and iproute2 for the pods, curl
+/// and nghttp2-client (nghttp, h2load) as clients, python3-venv for grpcio and websockets,
+/// util-linux for setpriv, procps for pkill-free process checks.
+const APT_PACKAGES: &[&str] = &[
+    "iptables",
+    "iproute2",
+    "curl",
+    "nghttp2-client",
+    "python3-venv",
+    "util-linux",
+    "procps",
+    "ca-certificates",
+];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    println!("$ {}", shown.replace('"', ""));
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    ensure!(status.success(), "{shown} failed: {status}");
+    Ok(())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+fn ensure_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect();
+    if missing.is_empty() {
+        println!("apt packages present: {}", APT_PACKAGES.join(" "));
+        return Ok(());
+    }
+    ensure!(
+        is_root(),
+        "missing packages {missing:?}: run as root, or install them first"
+    );
+    println!("installing {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// The venv with the Python test clients; created and filled from tests/py/requirements.txt.
+fn ensure_venv() -> Result<PathBuf> {
+    let venv = std::env::var_os("BULWARK_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv"));
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        // Debian's interpreter, where it exists, so python3-venv's ensurepip is the one used.
+        let base = if Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3"
+        } else {
+            "python3"
+        };
+        run(Command::new(base).args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(root().join("tests/py/requirements.txt")))?;
+    Ok(python)
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn has_nextest() -> bool {
+    Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn test(no_install: bool) -> Result<()> {
+    let t0 = Instant::now();
+    let python = if no_install {
+        std::env::var_os("BULWARK_TEST_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root().join(".venv/bin/python"))
+    } else {
+        ensure_packages()?;
+        ensure_venv()?
+    };
+    ensure!(
+        is_root(),
+        "the end-to-end tests create network namespaces and iptables rules: run as root"
+    );
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["build", "--workspace", "--bins"]))?;
+    let mut t = cargo();
+    if has_nextest() {
+        t.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--no-fail-fast",
+            "--test-threads",
+            "4",
+        ]);
+    } else {
+        t.args([
+            "test",
+            "--workspace",
+            "--no-fail-fast",
+            "--",
+            "--test-threads",
+            "4",
+        ]);
+    }
+    run(t.env("BULWARK_TEST_PYTHON", &python))?;
+    println!("all checks passed in {:.0}s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn demo(requests: u32) -> Result<()> {
+    if !is_root() {
+        bail!("the demo creates network namespaces and iptables rules: run it as root");
+    }
+    ensure_packages()?;
+    let python = ensure_venv()?;
+    run(cargo().args(["build", "--release", "--bins"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    run(Command::new(target.join("release/bulwark-demo"))
+        .args(["--requests", &requests.to_string()])
+        .env("BULWARK_TEST_PYTHON", python))
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Test { no_install } => test(no_install),
+        Cmd::Demo { requests } => demo(requests),
+    }
+}

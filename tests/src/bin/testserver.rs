@@ -55,8 +55,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let path = req.uri().path().to_string();
     let resp = if let Some(code) = path.strip_prefix("/status/") {
-        let status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);
-        Response::builder().status(status).body(full(format!("status {status}\n")))
+        let status = code
+            .parse()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::BAD_REQUEST);
+        Response::builder()
+            .status(status)
+            .body(full(format!("status {status}\n")))
     } else if let Some(ms) = path.strip_prefix("/delay/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         Response::builder().body(full(format!("delayed {ms}ms by {}\n", state.name)))
@@ -79,20 +85,31 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
             .collect();
         let body = serde_json::json!({"version": format!("{:?}", req.version()), "uri": req.uri().to_string(), "headers": map});
-        Response::builder().header("content-type", "application/json").body(full(format!("{body}\n")))
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(full(format!("{body}\n")))
     } else if path == "/count" {
         Response::builder().body(full(format!("{n}\n")))
     } else {
-        let fail = state.fail_rate > 0.0 && (n as f64 * state.fail_rate).floor() != ((n - 1) as f64 * state.fail_rate).floor();
-        let status = if fail { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-        Response::builder().status(status).body(full(format!("hello from {}\n", state.name)))
+        let fail = state.fail_rate > 0.0
+            && (n as f64 * state.fail_rate).floor() != ((n - 1) as f64 * state.fail_rate).floor();
+        let status = if fail {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
+        Response::builder()
+            .status(status)
+            .body(full(format!("hello from {}\n", state.name)))
     };
     Ok(resp.unwrap_or_else(|_| Response::new(full("bad response\n"))))
 }
 
 async fn serve_http(listener: TcpListener, state: Arc<State>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
@@ -106,16 +123,24 @@ async fn serve_http(listener: TcpListener, state: Arc<State>) {
 
 async fn serve_banner(listener: TcpListener, name: String) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let name = name.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
-            if w.write_all(format!("220 {name} ready\r\n").as_bytes()).await.is_err() {
+            if w.write_all(format!("220 {name} ready\r\n").as_bytes())
+                .await
+                .is_err()
+            {
                 return;
             }
             let mut lines = BufReader::new(r).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if w.write_all(format!("250 {line}\r\n").as_bytes()).await.is_err() {
+                if w.write_all(format!("250 {line}\r\n").as_bytes())
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -126,7 +151,11 @@ async fn serve_banner(listener: TcpListener, name: String) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let state = Arc::new(State { name: args.name.clone(), fail_rate: args.fail_rate, requests: AtomicU64::new(0) });
+    let state = Arc::new(State {
+        name: args.name.clone(),
+        fail_rate: args.fail_rate,
+        requests: AtomicU64::new(0),
+    });
     let mut tasks = Vec::new();
     for addr in &args.http {
         let l = TcpListener::bind(addr).await?;
@@ -136,7 +165,10 @@ async fn main() -> anyhow::Result<()> {
         let l = TcpListener::bind(addr).await?;
         tasks.push(tokio::spawn(serve_banner(l, args.name.clone())));
     }
-    anyhow::ensure!(!tasks.is_empty(), "give at least one --http or --banner address");
+    anyhow::ensure!(
+        !tasks.is_empty(),
+        "give at least one --http or --banner address"
+    );
     eprintln!("testserver {} listening", args.name);
     for t in tasks {
         t.await?;
