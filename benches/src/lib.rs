@@ -1,1 +1,73 @@
-//! placeholder
+//! Shared pieces of the benchmark tools: the load generator's report format and histogram
+//! pooling across rounds.
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Lowest and highest latency recorded, in microseconds (1 µs to 60 s).
+pub const HIST_BOUNDS: (u64, u64) = (1, 60_000_000);
+
+/// What one load generator run reports (printed as JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// "h1" or "h2".
+    pub proto: String,
+    /// Offered rate in requests/s; 0 for closed loop.
+    pub rate: u64,
+    /// Connections used.
+    pub connections: usize,
+    /// Measured seconds (after warm-up).
+    pub seconds: f64,
+    /// Requests that were due in the measured window.
+    pub scheduled: u64,
+    /// Requests completed with a 2xx in the measured window.
+    pub completed: u64,
+    /// Requests completed in the whole run, warm-up included.
+    pub all: u64,
+    /// Requests failed (connection error or non-2xx).
+    pub errors: u64,
+    /// completed / seconds.
+    pub achieved_rps: f64,
+    /// Latency histogram as (value µs, count) pairs; pooled by the runner.
+    pub hist: Vec<(u64, u64)>,
+}
+
+/// A new latency histogram with the shared bounds and 3 significant figures.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(HIST_BOUNDS.0, HIST_BOUNDS.1, 3)
+        .expect("static histogram bounds are valid")
+}
+
+/// Flattens a histogram into (value, count) pairs.
+pub fn to_pairs(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    h.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect()
+}
+
+/// Adds (value, count) pairs into a histogram.
+pub fn add_pairs(h: &mut Histogram<u64>, pairs: &[(u64, u64)]) {
+    for &(v, c) in pairs {
+        let _ = h.record_n(v.clamp(HIST_BOUNDS.0, HIST_BOUNDS.1), c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_round_trip_preserves_percentiles() {
+        let mut a = histogram();
+        for v in 1..=10_000u64 {
+            a.record(v * 3).unwrap();
+        }
+        let mut b = histogram();
+        add_pairs(&mut b, &to_pairs(&a));
+        add_pairs(&mut b, &to_pairs(&a));
+        assert_eq!(b.len(), 2 * a.len());
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            assert_eq!(a.value_at_quantile(q), b.value_at_quantile(q), "q={q}");
+        }
+    }
+}

@@ -117,6 +117,9 @@ struct RunArgs {
     /// Distinct authority labels in metrics; the rest count as "other".
     #[arg(long, env = "BULWARK_METRICS_MAX_AUTHORITIES", default_value_t = config::DEFAULT_METRICS_MAX_AUTHORITIES)]
     metrics_max_authorities: usize,
+    /// Runtime worker threads (a sidecar rarely needs more than one or two).
+    #[arg(long, env = "BULWARK_WORKER_THREADS", default_value_t = 2)]
+    worker_threads: usize,
     /// On SIGTERM, how long in-flight requests get to finish.
     #[arg(long, env = "BULWARK_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "20s")]
     shutdown_grace: Duration,

@@ -23,6 +23,15 @@ enum Cmd {
         #[arg(long)]
         no_install: bool,
     },
+    /// Benchmarks: Bulwark against a direct connection, HAProxy and nginx (needs root).
+    Bench {
+        /// One short round with debug binaries, to prove the harness works (part of `test`).
+        #[arg(long)]
+        smoke: bool,
+        /// Extra arguments for bulwark-bench (e.g. --rounds 5 --seconds 10).
+        #[arg(last = true)]
+        rest: Vec<String>,
+    },
     /// The local mesh demo (builds release binaries, needs root).
     Demo {
         /// Requests per load phase.
@@ -68,8 +77,13 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn ensure_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+fn ensure_packages(extra: &[&str]) -> Result<()> {
+    let wanted: Vec<&str> = if extra.is_empty() {
+        APT_PACKAGES.to_vec()
+    } else {
+        extra.to_vec()
+    };
+    let missing: Vec<&str> = wanted
         .iter()
         .copied()
         .filter(|p| {
@@ -81,7 +95,7 @@ fn ensure_packages() -> Result<()> {
         })
         .collect();
     if missing.is_empty() {
-        println!("apt packages present: {}", APT_PACKAGES.join(" "));
+        println!("apt packages present: {}", wanted.join(" "));
         return Ok(());
     }
     ensure!(
@@ -89,11 +103,24 @@ fn ensure_packages() -> Result<()> {
         "missing packages {missing:?}: run as root, or install them first"
     );
     println!("installing {}", missing.join(" "));
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    // Servers such as nginx start a system service on install; we only want the binaries,
+    // run by the benchmark in its own namespaces. policy-rc.d tells the installer not to.
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let guard = !policy.exists() && std::fs::write(policy, "#!/bin/sh\nexit 101\n").is_ok();
+    if guard {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755));
+    }
+    let result = run(Command::new("apt-get").args(["update", "-qq"])).and_then(|()| {
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    });
+    if guard {
+        let _ = std::fs::remove_file(policy);
+    }
+    result
 }
 
 /// The venv with the Python test clients; created and filled from tests/py/requirements.txt.
@@ -145,7 +172,7 @@ fn test(no_install: bool) -> Result<()> {
             .map(PathBuf::from)
             .unwrap_or_else(|| root().join(".venv/bin/python"))
     } else {
-        ensure_packages()?;
+        ensure_packages(&[])?;
         ensure_venv()?
     };
     ensure!(
@@ -183,21 +210,46 @@ fn test(no_install: bool) -> Result<()> {
         ]);
     }
     run(t.env("BULWARK_TEST_PYTHON", &python))?;
+    bench(true, &[])?;
     println!("all checks passed in {:.0}s", t0.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+fn bench(smoke: bool, rest: &[String]) -> Result<()> {
+    ensure!(
+        is_root(),
+        "the benchmark creates network namespaces and iptables rules: run it as root"
+    );
+    ensure_packages(&[])?;
+    if smoke {
+        run(cargo().args(["build", "--workspace", "--bins"]))?;
+        return run(Command::new(target_dir().join("debug/bulwark-bench"))
+            .args(["--smoke", "--out"])
+            .arg(target_dir().join("bench-smoke.md")));
+    }
+    // The references: HAProxy and nginx from Debian, run as one-hop reverse proxies.
+    ensure_packages(&["haproxy", "nginx"])?;
+    run(cargo().args(["build", "--release", "--bins"]))?;
+    run(Command::new(target_dir().join("release/bulwark-bench"))
+        .args(["--out"])
+        .arg(target_dir().join("bench-report.md"))
+        .args(rest))
 }
 
 fn demo(requests: u32) -> Result<()> {
     if !is_root() {
         bail!("the demo creates network namespaces and iptables rules: run it as root");
     }
-    ensure_packages()?;
+    ensure_packages(&[])?;
     let python = ensure_venv()?;
     run(cargo().args(["build", "--release", "--bins"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    run(Command::new(target.join("release/bulwark-demo"))
+    run(Command::new(target_dir().join("release/bulwark-demo"))
         .args(["--requests", &requests.to_string()])
         .env("BULWARK_TEST_PYTHON", python))
 }
@@ -206,5 +258,6 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Test { no_install } => test(no_install),
         Cmd::Demo { requests } => demo(requests),
+        Cmd::Bench { smoke, rest } => bench(smoke, &rest),
     }
 }

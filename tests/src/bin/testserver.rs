@@ -2,7 +2,7 @@
 //! plus a server-speaks-first TCP banner service.
 //!
 //! HTTP paths: `/` hello, `/status/N`, `/delay/MS`, `/echo` (streams the body back),
-//! `/upload` (counts body bytes), `/headers` (received headers as JSON), `/count`.
+//! `/bytes/N` (N bytes), `/upload` (counts body bytes), `/headers` (received headers as JSON), `/count`.
 //! Flags: `--fail-rate F` answers that fraction of `/` with 503 (a faulty endpoint).
 
 use std::convert::Infallible;
@@ -66,6 +66,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     } else if let Some(ms) = path.strip_prefix("/delay/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         Response::builder().body(full(format!("delayed {ms}ms by {}\n", state.name)))
+    } else if let Some(n) = path.strip_prefix("/bytes/") {
+        let n: usize = n.parse().unwrap_or(0).min(64 << 20);
+        Response::builder().body(full(vec![b'x'; n]))
     } else if path == "/echo" {
         Response::builder().body(req.into_body().boxed())
     } else if path == "/upload" {
