@@ -137,3 +137,66 @@ fn server_speaks_first_waits_only_until_the_port_is_learned() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn tls_is_passed_through_untouched() -> Result<()> {
+    let mut mesh = Mesh::new("tls")?;
+    let client = mesh.pod("client")?;
+    let server = mesh.pod("server")?;
+    let dir = std::env::temp_dir().join(format!("bulwark-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=server.test",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()?;
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut cmd = server.cmd("openssl");
+    cmd.args(["s_server", "-quiet", "-www", "-accept", "8443"])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key);
+    mesh.spawn(&server, "tls-server", cmd)?;
+    mesh.wait_listening(&server, 8443)?;
+    mesh.proxy(&server, &[])?;
+    mesh.proxy(&client, &[])?;
+    let out = client.sh_ok(&format!(
+        "curl -s --cacert {} --resolve server.test:8443:{} https://server.test:8443/",
+        cert.display(),
+        server.ip
+    ))?;
+    // The certificate verified against its own CA: the proxies did not touch the TLS bytes.
+    assert!(out.contains("s_server"), "{out}");
+    assert_eq!(
+        client
+            .metric("bulwark_connections_opened_total{direction=\"outbound\",protocol=\"tls\"}")?,
+        1.0
+    );
+    assert_eq!(
+        server
+            .metric("bulwark_connections_opened_total{direction=\"inbound\",protocol=\"tls\"}")?,
+        1.0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

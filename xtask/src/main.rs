@@ -42,7 +42,7 @@ enum Cmd {
 
 /// Debian packages the tests and the demo drive: iptables and iproute2 for the pods, curl
 /// and nghttp2-client (nghttp, h2load) as clients, python3-venv for grpcio and websockets,
-/// util-linux for setpriv, procps for pkill-free process checks.
+/// util-linux for setpriv, procps for process checks, openssl for the TLS passthrough test.
 const APT_PACKAGES: &[&str] = &[
     "iptables",
     "iproute2",
@@ -52,6 +52,7 @@ const APT_PACKAGES: &[&str] = &[
     "util-linux",
     "procps",
     "ca-certificates",
+    "openssl",
 ];
 
 fn root() -> PathBuf {

@@ -17,7 +17,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 #[derive(Parser, Debug, Clone)]
@@ -42,9 +41,9 @@ struct Args {
     warmup: f64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Sender {
-    H1(Arc<Mutex<http1::SendRequest<Empty<Bytes>>>>),
+    H1(http1::SendRequest<Empty<Bytes>>),
     H2(http2::SendRequest<Empty<Bytes>>),
 }
 
@@ -61,12 +60,12 @@ async fn connect(args: &Args) -> Result<Sender> {
     } else {
         let (send, conn) = http1::handshake(io).await?;
         tokio::spawn(conn);
-        Ok(Sender::H1(Arc::new(Mutex::new(send))))
+        Ok(Sender::H1(send))
     }
 }
 
 /// Sends one GET and reads the whole body; true on a 2xx.
-async fn one(sender: &Sender, uri: &Uri, authority: &str) -> bool {
+async fn one(sender: &mut Sender, uri: &Uri, authority: &str) -> bool {
     let req = match sender {
         Sender::H2(_) => Request::get(uri.clone()),
         Sender::H1(_) => Request::get(uri.path()).header("host", authority),
@@ -76,7 +75,6 @@ async fn one(sender: &Sender, uri: &Uri, authority: &str) -> bool {
     };
     let resp = match sender {
         Sender::H1(s) => {
-            let mut s = s.lock().await;
             if s.ready().await.is_err() {
                 return false;
             }
@@ -88,6 +86,20 @@ async fn one(sender: &Sender, uri: &Uri, authority: &str) -> bool {
         Ok(r) => r.status().is_success() && r.into_body().collect().await.is_ok(),
         Err(_) => false,
     }
+}
+
+/// Sends one request; after a failure on a closed HTTP/1.1 connection (a server may close
+/// after N requests), opens a new one so later requests are not all failures.
+async fn one_or_reconnect(sender: &mut Sender, args: &Args, authority: &str) -> bool {
+    let ok = one(sender, &args.url, authority).await;
+    if let Sender::H1(s) = sender {
+        if !ok && s.is_closed() {
+            if let Ok(fresh) = connect(args).await {
+                *sender = fresh;
+            }
+        }
+    }
+    ok
 }
 
 /// Waits until `due` precisely: tokio's timer has millisecond granularity, which would add up
@@ -173,9 +185,9 @@ async fn main() -> Result<()> {
             let c = args.connections as u64;
             if args.proto == "h1" {
                 // Connection k owns requests k, k + c, k + 2c, …: one in flight per connection.
-                for (k, sender) in senders.into_iter().enumerate() {
-                    let (record, uri, authority) =
-                        (record.clone(), args.url.clone(), authority.clone());
+                for (k, mut sender) in senders.into_iter().enumerate() {
+                    let (record, args, authority) =
+                        (record.clone(), args.clone(), authority.clone());
                     tasks.push(tokio::spawn(async move {
                         let mut i = k as u64;
                         loop {
@@ -184,7 +196,7 @@ async fn main() -> Result<()> {
                                 break;
                             }
                             wait_until(due).await;
-                            let ok = one(&sender, &uri, &authority).await;
+                            let ok = one_or_reconnect(&mut sender, &args, &authority).await;
                             record(due, ok);
                             i += c;
                         }
@@ -203,7 +215,10 @@ async fn main() -> Result<()> {
                             break;
                         }
                         wait_until(due).await;
-                        let sender = senders[(i % c) as usize].clone();
+                        let mut sender = match &senders[(i % c) as usize] {
+                            Sender::H2(s) => Sender::H2(s.clone()),
+                            Sender::H1(_) => unreachable!("HTTP/2 runs hold HTTP/2 senders"),
+                        };
                         let (record, uri, authority) =
                             (record.clone(), uri.clone(), authority.clone());
                         i += 1;
@@ -212,10 +227,12 @@ async fn main() -> Result<()> {
                             continue;
                         };
                         tokio::spawn(async move {
-                            let ok =
-                                tokio::time::timeout_at(hard_end, one(&sender, &uri, &authority))
-                                    .await
-                                    .unwrap_or(false);
+                            let ok = tokio::time::timeout_at(
+                                hard_end,
+                                one(&mut sender, &uri, &authority),
+                            )
+                            .await
+                            .unwrap_or(false);
                             record(due, ok);
                             drop(permit);
                         });
@@ -226,13 +243,12 @@ async fn main() -> Result<()> {
         }
         None => {
             // Closed loop: each connection sends its next request as soon as the last returns.
-            for sender in senders {
-                let (record, uri, authority) =
-                    (record.clone(), args.url.clone(), authority.clone());
+            for mut sender in senders {
+                let (record, args, authority) = (record.clone(), args.clone(), authority.clone());
                 tasks.push(tokio::spawn(async move {
                     while Instant::now() < end {
                         let due = Instant::now();
-                        let ok = one(&sender, &uri, &authority).await;
+                        let ok = one_or_reconnect(&mut sender, &args, &authority).await;
                         record(due, ok);
                     }
                 }));
