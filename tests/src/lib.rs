@@ -97,6 +97,26 @@ fn reap_stale() {
     }
 }
 
+/// `bulwark-proxy run EXTRA` in `pod`, as the proxy's UID and GID with no capability but
+/// CAP_NET_ADMIN (so it can read its rules back for `/ready`), pinned to `cpu` if given.
+pub fn proxy_command(pod: &Pod, cpu: Option<&str>, extra: &[&str]) -> Command {
+    let mut c = match cpu {
+        Some(cpu) => {
+            let mut c = pod.cmd("taskset");
+            c.args(["-c", cpu, "setpriv"]);
+            c
+        }
+        None => pod.cmd("setpriv"),
+    };
+    let uid = PROXY_UID.to_string();
+    c.args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
+        .args(["--inh-caps", "+net_admin", "--ambient-caps", "+net_admin"])
+        .arg(bin("bulwark-proxy"))
+        .arg("run")
+        .args(extra);
+    c
+}
+
 /// One pod: a network namespace on the mesh bridge.
 #[derive(Debug, Clone)]
 pub struct Pod {
@@ -133,6 +153,15 @@ impl Pod {
         ))?;
         let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
         Ok((code.parse().unwrap_or(0), body.to_string()))
+    }
+
+    /// The proxy's peak resident memory (VmHWM) from `/stats`, in bytes.
+    pub fn proxy_peak_rss(&self) -> Result<u64> {
+        let (_, body) = self.admin("/stats")?;
+        let stats: serde_json::Value = serde_json::from_str(&body)?;
+        stats["process"]["peak_rss_bytes"]
+            .as_u64()
+            .context("/stats has no peak_rss_bytes")
     }
 
     /// The value of one sample of the proxy's Prometheus metrics (0 when absent).
@@ -290,23 +319,8 @@ impl Mesh {
 
     /// Starts the proxy without touching the rules; waits for `/ready`.
     pub fn proxy_no_init(&mut self, pod: &Pod, extra: &[&str]) -> Result<ProxyPid> {
-        let uid = PROXY_UID.to_string();
-        let mut cmd = pod.cmd("setpriv");
-        cmd.args([
-            "--reuid",
-            &uid,
-            "--regid",
-            &uid,
-            "--clear-groups",
-            "--inh-caps",
-            "+net_admin",
-            "--ambient-caps",
-            "+net_admin",
-        ])
-        .arg(bin("bulwark-proxy"))
-        .arg("run")
-        .args(extra)
-        .env("BULWARK_LOG", "info,bulwark_proxy=debug");
+        let mut cmd = proxy_command(pod, None, extra);
+        cmd.env("BULWARK_LOG", "info,bulwark_proxy=debug");
         let pid = self.spawn(pod, &format!("proxy-{}", pod.ns), cmd)?;
         self.wait_ready(pod, pid)?;
         Ok(ProxyPid(pid))

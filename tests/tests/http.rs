@@ -164,20 +164,12 @@ fn a_100_mib_upload_streams_with_bounded_proxy_memory() -> Result<()> {
         server.ip
     ))?;
     assert_eq!(out.trim(), "{\"bytes\":104857600}");
-    let (_, stats) = client.admin("/stats")?;
-    let stats: serde_json::Value = serde_json::from_str(&stats)?;
-    let peak = stats["process"]["peak_rss_bytes"]
-        .as_u64()
-        .unwrap_or(u64::MAX);
+    let peak = client.proxy_peak_rss()?;
     assert!(
         peak < 48 * 1024 * 1024,
         "client proxy peak RSS {peak} bytes for a 100 MiB body"
     );
-    let (_, stats) = server.admin("/stats")?;
-    let stats: serde_json::Value = serde_json::from_str(&stats)?;
-    let peak = stats["process"]["peak_rss_bytes"]
-        .as_u64()
-        .unwrap_or(u64::MAX);
+    let peak = server.proxy_peak_rss()?;
     assert!(
         peak < 48 * 1024 * 1024,
         "server proxy peak RSS {peak} bytes for a 100 MiB body"
@@ -296,11 +288,7 @@ fn http2_rapid_reset_is_cut_off_and_the_proxy_keeps_serving() -> Result<()> {
         server.ip
     ))?;
     assert_eq!(code, "200");
-    let (_, stats) = client.admin("/stats")?;
-    let stats: serde_json::Value = serde_json::from_str(&stats)?;
-    let peak = stats["process"]["peak_rss_bytes"]
-        .as_u64()
-        .unwrap_or(u64::MAX);
+    let peak = client.proxy_peak_rss()?;
     assert!(peak < 48 * 1024 * 1024, "peak RSS {peak}");
     Ok(())
 }

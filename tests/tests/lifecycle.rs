@@ -25,7 +25,20 @@ fn sigterm_lets_in_flight_requests_finish_and_refuses_new_ones() -> Result<()> {
             ))
         })
     };
-    std::thread::sleep(Duration::from_millis(700));
+    // SIGTERM only once the proxy has accepted all 30 slow requests (a connection still in
+    // the kernel's accept queue when the listener closes is reset: that is not in flight).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client
+        .metric("bulwark_connections_opened_total{direction=\"outbound\",protocol=\"http1\"}")?
+        < 30.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the 30 requests never reached the proxy"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
     let t0 = Instant::now();
     let status = mesh.terminate(proxy.0, Duration::from_secs(15))?;
     let drained_in = t0.elapsed();
@@ -72,21 +85,7 @@ fn ready_waits_for_the_rules_and_await_waits_for_ready() -> Result<()> {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("started"));
 
     // Proxy started before init: /ready is 503 and names the missing rule.
-    let uid = bulwark_tests::PROXY_UID.to_string();
-    let mut cmd = pod.cmd("setpriv");
-    cmd.args([
-        "--reuid",
-        &uid,
-        "--regid",
-        &uid,
-        "--clear-groups",
-        "--inh-caps",
-        "+net_admin",
-        "--ambient-caps",
-        "+net_admin",
-    ])
-    .arg(&proxy_bin)
-    .arg("run");
+    let cmd = bulwark_tests::proxy_command(&pod, None, &[]);
     let pid = mesh.spawn(&pod, "proxy-early", cmd)?;
     let deadline = Instant::now() + Duration::from_secs(5);
     let (code, body) = loop {

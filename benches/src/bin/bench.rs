@@ -105,21 +105,8 @@ fn pinned(pod: &Pod, cpu: &str, program: impl AsRef<std::ffi::OsStr>) -> Command
 
 fn start_proxy(mesh: &mut Mesh, pod: &Pod) -> Result<u32> {
     mesh.init(pod, &[])?;
-    let mut c = pinned(pod, "1", "setpriv");
-    c.args([
-        "--reuid",
-        "5102",
-        "--regid",
-        "5102",
-        "--clear-groups",
-        "--inh-caps",
-        "+net_admin",
-        "--ambient-caps",
-        "+net_admin",
-    ])
-    .arg(bin("bulwark-proxy"))
-    .args(["run", "--worker-threads", "1"])
-    .env("BULWARK_LOG", "warn");
+    let mut c = bulwark_tests::proxy_command(pod, Some("1"), &["--worker-threads", "1"]);
+    c.env("BULWARK_LOG", "warn");
     let pid = mesh.spawn(pod, &format!("proxy-{}", pod.ns), c)?;
     mesh.wait_ready(pod, pid)?;
     Ok(pid)
