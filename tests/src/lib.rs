@@ -74,6 +74,13 @@ fn ip(args: &[&str]) -> Result<String> {
     check(Command::new("ip").args(args))
 }
 
+/// `ip -n NS WORDS…`: one line per setup step instead of one array per step.
+fn ip_in(ns: &str, words: &str) -> Result<String> {
+    let mut args = vec!["-n", ns];
+    args.extend(words.split_whitespace());
+    ip(&args)
+}
+
 fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -164,6 +171,13 @@ impl Pod {
             .context("/stats has no peak_rss_bytes")
     }
 
+    /// Requests the pod's proxy recorded for one direction, authority and status class.
+    pub fn requests(&self, direction: &str, authority: &str, class: &str) -> Result<f64> {
+        self.metric(&format!(
+            "bulwark_request_duration_seconds_count{{direction=\"{direction}\",authority=\"{authority}\",status_class=\"{class}\"}}"
+        ))
+    }
+
     /// The value of one sample of the proxy's Prometheus metrics (0 when absent).
     pub fn metric(&self, name_and_labels: &str) -> Result<f64> {
         let (_, text) = self.admin("/metrics")?;
@@ -214,10 +228,9 @@ impl Mesh {
             pods: Vec::new(),
             children: Vec::new(),
         };
-        let b = &mesh.bridge;
-        ip(&["-n", b, "link", "set", "lo", "up"])?;
-        ip(&["-n", b, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", b, "link", "set", "br0", "up"])?;
+        ip_in(&mesh.bridge, "link set lo up")?;
+        ip_in(&mesh.bridge, "link add br0 type bridge")?;
+        ip_in(&mesh.bridge, "link set br0 up")?;
         Ok(mesh)
     }
 
@@ -233,51 +246,16 @@ impl Mesh {
         };
         self.pods.push(pod.clone());
         let peer = format!("vp{n}");
-        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        ip(&[
-            "-n",
+        let bridge = &self.bridge;
+        ip_in(&ns, "link set lo up")?;
+        ip_in(
             &ns,
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &peer,
-            "netns",
-            &self.bridge,
-        ])?;
-        ip(&[
-            "-n",
-            &self.bridge,
-            "link",
-            "set",
-            &peer,
-            "master",
-            "br0",
-            "up",
-        ])?;
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{}/24", pod.ip),
-            "dev",
-            "eth0",
-        ])?;
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{}/64", pod.ip6),
-            "dev",
-            "eth0",
-            "nodad",
-        ])?;
-        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            &format!("link add eth0 type veth peer name {peer} netns {bridge}"),
+        )?;
+        ip_in(bridge, &format!("link set {peer} master br0 up"))?;
+        ip_in(&ns, &format!("addr add {}/24 dev eth0", pod.ip))?;
+        ip_in(&ns, &format!("addr add {}/64 dev eth0 nodad", pod.ip6))?;
+        ip_in(&ns, "link set eth0 up")?;
         Ok(pod)
     }
 
@@ -303,10 +281,21 @@ impl Mesh {
     }
 
     /// Starts the test upstream in the pod with `args`.
+    /// Returns once every address it was given (`--http`, `--banner`) is listening.
     pub fn testserver(&mut self, pod: &Pod, args: &[&str]) -> Result<u32> {
         let mut cmd = pod.cmd(bin("bulwark-testserver"));
         cmd.args(args);
         let pid = self.spawn(pod, &format!("testserver-{}", pod.ns), cmd)?;
+        let ports = args
+            .windows(2)
+            .filter(|w| w[0] == "--http" || w[0] == "--banner")
+            .filter_map(|w| {
+                w[1].rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+            });
+        for port in ports {
+            self.wait_listening(pod, port)?;
+        }
         Ok(pid)
     }
 

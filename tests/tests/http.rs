@@ -19,7 +19,6 @@ fn two_pods(mesh: &mut Mesh) -> Result<(Pod, Pod)> {
             "server",
         ],
     )?;
-    mesh.wait_listening(&server, 8080)?;
     mesh.proxy(&server, &[])?;
     mesh.proxy(&client, &[])?;
     Ok((client, server))
@@ -58,15 +57,9 @@ fn curl_http1_keepalive_passes_both_proxies_and_both_count_it() -> Result<()> {
     );
 
     let authority = format!("{}:8080", server.ip);
-    let outbound_2xx = client.metric(&format!(
-        "bulwark_request_duration_seconds_count{{direction=\"outbound\",authority=\"{authority}\",status_class=\"2xx\"}}"
-    ))?;
-    let outbound_4xx = client.metric(&format!(
-        "bulwark_request_duration_seconds_count{{direction=\"outbound\",authority=\"{authority}\",status_class=\"4xx\"}}"
-    ))?;
-    let inbound_2xx = server.metric(&format!(
-        "bulwark_request_duration_seconds_count{{direction=\"inbound\",authority=\"{authority}\",status_class=\"2xx\"}}"
-    ))?;
+    let outbound_2xx = client.requests("outbound", &authority, "2xx")?;
+    let outbound_4xx = client.requests("outbound", &authority, "4xx")?;
+    let inbound_2xx = server.requests("inbound", &authority, "2xx")?;
     assert_eq!((outbound_2xx, outbound_4xx, inbound_2xx), (2.0, 1.0, 2.0));
     assert_eq!(
         client.metric(
@@ -96,10 +89,7 @@ fn h2c_with_nghttp_and_h2load_is_proxied_as_http2() -> Result<()> {
         h2_conns, 5.0,
         "1 nghttp + 4 h2load connections detected as HTTP/2"
     );
-    let inbound = server.metric(&format!(
-        "bulwark_request_duration_seconds_count{{direction=\"inbound\",authority=\"{}:8080\",status_class=\"2xx\"}}",
-        server.ip
-    ))?;
+    let inbound = server.requests("inbound", &format!("{}:8080", server.ip), "2xx")?;
     assert_eq!(inbound, 2001.0);
     Ok(())
 }
@@ -110,7 +100,6 @@ fn oversized_headers_get_431_and_the_connection_survives_limits() -> Result<()> 
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
     mesh.testserver(&server, &["--http", "0.0.0.0:8080"])?;
-    mesh.wait_listening(&server, 8080)?;
     mesh.proxy(
         &client,
         &["--max-headers", "20", "--max-header-bytes", "16384"],
@@ -137,7 +126,6 @@ fn a_slow_request_head_is_cut_off_by_the_header_read_timeout() -> Result<()> {
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
     mesh.testserver(&server, &["--http", "0.0.0.0:8080"])?;
-    mesh.wait_listening(&server, 8080)?;
     mesh.proxy(&client, &["--header-read-timeout", "2s"])?;
     let py = bulwark_tests::python();
     let script = bulwark_tests::py_script("tcp_probe.py");

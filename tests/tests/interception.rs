@@ -66,7 +66,6 @@ fn skipped_cidrs_and_ports_bypass_the_proxy_and_the_rest_does_not() -> Result<()
     let other = mesh.pod("other")?;
     for pod in [&server, &other] {
         mesh.testserver(pod, &["--http", "0.0.0.0:8080", "--http", "0.0.0.0:9090"])?;
-        mesh.wait_listening(pod, 8080)?;
     }
     mesh.init(
         &client,
@@ -85,11 +84,7 @@ fn skipped_cidrs_and_ports_bypass_the_proxy_and_the_rest_does_not() -> Result<()
     ] {
         client.sh_ok(&format!("curl -sf -o /dev/null {url}"))?;
     }
-    let seen = |host: &str| {
-        client.metric(&format!(
-            "bulwark_request_duration_seconds_count{{direction=\"outbound\",authority=\"{host}\",status_class=\"2xx\"}}"
-        ))
-    };
+    let seen = |host: &str| client.requests("outbound", host, "2xx");
     assert_eq!(seen(&format!("{}:8080", server.ip))?, 1.0, "redirected");
     assert_eq!(seen(&format!("{}:8080", other.ip))?, 0.0, "skipped CIDR");
     assert_eq!(seen(&format!("{}:9090", server.ip))?, 0.0, "skipped port");
@@ -103,8 +98,6 @@ fn the_proxys_own_traffic_and_direct_connections_do_not_loop() -> Result<()> {
     let server = mesh.pod("server")?;
     mesh.testserver(&server, &["--http", "0.0.0.0:8080"])?;
     mesh.testserver(&client, &["--http", "0.0.0.0:8080", "--name", "self"])?;
-    mesh.wait_listening(&server, 8080)?;
-    mesh.wait_listening(&client, 8080)?;
     mesh.proxy(&client, &[])?;
     // An app connecting straight to the outbound port (not redirected) is refused rather
     // than forwarded back into the proxy.
@@ -126,15 +119,9 @@ fn the_proxys_own_traffic_and_direct_connections_do_not_loop() -> Result<()> {
     // Loopback to 127.0.0.1 bypasses the proxy; the pod's own IP goes through it.
     client.sh_ok("curl -sf -o /dev/null http://127.0.0.1:8080/")?;
     client.sh_ok(&format!("curl -sf -o /dev/null http://{}:8080/", client.ip))?;
-    let own = client.metric(&format!(
-        "bulwark_request_duration_seconds_count{{direction=\"outbound\",authority=\"{}:8080\",status_class=\"2xx\"}}",
-        client.ip
-    ))?;
+    let own = client.requests("outbound", &format!("{}:8080", client.ip), "2xx")?;
     assert_eq!(own, 1.0);
-    assert_eq!(
-        client.metric("bulwark_request_duration_seconds_count{direction=\"outbound\",authority=\"127.0.0.1:8080\",status_class=\"2xx\"}")?,
-        0.0
-    );
+    assert_eq!(client.requests("outbound", "127.0.0.1:8080", "2xx")?, 0.0);
     Ok(())
 }
 
@@ -144,7 +131,6 @@ fn ipv6_traffic_is_intercepted_in_both_directions() -> Result<()> {
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
     mesh.testserver(&server, &["--http", "[::]:8081"])?;
-    mesh.wait_listening(&server, 8081)?;
     mesh.proxy(&server, &["--ipv6", "true"])?;
     mesh.proxy(&client, &["--ipv6", "true"])?;
     let out = client.sh_ok(&format!(
@@ -154,9 +140,7 @@ fn ipv6_traffic_is_intercepted_in_both_directions() -> Result<()> {
     assert!(out.contains(&format!("[{}]:8081", server.ip6)), "{out}");
     let authority = format!("[{}]:8081", server.ip6);
     for (pod, dir) in [(&client, "outbound"), (&server, "inbound")] {
-        let n = pod.metric(&format!(
-            "bulwark_request_duration_seconds_count{{direction=\"{dir}\",authority=\"{authority}\",status_class=\"2xx\"}}"
-        ))?;
+        let n = pod.requests(dir, &authority, "2xx")?;
         assert_eq!(n, 1.0, "{dir}");
     }
     Ok(())

@@ -11,7 +11,6 @@ fn sigterm_lets_in_flight_requests_finish_and_refuses_new_ones() -> Result<()> {
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
     mesh.testserver(&server, &["--http", "0.0.0.0:8080"])?;
-    mesh.wait_listening(&server, 8080)?;
     let proxy = mesh.proxy(&client, &["--shutdown-grace", "10s"])?;
     let url = format!("http://{}:8080", server.ip);
     // 30 slow requests in flight, plus h2load running over HTTP/2, when SIGTERM arrives.

@@ -56,7 +56,7 @@ fn websocket_upgrade_is_tunnelled() -> Result<()> {
         &format!("client ws://{}:8765/ 200", server.ip),
     ))?;
     assert!(out.contains("ws ok: 200"), "{out}");
-    let upgraded = client.metric("bulwark_request_duration_seconds_count{direction=\"outbound\",authority=\"10.77.0.3:8765\",status_class=\"1xx\"}")?;
+    let upgraded = client.requests("outbound", &format!("{}:8765", server.ip), "1xx")?;
     assert_eq!(
         upgraded, 1.0,
         "the 101 was seen by the proxy as an HTTP request"
@@ -85,7 +85,6 @@ fn server_speaks_first_waits_only_until_the_port_is_learned() -> Result<()> {
             "mail",
         ],
     )?;
-    mesh.wait_listening(&server, 7025)?;
     mesh.proxy(&server, &[])?;
     mesh.proxy(&client, &["--detect-timeout", "1s"])?;
 

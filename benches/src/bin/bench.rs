@@ -168,18 +168,16 @@ fn setup(mesh: &mut Mesh, body: usize) -> Result<Vec<Topo>> {
                 srv.ip
             ),
         )?;
-        let mut c = pinned(&pod, "1", "haproxy");
-        c.arg("-db").arg("-f").arg(&cfg);
-        let pid = mesh.spawn(&pod, "haproxy", c)?;
-        mesh.wait_listening(&pod, 9000)?;
-        topos.push(Topo {
-            key: "D1",
-            name: "HAProxy, one hop",
-            client: pod,
-            url: format!("http://127.0.0.1:9000{path}"),
-            pids: vec![pid],
-            h2: false,
-        });
+        let args = ["-db".into(), "-f".into(), cfg.into_os_string()];
+        topos.push(reference(
+            mesh,
+            pod,
+            ("D1", "HAProxy, one hop"),
+            "haproxy",
+            &args,
+            9000,
+            &path,
+        )?);
     }
     if installed("nginx") {
         let pod = mesh.pod("ngx")?;
@@ -196,20 +194,48 @@ fn setup(mesh: &mut Mesh, body: usize) -> Result<Vec<Topo>> {
                 srv.ip
             ),
         )?;
-        let mut c = pinned(&pod, "1", "nginx");
-        c.arg("-c").arg(&cfg).arg("-p").arg(&dir);
-        let pid = mesh.spawn(&pod, "nginx", c)?;
-        mesh.wait_listening(&pod, 9001)?;
-        topos.push(Topo {
-            key: "D2",
-            name: "nginx, one hop",
-            client: pod,
-            url: format!("http://127.0.0.1:9001{path}"),
-            pids: vec![pid],
-            h2: false,
-        });
+        let args = [
+            "-c".into(),
+            cfg.into_os_string(),
+            "-p".into(),
+            dir.clone().into_os_string(),
+        ];
+        topos.push(reference(
+            mesh,
+            pod,
+            ("D2", "nginx, one hop"),
+            "nginx",
+            &args,
+            9001,
+            &path,
+        )?);
     }
     Ok(topos)
+}
+
+/// Starts a reference reverse proxy in its own pod, pinned like ours, listening on
+/// 127.0.0.1:`port` and forwarding to the direct upstream.
+fn reference(
+    mesh: &mut Mesh,
+    pod: Pod,
+    (key, name): (&'static str, &'static str),
+    program: &str,
+    args: &[std::ffi::OsString],
+    port: u16,
+    path: &str,
+) -> Result<Topo> {
+    let mut c = pinned(&pod, "1", program);
+    c.args(args);
+    let pid = mesh.spawn(&pod, program, c)?;
+    mesh.wait_listening(&pod, port)?;
+    Ok(Topo {
+        key,
+        name,
+        client: pod,
+        url: format!("http://127.0.0.1:{port}{path}"),
+        pids: vec![pid],
+        h2: false,
+    })
 }
 
 fn run_load(topo: &Topo, p: &Point, seconds: f64, warmup: f64) -> Result<Report> {

@@ -22,6 +22,20 @@ fn step(n: u32, text: &str) {
     println!("\n[{n}] {text}");
 }
 
+/// Runs one h2load phase in `pod` and prints its summary lines.
+fn load_phase(pod: &Pod, n: u32, what: &str, cmd: &str) -> Result<()> {
+    step(n, &format!("{what}: {cmd}"));
+    let out = pod.sh_ok(cmd)?;
+    let summary = ["finished in", "requests:", "status codes:"];
+    for l in out
+        .lines()
+        .filter(|l| summary.iter().any(|p| l.starts_with(p)))
+    {
+        println!("    {l}");
+    }
+    Ok(())
+}
+
 fn print_stats(pod: &Pod, who: &str) -> Result<()> {
     let (_, body) = pod.admin("/stats")?;
     let stats: serde_json::Value = serde_json::from_str(&body).context("parsing /stats")?;
@@ -85,7 +99,6 @@ fn main() -> Result<()> {
             &fail,
         ],
     )?;
-    mesh.wait_listening(&server, 8080)?;
     println!(
         "    fault injected: {:.1}% of requests to / fail with 503",
         args.fail_rate * 100.0
@@ -104,32 +117,18 @@ fn main() -> Result<()> {
     );
 
     let url = format!("http://{}:8080/", server.ip);
-    step(
+    load_phase(
+        &client,
         4,
-        &format!(
-            "HTTP/1.1 load from the client pod: h2load --h1 -n {} -c 8 {url}",
-            args.requests
-        ),
-    );
-    let out = client.sh_ok(&format!("h2load --h1 -n {} -c 8 {url}", args.requests))?;
-    for l in out.lines().filter(|l| {
-        l.starts_with("finished in") || l.starts_with("requests:") || l.starts_with("status codes:")
-    }) {
-        println!("    {l}");
-    }
-    step(
+        "HTTP/1.1 load from the client pod",
+        &format!("h2load --h1 -n {} -c 8 {url}", args.requests),
+    )?;
+    load_phase(
+        &client,
         5,
-        &format!(
-            "HTTP/2 (h2c) load: h2load -n {} -c 4 -m 16 {url}",
-            args.requests
-        ),
-    );
-    let out = client.sh_ok(&format!("h2load -n {} -c 4 -m 16 {url}", args.requests))?;
-    for l in out.lines().filter(|l| {
-        l.starts_with("finished in") || l.starts_with("requests:") || l.starts_with("status codes:")
-    }) {
-        println!("    {l}");
-    }
+        "HTTP/2 (h2c) load",
+        &format!("h2load -n {} -c 4 -m 16 {url}", args.requests),
+    )?;
 
     step(
         6,
@@ -161,10 +160,7 @@ fn main() -> Result<()> {
     step(7, "what the proxies saw (GET /stats on each admin port)");
     print_stats(&client, "client proxy")?;
     print_stats(&server, "server proxy")?;
-    let failed = client.metric(&format!(
-        "bulwark_request_duration_seconds_count{{direction=\"outbound\",authority=\"{}:8080\",status_class=\"5xx\"}}",
-        server.ip
-    ))?;
+    let failed = client.requests("outbound", &format!("{}:8080", server.ip), "5xx")?;
     println!(
         "\n    the injected fault is visible: {failed} responses in the 5xx class on the client side."
     );
