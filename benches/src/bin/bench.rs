@@ -56,6 +56,28 @@ struct Point {
     conns: usize,
 }
 
+impl Point {
+    /// A load point; its name says what it is ("HTTP/1.1, 2,000 req/s, 16 conns").
+    fn new(proto: &'static str, rate: Option<u64>, conns: usize) -> Self {
+        let version = if proto == "h2" { "HTTP/2" } else { "HTTP/1.1" };
+        let name = match rate {
+            Some(r) if r >= 1000 => format!(
+                "{version}, {},{:03} req/s, {conns} conns",
+                r / 1000,
+                r % 1000
+            ),
+            Some(r) => format!("{version}, {r} req/s, {conns} conns"),
+            None => format!("{version} closed loop, {conns} conns (max throughput)"),
+        };
+        Self {
+            name,
+            proto,
+            rate,
+            conns,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Acc {
     hist: Histogram<u64>,
@@ -293,47 +315,15 @@ fn main() -> Result<()> {
     } else {
         (args.rounds, args.seconds, 1.0)
     };
+    let closed_loop = Point::new("h1", None, 16);
     let points: Vec<Point> = if args.smoke {
-        vec![
-            Point {
-                name: "HTTP/1.1, 200 req/s, 4 conns".into(),
-                proto: "h1",
-                rate: Some(200),
-                conns: 4,
-            },
-            Point {
-                name: "HTTP/1.1 closed loop, 16 conns (max throughput)".into(),
-                proto: "h1",
-                rate: None,
-                conns: 16,
-            },
-        ]
+        vec![Point::new("h1", Some(200), 4), closed_loop]
     } else {
         vec![
-            Point {
-                name: "HTTP/1.1, 1,000 req/s, 16 conns".into(),
-                proto: "h1",
-                rate: Some(1000),
-                conns: 16,
-            },
-            Point {
-                name: "HTTP/1.1, 2,000 req/s, 16 conns".into(),
-                proto: "h1",
-                rate: Some(2000),
-                conns: 16,
-            },
-            Point {
-                name: "HTTP/2, 2,000 req/s, 4 conns".into(),
-                proto: "h2",
-                rate: Some(2000),
-                conns: 4,
-            },
-            Point {
-                name: "HTTP/1.1 closed loop, 16 conns (max throughput)".into(),
-                proto: "h1",
-                rate: None,
-                conns: 16,
-            },
+            Point::new("h1", Some(1000), 16),
+            Point::new("h1", Some(2000), 16),
+            Point::new("h2", Some(2000), 4),
+            closed_loop,
         ]
     };
     let mut mesh = Mesh::new("bench")?;
