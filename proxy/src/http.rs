@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_TYPE, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -118,7 +119,7 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody>
         req.headers_mut().insert(UPGRADE, proto);
         hyper::upgrade::on(&mut req)
     });
-    *req.uri_mut() = absolute_uri(req.uri(), &authority, conn.dst);
+    *req.uri_mut() = absolute_uri(std::mem::take(req.uri_mut()), &authority, conn.dst);
 
     let client = conn.shared.pools.get(conn.dst, conn.version);
     let mut resp = match client.request(req).await {
@@ -219,46 +220,45 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
 /// `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, and `TE` unless it is
 /// exactly `trailers` (which gRPC needs end to end).
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        if name != TE {
-            headers.remove(name);
+    // One pass over the (few) fields present instead of one hash lookup per hop-by-hop name:
+    // most requests carry none, and then nothing is allocated or removed.
+    let mut hop: Vec<HeaderName> = Vec::new();
+    for (name, value) in headers.iter() {
+        if name == CONNECTION {
+            let listed = value.to_str().unwrap_or("").split(',');
+            hop.extend(
+                listed
+                    .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+                    .filter(|n| n != TE),
+            );
+            hop.push(CONNECTION);
+        } else if name == TRANSFER_ENCODING
+            || name == UPGRADE
+            || name == "keep-alive"
+            || name == "proxy-connection"
+            || (name == TE && !value.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        {
+            hop.push(name.clone());
         }
     }
-    for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE] {
+    for name in hop {
         headers.remove(name);
-    }
-    for name in ["keep-alive", "proxy-connection"] {
-        headers.remove(name);
-    }
-    let te_trailers = headers
-        .get(TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !te_trailers {
-        headers.remove(TE);
     }
 }
 
 /// The pool needs an absolute URI; the authority keeps the client's `Host`, the connector
-/// dials `dst` whatever it says.
-fn absolute_uri(uri: &Uri, authority: &str, dst: SocketAddr) -> Uri {
-    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let build = |auth: &str| {
-        Uri::builder()
-            .scheme("http")
-            .authority(auth)
-            .path_and_query(pq)
-            .build()
-    };
-    build(authority)
-        .or_else(|_| build(&dst.to_string()))
-        .unwrap_or_else(|_| uri.clone())
+/// dials `dst` whatever it says. Reuses the parsed path rather than parsing it again.
+fn absolute_uri(uri: Uri, authority: &str, dst: SocketAddr) -> Uri {
+    let authority = Authority::try_from(authority)
+        .or_else(|_| Authority::try_from(dst.to_string()))
+        .ok();
+    let mut parts = uri.into_parts();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = authority;
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    Uri::from_parts(parts).unwrap_or_default()
 }
 
 /// Maps a client error to the status the proxy answers with and a fixed reason label.
@@ -369,11 +369,11 @@ mod tests {
         let dst: SocketAddr = "10.1.0.2:8080".parse().unwrap();
         let uri: Uri = "/a?b=1".parse().unwrap();
         assert_eq!(
-            absolute_uri(&uri, "web.svc:8080", dst).to_string(),
+            absolute_uri(uri.clone(), "web.svc:8080", dst).to_string(),
             "http://web.svc:8080/a?b=1"
         );
         assert_eq!(
-            absolute_uri(&uri, "bad host", dst).to_string(),
+            absolute_uri(uri, "bad host", dst).to_string(),
             "http://10.1.0.2:8080/a?b=1"
         );
     }

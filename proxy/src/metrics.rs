@@ -88,11 +88,48 @@ pub const BUCKETS_US: [u64; 18] = [
 /// Largest latency recorded exactly; longer ones are recorded as this value.
 const MAX_TRACKED_US: u64 = 60_000_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct RequestKey {
-    direction: &'static str,
-    authority: String,
-    status_class: &'static str,
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// One authority's latency series, indexed by direction × status class and created on first
+/// use, so recording a request is one hash lookup and no allocation.
+#[derive(Debug, Default)]
+struct Series([Option<Box<Latency>>; 10]);
+
+impl Series {
+    fn record(&mut self, slot: usize, us: u64) {
+        let l = self.0[slot].get_or_insert_with(|| {
+            Box::new(Latency {
+                // Two significant figures: 1 % resolution in ~10 KiB per series.
+                hist: Histogram::new_with_bounds(1, MAX_TRACKED_US, 2)
+                    .expect("static histogram bounds are valid"),
+                sum_us: 0,
+            })
+        });
+        l.hist.saturating_record(us);
+        l.sum_us = l.sum_us.saturating_add(us);
+    }
+}
+
+/// Every recorded series as (direction, authority, status class, latency), sorted.
+fn sorted_series(
+    map: &HashMap<String, Series>,
+) -> Vec<(&'static str, &str, &'static str, &Latency)> {
+    let mut rows = Vec::new();
+    for (authority, series) in map {
+        for (slot, l) in series.0.iter().enumerate() {
+            if let Some(l) = l {
+                let direction = [Direction::Inbound, Direction::Outbound][slot / 5].as_str();
+                rows.push((
+                    direction,
+                    authority.as_str(),
+                    STATUS_CLASSES[slot % 5],
+                    &**l,
+                ));
+            }
+        }
+    }
+    rows.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    rows
 }
 
 #[derive(Debug)]
@@ -103,12 +140,16 @@ struct Latency {
 
 /// Status class label of an HTTP status, or of a proxy-made failure.
 pub fn status_class(status: u16) -> &'static str {
+    STATUS_CLASSES[class_index(status)]
+}
+
+fn class_index(status: u16) -> usize {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     }
 }
 
@@ -124,8 +165,7 @@ struct DirectionCounters {
 #[derive(Debug)]
 pub struct Metrics {
     max_authorities: usize,
-    requests: Mutex<HashMap<RequestKey, Latency>>,
-    authorities: Mutex<std::collections::HashSet<String>>,
+    requests: Mutex<HashMap<String, Series>>,
     directions: [DirectionCounters; 2],
     errors: Mutex<HashMap<(&'static str, &'static str), u64>>,
 }
@@ -159,25 +199,13 @@ impl Metrics {
         Self {
             max_authorities,
             requests: Mutex::new(HashMap::new()),
-            authorities: Mutex::new(Default::default()),
             directions: Default::default(),
             errors: Mutex::new(HashMap::new()),
         }
     }
 
-    fn label_for(&self, authority: &str) -> String {
-        let mut seen = self.authorities.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.contains(authority) {
-            return authority.to_string();
-        }
-        if seen.len() < self.max_authorities && authority.len() <= 255 {
-            seen.insert(authority.to_string());
-            return authority.to_string();
-        }
-        "other".to_string()
-    }
-
-    /// Records one request's time to response headers.
+    /// Records one request's time to response headers. Past `max_authorities` distinct
+    /// authorities (or for one longer than 255 bytes) the request counts under `other`.
     pub fn record_request(
         &self,
         direction: Direction,
@@ -185,21 +213,19 @@ impl Metrics {
         status: u16,
         latency: Duration,
     ) {
-        let key = RequestKey {
-            direction: direction.as_str(),
-            authority: self.label_for(authority),
-            status_class: status_class(status),
-        };
+        let slot = direction.index() * 5 + class_index(status);
         let us = (latency.as_micros() as u64).clamp(1, MAX_TRACKED_US);
         let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = map.entry(key).or_insert_with(|| Latency {
-            // Two significant figures: 1 % resolution in ~10 KiB per series.
-            hist: Histogram::new_with_bounds(1, MAX_TRACKED_US, 2)
-                .expect("static histogram bounds are valid"),
-            sum_us: 0,
-        });
-        entry.hist.saturating_record(us);
-        entry.sum_us = entry.sum_us.saturating_add(us);
+        if let Some(series) = map.get_mut(authority) {
+            series.record(slot, us);
+            return;
+        }
+        let label = if map.len() < self.max_authorities && authority.len() <= 255 {
+            authority
+        } else {
+            "other"
+        };
+        map.entry(label.to_string()).or_default().record(slot, us);
     }
 
     /// Counts a connection accepted and handed to `protocol`.
@@ -240,12 +266,12 @@ impl Metrics {
     pub fn stats(&self) -> Vec<LatencyStats> {
         let map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         let ms = |us: u64| us as f64 / 1000.0;
-        let mut out: Vec<LatencyStats> = map
-            .iter()
-            .map(|(k, l)| LatencyStats {
-                direction: k.direction,
-                authority: k.authority.clone(),
-                status_class: k.status_class,
+        sorted_series(&map)
+            .into_iter()
+            .map(|(direction, authority, status_class, l)| LatencyStats {
+                direction,
+                authority: authority.to_string(),
+                status_class,
                 count: l.hist.len(),
                 p50_ms: ms(l.hist.value_at_quantile(0.50)),
                 p90_ms: ms(l.hist.value_at_quantile(0.90)),
@@ -253,15 +279,7 @@ impl Metrics {
                 p999_ms: ms(l.hist.value_at_quantile(0.999)),
                 max_ms: ms(l.hist.max()),
             })
-            .collect();
-        out.sort_by(|a, b| {
-            (a.direction, &a.authority, a.status_class).cmp(&(
-                b.direction,
-                &b.authority,
-                b.status_class,
-            ))
-        });
-        out
+            .collect()
     }
 
     /// Prometheus text exposition (format 0.0.4).
@@ -373,15 +391,10 @@ impl Metrics {
             "Time from request received to response headers, by direction, authority and status class.",
         );
         let map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        let mut keys: Vec<&RequestKey> = map.keys().collect();
-        keys.sort();
-        for k in keys {
-            let l = &map[k];
+        for (direction, authority, status_class, l) in sorted_series(&map) {
             let labels = format!(
-                "direction=\"{}\",authority=\"{}\",status_class=\"{}\"",
-                k.direction,
-                escape(&k.authority),
-                k.status_class
+                "direction=\"{direction}\",authority=\"{}\",status_class=\"{status_class}\"",
+                escape(authority),
             );
             let mut counts = [0u64; BUCKETS_US.len()];
             for v in l.hist.iter_recorded() {
