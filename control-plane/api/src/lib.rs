@@ -1,0 +1,16 @@
+//! What the control plane and the proxy agree on.
+//!
+//! # Layout
+//!
+//! - [`duration`]: durations written `250ms`, `10s`, `5m` in flags and YAML.
+//! - [`policy`]: the policy kinds users write (`apiVersion: bulwark.dev/v1alpha1`): one Rust
+//!   type per kind, with serde (unknown fields rejected) and schemars (the CRD schemas are
+//!   generated from these types), and [`policy::validate`] for the rules a schema cannot say.
+//! - [`load`]: reading policy files and directories into validated documents, with errors
+//!   that name the file, line and column, the field path and the reason.
+//! - [`locate`]: where each field of a YAML document is, so semantic errors point at it.
+
+pub mod duration;
+pub mod load;
+pub mod locate;
+pub mod policy;
