@@ -32,6 +32,12 @@ enum Cmd {
         #[arg(last = true)]
         rest: Vec<String>,
     },
+    /// Regenerate files derived from the Rust types (the CRDs in charts/bulwark/crds/).
+    Codegen {
+        /// Only check that the files are current; exit 1 if not.
+        #[arg(long)]
+        check: bool,
+    },
     /// The local mesh demo (builds release binaries, needs root).
     Demo {
         /// Requests per load phase.
@@ -216,6 +222,31 @@ fn test(no_install: bool) -> Result<()> {
     Ok(())
 }
 
+fn codegen(check: bool) -> Result<()> {
+    let dir = root().join("charts/bulwark/crds");
+    std::fs::create_dir_all(&dir)?;
+    let mut stale = Vec::new();
+    for (file, manifest) in bulwark_api::crd::all() {
+        let path = dir.join(&file);
+        let text = bulwark_api::crd::to_yaml(&manifest);
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        if check {
+            stale.push(path.display().to_string());
+        } else {
+            std::fs::write(&path, text)?;
+            println!("wrote {}", path.display());
+        }
+    }
+    ensure!(
+        stale.is_empty(),
+        "out of date with the Rust types (run cargo xtask codegen): {}",
+        stale.join(", ")
+    );
+    Ok(())
+}
+
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -260,5 +291,6 @@ fn main() -> Result<()> {
         Cmd::Test { no_install } => test(no_install),
         Cmd::Demo { requests } => demo(requests),
         Cmd::Bench { smoke, rest } => bench(smoke, &rest),
+        Cmd::Codegen { check } => codegen(check),
     }
 }

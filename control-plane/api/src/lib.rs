@@ -10,6 +10,7 @@
 //!   that name the file, line and column, the field path and the reason.
 //! - [`locate`]: where each field of a YAML document is, so semantic errors point at it.
 
+pub mod crd;
 pub mod duration;
 pub mod load;
 pub mod locate;

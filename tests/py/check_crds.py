@@ -1,0 +1,53 @@
+"""Checks the generated CRDs with real Kubernetes tooling, and the example policy against them.
+
+check_crds.py CRD_DIR POLICY_DIR
+
+1. Every CRD validates (strictly) against the Kubernetes API schema for
+   CustomResourceDefinition, with the kubernetes-validate package.
+2. Every example policy document validates against its CRD's openAPIV3Schema.
+3. A broken copy of an example (a string where a number goes) is rejected, so the check
+   can fail.
+Prints one line per check; exits 1 on the first failure.
+"""
+import copy
+import glob
+import os
+import sys
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+
+def main(crd_dir, policy_dir):
+    schemas = {}
+    for path in sorted(glob.glob(os.path.join(crd_dir, "*.yaml"))):
+        with open(path) as f:
+            crd = yaml.safe_load(f)
+        kubernetes_validate.validate(crd, "1.37", strict=True)
+        kind = crd["spec"]["names"]["kind"]
+        schemas[kind] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        print(f"crd ok: {os.path.basename(path)} ({kind})")
+    docs = 0
+    for path in sorted(glob.glob(os.path.join(policy_dir, "*.yaml"))):
+        with open(path) as f:
+            for doc in yaml.safe_load_all(f):
+                if doc is None:
+                    continue
+                jsonschema.validate(doc, schemas[doc["kind"]])
+                docs += 1
+    print(f"examples ok: {docs} documents conform to their CRD schemas")
+    with open(os.path.join(policy_dir, "mesh.yaml")) as f:
+        broken = copy.deepcopy(yaml.safe_load(f))
+    broken["spec"]["defaults"]["retries"]["budget"]["ratio"] = "high"
+    try:
+        jsonschema.validate(broken, schemas["MeshConfig"])
+    except jsonschema.ValidationError as e:
+        print(f"broken example rejected: {e.message}")
+    else:
+        print("a broken example passed the schema")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
