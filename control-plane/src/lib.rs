@@ -2,11 +2,23 @@
 //!
 //! # Layout
 //!
-//! - `bulwarkctl` (src/bin/bulwarkctl.rs): the operator CLI. `bulwarkctl validate PATH...`
-//!   checks policy files and directories with the same loader the control plane uses
-//!   ([`bulwark_api::load`]), so what passes here is what the control plane accepts.
+//! - [`source`]: the policy directory: loaded whole, polled for changes, a change applied
+//!   only when every document in it is valid (otherwise the last good policy stays, and the
+//!   rejection is recorded with its reasons).
+//! - [`state`]: the current policy (one `watch` channel every stream follows) and the
+//!   registry of connected proxies with their sent, acknowledged and rejected versions.
+//! - [`scope`]: which documents a proxy gets (pure).
+//! - [`service`]: the gRPC services: `Discovery.Stream` (Hello, scoped snapshots, ACK/NACK)
+//!   and `Admin.Status` (what `bulwarkctl status` prints).
+//! - [`admin`]: the HTTP admin port: `/ready` and `/metrics`.
 //!
-//! The `serve` process (policy source, streaming push with ACK/NACK, identity) builds on
-//! these pieces.
+//! `bulwarkctl` (src/bin/bulwarkctl.rs) validates policy with the same loader and reads
+//! `Admin.Status`.
+
+pub mod admin;
+pub mod scope;
+pub mod service;
+pub mod source;
+pub mod state;
 
 pub use bulwark_api as api;

@@ -39,6 +39,8 @@ pub struct Readiness {
     pub listeners_bound: AtomicBool,
     /// Redirection state.
     pub redirect: Mutex<RedirectState>,
+    /// With a control plane: whether its first snapshot was applied. `None` without one.
+    pub snapshot_applied: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Serialize)]
@@ -46,6 +48,10 @@ struct ReadyBody<'a> {
     ready: bool,
     listeners_bound: bool,
     redirect: &'a RedirectState,
+    /// Version of the applied snapshot (0: none; flags only).
+    snapshot_version: u64,
+    /// Whether a control plane's first snapshot is still awaited.
+    awaiting_snapshot: bool,
     draining: bool,
 }
 
@@ -143,21 +149,25 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
                 redirect,
                 RedirectState::Verified | RedirectState::NotRequired
             );
-            let ready = listeners_bound && redirect_ok && !draining;
+            let awaiting_snapshot = r
+                .snapshot_applied
+                .as_ref()
+                .is_some_and(|a| !a.load(Ordering::Acquire));
+            let ready = listeners_bound && redirect_ok && !draining && !awaiting_snapshot;
             let status = if ready {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            json(
-                status,
-                &ReadyBody {
-                    ready,
-                    listeners_bound,
-                    redirect: &redirect,
-                    draining,
-                },
-            )
+            let body = ReadyBody {
+                ready,
+                listeners_bound,
+                redirect: &redirect,
+                snapshot_version: s.snapshot.load().version,
+                awaiting_snapshot,
+                draining,
+            };
+            json(status, &body)
         }
         "/live" => reply(StatusCode::OK, "text/plain", "live\n"),
         "/config_dump" => json(

@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpSocket};
 
 use crate::admin::{self, Admin, Readiness, RedirectState};
 use crate::config::Config;
+use crate::discovery;
 use crate::drain::Drain;
 use crate::init::{self, Backend, InitSpec, Ipv6Mode};
 use crate::listener::{self, Shared};
@@ -91,14 +92,19 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             cfg.detect.learn_ttl,
         )),
         snapshot: snapshot::shared(Snapshot {
-            version: 0,
             opaque_ports: cfg.detect.opaque_ports.iter().copied().collect(),
+            ..Default::default()
         }),
         pools: Pools::new(cfg.http.clone(), cfg.tcp.clone()),
         drain: drain.clone(),
         cfg: cfg.clone(),
     });
+    let snapshot_applied = cfg
+        .control_plane
+        .as_ref()
+        .map(|_| Arc::new(AtomicBool::new(false)));
     let readiness = Arc::new(Readiness {
+        snapshot_applied: snapshot_applied.clone(),
         listeners_bound: AtomicBool::new(false),
         redirect: Mutex::new(if cfg.verify_redirect {
             RedirectState::Unverified("not checked yet".into())
@@ -130,6 +136,23 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         tokio::spawn(verify_redirect(
             cfg.clone(),
             readiness.clone(),
+            drain.clone(),
+        ));
+    }
+    if let (Some(endpoint), Some(applied)) = (cfg.control_plane.clone(), snapshot_applied) {
+        let w = &cfg.workload;
+        let identity = discovery::Identity {
+            workload: format!("{}/{}", w.namespace, w.name),
+            namespace: w.namespace.clone(),
+            service_account: w.service_account.clone(),
+            pod_ips: w.pod_ips.clone(),
+        };
+        let snapshot = shared.snapshot.clone();
+        tokio::spawn(discovery::run(
+            endpoint,
+            identity,
+            snapshot,
+            applied,
             drain.clone(),
         ));
     }

@@ -76,6 +76,10 @@ pub struct Config {
     pub proxy_gid: u32,
     /// Enable `POST /shutdown` on the admin port (loopback peers only).
     pub admin_shutdown: bool,
+    /// The control plane's gRPC endpoint (`http://host:5170`); none runs on flags alone.
+    pub control_plane: Option<String>,
+    /// What the proxy tells the control plane about itself.
+    pub workload: WorkloadConfig,
     /// Protocol detection settings.
     pub detect: DetectConfig,
     /// Connection-level settings for both legs.
@@ -87,6 +91,19 @@ pub struct Config {
     /// Grace period for in-flight work on shutdown.
     #[serde(with = "duration_str")]
     pub shutdown_grace: Duration,
+}
+
+/// The workload this proxy serves.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct WorkloadConfig {
+    /// Namespace; scopes the policy the proxy receives.
+    pub namespace: String,
+    /// Workload name.
+    pub name: String,
+    /// Service account.
+    pub service_account: String,
+    /// The pod's IPs.
+    pub pod_ips: Vec<String>,
 }
 
 /// Protocol detection.
@@ -175,6 +192,11 @@ impl Default for Config {
             proxy_uid: DEFAULT_PROXY_UID,
             proxy_gid: DEFAULT_PROXY_GID,
             admin_shutdown: false,
+            control_plane: None,
+            workload: WorkloadConfig {
+                namespace: "default".into(),
+                ..Default::default()
+            },
             detect: DetectConfig {
                 timeout: DEFAULT_DETECT_TIMEOUT,
                 opaque_ports: DEFAULT_OPAQUE_PORTS.to_vec(),

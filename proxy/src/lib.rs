@@ -15,11 +15,13 @@
 //! - [`metrics`] records what happened; [`admin`] serves it with readiness and the config.
 //! - [`drain`] is the shutdown signal every task watches.
 //!
-//! Policy arrives through one [`snapshot::Snapshot`] read per connection from an `ArcSwap`.
+//! Policy arrives through one [`snapshot::Snapshot`] read per connection from an `ArcSwap`;
+//! [`discovery`] keeps it current from the control plane.
 
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod discovery;
 pub mod drain;
 pub mod http;
 pub mod init;

@@ -58,6 +58,19 @@ struct RunArgs {
     /// GID whose traffic the rules exempt.
     #[arg(long, env = "BULWARK_PROXY_GID", default_value_t = config::DEFAULT_PROXY_GID)]
     proxy_gid: u32,
+    /// The control plane's gRPC endpoint, e.g. http://bulwark-control-plane:5170. Without it
+    /// the proxy runs on its flags alone, as a transparent proxy.
+    #[arg(long, env = "BULWARK_CONTROL_PLANE")]
+    control_plane: Option<String>,
+    /// This pod's workload as NAMESPACE/NAME; the namespace scopes the policy it receives.
+    #[arg(long, env = "BULWARK_WORKLOAD", default_value = "default/unknown")]
+    workload: String,
+    /// This pod's service account.
+    #[arg(long, env = "BULWARK_SERVICE_ACCOUNT", default_value = "default")]
+    service_account: String,
+    /// This pod's IPs (comma-separated), reported to the control plane.
+    #[arg(long, env = "BULWARK_POD_IPS", value_delimiter = ',')]
+    pod_ips: Vec<String>,
     /// Enable POST /shutdown on the admin port (accepted from loopback only).
     #[arg(long, env = "BULWARK_ADMIN_SHUTDOWN", default_value_t = false, action = ArgAction::Set)]
     admin_shutdown: bool,
@@ -136,6 +149,17 @@ impl RunArgs {
         c.proxy_uid = self.proxy_uid;
         c.proxy_gid = self.proxy_gid;
         c.admin_shutdown = self.admin_shutdown;
+        c.control_plane = self.control_plane;
+        let (namespace, name) = self
+            .workload
+            .split_once('/')
+            .unwrap_or(("default", &self.workload));
+        c.workload = bulwark_proxy::config::WorkloadConfig {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            service_account: self.service_account,
+            pod_ips: self.pod_ips,
+        };
         c.detect.timeout = self.detect_timeout;
         c.detect.opaque_ports = self.opaque_ports;
         c.detect.learn_threshold = self.detect_learn_threshold;

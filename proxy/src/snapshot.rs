@@ -5,15 +5,18 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use bulwark_api::policy::Document;
 use serde::Serialize;
 
 /// Immutable policy. Until a control plane supplies one, it is derived from the flags.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Snapshot {
-    /// Version of the policy; 0 means "local flags only".
+    /// Version of the policy from the control plane; 0 means "local flags only".
     pub version: u64,
     /// Destination ports forwarded as opaque TCP without detection.
     pub opaque_ports: BTreeSet<u16>,
+    /// The policy documents in scope for this proxy, validated.
+    pub documents: Vec<Document>,
 }
 
 /// The one place the current snapshot lives.

@@ -15,3 +15,10 @@ pub mod duration;
 pub mod load;
 pub mod locate;
 pub mod policy;
+
+/// The wire types and gRPC services (`proto/bulwark/discovery/v1/discovery.proto`). They stop
+/// at the API edge: both sides convert to domain types right after receiving.
+pub mod wire {
+    #![allow(missing_docs, missing_debug_implementations, clippy::all)]
+    tonic::include_proto!("bulwark.discovery.v1");
+}

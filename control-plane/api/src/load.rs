@@ -176,6 +176,31 @@ fn typed<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, (String, S
     })
 }
 
+/// Turns one parsed document into its typed kind. Errors are (field path, reason). Used by
+/// the loader and by proxies receiving documents from the control plane.
+pub fn document(value: &serde_json::Value) -> Result<Document, (String, String)> {
+    let api_version = value
+        .get("apiVersion")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
+    if api_version != API_VERSION {
+        return Err((
+            "apiVersion".into(),
+            format!("must be {API_VERSION}, got {api_version:?}"),
+        ));
+    }
+    match kind {
+        "Backend" => typed::<Backend>(value).map(Document::Backend),
+        "TrafficPolicy" => typed::<TrafficPolicy>(value).map(Document::TrafficPolicy),
+        "MeshConfig" => typed::<MeshConfig>(value).map(Document::MeshConfig),
+        other => Err((
+            "kind".to_string(),
+            format!("must be one of {}, got {other:?}", KINDS.join(", ")),
+        )),
+    }
+}
+
 /// Parses one file's text (possibly several `---` documents) into `loaded`.
 pub fn load_str(file: &Path, text: &str, loaded: &mut Loaded) {
     let diag = |position, path: &str, reason: String| Diagnostic {
@@ -226,27 +251,7 @@ pub fn load_str(file: &Path, text: &str, loaded: &mut Loaded) {
             ));
             continue;
         }
-        let api_version = value
-            .get("apiVersion")
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
-        let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
-        if api_version != API_VERSION {
-            let reason = format!("must be {API_VERSION}, got {api_version:?}");
-            loaded
-                .diagnostics
-                .push(diag(at("apiVersion").or(Some(root)), "apiVersion", reason));
-            continue;
-        }
-        let parsed = match kind {
-            "Backend" => typed::<Backend>(value).map(Document::Backend),
-            "TrafficPolicy" => typed::<TrafficPolicy>(value).map(Document::TrafficPolicy),
-            "MeshConfig" => typed::<MeshConfig>(value).map(Document::MeshConfig),
-            other => Err((
-                "kind".to_string(),
-                format!("must be one of {}, got {other:?}", KINDS.join(", ")),
-            )),
-        };
+        let parsed = document(value);
         let document = match parsed {
             Ok(d) => d,
             Err((path, reason)) => {

@@ -22,11 +22,29 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Show the policy being served, the last rejected change, and every connected proxy
+    /// with the versions it was sent and acknowledged and why it rejected one.
+    Status {
+        /// The control plane's gRPC address.
+        #[arg(
+            long,
+            env = "BULWARK_CONTROL_PLANE",
+            default_value = "http://127.0.0.1:5170"
+        )]
+        control_plane: String,
+    },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Validate { paths } => validate(&paths),
+        Command::Status { control_plane } => match status(&control_plane) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bulwarkctl status: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -50,4 +68,62 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
         );
         ExitCode::FAILURE
     }
+}
+
+fn status(addr: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use bulwark_api::wire::{StatusRequest, admin_client::AdminClient};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let st = rt.block_on(async {
+        let connect = AdminClient::connect(addr.to_string());
+        let mut client = tokio::time::timeout(std::time::Duration::from_secs(5), connect)
+            .await
+            .context("timed out connecting")?
+            .with_context(|| format!("cannot reach the control plane at {addr}"))?;
+        anyhow::Ok(client.status(StatusRequest {}).await?.into_inner())
+    })?;
+    if st.policy_version == 0 {
+        println!("policy: none loaded");
+    } else {
+        println!(
+            "policy: version {}, loaded {}s ago",
+            st.policy_version, st.policy_age_seconds
+        );
+    }
+    if !st.rejected_reason.is_empty() {
+        println!(
+            "last change REJECTED {}s ago (the version above stays in force):",
+            st.rejected_age_seconds
+        );
+        for line in st.rejected_reason.lines() {
+            println!("  {line}");
+        }
+    }
+    println!("proxies: {}", st.proxies.len());
+    if !st.proxies.is_empty() {
+        println!(
+            "  {:<28} {:<16} {:>6} {:>6} {:>7} {:>9}  NACK REASON",
+            "WORKLOAD", "IPS", "SENT", "ACKED", "NACKED", "CONNECTED"
+        );
+    }
+    for p in &st.proxies {
+        let nacked = if p.nacked_version == 0 {
+            "-".to_string()
+        } else {
+            p.nacked_version.to_string()
+        };
+        println!(
+            "  {:<28} {:<16} {:>6} {:>6} {:>7} {:>8}s  {}",
+            p.workload,
+            p.pod_ips.join(","),
+            p.sent_version,
+            p.acked_version,
+            nacked,
+            p.connected_seconds,
+            p.nack_reason
+        );
+    }
+    Ok(())
 }

@@ -1,0 +1,134 @@
+//! The gRPC services: `Discovery.Stream` and `Admin.Status`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bulwark_api::wire::admin_server::Admin;
+use bulwark_api::wire::discovery_server::Discovery;
+use bulwark_api::wire::{self, control_message, proxy_message};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::scope::scoped_json;
+use crate::state::{ProxyIdentity, State};
+
+/// Serves both services from the shared state.
+#[derive(Debug, Clone)]
+pub struct Service {
+    state: Arc<State>,
+}
+
+impl Service {
+    /// Services over `state`.
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
+
+type ControlStream = Pin<Box<dyn Stream<Item = Result<wire::ControlMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Discovery for Service {
+    type StreamStream = ControlStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<wire::ProxyMessage>>,
+    ) -> Result<Response<ControlStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(wire::ProxyMessage {
+                message: Some(proxy_message::Message::Hello(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message on a discovery stream must be Hello",
+                ));
+            }
+        };
+        if hello.namespace.is_empty() {
+            return Err(Status::invalid_argument(
+                "Hello.namespace is required: it scopes the proxy's policy",
+            ));
+        }
+        let id = ProxyIdentity::from(hello);
+        tracing::info!(workload = %id.workload, namespace = %id.namespace, "proxy connected");
+        let (tx, rx) = mpsc::channel(4);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let namespace = id.namespace.clone();
+            let workload = id.workload.clone();
+            let key = state.register(id);
+            follow(&state, key, &namespace, &mut inbound, tx).await;
+            state.unregister(key);
+            tracing::info!(%workload, "proxy disconnected");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Sends the proxy a snapshot whenever its scoped policy changes, and records its answers,
+/// until either side ends the stream.
+async fn follow(
+    state: &State,
+    key: u64,
+    namespace: &str,
+    inbound: &mut Streaming<wire::ProxyMessage>,
+    tx: mpsc::Sender<Result<wire::ControlMessage, Status>>,
+) {
+    let mut policies = state.subscribe();
+    let mut last_sent: Option<String> = None;
+    loop {
+        let policy = policies.borrow_and_update().clone();
+        if policy.version > 0 {
+            let json = scoped_json(&policy.documents, namespace);
+            if last_sent.as_deref() != Some(json.as_str()) {
+                let snapshot = wire::Snapshot {
+                    version: policy.version,
+                    documents_json: json.clone(),
+                };
+                let msg = wire::ControlMessage {
+                    message: Some(control_message::Message::Snapshot(snapshot)),
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+                state.sent(key, policy.version);
+                last_sent = Some(json);
+            }
+        }
+        // Wait for a new policy, answering ACKs and NACKs meanwhile.
+        loop {
+            tokio::select! {
+                changed = policies.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    break;
+                }
+                msg = inbound.message() => match msg {
+                    Ok(Some(wire::ProxyMessage { message: Some(m) })) => match m {
+                        proxy_message::Message::Ack(a) => state.acked(key, a.version),
+                        proxy_message::Message::Nack(n) => state.nacked(key, n.version, n.reason),
+                        proxy_message::Message::Hello(_) => tracing::debug!("ignoring a second Hello"),
+                    },
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return,
+                },
+                _ = tx.closed() => return,
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for Service {
+    async fn status(
+        &self,
+        _: Request<wire::StatusRequest>,
+    ) -> Result<Response<wire::StatusResponse>, Status> {
+        Ok(Response::new(self.state.status()))
+    }
+}

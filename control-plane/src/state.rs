@@ -1,0 +1,349 @@
+//! The control plane's state: the policy being served, the last rejected change, and every
+//! connected proxy with the versions it was sent, acknowledged or rejected.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bulwark_api::policy::Document;
+use bulwark_api::wire;
+use hdrhistogram::Histogram;
+use tokio::sync::watch;
+
+/// A policy version: every valid document, built whole.
+#[derive(Debug)]
+pub struct Policy {
+    /// Starts at 1 for the first valid policy; 0 means none yet.
+    pub version: u64,
+    /// The documents.
+    pub documents: Vec<Document>,
+    /// When it was loaded.
+    pub loaded_at: Instant,
+}
+
+#[derive(Debug)]
+struct Rejection {
+    reason: String,
+    at: Instant,
+}
+
+/// Who a proxy said it is.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyIdentity {
+    /// NAMESPACE/NAME.
+    pub workload: String,
+    /// Namespace, which scopes its policy.
+    pub namespace: String,
+    /// Service account.
+    pub service_account: String,
+    /// Pod IPs.
+    pub pod_ips: Vec<String>,
+    /// Proxy version.
+    pub proxy_version: String,
+}
+
+impl From<wire::Hello> for ProxyIdentity {
+    fn from(h: wire::Hello) -> Self {
+        Self {
+            workload: h.workload,
+            namespace: h.namespace,
+            service_account: h.service_account,
+            pod_ips: h.pod_ips,
+            proxy_version: h.proxy_version,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ProxyEntry {
+    id: ProxyIdentity,
+    connected_at: Instant,
+    sent_version: u64,
+    sent_at: Option<Instant>,
+    acked_version: u64,
+    nacked_version: u64,
+    nack_reason: String,
+}
+
+#[derive(Debug)]
+struct Counters {
+    push_to_ack: Histogram<u64>,
+    nacks: u64,
+    rejections: u64,
+    pushes: u64,
+}
+
+/// Shared by the source, every stream and the admin port.
+#[derive(Debug)]
+pub struct State {
+    policy: watch::Sender<Arc<Policy>>,
+    rejected: Mutex<Option<Rejection>>,
+    proxies: Mutex<BTreeMap<u64, ProxyEntry>>,
+    next_id: AtomicU64,
+    counters: Mutex<Counters>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl State {
+    /// No policy yet, no proxies.
+    pub fn new() -> Self {
+        let (policy, _) = watch::channel(Arc::new(Policy {
+            version: 0,
+            documents: Vec::new(),
+            loaded_at: Instant::now(),
+        }));
+        Self {
+            policy,
+            rejected: Mutex::new(None),
+            proxies: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+            counters: Mutex::new(Counters {
+                push_to_ack: Histogram::new_with_bounds(1, 600_000_000, 2)
+                    .expect("static histogram bounds are valid"),
+                nacks: 0,
+                rejections: 0,
+                pushes: 0,
+            }),
+        }
+    }
+
+    /// The policy being served.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.borrow().clone()
+    }
+
+    /// A receiver that sees every new policy.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Policy>> {
+        self.policy.subscribe()
+    }
+
+    /// Serves `documents` as the next version; clears any recorded rejection.
+    pub fn publish(&self, documents: Vec<Document>) -> u64 {
+        let version = self.policy.borrow().version + 1;
+        self.policy.send_replace(Arc::new(Policy {
+            version,
+            documents,
+            loaded_at: Instant::now(),
+        }));
+        *lock(&self.rejected) = None;
+        version
+    }
+
+    /// Records that the latest change was rejected; the current policy stays.
+    pub fn reject(&self, reason: String) {
+        *lock(&self.rejected) = Some(Rejection {
+            reason,
+            at: Instant::now(),
+        });
+        lock(&self.counters).rejections += 1;
+    }
+
+    /// A proxy connected.
+    pub fn register(&self, id: ProxyIdentity) -> u64 {
+        let key = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let entry = ProxyEntry {
+            id,
+            connected_at: Instant::now(),
+            sent_version: 0,
+            sent_at: None,
+            acked_version: 0,
+            nacked_version: 0,
+            nack_reason: String::new(),
+        };
+        lock(&self.proxies).insert(key, entry);
+        key
+    }
+
+    /// A proxy's stream ended.
+    pub fn unregister(&self, key: u64) {
+        lock(&self.proxies).remove(&key);
+    }
+
+    /// A snapshot was sent.
+    pub fn sent(&self, key: u64, version: u64) {
+        if let Some(e) = lock(&self.proxies).get_mut(&key) {
+            e.sent_version = version;
+            e.sent_at = Some(Instant::now());
+        }
+        lock(&self.counters).pushes += 1;
+    }
+
+    /// The proxy applied `version`.
+    pub fn acked(&self, key: u64, version: u64) {
+        let latency = {
+            let mut proxies = lock(&self.proxies);
+            let Some(e) = proxies.get_mut(&key) else {
+                return;
+            };
+            e.acked_version = version;
+            e.sent_at
+                .filter(|_| e.sent_version == version)
+                .map(|t| t.elapsed())
+        };
+        if let Some(l) = latency {
+            lock(&self.counters)
+                .push_to_ack
+                .saturating_record((l.as_micros() as u64).max(1));
+        }
+    }
+
+    /// The proxy rejected `version` and kept its previous snapshot.
+    pub fn nacked(&self, key: u64, version: u64, reason: String) {
+        if let Some(e) = lock(&self.proxies).get_mut(&key) {
+            tracing::warn!(workload = %e.id.workload, version, %reason, "proxy rejected a snapshot");
+            e.nacked_version = version;
+            e.nack_reason = reason;
+        }
+        lock(&self.counters).nacks += 1;
+    }
+
+    /// What `bulwarkctl status` shows.
+    pub fn status(&self) -> wire::StatusResponse {
+        let policy = self.policy();
+        let rejected = lock(&self.rejected);
+        let proxies = lock(&self.proxies)
+            .values()
+            .map(|e| wire::ProxyStatus {
+                workload: e.id.workload.clone(),
+                namespace: e.id.namespace.clone(),
+                pod_ips: e.id.pod_ips.clone(),
+                proxy_version: e.id.proxy_version.clone(),
+                sent_version: e.sent_version,
+                acked_version: e.acked_version,
+                nacked_version: e.nacked_version,
+                nack_reason: e.nack_reason.clone(),
+                connected_seconds: e.connected_at.elapsed().as_secs(),
+            })
+            .collect();
+        wire::StatusResponse {
+            policy_version: policy.version,
+            policy_age_seconds: policy.loaded_at.elapsed().as_secs(),
+            rejected_reason: rejected
+                .as_ref()
+                .map(|r| r.reason.clone())
+                .unwrap_or_default(),
+            rejected_age_seconds: rejected
+                .as_ref()
+                .map(|r| r.at.elapsed().as_secs())
+                .unwrap_or_default(),
+            proxies,
+        }
+    }
+
+    /// Prometheus text for the admin port.
+    pub fn render_metrics(&self) -> String {
+        let policy = self.policy();
+        let connected = lock(&self.proxies).len();
+        let c = lock(&self.counters);
+        let mut o = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(
+                o,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        metric(
+            "bulwark_cp_policy_version",
+            "gauge",
+            "Version of the policy being served.",
+            policy.version.to_string(),
+        );
+        metric(
+            "bulwark_cp_connected_proxies",
+            "gauge",
+            "Proxies with an open discovery stream.",
+            connected.to_string(),
+        );
+        metric(
+            "bulwark_cp_snapshots_sent_total",
+            "counter",
+            "Snapshots pushed to proxies.",
+            c.pushes.to_string(),
+        );
+        metric(
+            "bulwark_cp_nacks_total",
+            "counter",
+            "Snapshots proxies rejected.",
+            c.nacks.to_string(),
+        );
+        metric(
+            "bulwark_cp_policy_rejections_total",
+            "counter",
+            "Policy changes rejected as invalid.",
+            c.rejections.to_string(),
+        );
+        let h = &c.push_to_ack;
+        let _ = writeln!(
+            o,
+            "# HELP bulwark_cp_push_to_ack_seconds Time from sending a snapshot to its ACK.\n# TYPE bulwark_cp_push_to_ack_seconds summary"
+        );
+        for q in [0.5, 0.9, 0.99] {
+            let _ = writeln!(
+                o,
+                "bulwark_cp_push_to_ack_seconds{{quantile=\"{q}\"}} {}",
+                h.value_at_quantile(q) as f64 / 1e6
+            );
+        }
+        let _ = writeln!(o, "bulwark_cp_push_to_ack_seconds_count {}", h.len());
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_count_up_and_rejections_clear_on_the_next_good_policy() {
+        let s = State::new();
+        assert_eq!(s.policy().version, 0);
+        assert_eq!(s.publish(vec![]), 1);
+        s.reject("web.yaml:3:1: kind: ...".into());
+        assert_eq!(s.status().rejected_reason, "web.yaml:3:1: kind: ...");
+        assert_eq!(
+            s.policy().version,
+            1,
+            "a rejected change keeps the served policy"
+        );
+        assert_eq!(s.publish(vec![]), 2);
+        assert!(s.status().rejected_reason.is_empty());
+    }
+
+    #[test]
+    fn the_registry_tracks_sent_acked_and_nacked_versions() {
+        let s = State::new();
+        let k = s.register(ProxyIdentity {
+            workload: "shop/web".into(),
+            namespace: "shop".into(),
+            ..Default::default()
+        });
+        s.sent(k, 3);
+        s.acked(k, 3);
+        s.sent(k, 4);
+        s.nacked(k, 4, "spec.retries: bad".into());
+        let st = s.status();
+        let p = &st.proxies[0];
+        assert_eq!(
+            (p.sent_version, p.acked_version, p.nacked_version),
+            (4, 3, 4)
+        );
+        assert_eq!(p.nack_reason, "spec.retries: bad");
+        assert!(
+            s.render_metrics()
+                .contains("bulwark_cp_push_to_ack_seconds_count 1")
+        );
+        s.unregister(k);
+        assert!(s.status().proxies.is_empty());
+    }
+}

@@ -1,0 +1,182 @@
+//! The discovery client: one stream to the control plane. Every snapshot is parsed and
+//! validated whole, then stored with one swap (connections already open keep the snapshot
+//! they started with) and acknowledged; an invalid one is rejected with its reason and the
+//! previous snapshot stays. While the control plane is away the proxy keeps serving its
+//! last good snapshot and reconnects with jittered exponential backoff.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bulwark_api::load;
+use bulwark_api::policy::validate::validate;
+use bulwark_api::wire::discovery_client::DiscoveryClient;
+use bulwark_api::wire::{self, control_message, proxy_message};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::drain::Drain;
+use crate::snapshot::{SharedSnapshot, Snapshot};
+
+/// First reconnect delay; doubled per failure up to [`BACKOFF_MAX`], fully jittered.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
+/// Longest reconnect delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// What the proxy tells the control plane about itself.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// NAMESPACE/NAME.
+    pub workload: String,
+    /// The namespace (scopes the policy it receives).
+    pub namespace: String,
+    /// Service account.
+    pub service_account: String,
+    /// Pod IPs.
+    pub pod_ips: Vec<String>,
+}
+
+/// Why a snapshot was rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+/// Builds the next snapshot from a received one. Pure: the caller swaps it in.
+pub fn build(received: &wire::Snapshot, current: &Snapshot) -> Result<Snapshot, Rejected> {
+    let values: Vec<serde_json::Value> = serde_json::from_str(&received.documents_json)
+        .map_err(|e| Rejected(format!("documents are not a JSON array: {e}")))?;
+    let mut documents = Vec::with_capacity(values.len());
+    let mut problems = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let name = v
+            .pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("?");
+        let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+        match load::document(v) {
+            Ok(doc) => {
+                for p in validate(&doc) {
+                    problems.push(format!(
+                        "document {i} ({kind} {name}): {}: {}",
+                        p.path, p.reason
+                    ));
+                }
+                documents.push(doc);
+            }
+            Err((path, reason)) => {
+                problems.push(format!("document {i} ({kind} {name}): {path}: {reason}"))
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Rejected(problems.join("; ")));
+    }
+    Ok(Snapshot {
+        version: received.version,
+        opaque_ports: current.opaque_ports.clone(),
+        documents,
+    })
+}
+
+/// Follows the control plane until drain. `applied` turns true with the first snapshot.
+pub async fn run(
+    endpoint: String,
+    identity: Identity,
+    snapshot: SharedSnapshot,
+    applied: Arc<AtomicBool>,
+    drain: Drain,
+) {
+    let mut backoff = BACKOFF_BASE;
+    let mut seed = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    while !drain.is_draining() {
+        let result = tokio::select! {
+            r = session(&endpoint, &identity, &snapshot, &applied) => r,
+            _ = drain.signaled() => return,
+        };
+        match result {
+            Ok(got_snapshot) => {
+                tracing::warn!(%endpoint, "control plane closed the stream; serving the last snapshot");
+                if got_snapshot {
+                    backoff = BACKOFF_BASE;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%endpoint, error = %e, "control plane unreachable; serving the last snapshot")
+            }
+        }
+        // Full jitter: a random delay in [0, backoff), so proxies do not reconnect in step.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = backoff.mul_f64((seed % 1000) as f64 / 1000.0);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = drain.signaled() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One stream: Hello, then apply and answer each snapshot. Returns whether any snapshot
+/// arrived (a stream that delivered is a healthy one; its end resets the backoff).
+async fn session(
+    endpoint: &str,
+    identity: &Identity,
+    snapshot: &SharedSnapshot,
+    applied: &AtomicBool,
+) -> Result<bool, tonic::Status> {
+    let mut client = DiscoveryClient::connect(endpoint.to_string())
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
+    let (tx, rx) = mpsc::channel(8);
+    let hello = wire::Hello {
+        workload: identity.workload.clone(),
+        namespace: identity.namespace.clone(),
+        service_account: identity.service_account.clone(),
+        pod_ips: identity.pod_ips.clone(),
+        proxy_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let _ = tx
+        .send(wire::ProxyMessage {
+            message: Some(proxy_message::Message::Hello(hello)),
+        })
+        .await;
+    let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    tracing::info!(%endpoint, "connected to the control plane");
+    let mut got = false;
+    while let Some(msg) = inbound.message().await? {
+        let Some(control_message::Message::Snapshot(s)) = msg.message else {
+            continue;
+        };
+        got = true;
+        let answer = match build(&s, &snapshot.load()) {
+            Ok(next) => {
+                let docs = next.documents.len();
+                snapshot.store(Arc::new(next));
+                applied.store(true, Ordering::Release);
+                tracing::info!(version = s.version, documents = docs, "snapshot applied");
+                proxy_message::Message::Ack(wire::Ack { version: s.version })
+            }
+            Err(Rejected(reason)) => {
+                tracing::error!(version = s.version, %reason, "snapshot rejected; keeping the previous one");
+                proxy_message::Message::Nack(wire::Nack {
+                    version: s.version,
+                    reason,
+                })
+            }
+        };
+        if tx
+            .send(wire::ProxyMessage {
+                message: Some(answer),
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    Ok(got)
+}
+
+#[cfg(test)]
+mod tests;

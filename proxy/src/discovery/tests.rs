@@ -1,0 +1,209 @@
+use std::pin::Pin;
+
+use bulwark_api::wire::discovery_server::{Discovery, DiscoveryServer};
+use tokio_stream::Stream;
+
+use super::*;
+use crate::snapshot;
+
+const WEB: &str = r#"{"apiVersion":"bulwark.dev/v1alpha1","kind":"TrafficPolicy","metadata":{"name":"web","namespace":"shop"},"spec":{"targetRef":{"kind":"Service","name":"web"}}}"#;
+
+fn snap(version: u64, json: &str) -> wire::Snapshot {
+    wire::Snapshot {
+        version,
+        documents_json: json.to_string(),
+    }
+}
+
+#[test]
+fn a_valid_snapshot_is_built_whole() {
+    let current = Snapshot {
+        opaque_ports: [3306].into(),
+        ..Default::default()
+    };
+    let next = build(&snap(7, &format!("[{WEB}]")), &current).unwrap();
+    assert_eq!(next.version, 7);
+    assert_eq!(next.documents.len(), 1);
+    assert!(
+        next.opaque_ports.contains(&3306),
+        "local settings carry over"
+    );
+}
+
+#[test]
+fn invalid_snapshots_are_rejected_with_the_field_and_reason() {
+    let current = Snapshot::default();
+    assert!(
+        build(&snap(2, "{not json"), &current)
+            .unwrap_err()
+            .0
+            .contains("not a JSON array")
+    );
+    let bad = WEB.replace(r#""spec":{"#, r#""spec":{"retries":{"attempts":50},"#);
+    let err = build(&snap(3, &format!("[{bad}]")), &current).unwrap_err();
+    assert_eq!(
+        err.0,
+        "document 0 (TrafficPolicy web): spec.retries.attempts: must be between 1 and 10, got 50"
+    );
+    let unknown = WEB.replace(r#""spec":{"#, r#""spec":{"retrys":{},"#);
+    assert!(
+        build(&snap(4, &format!("[{unknown}]")), &current)
+            .unwrap_err()
+            .0
+            .contains("unknown field `retrys`")
+    );
+}
+
+/// A fake control plane: on each stream, sends the next scripted snapshots, reports what the
+/// proxy answered, and ends the stream once every snapshot is answered.
+#[derive(Clone)]
+struct Fake {
+    script: Arc<std::sync::Mutex<Vec<Vec<wire::Snapshot>>>>,
+    answers: mpsc::UnboundedSender<proxy_message::Message>,
+}
+
+#[tonic::async_trait]
+impl Discovery for Fake {
+    type StreamStream =
+        Pin<Box<dyn Stream<Item = Result<wire::ControlMessage, tonic::Status>> + Send>>;
+
+    async fn stream(
+        &self,
+        request: tonic::Request<tonic::Streaming<wire::ProxyMessage>>,
+    ) -> Result<tonic::Response<Self::StreamStream>, tonic::Status> {
+        let mut inbound = request.into_inner();
+        let snapshots = {
+            let mut script = self.script.lock().unwrap();
+            if script.is_empty() {
+                Vec::new()
+            } else {
+                script.remove(0)
+            }
+        };
+        let answers = self.answers.clone();
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            let mut answered = 0;
+            while let Ok(Some(m)) = inbound.message().await {
+                let m = m.message.unwrap();
+                let is_hello = matches!(m, proxy_message::Message::Hello(_));
+                let _ = answers.send(m);
+                if is_hello {
+                    for s in &snapshots {
+                        let msg = wire::ControlMessage {
+                            message: Some(control_message::Message::Snapshot(s.clone())),
+                        };
+                        let _ = tx.send(Ok(msg)).await;
+                    }
+                } else {
+                    answered += 1;
+                }
+                // Once every scripted snapshot is answered, this control plane "goes away":
+                // the stream ends, as it does when the control plane restarts.
+                if answered == snapshots.len() {
+                    break;
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn serve(
+    listener: tokio::net::TcpListener,
+    fake: Fake,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(DiscoveryServer::new(fake))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await;
+    });
+    (server, stop_tx)
+}
+
+async fn next(
+    seen: &mut mpsc::UnboundedReceiver<proxy_message::Message>,
+) -> proxy_message::Message {
+    tokio::time::timeout(Duration::from_secs(15), seen.recv())
+        .await
+        .expect("an answer in time")
+        .expect("open")
+}
+
+#[tokio::test]
+async fn acks_nacks_keeps_the_last_good_snapshot_and_reconnects() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (answers, mut seen) = mpsc::unbounded_channel();
+    let bad = WEB.replace(r#""spec":{"#, r#""spec":{"retries":{"attempts":0},"#);
+    let fake = Fake {
+        script: Arc::new(std::sync::Mutex::new(vec![
+            vec![snap(1, &format!("[{WEB}]")), snap(2, &format!("[{bad}]"))],
+            vec![snap(3, "[]")],
+        ])),
+        answers,
+    };
+    let (server, stop) = serve(listener, fake);
+    let shared = snapshot::shared(Snapshot::default());
+    let applied = Arc::new(AtomicBool::new(false));
+    let drain = Drain::new();
+    let identity = Identity {
+        workload: "shop/web".into(),
+        namespace: "shop".into(),
+        ..Default::default()
+    };
+    let client = tokio::spawn(run(
+        format!("http://{addr}"),
+        identity,
+        shared.clone(),
+        applied.clone(),
+        drain.clone(),
+    ));
+
+    assert!(
+        matches!(next(&mut seen).await, proxy_message::Message::Hello(h) if h.namespace == "shop")
+    );
+    assert!(matches!(next(&mut seen).await, proxy_message::Message::Ack(a) if a.version == 1));
+    match next(&mut seen).await {
+        proxy_message::Message::Nack(n) => {
+            assert_eq!(n.version, 2);
+            assert!(
+                n.reason
+                    .contains("spec.retries.attempts: must be between 1 and 10, got 0"),
+                "{}",
+                n.reason
+            );
+        }
+        other => panic!("expected a NACK, got {other:?}"),
+    }
+    assert_eq!(
+        shared.load().version,
+        1,
+        "the rejected snapshot did not replace the good one"
+    );
+    assert!(applied.load(Ordering::Acquire));
+
+    // The stream ends (the control plane went away): the proxy keeps its snapshot (static
+    // stability), reconnects by itself, and applies what the next stream sends.
+    assert_eq!(shared.load().version, 1);
+    assert!(matches!(
+        next(&mut seen).await,
+        proxy_message::Message::Hello(_)
+    ));
+    assert!(matches!(next(&mut seen).await, proxy_message::Message::Ack(a) if a.version == 3));
+    assert_eq!(shared.load().version, 3);
+    drain.signal();
+    let _ = tokio::time::timeout(Duration::from_secs(5), client).await;
+    drop(stop);
+    server.abort();
+}
