@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding the admin address {admin_addr}"))?;
     tokio::spawn(admin::serve(admin_listener, state.clone()));
     tokio::spawn(source::watch(state.clone(), policy_dir, poll_interval));
-    let service = Service::new(state);
+    let service = Service::new(state.clone());
     tracing::info!(%grpc_addr, %admin_addr, "serving");
     let shutdown = async {
         use tokio::signal::unix::{SignalKind, signal};
@@ -83,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => {}
         }
         tracing::info!("shutting down: streams end, proxies keep their last snapshot");
+        state.close_streams();
     };
     tonic::transport::Server::builder()
         .add_service(DiscoveryServer::new(service.clone()))

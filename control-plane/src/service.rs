@@ -79,6 +79,7 @@ async fn follow(
     tx: mpsc::Sender<Result<wire::ControlMessage, Status>>,
 ) {
     let mut policies = state.subscribe();
+    let mut closing = state.closing();
     let mut last_sent: Option<String> = None;
     loop {
         let policy = policies.borrow_and_update().clone();
@@ -118,6 +119,7 @@ async fn follow(
                     Ok(None) | Err(_) => return,
                 },
                 _ = tx.closed() => return,
+                _ = closing.wait_for(|c| *c) => return,
             }
         }
     }

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 /// A policy version: every valid document, built whole.
 #[derive(Debug)]
 pub struct Policy {
-    /// Starts at 1 for the first valid policy; 0 means none yet.
+    /// Increases with every valid policy; 0 means none yet.
     pub version: u64,
     /// The documents.
     pub documents: Vec<Document>,
@@ -83,6 +83,7 @@ pub struct State {
     proxies: Mutex<BTreeMap<u64, ProxyEntry>>,
     next_id: AtomicU64,
     counters: Mutex<Counters>,
+    closing: watch::Sender<bool>,
 }
 
 impl Default for State {
@@ -115,7 +116,19 @@ impl State {
                 rejections: 0,
                 pushes: 0,
             }),
+            closing: watch::channel(false).0,
         }
+    }
+
+    /// Ends every discovery stream (on shutdown): proxies keep their snapshot and reconnect,
+    /// to this process's successor or another replica.
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// A receiver that changes when streams must end.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// The policy being served.
@@ -128,9 +141,16 @@ impl State {
         self.policy.subscribe()
     }
 
-    /// Serves `documents` as the next version; clears any recorded rejection.
+    /// Serves `documents` as the next version; clears any recorded rejection. Versions are
+    /// milliseconds since the Unix epoch (or one more than the last, if the clock has not
+    /// moved on), so they keep increasing across control-plane restarts and proxies never
+    /// see a version go backwards.
     pub fn publish(&self, documents: Vec<Document>) -> u64 {
-        let version = self.policy.borrow().version + 1;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let version = now.max(self.policy.borrow().version + 1);
         self.policy.send_replace(Arc::new(Policy {
             version,
             documents,
@@ -308,15 +328,17 @@ mod tests {
     fn versions_count_up_and_rejections_clear_on_the_next_good_policy() {
         let s = State::new();
         assert_eq!(s.policy().version, 0);
-        assert_eq!(s.publish(vec![]), 1);
+        let v1 = s.publish(vec![]);
+        assert!(v1 > 0);
         s.reject("web.yaml:3:1: kind: ...".into());
         assert_eq!(s.status().rejected_reason, "web.yaml:3:1: kind: ...");
         assert_eq!(
             s.policy().version,
-            1,
+            v1,
             "a rejected change keeps the served policy"
         );
-        assert_eq!(s.publish(vec![]), 2);
+        let v2 = s.publish(vec![]);
+        assert!(v2 > v1);
         assert!(s.status().rejected_reason.is_empty());
     }
 
