@@ -104,7 +104,7 @@ fn status(addr: &str) -> anyhow::Result<()> {
     println!("proxies: {}", st.proxies.len());
     if !st.proxies.is_empty() {
         println!(
-            "  {:<28} {:<16} {:>6} {:>6} {:>7} {:>9}  NACK REASON",
+            "  {:<24} {:<16} {:>14} {:>14} {:>14} {:>9}  NACK REASON",
             "WORKLOAD", "IPS", "SENT", "ACKED", "NACKED", "CONNECTED"
         );
     }
@@ -115,7 +115,7 @@ fn status(addr: &str) -> anyhow::Result<()> {
             p.nacked_version.to_string()
         };
         println!(
-            "  {:<28} {:<16} {:>6} {:>6} {:>7} {:>8}s  {}",
+            "  {:<24} {:<16} {:>14} {:>14} {:>14} {:>8}s  {}",
             p.workload,
             p.pod_ips.join(","),
             p.sent_version,

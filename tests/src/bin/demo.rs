@@ -75,11 +75,24 @@ fn main() -> Result<()> {
     let mut mesh = Mesh::new("demo")?;
     step(
         1,
-        "creating pods 'client' and 'server' (network namespaces on a bridge)",
+        "creating pods 'control-plane', 'client' and 'server' (network namespaces on a bridge)",
     );
+    let cp = mesh.pod("cp")?;
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
-    println!("    client {}  server {}", client.ip, server.ip);
+    println!(
+        "    control plane {}  client {}  server {}",
+        cp.ip, client.ip, server.ip
+    );
+    let examples = bulwark_tests::workspace_root().join("control-plane/examples/policy");
+    let mut serve = cp.cmd(bulwark_tests::bin("bulwark-control-plane"));
+    serve.args(["serve", "--policy-dir"]).arg(&examples);
+    mesh.spawn(&cp, "control-plane", serve)?;
+    mesh.wait_listening(&cp, 5170)?;
+    println!(
+        "    bulwark-control-plane serving the example policy ({})",
+        examples.display()
+    );
 
     step(
         2,
@@ -108,13 +121,42 @@ fn main() -> Result<()> {
         3,
         "bulwark-proxy init (iptables REDIRECT) and bulwark-proxy run as UID 5102 in both pods",
     );
-    mesh.proxy(&server, &[])?;
-    mesh.proxy(&client, &[])?;
+    let endpoint = format!("http://{}:5170", cp.ip);
+    let (client_ip, server_ip) = (client.ip.to_string(), server.ip.to_string());
+    mesh.proxy(
+        &server,
+        &[
+            "--control-plane",
+            &endpoint,
+            "--workload",
+            "shop/web",
+            "--pod-ips",
+            &server_ip,
+        ],
+    )?;
+    mesh.proxy(
+        &client,
+        &[
+            "--control-plane",
+            &endpoint,
+            "--workload",
+            "shop/frontend",
+            "--pod-ips",
+            &client_ip,
+        ],
+    )?;
     let rules = client.sh_ok("iptables-save -t nat | grep -c '^-A.*BULWARK'")?;
     println!(
-        "    {} nat rules per pod; both proxies report /ready 200",
+        "    {} nat rules per pod; both proxies have applied the control plane's snapshot and report /ready 200",
         rules.trim()
     );
+    let status = cp
+        .cmd(bulwark_tests::bin("bulwarkctl"))
+        .args(["status", "--control-plane", "http://127.0.0.1:5170"])
+        .output()?;
+    for l in String::from_utf8_lossy(&status.stdout).lines() {
+        println!("    {l}");
+    }
 
     let url = format!("http://{}:8080/", server.ip);
     load_phase(
