@@ -261,9 +261,17 @@ fn bench(smoke: bool, rest: &[String]) -> Result<()> {
     ensure_packages(&[])?;
     if smoke {
         run(cargo().args(["build", "--workspace", "--bins"]))?;
-        return run(Command::new(target_dir().join("debug/bulwark-bench"))
+        run(Command::new(target_dir().join("debug/bulwark-bench"))
             .args(["--smoke", "--out"])
-            .arg(target_dir().join("bench-smoke.md")));
+            .arg(target_dir().join("bench-smoke.md")))?;
+        return run(
+            Command::new(target_dir().join("debug/bulwark-cp-bench")).args([
+                "--streams",
+                "50",
+                "--changes",
+                "1",
+            ]),
+        );
     }
     // The references: HAProxy and nginx from Debian, run as one-hop reverse proxies.
     ensure_packages(&["haproxy", "nginx"])?;
@@ -271,7 +279,10 @@ fn bench(smoke: bool, rest: &[String]) -> Result<()> {
     run(Command::new(target_dir().join("release/bulwark-bench"))
         .args(["--out"])
         .arg(target_dir().join("bench-report.md"))
-        .args(rest))
+        .args(rest))?;
+    run(&mut Command::new(
+        target_dir().join("release/bulwark-cp-bench"),
+    ))
 }
 
 fn demo(requests: u32) -> Result<()> {
