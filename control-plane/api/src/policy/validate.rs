@@ -20,6 +20,18 @@ struct Check {
 }
 
 impl Check {
+    /// Runs `f` on an optional section, with its path.
+    fn section<T>(&mut self, parent: &str, name: &str, v: &Option<T>, f: fn(&mut Check, &str, &T)) {
+        if let Some(v) = v {
+            let path = if parent.is_empty() {
+                name.to_string()
+            } else {
+                format!("{parent}.{name}")
+            };
+            f(self, &path, v);
+        }
+    }
+
     fn fail(&mut self, path: impl Into<String>, reason: impl Into<String>) {
         self.problems.push(Problem {
             path: path.into(),
@@ -308,12 +320,8 @@ fn route(c: &mut Check, p: &str, r: &Route) {
             );
         }
     }
-    if let Some(t) = &r.timeouts {
-        timeouts(c, &format!("{p}.timeouts"), t);
-    }
-    if let Some(rt) = &r.retries {
-        retries(c, &format!("{p}.retries"), rt);
-    }
+    c.section(p, "timeouts", &r.timeouts, timeouts);
+    c.section(p, "retries", &r.retries, retries);
     if let Some(h) = &r.hedging {
         c.positive(&format!("{p}.hedging.delay"), h.delay);
         c.ratio(&format!("{p}.hedging.budgetRatio"), h.budget_ratio);
@@ -358,21 +366,11 @@ pub fn validate(doc: &Document) -> Vec<Problem> {
                 );
             }
             c.range("spec.targetRef.port", s.target_ref.port, 1, 65535);
-            if let Some(v) = &s.timeouts {
-                timeouts(&mut c, "spec.timeouts", v);
-            }
-            if let Some(v) = &s.retries {
-                retries(&mut c, "spec.retries", v);
-            }
-            if let Some(v) = &s.outlier_detection {
-                outliers(&mut c, "spec.outlierDetection", v);
-            }
-            if let Some(v) = &s.load_balancer {
-                load_balancer(&mut c, "spec.loadBalancer", v);
-            }
-            if let Some(v) = &s.limits {
-                limits(&mut c, "spec.limits", v);
-            }
+            c.section("spec", "timeouts", &s.timeouts, timeouts);
+            c.section("spec", "retries", &s.retries, retries);
+            c.section("spec", "outlierDetection", &s.outlier_detection, outliers);
+            c.section("spec", "loadBalancer", &s.load_balancer, load_balancer);
+            c.section("spec", "limits", &s.limits, limits);
             for (i, r) in s.routes.iter().enumerate() {
                 route(&mut c, &format!("spec.routes[{i}]"), r);
             }
@@ -390,18 +388,20 @@ pub fn validate(doc: &Document) -> Vec<Problem> {
                 );
             }
             if let Some(d) = &m.spec.defaults {
-                if let Some(v) = &d.timeouts {
-                    timeouts(&mut c, "spec.defaults.timeouts", v);
-                }
-                if let Some(v) = &d.retries {
-                    retries(&mut c, "spec.defaults.retries", v);
-                }
-                if let Some(v) = &d.outlier_detection {
-                    outliers(&mut c, "spec.defaults.outlierDetection", v);
-                }
-                if let Some(v) = &d.load_balancer {
-                    load_balancer(&mut c, "spec.defaults.loadBalancer", v);
-                }
+                c.section("spec.defaults", "timeouts", &d.timeouts, timeouts);
+                c.section("spec.defaults", "retries", &d.retries, retries);
+                c.section(
+                    "spec.defaults",
+                    "outlierDetection",
+                    &d.outlier_detection,
+                    outliers,
+                );
+                c.section(
+                    "spec.defaults",
+                    "loadBalancer",
+                    &d.load_balancer,
+                    load_balancer,
+                );
             }
         }
     }
