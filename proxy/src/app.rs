@@ -148,11 +148,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             pod_ips: w.pod_ips.clone(),
         };
         let snapshot = shared.snapshot.clone();
+        let metrics = shared.metrics.clone();
         tokio::spawn(discovery::run(
             endpoint,
             identity,
             snapshot,
             applied,
+            metrics,
             drain.clone(),
         ));
     }

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::drain::Drain;
+use crate::metrics::Metrics;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 /// First reconnect delay; doubled per failure up to [`BACKOFF_MAX`], fully jittered.
@@ -84,15 +85,21 @@ pub async fn run(
     identity: Identity,
     snapshot: SharedSnapshot,
     applied: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
     drain: Drain,
 ) {
     let mut backoff = BACKOFF_BASE;
     let mut seed = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;
     while !drain.is_draining() {
         let result = tokio::select! {
-            r = session(&endpoint, &identity, &snapshot, &applied) => r,
+            r = session(&endpoint, &identity, &snapshot, &applied, &metrics) => r,
             _ = drain.signaled() => return,
         };
+        metrics.discovery.connected.store(0, Ordering::Relaxed);
+        metrics
+            .discovery
+            .disconnects
+            .fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(got_snapshot) => {
                 tracing::warn!(%endpoint, "control plane closed the stream; serving the last snapshot");
@@ -124,6 +131,7 @@ async fn session(
     identity: &Identity,
     snapshot: &SharedSnapshot,
     applied: &AtomicBool,
+    metrics: &Metrics,
 ) -> Result<bool, tonic::Status> {
     let mut client = DiscoveryClient::connect(endpoint.to_string())
         .await
@@ -143,6 +151,8 @@ async fn session(
         .await;
     let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
     tracing::info!(%endpoint, "connected to the control plane");
+    let d = &metrics.discovery;
+    d.connected.store(1, Ordering::Relaxed);
     let mut got = false;
     while let Some(msg) = inbound.message().await? {
         let Some(control_message::Message::Snapshot(s)) = msg.message else {
@@ -154,10 +164,13 @@ async fn session(
                 let docs = next.documents.len();
                 snapshot.store(Arc::new(next));
                 applied.store(true, Ordering::Release);
+                d.version.store(s.version, Ordering::Relaxed);
+                d.applied.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(version = s.version, documents = docs, "snapshot applied");
                 proxy_message::Message::Ack(wire::Ack { version: s.version })
             }
             Err(Rejected(reason)) => {
+                d.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(version = s.version, %reason, "snapshot rejected; keeping the previous one");
                 proxy_message::Message::Nack(wire::Nack {
                     version: s.version,

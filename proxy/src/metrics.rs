@@ -161,6 +161,21 @@ struct DirectionCounters {
     detect: [AtomicU64; 8],
 }
 
+/// The discovery client's state, as metrics.
+#[derive(Debug, Default)]
+pub struct DiscoveryCounters {
+    /// 1 while a stream to the control plane is open.
+    pub connected: AtomicU64,
+    /// Version of the applied snapshot.
+    pub version: AtomicU64,
+    /// Snapshots applied.
+    pub applied: AtomicU64,
+    /// Snapshots rejected.
+    pub rejected: AtomicU64,
+    /// Streams that ended or failed to open.
+    pub disconnects: AtomicU64,
+}
+
 /// All of the proxy's counters. Shared by every task behind an `Arc`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -168,6 +183,8 @@ pub struct Metrics {
     requests: Mutex<HashMap<String, Series>>,
     directions: [DirectionCounters; 2],
     errors: Mutex<HashMap<(&'static str, &'static str), u64>>,
+    /// The discovery client's state.
+    pub discovery: DiscoveryCounters,
 }
 
 /// One row of `/stats`.
@@ -201,6 +218,7 @@ impl Metrics {
             requests: Mutex::new(HashMap::new()),
             directions: Default::default(),
             errors: Mutex::new(HashMap::new()),
+            discovery: DiscoveryCounters::default(),
         }
     }
 
@@ -378,6 +396,42 @@ impl Metrics {
                     "bulwark_proxy_errors_total{{direction=\"{d}\",reason=\"{reason}\"}} {v}"
                 );
             }
+        }
+        let d = &self.discovery;
+        for (name, kind, help, v) in [
+            (
+                "bulwark_discovery_connected",
+                "gauge",
+                "1 while the stream to the control plane is open.",
+                &d.connected,
+            ),
+            (
+                "bulwark_discovery_snapshot_version",
+                "gauge",
+                "Version of the applied snapshot (0: flags only).",
+                &d.version,
+            ),
+            (
+                "bulwark_discovery_snapshots_applied_total",
+                "counter",
+                "Snapshots applied.",
+                &d.applied,
+            ),
+            (
+                "bulwark_discovery_snapshots_rejected_total",
+                "counter",
+                "Snapshots rejected (NACKed); the previous one stayed.",
+                &d.rejected,
+            ),
+            (
+                "bulwark_discovery_disconnects_total",
+                "counter",
+                "Streams to the control plane that ended or failed to open.",
+                &d.disconnects,
+            ),
+        ] {
+            header(&mut o, name, kind, help);
+            let _ = writeln!(o, "{name} {}", v.load(Ordering::Relaxed));
         }
         process.render(&mut o);
         o

@@ -140,6 +140,13 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
         server.ip
     ))?;
     assert_eq!(snapshot_version(&client)?, v2);
+    wait_for("the proxy to notice", || {
+        Ok(client.metric("bulwark_discovery_connected")? == 0.0)
+    })?;
+    assert_eq!(
+        client.metric("bulwark_discovery_snapshot_version")?,
+        v2 as f64
+    );
 
     // It comes back (with the file fixed): the proxy reconnects and takes the new version.
     std::fs::write(&web, &text)?;

@@ -162,11 +162,13 @@ async fn acks_nacks_keeps_the_last_good_snapshot_and_reconnects() {
         namespace: "shop".into(),
         ..Default::default()
     };
+    let metrics = Arc::new(crate::metrics::Metrics::new(8));
     let client = tokio::spawn(run(
         format!("http://{addr}"),
         identity,
         shared.clone(),
         applied.clone(),
+        metrics.clone(),
         drain.clone(),
     ));
 
@@ -192,6 +194,15 @@ async fn acks_nacks_keeps_the_last_good_snapshot_and_reconnects() {
         "the rejected snapshot did not replace the good one"
     );
     assert!(applied.load(Ordering::Acquire));
+    let d = &metrics.discovery;
+    assert_eq!(
+        (
+            d.version.load(Ordering::Relaxed),
+            d.applied.load(Ordering::Relaxed),
+            d.rejected.load(Ordering::Relaxed)
+        ),
+        (1, 1, 1)
+    );
 
     // The stream ends (the control plane went away): the proxy keeps its snapshot (static
     // stability), reconnects by itself, and applies what the next stream sends.
