@@ -175,10 +175,11 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
             &serde_json::json!({ "config": &*s.cfg, "snapshot": &**s.snapshot.load() }),
         ),
         "/detect" => json(StatusCode::OK, &s.learner.learned(Instant::now())),
+        "/outliers" => json(StatusCode::OK, &s.router.report()),
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "endpoints: /metrics /stats /ready /live /config_dump /detect /shutdown\n",
+            "endpoints: /metrics /stats /ready /live /config_dump /detect /outliers /shutdown\n",
         ),
     }
 }

@@ -17,6 +17,8 @@ use crate::drain::Drain;
 use crate::init::{self, Backend, InitSpec, Ipv6Mode};
 use crate::listener::{self, Shared};
 use crate::metrics::{Direction, Metrics};
+use crate::outbound::Router;
+use crate::outbound::resolve::Resolver;
 use crate::pool::Pools;
 use crate::snapshot::{self, Snapshot};
 use crate::transport::detect::OpaqueLearner;
@@ -85,8 +87,17 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     cfg.validate()?;
     let cfg = Arc::new(cfg);
     let drain = Drain::new();
+    let metrics = Arc::new(Metrics::new(cfg.metrics_max_authorities));
+    let resolver = match Resolver::new(&cfg.dns.servers, cfg.dns.min_refresh, cfg.dns.max_refresh) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "hostname endpoints will not be resolved");
+            None
+        }
+    };
     let shared = Arc::new(Shared {
-        metrics: Arc::new(Metrics::new(cfg.metrics_max_authorities)),
+        router: Arc::new(Router::new(resolver, metrics.clone())),
+        metrics,
         learner: Arc::new(OpaqueLearner::new(
             cfg.detect.learn_threshold,
             cfg.detect.learn_ttl,
@@ -153,6 +164,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             endpoint,
             identity,
             snapshot,
+            shared.router.clone(),
             applied,
             metrics,
             drain.clone(),

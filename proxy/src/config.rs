@@ -1,7 +1,7 @@
 //! Typed proxy configuration: every default in one place, cross-field validation, and a
 //! serialisable form so `/config_dump` shows exactly what runs.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -54,6 +54,10 @@ pub const DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT: usize = 32;
 pub const DEFAULT_POOL_MAX_ENDPOINTS: usize = 1024;
 /// Distinct authority label values in metrics; the rest are counted under `other`.
 pub const DEFAULT_METRICS_MAX_AUTHORITIES: usize = 256;
+/// Shortest time between two DNS lookups of a hostname endpoint, whatever its TTL.
+pub const DEFAULT_DNS_MIN_REFRESH: Duration = Duration::from_secs(1);
+/// Longest time a DNS answer is used, whatever its TTL.
+pub const DEFAULT_DNS_MAX_REFRESH: Duration = Duration::from_secs(300);
 /// On SIGTERM, in-flight requests and connections get this long to finish.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -88,6 +92,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Bound on distinct authority labels in metrics.
     pub metrics_max_authorities: usize,
+    /// Resolving hostname endpoints of Backends.
+    pub dns: DnsConfig,
     /// Grace period for in-flight work on shutdown.
     #[serde(with = "duration_str")]
     pub shutdown_grace: Duration,
@@ -160,6 +166,19 @@ pub struct HttpConfig {
     pub pool_max_endpoints: usize,
 }
 
+/// DNS for hostname endpoints.
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsConfig {
+    /// Name servers (port 53); empty means the system's (`/etc/resolv.conf`).
+    pub servers: Vec<IpAddr>,
+    /// Floor on the time between lookups of one name.
+    #[serde(with = "duration_str")]
+    pub min_refresh: Duration,
+    /// Ceiling on the time an answer is used.
+    #[serde(with = "duration_str")]
+    pub max_refresh: Duration,
+}
+
 /// A cross-field rule that a configuration breaks.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -220,6 +239,11 @@ impl Default for Config {
                 pool_max_endpoints: DEFAULT_POOL_MAX_ENDPOINTS,
             },
             metrics_max_authorities: DEFAULT_METRICS_MAX_AUTHORITIES,
+            dns: DnsConfig {
+                servers: Vec::new(),
+                min_refresh: DEFAULT_DNS_MIN_REFRESH,
+                max_refresh: DEFAULT_DNS_MAX_REFRESH,
+            },
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }

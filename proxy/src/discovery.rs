@@ -17,6 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::drain::Drain;
 use crate::metrics::Metrics;
+use crate::outbound::Router;
+use crate::outbound::route;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 /// First reconnect delay; doubled per failure up to [`BACKOFF_MAX`], fully jittered.
@@ -75,7 +77,9 @@ pub fn build(received: &wire::Snapshot, current: &Snapshot) -> Result<Snapshot, 
     Ok(Snapshot {
         version: received.version,
         opaque_ports: current.opaque_ports.clone(),
+        routes: route::build(&documents),
         documents,
+        states: Vec::new(),
     })
 }
 
@@ -84,6 +88,7 @@ pub async fn run(
     endpoint: String,
     identity: Identity,
     snapshot: SharedSnapshot,
+    router: Arc<Router>,
     applied: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     drain: Drain,
@@ -92,7 +97,7 @@ pub async fn run(
     let mut seed = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;
     while !drain.is_draining() {
         let result = tokio::select! {
-            r = session(&endpoint, &identity, &snapshot, &applied, &metrics) => r,
+            r = session(&endpoint, &identity, &snapshot, &router, &applied, &metrics) => r,
             _ = drain.signaled() => return,
         };
         metrics.discovery.connected.store(0, Ordering::Relaxed);
@@ -130,6 +135,7 @@ async fn session(
     endpoint: &str,
     identity: &Identity,
     snapshot: &SharedSnapshot,
+    router: &Router,
     applied: &AtomicBool,
     metrics: &Metrics,
 ) -> Result<bool, tonic::Status> {
@@ -160,7 +166,8 @@ async fn session(
         };
         got = true;
         let answer = match build(&s, &snapshot.load()) {
-            Ok(next) => {
+            Ok(mut next) => {
+                next.states = router.attach(&next.routes.targets);
                 let docs = next.documents.len();
                 snapshot.store(Arc::new(next));
                 applied.store(true, Ordering::Release);

@@ -11,20 +11,19 @@ use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_TYPE, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
-use http_body_util::{Either, Full};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use crate::body::ProxyBody;
 use crate::listener::Shared;
 use crate::metrics::Direction;
+use crate::outbound::call::{self, Call, LocalError, Upstream};
+use crate::outbound::retry::Failure;
 use crate::pool::Version;
 use crate::transport::copy;
-use crate::transport::socket::ConnectError;
-
-/// Response body: the upstream's, streamed, or one the proxy wrote.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
 /// Header naming the reason of a response the proxy made itself.
 pub const ERROR_HEADER: &str = "x-bulwark-error";
@@ -102,7 +101,8 @@ pub async fn serve<I>(
     }
 }
 
-/// Forwards one request to the connection's original destination and returns the response.
+/// Forwards one request: through its target's policy when the snapshot has one for it
+/// (outbound only: policy is the client's), else straight to the original destination.
 async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let start = Instant::now();
     let metrics = &conn.shared.metrics;
@@ -121,17 +121,37 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody>
     });
     *req.uri_mut() = absolute_uri(std::mem::take(req.uri_mut()), &authority, conn.dst);
 
-    let client = conn.shared.pools.get(conn.dst, conn.version);
-    let mut resp = match client.request(req).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            let (status, reason) = classify_error(&e);
+    let snapshot = conn.shared.snapshot.load();
+    let found = match conn.direction {
+        Direction::Outbound => snapshot.lookup(conn.dst, Some(&authority)),
+        Direction::Inbound => None,
+    };
+    let result = match found {
+        Some((target, state)) => {
+            let c = Call {
+                shared: &conn.shared,
+                version: conn.version,
+                dst: conn.dst,
+                target,
+                state,
+                grpc,
+                start,
+                upgrade: downstream_upgrade.is_some(),
+            };
+            call::call(&c, req).await
+        }
+        None => passthrough(conn, req).await,
+    };
+    let up = match result {
+        Ok(up) => up,
+        Err(LocalError { status, reason }) => {
             metrics.error(conn.direction, reason);
             metrics.record_request(conn.direction, &authority, status.as_u16(), start.elapsed());
-            tracing::info!(error = %error_chain(&e), dst = %conn.dst, %authority, reason, "request failed upstream");
+            tracing::info!(dst = %conn.dst, %authority, reason, "request failed");
             return error_response(status, reason, grpc);
         }
     };
+    let mut resp = up.resp;
     metrics.record_request(
         conn.direction,
         &authority,
@@ -150,7 +170,31 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody>
     } else {
         strip_hop_by_hop(resp.headers_mut());
     }
-    resp.map(Either::Left)
+    resp.map(|b| ProxyBody::timed(b, up.deadline, up.idle, up.permit))
+}
+
+/// No policy: one attempt to the original destination with the proxy's own limits.
+async fn passthrough(conn: &Conn, req: Request<Incoming>) -> Result<Upstream, LocalError> {
+    let connect = conn.shared.cfg.tcp.connect_timeout;
+    let client = conn.shared.pools.get(conn.dst, conn.version, connect);
+    match client.request(req.map(Either::Left)).await {
+        Ok(resp) => Ok(Upstream {
+            resp,
+            deadline: None,
+            idle: None,
+            permit: None,
+        }),
+        Err(e) => {
+            let (failure, reason) = call::classify(&e);
+            tracing::debug!(error = %error_chain(&e), dst = %conn.dst, "upstream request failed");
+            let status = match (failure, reason) {
+                (_, "connect_timeout") => StatusCode::GATEWAY_TIMEOUT,
+                (Failure::RefusedStream, _) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            Err(LocalError { status, reason })
+        }
+    }
 }
 
 /// Joins the two upgraded halves of an HTTP/1.1 Upgrade (WebSocket) and copies bytes.
@@ -261,21 +305,6 @@ fn absolute_uri(uri: Uri, authority: &str, dst: SocketAddr) -> Uri {
     Uri::from_parts(parts).unwrap_or_default()
 }
 
-/// Maps a client error to the status the proxy answers with and a fixed reason label.
-fn classify_error(e: &hyper_util::client::legacy::Error) -> (StatusCode, &'static str) {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(c) = err.downcast_ref::<ConnectError>() {
-            return match c {
-                ConnectError::Refused { .. } => (StatusCode::BAD_GATEWAY, "connect_refused"),
-                ConnectError::TimedOut { .. } => (StatusCode::GATEWAY_TIMEOUT, "connect_timeout"),
-            };
-        }
-        source = err.source();
-    }
-    (StatusCode::BAD_GATEWAY, "upstream_reset")
-}
-
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -303,14 +332,12 @@ fn error_response(status: StatusCode, reason: &'static str, grpc: bool) -> Respo
             .header("grpc-status", code)
             .header("grpc-message", format!("bulwark: {reason}"));
         return b
-            .body(Either::Right(Full::new(Bytes::new())))
+            .body(ProxyBody::local(Bytes::new()))
             .expect("a response built from valid static parts");
     }
     b.status(status)
         .header(CONTENT_TYPE, "text/plain")
-        .body(Either::Right(Full::new(Bytes::from(format!(
-            "bulwark: {reason}\n"
-        )))))
+        .body(ProxyBody::local(format!("bulwark: {reason}\n")))
         .expect("a response built from valid static parts")
 }
 

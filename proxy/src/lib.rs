@@ -12,6 +12,11 @@
 //! - [`http`] forwards HTTP/1.1 and HTTP/2 (gRPC, WebSocket upgrades) with hyper, through the
 //!   per-endpoint connection pools of [`pool`]; [`transport::copy`] forwards everything else
 //!   as opaque TCP.
+//! - [`outbound`] applies a target's policy to outbound traffic: [`outbound::route`]
+//!   decides the target and its effective policy, [`outbound::call`] runs a request through
+//!   balancing ([`outbound::balance`]), timeouts, retries ([`outbound::retry`]), hedging and
+//!   outlier detection ([`outbound::outlier`]); hostname endpoints come from
+//!   [`outbound::resolve`]. Opaque connections to a Backend are balanced as a whole.
 //! - [`metrics`] records what happened; [`admin`] serves it with readiness and the config.
 //! - [`drain`] is the shutdown signal every task watches.
 //!
@@ -20,6 +25,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod body;
 pub mod config;
 pub mod discovery;
 pub mod drain;
@@ -27,6 +33,7 @@ pub mod http;
 pub mod init;
 pub mod listener;
 pub mod metrics;
+pub mod outbound;
 pub mod pool;
 pub mod snapshot;
 pub mod transport;

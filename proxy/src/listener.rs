@@ -11,6 +11,8 @@ use crate::config::Config;
 use crate::drain::Drain;
 use crate::http;
 use crate::metrics::{DetectLabel, Direction, Metrics};
+use crate::outbound::Router;
+use crate::outbound::outlier::Outcome as EndpointOutcome;
 use crate::pool::{Pools, Version};
 use crate::snapshot::SharedSnapshot;
 use crate::transport::detect::{self, OpaqueLearner, Outcome, Prefixed, Protocol};
@@ -29,6 +31,8 @@ pub struct Shared {
     pub snapshot: SharedSnapshot,
     /// Upstream HTTP pools.
     pub pools: Pools,
+    /// Run-time state of policy targets (endpoints, health, budgets).
+    pub router: Arc<Router>,
     /// Shutdown signal and task tracker.
     pub drain: Drain,
 }
@@ -142,7 +146,11 @@ async fn forward_opaque(
     shared: &Shared,
 ) {
     let tcp = &shared.cfg.tcp;
-    let upstream = match socket::connect(dst, tcp.connect_timeout, tcp.keepalive).await {
+    let upstream = match direction {
+        Direction::Outbound => connect_balanced(dst, shared).await,
+        Direction::Inbound => socket::connect(dst, tcp.connect_timeout, tcp.keepalive).await,
+    };
+    let upstream = match upstream {
         Ok(s) => s,
         Err(e) => {
             let reason = match e {
@@ -168,5 +176,58 @@ async fn forward_opaque(
             tracing::debug!(%dst, idle = ?d, "opaque connection closed for idleness");
         }
         Err(e) => tracing::debug!(error = %e, %dst, "opaque connection ended with an error"),
+    }
+}
+
+/// Connects an opaque connection: to the original destination, or, when it belongs to a
+/// Backend, to an endpoint the balancer picks (a connection is balanced as a whole). A
+/// failed connect is tried on another endpoint, up to three in all: nothing was sent yet.
+async fn connect_balanced(
+    dst: SocketAddr,
+    shared: &Shared,
+) -> Result<TcpStream, socket::ConnectError> {
+    let tcp = &shared.cfg.tcp;
+    let snapshot = shared.snapshot.load();
+    let Some((target, state)) = snapshot
+        .lookup(dst, None)
+        .filter(|(t, _)| !t.endpoints.is_empty())
+    else {
+        return socket::connect(dst, tcp.connect_timeout, tcp.keepalive).await;
+    };
+    let connect = target.default.timeouts.connect;
+    let mut tried = Vec::new();
+    loop {
+        let now = Instant::now();
+        let Some(ep) = state.pick(&tried, now) else {
+            return socket::connect(dst, connect, tcp.keepalive).await;
+        };
+        let started = Instant::now();
+        let result = socket::connect(ep.addr, connect, tcp.keepalive).await;
+        let outcome = if result.is_ok() {
+            EndpointOutcome::Success
+        } else {
+            EndpointOutcome::ConnectFailure
+        };
+        let tripped = {
+            let mut s = ep.lock();
+            s.ewma
+                .observe(started.elapsed(), Instant::now(), target.balance.decay);
+            s.outlier
+                .observe(outcome, started.elapsed(), &target.outlier)
+        };
+        if let Some((reason, detail)) = tripped {
+            state.try_eject(&ep, reason, detail, Instant::now());
+        }
+        match result {
+            Ok(s) => return Ok(s),
+            Err(e) if tried.len() >= 2 || tried.contains(&ep.addr) => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, endpoint = %ep.addr, "connect failed; trying another endpoint");
+                shared
+                    .metrics
+                    .count("retries", &target.key, "connect_failure");
+                tried.push(ep.addr);
+            }
+        }
     }
 }

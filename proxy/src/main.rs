@@ -130,6 +130,16 @@ struct RunArgs {
     /// Distinct authority labels in metrics; the rest count as "other".
     #[arg(long, env = "BULWARK_METRICS_MAX_AUTHORITIES", default_value_t = config::DEFAULT_METRICS_MAX_AUTHORITIES)]
     metrics_max_authorities: usize,
+    /// DNS servers for hostname endpoints (comma-separated IPs, port 53); the system's
+    /// resolv.conf when empty.
+    #[arg(long, env = "BULWARK_DNS_SERVERS", value_delimiter = ',')]
+    dns_servers: Vec<std::net::IpAddr>,
+    /// Shortest time between two lookups of a hostname endpoint, whatever its TTL.
+    #[arg(long, env = "BULWARK_DNS_MIN_REFRESH", value_parser = parse_duration, default_value = "1s")]
+    dns_min_refresh: Duration,
+    /// Longest time a DNS answer is used, whatever its TTL.
+    #[arg(long, env = "BULWARK_DNS_MAX_REFRESH", value_parser = parse_duration, default_value = "5m")]
+    dns_max_refresh: Duration,
     /// Runtime worker threads (a sidecar rarely needs more than one or two).
     #[arg(long, env = "BULWARK_WORKER_THREADS", default_value_t = 2)]
     worker_threads: usize,
@@ -177,6 +187,9 @@ impl RunArgs {
         c.http.pool_max_idle_per_endpoint = self.pool_max_idle_per_endpoint;
         c.http.pool_max_endpoints = self.pool_max_endpoints;
         c.metrics_max_authorities = self.metrics_max_authorities;
+        c.dns.servers = self.dns_servers;
+        c.dns.min_refresh = self.dns_min_refresh;
+        c.dns.max_refresh = self.dns_max_refresh;
         c.shutdown_grace = self.shutdown_grace;
         c
     }

@@ -161,6 +161,37 @@ struct DirectionCounters {
     detect: [AtomicU64; 8],
 }
 
+/// Resilience counters: name and help. Labels are the target and a reason.
+pub const RESILIENCE: [(&str, &str); 9] = [
+    ("retries", "Retries sent, by the failure retried."),
+    (
+        "retry_budget_exhausted",
+        "Retries not sent because the retry budget was spent.",
+    ),
+    (
+        "hedges",
+        "Hedged requests: sent, original_won, hedge_won, budget_exhausted.",
+    ),
+    ("outlier_ejections", "Endpoints ejected, by reason."),
+    (
+        "outlier_ejections_skipped",
+        "Ejections not made because maxEjectionPercent was reached.",
+    ),
+    (
+        "outlier_returns",
+        "Endpoints returned from ejection to probation.",
+    ),
+    (
+        "balancer_panic",
+        "Picks made in panic mode (too few healthy endpoints; ejections ignored).",
+    ),
+    (
+        "bulkhead_rejections",
+        "Requests refused by the bulkhead: bulkhead_full or bulkhead_queue_timeout.",
+    ),
+    ("dns_failures", "Failed lookups of hostname endpoints."),
+];
+
 /// The discovery client's state, as metrics.
 #[derive(Debug, Default)]
 pub struct DiscoveryCounters {
@@ -183,6 +214,7 @@ pub struct Metrics {
     requests: Mutex<HashMap<String, Series>>,
     directions: [DirectionCounters; 2],
     errors: Mutex<HashMap<(&'static str, &'static str), u64>>,
+    resilience: Mutex<std::collections::BTreeMap<(&'static str, String, &'static str), u64>>,
     /// The discovery client's state.
     pub discovery: DiscoveryCounters,
 }
@@ -218,6 +250,7 @@ impl Metrics {
             requests: Mutex::new(HashMap::new()),
             directions: Default::default(),
             errors: Mutex::new(HashMap::new()),
+            resilience: Mutex::new(std::collections::BTreeMap::new()),
             discovery: DiscoveryCounters::default(),
         }
     }
@@ -280,6 +313,41 @@ impl Metrics {
         *map.entry((direction.as_str(), reason)).or_default() += 1;
     }
 
+    /// Counts a resilience event: `name` is one of [`RESILIENCE`], `target` a policy target
+    /// (bounded by the policy), `reason` a fixed label.
+    pub fn count(&self, name: &'static str, target: &str, reason: &'static str) {
+        let mut map = self.resilience.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(&(name, target.to_string(), reason)) {
+            Some(v) => *v += 1,
+            None => {
+                map.insert((name, target.to_string(), reason), 1);
+            }
+        }
+    }
+
+    /// A resilience counter's value (0 when never counted).
+    pub fn counted(&self, name: &'static str, target: &str, reason: &'static str) -> u64 {
+        let map = self.resilience.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(name, target.to_string(), reason))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn render_resilience(&self, o: &mut String) {
+        let map = self.resilience.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, help) in RESILIENCE {
+            header(o, &format!("bulwark_{name}_total"), "counter", help);
+            for ((n, target, reason), v) in map.iter() {
+                if *n == name {
+                    let _ = writeln!(
+                        o,
+                        "bulwark_{name}_total{{target=\"{target}\",reason=\"{reason}\"}} {v}"
+                    );
+                }
+            }
+        }
+    }
+
     /// Percentiles per series, sorted.
     pub fn stats(&self) -> Vec<LatencyStats> {
         let map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
@@ -304,6 +372,7 @@ impl Metrics {
     pub fn render(&self, learned: &[LearnedPort], process: &ProcessStats) -> String {
         let mut o = String::with_capacity(4096);
         self.render_requests(&mut o);
+        self.render_resilience(&mut o);
         header(
             &mut o,
             "bulwark_connections_opened_total",

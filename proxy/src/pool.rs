@@ -10,7 +10,10 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -23,7 +26,8 @@ use crate::transport::socket::{self, ConnectError};
 #[derive(Debug, Clone)]
 pub struct EndpointConnector {
     addr: SocketAddr,
-    tcp: TcpConfig,
+    connect_timeout: Duration,
+    keepalive: Duration,
 }
 
 impl tower_service::Service<http::Uri> for EndpointConnector {
@@ -36,7 +40,7 @@ impl tower_service::Service<http::Uri> for EndpointConnector {
     }
 
     fn call(&mut self, _: http::Uri) -> Self::Future {
-        let (addr, timeout, keepalive) = (self.addr, self.tcp.connect_timeout, self.tcp.keepalive);
+        let (addr, timeout, keepalive) = (self.addr, self.connect_timeout, self.keepalive);
         Box::pin(async move {
             socket::connect(addr, timeout, keepalive)
                 .await
@@ -45,8 +49,12 @@ impl tower_service::Service<http::Uri> for EndpointConnector {
     }
 }
 
+/// A request body sent upstream: the downstream's, streamed, or a buffered copy (replayed
+/// by retries and hedges).
+pub type ReqBody = Either<Incoming, Full<Bytes>>;
+
 /// A pooled client for one endpoint.
-pub type EndpointClient = Client<EndpointConnector, Incoming>;
+pub type EndpointClient = Client<EndpointConnector, ReqBody>;
 
 /// Which HTTP version the pool speaks upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,11 +65,14 @@ pub enum Version {
     Http2,
 }
 
+/// A pool's identity: endpoint, protocol, and connect timeout (policies may differ in it).
+type Key = (SocketAddr, Version, Duration);
+
 /// Pools keyed by endpoint and protocol, with a use counter for LRU eviction.
 #[derive(Debug, Default)]
 struct Table {
     clock: u64,
-    map: HashMap<(SocketAddr, Version), Entry>,
+    map: HashMap<Key, Entry>,
 }
 
 #[derive(Debug)]
@@ -90,12 +101,18 @@ impl Pools {
     }
 
     /// The client for `addr`, created on first use.
-    pub fn get(&self, addr: SocketAddr, version: Version) -> EndpointClient {
+    pub fn get(
+        &self,
+        addr: SocketAddr,
+        version: Version,
+        connect_timeout: Duration,
+    ) -> EndpointClient {
+        let key = (addr, version, connect_timeout);
         let mut guard = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         let Table { clock, map } = &mut *guard;
         *clock += 1;
         let now = *clock;
-        if let Some(e) = map.get_mut(&(addr, version)) {
+        if let Some(e) = map.get_mut(&key) {
             e.last_used = now;
             return e.client.clone();
         }
@@ -104,9 +121,9 @@ impl Pools {
                 map.remove(&oldest);
             }
         }
-        let client = self.build(addr, version);
+        let client = self.build(key);
         map.insert(
-            (addr, version),
+            key,
             Entry {
                 client: client.clone(),
                 last_used: now,
@@ -129,7 +146,7 @@ impl Pools {
         self.len() == 0
     }
 
-    fn build(&self, addr: SocketAddr, version: Version) -> EndpointClient {
+    fn build(&self, (addr, version, connect_timeout): Key) -> EndpointClient {
         let mut b = Client::builder(TokioExecutor::new());
         b.pool_idle_timeout(self.http.pool_idle_timeout)
             .pool_max_idle_per_host(self.http.pool_max_idle_per_endpoint)
@@ -138,14 +155,15 @@ impl Pools {
         if version == Version::Http2 {
             b.http2_only(true)
                 .http2_max_header_list_size(self.http.max_header_bytes as u32)
-                .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+                .http2_keep_alive_interval(Duration::from_secs(30))
                 .http2_keep_alive_while_idle(false);
         } else {
             b.http1_max_headers(self.http.max_headers.max(100));
         }
         b.build(EndpointConnector {
             addr,
-            tcp: self.tcp.clone(),
+            connect_timeout,
+            keepalive: self.tcp.keepalive,
         })
     }
 }
@@ -159,21 +177,22 @@ mod tests {
     async fn pools_are_per_endpoint_and_bounded() {
         let mut cfg = Config::default();
         cfg.http.pool_max_endpoints = 2;
+        let t = cfg.tcp.connect_timeout;
         let pools = Pools::new(cfg.http, cfg.tcp);
         let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
         let c: SocketAddr = "10.0.0.3:80".parse().unwrap();
-        pools.get(a, Version::Http1);
-        pools.get(b, Version::Http1);
-        pools.get(a, Version::Http1);
+        pools.get(a, Version::Http1, t);
+        pools.get(b, Version::Http1, t);
+        pools.get(a, Version::Http1, t);
         assert_eq!(pools.len(), 2);
-        pools.get(c, Version::Http1);
+        pools.get(c, Version::Http1, t);
         assert_eq!(pools.len(), 2);
         let map = &pools.clients.lock().unwrap().map;
         assert!(
-            map.contains_key(&(a, Version::Http1)),
+            map.contains_key(&(a, Version::Http1, t)),
             "a was used most recently and stays"
         );
-        assert!(!map.contains_key(&(b, Version::Http1)));
+        assert!(!map.contains_key(&(b, Version::Http1, t)));
     }
 }

@@ -2,11 +2,15 @@
 //! connection reads one consistent snapshot when it starts and keeps it to the end.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bulwark_api::policy::Document;
 use serde::Serialize;
+
+use crate::outbound::TargetState;
+use crate::outbound::route::{RouteTable, Target};
 
 /// Immutable policy. Until a control plane supplies one, it is derived from the flags.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -17,6 +21,23 @@ pub struct Snapshot {
     pub opaque_ports: BTreeSet<u16>,
     /// The policy documents in scope for this proxy, validated.
     pub documents: Vec<Document>,
+    /// The targets the documents define, with their effective policy.
+    pub routes: RouteTable,
+    /// Each target's run-time state, in the order of `routes.targets`.
+    #[serde(skip)]
+    pub states: Vec<Arc<TargetState>>,
+}
+
+impl Snapshot {
+    /// The target (and its state) of a connection to `dst` with this HTTP authority.
+    pub fn lookup(
+        &self,
+        dst: SocketAddr,
+        authority: Option<&str>,
+    ) -> Option<(&Arc<Target>, &Arc<TargetState>)> {
+        let i = self.routes.lookup_index(dst, authority)?;
+        Some((self.routes.targets.get(i)?, self.states.get(i)?))
+    }
 }
 
 /// The one place the current snapshot lives.

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
+pub mod policy;
+
 /// UID and GID the proxy runs as in tests (the default of `bulwark-proxy`).
 pub const PROXY_UID: u32 = 5102;
 
@@ -278,6 +280,18 @@ impl Mesh {
         let pid = child.id();
         self.children.push((label.to_string(), child));
         Ok(pid)
+    }
+
+    /// Ends a process this mesh started at once (SIGKILL): a crash.
+    pub fn kill(&mut self, pid: u32) -> Result<()> {
+        let (_, child) = self
+            .children
+            .iter_mut()
+            .find(|(_, c)| c.id() == pid)
+            .context("not a process this mesh started")?;
+        signal(pid, "KILL");
+        child.wait()?;
+        Ok(())
     }
 
     /// Starts the test upstream in the pod with `args`.

@@ -2,30 +2,20 @@
 //! load without a failed request, invalid edits are rejected and reported, and proxies keep
 //! serving while the control plane is away.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
+use bulwark_tests::policy::{policy_dir, snapshot_version, start_control_plane, wait_for};
 use bulwark_tests::{Mesh, Pod, bin, workspace_root};
 
-fn policy_dir(test: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("bulwark-policy-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
+fn example_policy_dir(test: &str) -> Result<PathBuf> {
+    let dir = policy_dir(test)?;
     let examples = workspace_root().join("control-plane/examples/policy");
     for f in ["mesh.yaml", "web.yaml", "legacy-db.yaml"] {
         std::fs::copy(examples.join(f), dir.join(f))?;
     }
     Ok(dir)
-}
-
-fn start_control_plane(mesh: &mut Mesh, pod: &Pod, dir: &Path) -> Result<u32> {
-    let mut cmd = pod.cmd(bin("bulwark-control-plane"));
-    cmd.args(["serve", "--poll-interval", "100ms", "--policy-dir"])
-        .arg(dir);
-    let pid = mesh.spawn(pod, "control-plane", cmd)?;
-    mesh.wait_listening(pod, 5170)?;
-    Ok(pid)
 }
 
 fn status(cp: &Pod) -> Result<String> {
@@ -36,23 +26,8 @@ fn status(cp: &Pod) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
-fn snapshot_version(pod: &Pod) -> Result<u64> {
-    let (_, body) = pod.admin("/config_dump")?;
-    let v: serde_json::Value = serde_json::from_str(&body)?;
-    v["snapshot"]["version"]
-        .as_u64()
-        .context("config_dump has a snapshot version")
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if f()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("timed out waiting for {what}")
+fn wait(what: &str, f: impl FnMut() -> Result<bool>) -> Result<()> {
+    wait_for(what, Duration::from_secs(10), f)
 }
 
 #[test]
@@ -63,7 +38,7 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
     mesh.testserver(&server, &["--http", "0.0.0.0:8080"])?;
-    let dir = policy_dir("live")?;
+    let dir = example_policy_dir("live")?;
     let cp_pid = start_control_plane(&mut mesh, &cp, &dir)?;
     let endpoint = format!("http://{}:5170", cp.ip);
     let client_ip = client.ip.to_string();
@@ -102,7 +77,7 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     let web = dir.join("web.yaml");
     let text = std::fs::read_to_string(&web)?;
     std::fs::write(&web, text.replace("    attempts: 3", "    attempts: 2"))?;
-    wait_for("the edit to reach the proxy", || {
+    wait("the edit to reach the proxy", || {
         Ok(snapshot_version(&client)? > v1)
     })?;
     let v2 = snapshot_version(&client)?;
@@ -122,7 +97,7 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
 
     // An invalid edit: rejected with file, line and reason; the proxy keeps version v2.
     std::fs::write(&web, text.replace("    attempts: 3", "    attempts: 30"))?;
-    wait_for("the rejection", || Ok(status(&cp)?.contains("REJECTED")))?;
+    wait("the rejection", || Ok(status(&cp)?.contains("REJECTED")))?;
     let st = status(&cp)?;
     assert!(
         st.contains("web.yaml:17:5: spec.retries.attempts: must be between 1 and 10, got 30"),
@@ -140,7 +115,7 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
         server.ip
     ))?;
     assert_eq!(snapshot_version(&client)?, v2);
-    wait_for("the proxy to notice", || {
+    wait("the proxy to notice", || {
         Ok(client.metric("bulwark_discovery_connected")? == 0.0)
     })?;
     assert_eq!(
@@ -151,7 +126,7 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     // It comes back (with the file fixed): the proxy reconnects and takes the new version.
     std::fs::write(&web, &text)?;
     start_control_plane(&mut mesh, &cp, &dir)?;
-    wait_for(
+    wait(
         "the proxy to resync",
         || Ok(snapshot_version(&client)? > v2),
     )?;

@@ -1,0 +1,125 @@
+//! The response body the proxy sends downstream: the upstream's, streamed, with the
+//! request's deadline and idle timeout enforced on it (and the bulkhead slot held until it
+//! ends), or a small body the proxy wrote itself.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Sleep;
+
+/// Why a streamed response body was cut short.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The upstream body failed.
+    #[error("upstream body: {0}")]
+    Upstream(#[from] hyper::Error),
+    /// The request's deadline passed while the body was streaming.
+    #[error("request timeout reached while streaming the response")]
+    Deadline,
+    /// No body bytes for the idle timeout.
+    #[error("response body idle for {0:?}")]
+    Idle(Duration),
+}
+
+/// Response body.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// Streamed from upstream.
+    Upstream(Box<Timed>),
+    /// Written by the proxy.
+    Local(Option<Bytes>),
+}
+
+/// An upstream body with timers.
+#[derive(Debug)]
+pub struct Timed {
+    inner: Incoming,
+    deadline: Option<Pin<Box<Sleep>>>,
+    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl ProxyBody {
+    /// An upstream body with no timers.
+    pub fn upstream(inner: Incoming) -> Self {
+        Self::timed(inner, None, None, None)
+    }
+
+    /// An upstream body ended at `deadline` or after `idle` without data.
+    pub fn timed(
+        inner: Incoming,
+        deadline: Option<Instant>,
+        idle: Option<Duration>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        ProxyBody::Upstream(Box::new(Timed {
+            inner,
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
+            idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+            _permit: permit,
+        }))
+    }
+
+    /// A body the proxy wrote.
+    pub fn local(bytes: impl Into<Bytes>) -> Self {
+        ProxyBody::Local(Some(bytes.into()))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ProxyBody::Local(b) => Poll::Ready(
+                b.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+            ProxyBody::Upstream(t) => {
+                if let Poll::Ready(f) = Pin::new(&mut t.inner).poll_frame(cx) {
+                    if let (Some((d, sleep)), Some(Ok(_))) = (&mut t.idle, &f) {
+                        sleep.as_mut().reset((Instant::now() + *d).into());
+                    }
+                    return Poll::Ready(f.map(|r| r.map_err(BodyError::from)));
+                }
+                if let Some(s) = &mut t.deadline {
+                    if s.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Some(Err(BodyError::Deadline)));
+                    }
+                }
+                if let Some((d, s)) = &mut t.idle {
+                    if s.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Some(Err(BodyError::Idle(*d))));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Local(b) => b.as_ref().is_none_or(|b| b.is_empty()),
+            ProxyBody::Upstream(t) => t.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Local(b) => {
+                SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0))
+            }
+            ProxyBody::Upstream(t) => t.inner.size_hint(),
+        }
+    }
+}

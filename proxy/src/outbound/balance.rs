@@ -1,0 +1,173 @@
+//! Choosing an endpoint: power of two choices over peak-EWMA latency (the default, as in
+//! Linkerd), over in-flight requests (least-request), or round robin. Ejected endpoints and
+//! endpoints an earlier attempt of the same request failed on are skipped; below the panic
+//! threshold ejections are ignored rather than leaving too few endpoints to carry the load.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bulwark_api::policy::Algorithm;
+
+use super::outlier;
+use super::route::BalancePolicy;
+
+/// Peak-EWMA latency estimate: a sample above the estimate replaces it at once (peak); below,
+/// it is blended in with weight `1 − e^(−Δt/decay)`, so old latency fades over `decay`.
+#[derive(Debug, Clone, Copy)]
+pub struct Ewma {
+    estimate_ns: f64,
+    updated: Instant,
+}
+
+impl Ewma {
+    /// An estimate that starts at `default_rtt`.
+    pub fn new(default_rtt: Duration, now: Instant) -> Self {
+        Self {
+            estimate_ns: default_rtt.as_nanos() as f64,
+            updated: now,
+        }
+    }
+
+    /// Takes in one observed latency.
+    pub fn observe(&mut self, rtt: Duration, now: Instant, decay: Duration) {
+        let rtt = rtt.as_nanos() as f64;
+        if rtt > self.estimate_ns {
+            self.estimate_ns = rtt;
+        } else {
+            let w = weight(now.saturating_duration_since(self.updated), decay);
+            self.estimate_ns = self.estimate_ns * w + rtt * (1.0 - w);
+        }
+        self.updated = now;
+    }
+
+    /// The estimate in nanoseconds.
+    pub fn estimate_ns(&self) -> f64 {
+        self.estimate_ns
+    }
+}
+
+/// The share of the old estimate kept after `elapsed`.
+fn weight(elapsed: Duration, decay: Duration) -> f64 {
+    (-(elapsed.as_secs_f64()) / decay.as_secs_f64().max(1e-3)).exp()
+}
+
+/// One endpoint of a target, with its load and health.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Where it is.
+    pub addr: SocketAddr,
+    /// Requests in flight to it.
+    pub in_flight: AtomicU32,
+    /// Requests sent to it.
+    pub requests: AtomicU64,
+    /// Latency estimate and outlier state.
+    pub state: Mutex<EndpointState>,
+}
+
+/// The mutable part of an endpoint.
+#[derive(Debug)]
+pub struct EndpointState {
+    /// Peak-EWMA latency.
+    pub ewma: Ewma,
+    /// Outlier detection.
+    pub outlier: outlier::State,
+}
+
+impl Endpoint {
+    /// A fresh endpoint.
+    pub fn new(addr: SocketAddr, default_rtt: Duration, now: Instant) -> Self {
+        Self {
+            addr,
+            in_flight: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            state: Mutex::new(EndpointState {
+                ewma: Ewma::new(default_rtt, now),
+                outlier: outlier::State::default(),
+            }),
+        }
+    }
+
+    /// Locks the mutable state (a poisoned lock still holds usable numbers).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, EndpointState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Peak-EWMA cost: the latency estimate, decayed to now, times the requests it would
+    /// have to serve (in flight + this one).
+    pub fn ewma_cost(&self, now: Instant, decay: Duration) -> f64 {
+        let s = self.lock();
+        let w = weight(now.saturating_duration_since(s.ewma.updated), decay);
+        let est = s.ewma.estimate_ns() * w;
+        est.max(1.0) * (self.in_flight.load(Ordering::Relaxed) as f64 + 1.0)
+    }
+}
+
+/// The endpoints to choose from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// Healthy endpoints only.
+    Healthy,
+    /// Too few are healthy: every endpoint, ejected ones included (panic mode).
+    Panic,
+}
+
+/// Picks one endpoint. `exclude` lists addresses already tried by this request; they are
+/// used again only when nothing else is left. `unit()` yields random numbers in [0, 1).
+pub fn pick(
+    endpoints: &[Arc<Endpoint>],
+    exclude: &[SocketAddr],
+    policy: &BalancePolicy,
+    panic_threshold: u8,
+    rr: &AtomicU64,
+    now: Instant,
+    mut unit: impl FnMut() -> f64,
+) -> Option<(Arc<Endpoint>, Pool)> {
+    if endpoints.is_empty() {
+        return None;
+    }
+    let healthy: Vec<&Arc<Endpoint>> = endpoints
+        .iter()
+        .filter(|e| !e.lock().outlier.is_ejected())
+        .collect();
+    let (mut candidates, pool) =
+        if outlier::in_panic(endpoints.len(), healthy.len(), panic_threshold) {
+            (endpoints.iter().collect::<Vec<_>>(), Pool::Panic)
+        } else {
+            (healthy, Pool::Healthy)
+        };
+    let fresh: Vec<&Arc<Endpoint>> = candidates
+        .iter()
+        .copied()
+        .filter(|e| !exclude.contains(&e.addr))
+        .collect();
+    if !fresh.is_empty() {
+        candidates = fresh;
+    }
+    let chosen = match candidates.len() {
+        0 => return None,
+        1 => candidates[0],
+        n => match policy.algorithm {
+            Algorithm::RoundRobin => candidates[(rr.fetch_add(1, Ordering::Relaxed) as usize) % n],
+            Algorithm::PeakEwma | Algorithm::LeastRequest => {
+                let a = ((unit() * n as f64) as usize).min(n - 1);
+                let mut b = ((unit() * (n - 1) as f64) as usize).min(n - 2);
+                if b >= a {
+                    b += 1;
+                }
+                let (ea, eb) = (candidates[a], candidates[b]);
+                let cost = |e: &Endpoint| match policy.algorithm {
+                    Algorithm::LeastRequest => e.in_flight.load(Ordering::Relaxed) as f64,
+                    _ => e.ewma_cost(now, policy.decay),
+                };
+                if cost(eb) < cost(ea) { eb } else { ea }
+            }
+        },
+    };
+    Some((chosen.clone(), pool))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,610 @@
+//! One request to a target with policy: bulkhead, deadline (the policy's and the caller's
+//! `grpc-timeout`), then attempts — each to an endpoint the balancer picks, never the one
+//! that just failed when another exists — with per-try timeouts, retries within the budget,
+//! and an optional hedge. Every attempt feeds the endpoint's latency estimate and outlier
+//! state.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Body, Incoming};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::balance::Endpoint;
+use super::outlier::Outcome;
+use super::retry::{self, Failure};
+use super::route::{RequestPolicy, Target};
+use super::{Shed, TargetState};
+use crate::listener::Shared;
+use crate::pool::{ReqBody, Version};
+use crate::transport::socket::ConnectError;
+
+/// Latency charged to an endpoint's estimate for a connect failure or reset, so the
+/// balancer steers away from it before outlier detection has decided anything.
+const FAILURE_PENALTY: Duration = Duration::from_secs(1);
+
+/// A response the proxy makes itself, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalError {
+    /// HTTP status (mapped to a gRPC status for gRPC callers).
+    pub status: StatusCode,
+    /// Fixed reason, sent in `x-bulwark-error` and used as a metric label.
+    pub reason: &'static str,
+}
+
+/// An upstream response and what must outlive its body: the deadline, the idle timeout and
+/// the bulkhead slot.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The response.
+    pub resp: Response<Incoming>,
+    /// Deadline for the whole response, body included.
+    pub deadline: Option<Instant>,
+    /// Longest silence in the body.
+    pub idle: Option<Duration>,
+    /// The bulkhead slot, released when the body ends.
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Everything a call needs besides the request.
+#[derive(Debug)]
+pub struct Call<'a> {
+    /// Pools, metrics, config.
+    pub shared: &'a Shared,
+    /// Upstream protocol.
+    pub version: Version,
+    /// The connection's original destination (used when the target has no endpoints).
+    pub dst: SocketAddr,
+    /// The target as of this request's snapshot.
+    pub target: &'a Target,
+    /// Its run-time state.
+    pub state: &'a Arc<TargetState>,
+    /// Whether the request is gRPC.
+    pub grpc: bool,
+    /// When the request arrived.
+    pub start: Instant,
+    /// An HTTP/1.1 upgrade: one attempt, body streamed.
+    pub upgrade: bool,
+}
+
+/// The request body: buffered (replayable) or streamed (one attempt only).
+enum RequestBody {
+    Buffered(Bytes),
+    Streamed(Option<Incoming>),
+}
+
+/// One attempt's result.
+struct Attempt {
+    addr: SocketAddr,
+    result: Result<Response<Incoming>, (Failure, &'static str)>,
+}
+
+impl Attempt {
+    /// The failure a retry would answer, if the attempt failed.
+    fn failure(&self, p: &RequestPolicy, grpc: bool) -> Option<Failure> {
+        match &self.result {
+            Err((f, _)) => Some(*f),
+            Ok(resp) => response_failure(resp, p, grpc),
+        }
+    }
+}
+
+/// Whether a response counts as a failure: a 5xx, a status listed for retry, or a gRPC
+/// trailers-only error.
+fn response_failure<B>(resp: &Response<B>, p: &RequestPolicy, grpc: bool) -> Option<Failure> {
+    let s = resp.status().as_u16();
+    if grpc {
+        if let Some(code) = grpc_status(resp.headers()) {
+            if code != 0 {
+                return Some(Failure::Grpc(code));
+            }
+        }
+    }
+    (s >= 500 || p.retry.status_codes.contains(&s)).then_some(Failure::Status(s))
+}
+
+fn grpc_status(h: &HeaderMap) -> Option<u32> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// Parses a `grpc-timeout` (`<digits><H|M|S|m|u|n>`, at most 8 digits).
+pub fn parse_grpc_timeout(h: &HeaderMap) -> Option<Duration> {
+    let v = h.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Formats a `grpc-timeout` with the unit that keeps it within 8 digits.
+pub fn format_grpc_timeout(d: Duration) -> String {
+    let us = d.as_micros();
+    if us < 100_000_000 {
+        format!("{}u", us.max(1))
+    } else {
+        format!("{}m", d.as_millis().min(99_999_999))
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Runs one request through the target's policy.
+pub async fn call(c: &Call<'_>, req: Request<Incoming>) -> Result<Upstream, LocalError> {
+    let key = c.target.key.as_str();
+    let metrics = &c.shared.metrics;
+    let policy = c
+        .target
+        .request_policy(req.method(), req.uri().path(), req.headers())
+        .clone();
+    c.state.deposit(Instant::now());
+    let permit = match c.state.bulkhead() {
+        Some(b) => Some(b.acquire().await.map_err(|shed| {
+            let reason = match shed {
+                Shed::QueueFull => "bulkhead_full",
+                Shed::QueueTimeout => "bulkhead_queue_timeout",
+            };
+            metrics.count("bulkhead_rejections", key, reason);
+            LocalError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                reason,
+            }
+        })?),
+        None => None,
+    };
+    let caller_deadline = c
+        .grpc
+        .then(|| parse_grpc_timeout(req.headers()))
+        .flatten()
+        .map(|d| c.start + d);
+    let deadline = earliest(
+        policy.timeouts.request.map(|d| c.start + d),
+        caller_deadline,
+    );
+    let headers_deadline = earliest(
+        deadline,
+        policy.timeouts.response_headers.map(|d| c.start + d),
+    );
+    let safe = retry::replay_safe(req.method(), req.headers());
+    let (parts, body) = req.into_parts();
+    let replay_wanted = !c.upgrade && (policy.retry.attempts > 1 || policy.hedge.is_some());
+    let mut body = if replay_wanted {
+        buffer(body, policy.retry.max_buffered_body).await?
+    } else {
+        RequestBody::Streamed(Some(body))
+    };
+    let replayable = matches!(body, RequestBody::Buffered(_));
+    let attempts = if replayable {
+        policy.retry.attempts.max(1)
+    } else {
+        1
+    };
+    let hedge = policy.hedge.filter(|_| replayable && safe);
+    if let Some(h) = &hedge {
+        c.state
+            .hedge_budget(&policy.route, h.ratio, Instant::now(), false);
+    }
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let now = Instant::now();
+        if headers_deadline.is_some_and(|d| d <= now) {
+            return Err(deadline_error(deadline, headers_deadline, caller_deadline));
+        }
+        let try_deadline = earliest(headers_deadline, policy.timeouts.per_try.map(|d| now + d));
+        let first = choose(c, &tried, now)?;
+        let a = if let (Some(h), 1) = (&hedge, n) {
+            let delay = h.delay.or_else(|| c.state.route_p95(&policy.route));
+            hedged(
+                c,
+                &policy,
+                first,
+                &parts,
+                &body,
+                deadline,
+                try_deadline,
+                delay,
+                h.ratio,
+            )
+            .await
+        } else {
+            let req = request(&parts, &mut body, deadline);
+            attempt(c, &policy, first, req, try_deadline).await
+        };
+        let Some(failure) = a.failure(&policy, c.grpc) else {
+            if let Ok(resp) = a.result {
+                c.state
+                    .record_route_latency(&policy.route, c.start.elapsed());
+                return Ok(Upstream {
+                    resp,
+                    deadline,
+                    idle: policy.timeouts.idle,
+                    permit,
+                });
+            }
+            unreachable!("an attempt without failure has a response");
+        };
+        let now = Instant::now();
+        let mut retry = n < attempts
+            && retry::should_retry(failure, &policy.retry, safe || failure.never_reached_app());
+        let mut wait = retry::backoff(&policy.retry, n, super::unit());
+        if let Ok(resp) = &a.result {
+            match retry::retry_after(resp.headers()) {
+                Some(None) => retry = false,
+                Some(Some(d)) => wait = wait.max(d),
+                None => {}
+            }
+        }
+        if retry && headers_deadline.is_some_and(|d| now + wait >= d) {
+            retry = false;
+        }
+        if retry && !c.state.withdraw_retry(now) {
+            metrics.count("retry_budget_exhausted", key, failure.label());
+            tracing::debug!(target = key, "retry budget exhausted");
+            retry = false;
+        }
+        if !retry {
+            return match a.result {
+                Ok(resp) => Ok(Upstream {
+                    resp,
+                    deadline,
+                    idle: policy.timeouts.idle,
+                    permit,
+                }),
+                Err((Failure::PerTryTimeout, _))
+                    if headers_deadline.is_some_and(|d| d <= Instant::now()) =>
+                {
+                    Err(deadline_error(deadline, headers_deadline, caller_deadline))
+                }
+                Err((f, reason)) => Err(failure_error(f, reason)),
+            };
+        }
+        metrics.count("retries", key, failure.label());
+        tried.push(a.addr);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn choose(
+    c: &Call<'_>,
+    tried: &[SocketAddr],
+    now: Instant,
+) -> Result<(Option<Arc<Endpoint>>, SocketAddr), LocalError> {
+    if c.target.endpoints.is_empty() {
+        return Ok((None, c.dst));
+    }
+    match c.state.pick(tried, now) {
+        Some(ep) => {
+            let addr = ep.addr;
+            Ok((Some(ep), addr))
+        }
+        None => Err(LocalError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: "no_endpoints",
+        }),
+    }
+}
+
+fn deadline_error(
+    deadline: Option<Instant>,
+    headers: Option<Instant>,
+    caller: Option<Instant>,
+) -> LocalError {
+    let reason = if caller.is_some() && caller == deadline {
+        "caller_deadline"
+    } else if deadline.is_some() && deadline == headers {
+        "request_timeout"
+    } else {
+        "response_headers_timeout"
+    };
+    LocalError {
+        status: StatusCode::GATEWAY_TIMEOUT,
+        reason,
+    }
+}
+
+fn failure_error(f: Failure, reason: &'static str) -> LocalError {
+    let status = match f {
+        Failure::PerTryTimeout => StatusCode::GATEWAY_TIMEOUT,
+        Failure::RefusedStream => StatusCode::SERVICE_UNAVAILABLE,
+        _ if reason == "connect_timeout" => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    LocalError { status, reason }
+}
+
+/// Buffers the body for replay when its size is known and within the limit; otherwise it
+/// is streamed (and the request gets a single attempt).
+async fn buffer(body: Incoming, max: u64) -> Result<RequestBody, LocalError> {
+    if body.is_end_stream() {
+        return Ok(RequestBody::Buffered(Bytes::new()));
+    }
+    match body.size_hint().exact() {
+        Some(n) if n <= max => match body.collect().await {
+            Ok(c) => Ok(RequestBody::Buffered(c.to_bytes())),
+            Err(_) => Err(LocalError {
+                status: StatusCode::BAD_REQUEST,
+                reason: "request_body_error",
+            }),
+        },
+        _ => Ok(RequestBody::Streamed(Some(body))),
+    }
+}
+
+/// The request for one attempt, with the time left as its `grpc-timeout`.
+fn request(parts: &Parts, body: &mut RequestBody, deadline: Option<Instant>) -> Request<ReqBody> {
+    let body = match body {
+        RequestBody::Buffered(b) => Either::Right(Full::new(b.clone())),
+        RequestBody::Streamed(b) => match b.take() {
+            Some(b) => Either::Left(b),
+            None => Either::Right(Full::new(Bytes::new())),
+        },
+    };
+    let mut req = Request::from_parts(parts.clone(), body);
+    if let Some(d) = deadline {
+        if req.headers().contains_key("grpc-timeout") || is_grpc(req.headers()) {
+            let left = d.saturating_duration_since(Instant::now());
+            if let Ok(v) = HeaderValue::from_str(&format_grpc_timeout(left)) {
+                req.headers_mut().insert("grpc-timeout", v);
+            }
+        }
+    }
+    req
+}
+
+fn is_grpc(h: &HeaderMap) -> bool {
+    h.get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// Decrements an endpoint's in-flight count however the attempt ends (a hedge's loser is
+/// dropped mid-flight).
+struct InFlight(Option<Arc<Endpoint>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(e) = &self.0 {
+            e.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Sends one attempt and records what it came to on the endpoint.
+async fn attempt(
+    c: &Call<'_>,
+    policy: &RequestPolicy,
+    (ep, addr): (Option<Arc<Endpoint>>, SocketAddr),
+    req: Request<ReqBody>,
+    deadline: Option<Instant>,
+) -> Attempt {
+    if let Some(e) = &ep {
+        e.in_flight.fetch_add(1, Ordering::Relaxed);
+        e.requests.fetch_add(1, Ordering::Relaxed);
+    }
+    let _guard = InFlight(ep.clone());
+    let started = Instant::now();
+    let client = c.shared.pools.get(addr, c.version, policy.timeouts.connect);
+    let fut = client.request(req);
+    let result = match deadline {
+        Some(d) => match tokio::time::timeout_at(d.into(), fut).await {
+            Ok(r) => r.map_err(|e| classify(&e)),
+            Err(_) => Err((Failure::PerTryTimeout, "per_try_timeout")),
+        },
+        None => fut.await.map_err(|e| classify(&e)),
+    };
+    if let Err((f, reason)) = &result {
+        tracing::debug!(target = %c.target.key, endpoint = %addr, failure = f.label(), reason, "attempt failed");
+    }
+    let a = Attempt { addr, result };
+    if let Some(ep) = ep {
+        record(c, policy, &ep, &a, started.elapsed());
+    }
+    a
+}
+
+/// Feeds an attempt's outcome into the endpoint's latency estimate and outlier state.
+fn record(c: &Call<'_>, policy: &RequestPolicy, ep: &Endpoint, a: &Attempt, latency: Duration) {
+    let outcome = match &a.result {
+        Ok(resp) if resp.status().as_u16() >= 500 => Outcome::Status(resp.status().as_u16()),
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::ConnectFailure,
+    };
+    let _ = policy;
+    let target = c.state.target.load();
+    let now = Instant::now();
+    let tripped = {
+        let mut s = ep.lock();
+        let rtt = if a.result.is_err() {
+            latency.max(FAILURE_PENALTY)
+        } else {
+            latency
+        };
+        s.ewma.observe(rtt, now, target.balance.decay);
+        s.outlier.observe(outcome, latency, &target.outlier)
+    };
+    if let Some((reason, detail)) = tripped {
+        c.state.try_eject(ep, reason, detail, now);
+    }
+}
+
+/// The first attempt of a hedged route: if it has not answered after `delay`, a second one
+/// goes to another endpoint (within the hedge budget); the first good response wins and the
+/// other is cancelled.
+#[allow(clippy::too_many_arguments)]
+async fn hedged(
+    c: &Call<'_>,
+    policy: &RequestPolicy,
+    first: (Option<Arc<Endpoint>>, SocketAddr),
+    parts: &Parts,
+    body: &RequestBody,
+    deadline: Option<Instant>,
+    try_deadline: Option<Instant>,
+    delay: Option<Duration>,
+    ratio: f64,
+) -> Attempt {
+    let RequestBody::Buffered(bytes) = body else {
+        unreachable!("hedged requests are buffered");
+    };
+    let make = || request(parts, &mut RequestBody::Buffered(bytes.clone()), deadline);
+    let first_addr = first.1;
+    let primary = attempt(c, policy, first, make(), try_deadline);
+    tokio::pin!(primary);
+    let Some(delay) = delay else {
+        return primary.await;
+    };
+    tokio::select! {
+        a = &mut primary => return a,
+        _ = tokio::time::sleep(delay) => {}
+    }
+    let key = c.target.key.as_str();
+    if !c
+        .state
+        .hedge_budget(&policy.route, ratio, Instant::now(), true)
+    {
+        c.shared.metrics.count("hedges", key, "budget_exhausted");
+        return primary.await;
+    }
+    let second = match c.state.pick(&[first_addr], Instant::now()) {
+        Some(ep) if ep.addr != first_addr => {
+            let addr = ep.addr;
+            (Some(ep), addr)
+        }
+        _ => return primary.await,
+    };
+    c.shared.metrics.count("hedges", key, "sent");
+    let hedge_deadline = earliest(try_deadline.map(|d| d + delay), deadline);
+    let secondary = attempt(c, policy, second, make(), hedge_deadline);
+    tokio::pin!(secondary);
+    tokio::select! {
+        a = &mut primary => {
+            if a.failure(policy, c.grpc).is_none() {
+                c.shared.metrics.count("hedges", key, "original_won");
+                a
+            } else {
+                secondary.await
+            }
+        }
+        b = &mut secondary => {
+            if b.failure(policy, c.grpc).is_none() {
+                c.shared.metrics.count("hedges", key, "hedge_won");
+                b
+            } else {
+                primary.await
+            }
+        }
+    }
+}
+
+/// Sorts a client error into a failure kind and a reason label: a failed connect (the
+/// request never left), a refused HTTP/2 stream (never processed), or a reset.
+pub fn classify(e: &hyper_util::client::legacy::Error) -> (Failure, &'static str) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(c) = err.downcast_ref::<ConnectError>() {
+            return match c {
+                ConnectError::Refused { .. } => (Failure::ConnectFailure, "connect_refused"),
+                ConnectError::TimedOut { .. } => (Failure::ConnectFailure, "connect_timeout"),
+            };
+        }
+        if let Some(h) = err.downcast_ref::<h2::Error>() {
+            if h.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return (Failure::RefusedStream, "refused_stream");
+            }
+        }
+        source = err.source();
+    }
+    (Failure::Reset, "upstream_reset")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_round_trips() {
+        let mut h = HeaderMap::new();
+        for (v, d) in [
+            ("100m", Duration::from_millis(100)),
+            ("2S", Duration::from_secs(2)),
+            ("1H", Duration::from_secs(3600)),
+            ("5000u", Duration::from_millis(5)),
+        ] {
+            h.insert("grpc-timeout", HeaderValue::from_static(v));
+            assert_eq!(parse_grpc_timeout(&h), Some(d), "{v}");
+        }
+        for bad in ["", "m", "123456789m", "10x", "-1S"] {
+            h.insert("grpc-timeout", HeaderValue::from_static(bad));
+            assert_eq!(parse_grpc_timeout(&h), None, "{bad:?}");
+        }
+        assert_eq!(format_grpc_timeout(Duration::from_millis(250)), "250000u");
+        assert_eq!(format_grpc_timeout(Duration::from_secs(200)), "200000m");
+        assert_eq!(format_grpc_timeout(Duration::ZERO), "1u");
+    }
+
+    #[test]
+    fn failures_are_read_from_status_and_grpc_status() {
+        let p = RequestPolicy {
+            route: "r".into(),
+            timeouts: super::super::route::Timeouts {
+                connect: Duration::from_secs(1),
+                request: None,
+                per_try: None,
+                response_headers: None,
+                idle: None,
+            },
+            retry: super::super::route::RetryPolicy {
+                attempts: 2,
+                conditions: vec![],
+                status_codes: vec![429],
+                grpc_codes: vec![14],
+                backoff_base: Duration::from_millis(25),
+                backoff_max: Duration::from_millis(250),
+                max_buffered_body: 65536,
+            },
+            hedge: None,
+        };
+        let resp = |s: u16, grpc: Option<&'static str>| {
+            let mut b = Response::builder().status(s);
+            if let Some(g) = grpc {
+                b = b.header("grpc-status", g);
+            }
+            b.body(()).unwrap()
+        };
+        assert_eq!(response_failure(&resp(200, None), &p, false), None);
+        assert_eq!(
+            response_failure(&resp(429, None), &p, false),
+            Some(Failure::Status(429))
+        );
+        assert_eq!(
+            response_failure(&resp(503, None), &p, false),
+            Some(Failure::Status(503))
+        );
+        assert_eq!(
+            response_failure(&resp(200, Some("14")), &p, true),
+            Some(Failure::Grpc(14))
+        );
+        assert_eq!(response_failure(&resp(200, Some("0")), &p, true), None);
+    }
+}

@@ -1,0 +1,348 @@
+//! Outlier detection for one endpoint, as pure state over explicit instants: consecutive
+//! 5xx and gateway errors trip at once; success rate, failure percentage and latency are
+//! judged against the peers once per interval. An ejection lasts base × ejection count
+//! (capped, jittered); the endpoint then returns on probation, and one failure there ejects
+//! it again. Every ejection keeps its reason and the counters that tripped it.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::route::OutlierPolicy;
+
+/// Latencies kept per endpoint and interval for the latency detector.
+pub const LATENCY_SAMPLES: usize = 256;
+
+/// Why an endpoint was ejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// `consecutive5xx` 5xx responses in a row.
+    Consecutive5xx,
+    /// `consecutiveGatewayErrors` 502/503/504 or connect failures in a row.
+    ConsecutiveGatewayErrors,
+    /// Success rate far below the peers'.
+    SuccessRate,
+    /// Failure share above the threshold.
+    FailurePercentage,
+    /// Much slower than the peers.
+    Latency,
+    /// Failed again while on probation after an ejection.
+    ProbationFailure,
+}
+
+impl Reason {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Consecutive5xx => "consecutive_5xx",
+            Reason::ConsecutiveGatewayErrors => "consecutive_gateway_errors",
+            Reason::SuccessRate => "success_rate",
+            Reason::FailurePercentage => "failure_percentage",
+            Reason::Latency => "latency",
+            Reason::ProbationFailure => "probation_failure",
+        }
+    }
+}
+
+/// What one request to the endpoint came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response below 500.
+    Success,
+    /// A 5xx response; 502/503/504 also count as gateway errors.
+    Status(u16),
+    /// The endpoint could not be connected to, or reset the request (a gateway error).
+    ConnectFailure,
+}
+
+impl Outcome {
+    fn is_failure(self) -> bool {
+        !matches!(self, Outcome::Success)
+    }
+
+    fn is_gateway(self) -> bool {
+        matches!(self, Outcome::ConnectFailure | Outcome::Status(502..=504))
+    }
+}
+
+/// An ejection in force (or the last one, for the record).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ejection {
+    /// Why.
+    pub reason: Reason,
+    /// The numbers that tripped it, in words.
+    pub detail: String,
+    /// When it began.
+    #[serde(skip)]
+    pub since: Instant,
+    /// When the endpoint returns on probation.
+    #[serde(skip)]
+    pub until: Instant,
+}
+
+/// One endpoint's outlier state.
+#[derive(Debug, Clone)]
+pub struct State {
+    consecutive_5xx: u32,
+    consecutive_gateway: u32,
+    successes: u32,
+    failures: u32,
+    latencies: Vec<u32>,
+    next_latency: usize,
+    /// Ejections so far that still weigh on the next ejection's length.
+    pub ejection_count: u32,
+    /// Ejections ever.
+    pub total_ejections: u64,
+    /// The ejection in force, if any.
+    pub ejected: Option<Ejection>,
+    /// The last ejection, kept for `/outliers` after the endpoint returned.
+    pub last: Option<Ejection>,
+    /// Back from an ejection and not yet proven healthy for a whole interval.
+    pub probation: bool,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            consecutive_5xx: 0,
+            consecutive_gateway: 0,
+            successes: 0,
+            failures: 0,
+            latencies: Vec::with_capacity(LATENCY_SAMPLES),
+            next_latency: 0,
+            ejection_count: 0,
+            total_ejections: 0,
+            ejected: None,
+            last: None,
+            probation: false,
+        }
+    }
+}
+
+impl State {
+    /// Records one request. Returns a reason when a consecutive-error detector (or a failure
+    /// on probation) trips; the caller decides whether the ejection is allowed.
+    pub fn observe(
+        &mut self,
+        outcome: Outcome,
+        latency: Duration,
+        p: &OutlierPolicy,
+    ) -> Option<(Reason, String)> {
+        if outcome.is_failure() {
+            self.failures = self.failures.saturating_add(1);
+        } else {
+            self.successes = self.successes.saturating_add(1);
+        }
+        let micros = latency.as_micros().min(u32::MAX as u128) as u32;
+        if self.latencies.len() < LATENCY_SAMPLES {
+            self.latencies.push(micros);
+        } else {
+            self.latencies[self.next_latency] = micros;
+        }
+        self.next_latency = (self.next_latency + 1) % LATENCY_SAMPLES;
+        self.consecutive_5xx = match outcome {
+            Outcome::Status(_) => self.consecutive_5xx + 1,
+            _ => 0,
+        };
+        self.consecutive_gateway = if outcome.is_gateway() {
+            self.consecutive_gateway + 1
+        } else {
+            0
+        };
+        if self.ejected.is_some() {
+            return None;
+        }
+        if self.probation && outcome.is_failure() {
+            return Some((
+                Reason::ProbationFailure,
+                format!("{outcome:?} while on probation"),
+            ));
+        }
+        if p.consecutive_5xx > 0 && self.consecutive_5xx >= p.consecutive_5xx {
+            return Some((
+                Reason::Consecutive5xx,
+                format!("{} consecutive 5xx responses", self.consecutive_5xx),
+            ));
+        }
+        if p.consecutive_gateway > 0 && self.consecutive_gateway >= p.consecutive_gateway {
+            return Some((
+                Reason::ConsecutiveGatewayErrors,
+                format!(
+                    "{} consecutive gateway errors (502/503/504 or connect failure)",
+                    self.consecutive_gateway
+                ),
+            ));
+        }
+        None
+    }
+
+    /// Ejects for base × count (capped) plus up to 10 % jitter (`jitter` in [0, 1)).
+    pub fn eject(
+        &mut self,
+        reason: Reason,
+        detail: String,
+        now: Instant,
+        p: &OutlierPolicy,
+        jitter: f64,
+    ) {
+        self.ejection_count = self.ejection_count.saturating_add(1);
+        self.total_ejections += 1;
+        let length = p
+            .base_ejection
+            .saturating_mul(self.ejection_count)
+            .min(p.max_ejection);
+        let length = length + length.mul_f64(0.1 * jitter.clamp(0.0, 1.0));
+        let e = Ejection {
+            reason,
+            detail,
+            since: now,
+            until: now + length,
+        };
+        self.last = Some(e.clone());
+        self.ejected = Some(e);
+        self.probation = false;
+        self.consecutive_5xx = 0;
+        self.consecutive_gateway = 0;
+    }
+
+    /// Ends an ejection whose time is up: the endpoint is back, on probation. Returns
+    /// whether it came back now.
+    pub fn release_if_due(&mut self, now: Instant) -> bool {
+        if self.ejected.as_ref().is_some_and(|e| e.until <= now) {
+            self.ejected = None;
+            self.probation = true;
+            self.successes = 0;
+            self.failures = 0;
+            return true;
+        }
+        false
+    }
+
+    /// Whether requests may go to it.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.is_some()
+    }
+
+    fn p90(&self) -> Option<u32> {
+        if self.latencies.is_empty() {
+            return None;
+        }
+        let mut v = self.latencies.clone();
+        let i = (v.len() * 9 / 10).min(v.len() - 1);
+        Some(*v.select_nth_unstable(i).1)
+    }
+
+    /// Requests seen this interval.
+    pub fn volume(&self) -> u32 {
+        self.successes + self.failures
+    }
+
+    /// Starts a new interval: counters reset; a clean interval on probation ends it and
+    /// takes one ejection off the count (so ejections lengthen only for repeat offenders).
+    fn new_interval(&mut self) {
+        if !self.is_ejected() && self.failures == 0 {
+            if self.probation {
+                self.probation = false;
+            } else {
+                self.ejection_count = self.ejection_count.saturating_sub(1);
+            }
+        }
+        self.successes = 0;
+        self.failures = 0;
+        self.latencies.clear();
+        self.next_latency = 0;
+    }
+}
+
+/// Judges every endpoint against its peers at the end of an interval, then starts the next
+/// one. Returns the indices to eject with their reason and detail (the caller applies the
+/// ejection cap). Ejected endpoints are neither judged nor counted as peers.
+pub fn evaluate(states: &mut [&mut State], p: &OutlierPolicy) -> Vec<(usize, Reason, String)> {
+    let mut out = Vec::new();
+    let judged: Vec<usize> = (0..states.len())
+        .filter(|&i| !states[i].is_ejected())
+        .collect();
+    if let Some((threshold, volume)) = p.failure_percentage {
+        for &i in &judged {
+            let s = &states[i];
+            if s.volume() >= volume.max(1) {
+                let pct = 100.0 * s.failures as f64 / s.volume() as f64;
+                if pct >= threshold as f64 {
+                    out.push((
+                        i,
+                        Reason::FailurePercentage,
+                        format!(
+                            "{pct:.0}% of {} requests failed (threshold {threshold}%)",
+                            s.volume()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if let Some((min_hosts, volume, factor)) = p.success_rate {
+        let rates: Vec<(usize, f64)> = judged
+            .iter()
+            .filter(|&&i| states[i].volume() >= volume.max(1))
+            .map(|&i| (i, states[i].successes as f64 / states[i].volume() as f64))
+            .collect();
+        if rates.len() >= min_hosts as usize && rates.len() >= 2 {
+            let n = rates.len() as f64;
+            let mean = rates.iter().map(|r| r.1).sum::<f64>() / n;
+            let stdev = (rates.iter().map(|r| (r.1 - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let floor = mean - factor * stdev;
+            for (i, rate) in rates {
+                if rate < floor && !out.iter().any(|o| o.0 == i) {
+                    out.push((i, Reason::SuccessRate, format!("success rate {:.1}% below {:.1}% (peers' mean {:.1}% − {factor} × stdev {:.1}%)", rate * 100.0, floor * 100.0, mean * 100.0, stdev * 100.0)));
+                }
+            }
+        }
+    }
+    if let Some((factor, volume)) = p.latency {
+        let p90s: Vec<(usize, u32)> = judged
+            .iter()
+            .filter(|&&i| states[i].latencies.len() as u32 >= volume.max(1))
+            .filter_map(|&i| states[i].p90().map(|v| (i, v)))
+            .collect();
+        for &(i, mine) in &p90s {
+            let mut peers: Vec<u32> = p90s.iter().filter(|o| o.0 != i).map(|o| o.1).collect();
+            if peers.is_empty() {
+                continue;
+            }
+            peers.sort_unstable();
+            let median = peers[peers.len() / 2].max(1);
+            if mine as f64 > factor * median as f64 && !out.iter().any(|o| o.0 == i) {
+                out.push((
+                    i,
+                    Reason::Latency,
+                    format!(
+                        "p90 {:.1} ms is {:.1}× the peers' median p90 {:.1} ms (factor {factor})",
+                        mine as f64 / 1000.0,
+                        mine as f64 / median as f64,
+                        median as f64 / 1000.0
+                    ),
+                ));
+            }
+        }
+    }
+    for s in states.iter_mut() {
+        s.new_interval();
+    }
+    out
+}
+
+/// How many endpoints may be ejected at once: the percentage of `total`, rounded down, but
+/// at least one when there are two or more endpoints (so a pool of two can shed its bad one).
+pub fn ejection_cap(total: usize, max_percent: u8) -> usize {
+    let cap = total * max_percent as usize / 100;
+    if total >= 2 { cap.max(1) } else { cap }
+}
+
+/// Whether too few endpoints are healthy for ejections to be honoured.
+pub fn in_panic(total: usize, healthy: usize, panic_threshold: u8) -> bool {
+    total > 0 && (healthy * 100) < total * panic_threshold as usize
+}
+
+#[cfg(test)]
+mod tests;

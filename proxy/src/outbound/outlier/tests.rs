@@ -1,0 +1,165 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::outbound::route::{self, OutlierPolicy};
+
+fn policy() -> OutlierPolicy {
+    let t = route::build(&[]);
+    assert!(t.is_empty());
+    OutlierPolicy {
+        consecutive_5xx: 5,
+        consecutive_gateway: 3,
+        success_rate: None,
+        failure_percentage: None,
+        latency: None,
+        interval: Duration::from_secs(10),
+        base_ejection: Duration::from_secs(30),
+        max_ejection: Duration::from_secs(300),
+        max_ejection_percent: 50,
+        panic_threshold: 50,
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+#[test]
+fn consecutive_errors_trip_and_a_success_resets_the_count() {
+    let p = policy();
+    let mut s = State::default();
+    for _ in 0..4 {
+        assert_eq!(s.observe(Outcome::Status(500), MS, &p), None);
+    }
+    assert_eq!(s.observe(Outcome::Success, MS, &p), None);
+    for _ in 0..4 {
+        assert_eq!(s.observe(Outcome::Status(500), MS, &p), None);
+    }
+    let (reason, detail) = s.observe(Outcome::Status(500), MS, &p).unwrap();
+    assert_eq!(reason, Reason::Consecutive5xx);
+    assert!(detail.contains("5 consecutive"), "{detail}");
+    let mut g = State::default();
+    g.observe(Outcome::ConnectFailure, MS, &p);
+    g.observe(Outcome::Status(503), MS, &p);
+    assert_eq!(
+        g.observe(Outcome::Status(502), MS, &p).map(|r| r.0),
+        Some(Reason::ConsecutiveGatewayErrors)
+    );
+}
+
+#[test]
+fn ejection_lengthens_with_each_ejection_up_to_the_cap_then_probation() {
+    let p = policy();
+    let t0 = Instant::now();
+    let mut s = State::default();
+    let mut lengths = Vec::new();
+    for i in 0..12 {
+        let now = t0 + Duration::from_secs(1000 * i);
+        s.eject(Reason::Consecutive5xx, String::new(), now, &p, 0.0);
+        lengths.push(s.ejected.as_ref().unwrap().until - now);
+        assert!(!s.release_if_due(now + Duration::from_secs(29)) || i > 0);
+        assert!(s.release_if_due(now + Duration::from_secs(400)));
+        assert!(s.probation);
+    }
+    assert_eq!(lengths[0], Duration::from_secs(30));
+    assert_eq!(lengths[1], Duration::from_secs(60));
+    assert_eq!(lengths[11], Duration::from_secs(300), "capped");
+    // Jitter adds at most 10 %.
+    let mut j = State::default();
+    j.eject(Reason::Latency, String::new(), t0, &p, 0.99);
+    let len = j.ejected.as_ref().unwrap().until - t0;
+    assert!(
+        len > Duration::from_secs(30) && len < Duration::from_secs(33),
+        "{len:?}"
+    );
+}
+
+#[test]
+fn a_failure_on_probation_ejects_again_and_clean_intervals_forgive() {
+    let p = policy();
+    let t0 = Instant::now();
+    let mut s = State::default();
+    s.eject(Reason::Consecutive5xx, String::new(), t0, &p, 0.0);
+    assert!(s.release_if_due(t0 + Duration::from_secs(31)));
+    assert_eq!(
+        s.observe(Outcome::Status(500), MS, &p).map(|r| r.0),
+        Some(Reason::ProbationFailure)
+    );
+    let mut ok = State::default();
+    ok.eject(Reason::Consecutive5xx, String::new(), t0, &p, 0.0);
+    ok.release_if_due(t0 + Duration::from_secs(31));
+    ok.observe(Outcome::Success, MS, &p);
+    evaluate(&mut [&mut ok], &p);
+    assert!(!ok.probation, "a clean interval ends probation");
+    assert_eq!(ok.ejection_count, 1);
+    evaluate(&mut [&mut ok], &p);
+    assert_eq!(
+        ok.ejection_count, 0,
+        "and each clean interval takes one ejection off"
+    );
+}
+
+fn feed(s: &mut State, ok: u32, failed: u32, latency: Duration, p: &OutlierPolicy) {
+    let mut p = p.clone();
+    p.consecutive_5xx = 0;
+    p.consecutive_gateway = 0;
+    for _ in 0..ok {
+        s.observe(Outcome::Success, latency, &p);
+    }
+    for _ in 0..failed {
+        s.observe(Outcome::Status(500), latency, &p);
+    }
+}
+
+#[test]
+fn failure_percentage_success_rate_and_latency_are_judged_per_interval() {
+    let mut p = policy();
+    p.failure_percentage = Some((50, 20));
+    let (mut a, mut b, mut c) = (State::default(), State::default(), State::default());
+    feed(&mut a, 10, 30, MS, &p);
+    feed(&mut b, 40, 0, MS, &p);
+    feed(&mut c, 5, 5, MS, &p); // too few requests to be judged
+    let v = evaluate(&mut [&mut a, &mut b, &mut c], &p);
+    assert_eq!(v.len(), 1);
+    assert_eq!((v[0].0, v[0].1), (0, Reason::FailurePercentage));
+    assert!(v[0].2.contains("75% of 40"), "{}", v[0].2);
+    assert_eq!(a.volume(), 0, "counters restart each interval");
+
+    let mut p = policy();
+    p.success_rate = Some((3, 50, 1.0));
+    let mut s: Vec<State> = (0..5).map(|_| State::default()).collect();
+    for (i, st) in s.iter_mut().enumerate() {
+        if i == 2 {
+            feed(st, 60, 40, MS, &p)
+        } else {
+            feed(st, 99, 1, MS, &p)
+        }
+    }
+    let mut refs: Vec<&mut State> = s.iter_mut().collect();
+    let v = evaluate(&mut refs, &p);
+    assert_eq!(
+        v.iter().map(|v| (v.0, v.1)).collect::<Vec<_>>(),
+        vec![(2, Reason::SuccessRate)]
+    );
+
+    let mut p = policy();
+    p.latency = Some((5.0, 20));
+    let mut s: Vec<State> = (0..3).map(|_| State::default()).collect();
+    feed(&mut s[0], 50, 0, Duration::from_millis(2), &p);
+    feed(&mut s[1], 50, 0, Duration::from_millis(3), &p);
+    feed(&mut s[2], 50, 0, Duration::from_millis(30), &p);
+    let mut refs: Vec<&mut State> = s.iter_mut().collect();
+    let v = evaluate(&mut refs, &p);
+    assert_eq!(v.len(), 1);
+    assert_eq!((v[0].0, v[0].1), (2, Reason::Latency));
+    assert!(v[0].2.contains("p90 30.0 ms"), "{}", v[0].2);
+}
+
+#[test]
+fn ejection_cap_and_panic_threshold() {
+    assert_eq!(ejection_cap(1, 50), 0, "a lone endpoint is never ejected");
+    assert_eq!(ejection_cap(2, 10), 1, "at least one of two or more");
+    assert_eq!(ejection_cap(10, 50), 5);
+    assert!(!in_panic(3, 2, 50));
+    assert!(in_panic(3, 1, 50));
+    assert!(!in_panic(4, 2, 50), "exactly at the threshold is not panic");
+    assert!(!in_panic(3, 0, 0), "threshold 0 turns panic mode off");
+}

@@ -1,0 +1,104 @@
+//! Hostname endpoints: resolved with hickory-resolver and resolved again when the answer's
+//! TTL runs out (within a floor and a ceiling). A failed lookup keeps the last good
+//! addresses and is retried with backoff, so a DNS outage does not empty a Backend.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+
+/// Why the resolver could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up DNS resolution: {0}")]
+pub struct ResolverError(String);
+
+/// A lookup that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{host}: {reason}")]
+pub struct LookupError {
+    /// The hostname.
+    pub host: String,
+    /// What the resolver said.
+    pub reason: String,
+}
+
+/// The proxy's DNS client.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    inner: TokioResolver,
+    /// Shortest time between two lookups of a name, whatever its TTL.
+    pub min_refresh: Duration,
+    /// Longest time a lookup is trusted, whatever its TTL.
+    pub max_refresh: Duration,
+}
+
+impl Resolver {
+    /// A resolver using `servers` (port 53), or the system's configuration
+    /// (`/etc/resolv.conf`) when the list is empty.
+    pub fn new(
+        servers: &[IpAddr],
+        min_refresh: Duration,
+        max_refresh: Duration,
+    ) -> Result<Self, ResolverError> {
+        let provider = TokioRuntimeProvider::default();
+        let mut builder = if servers.is_empty() {
+            TokioResolver::builder(provider)
+                .map_err(|e| ResolverError(format!("reading the system configuration: {e}")))?
+        } else {
+            let config = ResolverConfig::from_parts(
+                None,
+                Vec::new(),
+                servers
+                    .iter()
+                    .map(|ip| NameServerConfig::udp_and_tcp(*ip))
+                    .collect(),
+            );
+            TokioResolver::builder_with_config(config, provider)
+        };
+        let opts: &mut ResolverOpts = builder.options_mut();
+        opts.timeout = Duration::from_secs(2);
+        // The refresh loop owns the timing; the cache would only serve stale answers.
+        opts.cache_size = 0;
+        let inner = builder.build().map_err(|e| ResolverError(e.to_string()))?;
+        Ok(Self {
+            inner,
+            min_refresh,
+            max_refresh,
+        })
+    }
+
+    /// The addresses of `host` with `port`, and when to look again.
+    pub async fn lookup(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<(Vec<SocketAddr>, Instant), LookupError> {
+        let err = |reason: String| LookupError {
+            host: host.to_string(),
+            reason,
+        };
+        // A trailing dot stops the search-domain expansion: endpoint names are absolute.
+        let fqdn = if host.ends_with('.') {
+            host.to_string()
+        } else {
+            format!("{host}.")
+        };
+        let answer = self
+            .inner
+            .lookup_ip(fqdn.as_str())
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let mut addrs: Vec<SocketAddr> =
+            answer.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+        addrs.sort();
+        addrs.dedup();
+        if addrs.is_empty() {
+            return Err(err("no A or AAAA records".into()));
+        }
+        let now = Instant::now();
+        let ttl = answer.valid_until().saturating_duration_since(now);
+        Ok((addrs, now + ttl.clamp(self.min_refresh, self.max_refresh)))
+    }
+}

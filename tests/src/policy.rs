@@ -1,0 +1,258 @@
+//! A mesh with policy: a control plane serving a directory of YAML, a client pod whose proxy
+//! follows it, and upstream pods running the test server on port 8080. Policy text may
+//! name the upstreams as `{ep0}`, `{ep1}`, … (replaced by `10.77.0.N:8080`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{Mesh, Pod, bin};
+
+/// Calls `f` every 50 ms until it returns true, for at most `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f()? {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+/// The snapshot version the pod's proxy applied.
+pub fn snapshot_version(pod: &Pod) -> Result<u64> {
+    let (_, body) = pod.admin("/config_dump")?;
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    v["snapshot"]["version"]
+        .as_u64()
+        .context("config_dump has a snapshot version")
+}
+
+/// Starts `bulwark-control-plane serve` on `dir` in `pod` (polling every 100 ms).
+pub fn start_control_plane(mesh: &mut Mesh, pod: &Pod, dir: &Path) -> Result<u32> {
+    let mut cmd = pod.cmd(bin("bulwark-control-plane"));
+    cmd.args(["serve", "--poll-interval", "100ms", "--policy-dir"])
+        .arg(dir);
+    let pid = mesh.spawn(pod, "control-plane", cmd)?;
+    mesh.wait_listening(pod, 5170)?;
+    Ok(pid)
+}
+
+/// A fresh policy directory for one test.
+pub fn policy_dir(test: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("bulwark-policy-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct PolicyMesh {
+    /// The pods and processes.
+    pub mesh: Mesh,
+    /// Control plane pod.
+    pub cp: Pod,
+    /// Client pod (workload `shop/client`), with a proxy.
+    pub client: Pod,
+    /// Upstream pods, test server on :8080.
+    pub servers: Vec<Pod>,
+    /// Server process IDs, by index.
+    pub server_pids: Vec<u32>,
+    /// The policy directory.
+    pub dir: PathBuf,
+}
+
+impl PolicyMesh {
+    /// Builds the mesh with `servers` upstreams (each started with `server_args` besides
+    /// `--http` and `--name sN`) and `policy` in `policy.yaml`; returns once the client's proxy
+    /// has applied it. `proxy_args` are extra proxy flags.
+    pub fn new(
+        test: &str,
+        servers: usize,
+        server_args: &[&str],
+        policy: &str,
+        proxy_args: &[&str],
+    ) -> Result<Self> {
+        let mut mesh = Mesh::new(test)?;
+        let cp = mesh.pod("cp")?;
+        let client = mesh.pod("client")?;
+        let mut pods = Vec::new();
+        let mut pids = Vec::new();
+        for i in 0..servers {
+            let pod = mesh.pod(&format!("s{i}"))?;
+            let name = format!("s{i}");
+            let mut args = vec!["--http", "0.0.0.0:8080", "--name", &name];
+            args.extend_from_slice(server_args);
+            pids.push(mesh.testserver(&pod, &args)?);
+            pods.push(pod);
+        }
+        let dir = policy_dir(test)?;
+        let mut pm = Self {
+            mesh,
+            cp,
+            client,
+            servers: pods,
+            server_pids: pids,
+            dir,
+        };
+        std::fs::write(pm.dir.join("policy.yaml"), pm.expand(policy))?;
+        let cp = pm.cp.clone();
+        start_control_plane(&mut pm.mesh, &cp, &pm.dir)?;
+        let endpoint = format!("http://{}:5170", pm.cp.ip);
+        let client_ip = pm.client.ip.to_string();
+        let mut flags = vec![
+            "--control-plane",
+            &endpoint,
+            "--workload",
+            "shop/client",
+            "--pod-ips",
+            &client_ip,
+        ];
+        flags.extend_from_slice(proxy_args);
+        let client = pm.client.clone();
+        pm.mesh.proxy(&client, &flags)?;
+        Ok(pm)
+    }
+
+    /// `{epN}` → the address of upstream N.
+    pub fn expand(&self, policy: &str) -> String {
+        let mut s = policy.to_string();
+        for (i, p) in self.servers.iter().enumerate() {
+            s = s.replace(&format!("{{ep{i}}}"), &format!("{}:8080", p.ip));
+        }
+        s
+    }
+
+    /// The address of upstream `i`.
+    pub fn ep(&self, i: usize) -> String {
+        format!("{}:8080", self.servers[i].ip)
+    }
+
+    /// Replaces the policy and waits until the client's proxy applied it.
+    pub fn set_policy(&self, policy: &str) -> Result<()> {
+        let before = snapshot_version(&self.client)?;
+        std::fs::write(self.dir.join("policy.yaml"), self.expand(policy))?;
+        wait_for(
+            "the policy to reach the proxy",
+            Duration::from_secs(10),
+            || Ok(snapshot_version(&self.client)? > before),
+        )
+    }
+
+    /// Sets faults on upstream `i` (`POST /_fault?query`, from its own pod).
+    pub fn fault(&self, i: usize, query: &str) -> Result<()> {
+        self.servers[i].sh_ok(&format!(
+            "curl -sf -m 5 -X POST 'http://127.0.0.1:8080/_fault?{query}' >/dev/null"
+        ))?;
+        Ok(())
+    }
+
+    /// Requests upstream `i` received, by method (`"*"` for all).
+    pub fn received(&self, i: usize, method: &str) -> Result<u64> {
+        let out = self.servers[i].sh_ok("curl -sf -m 5 http://127.0.0.1:8080/_stats")?;
+        let v: serde_json::Value = serde_json::from_str(out.trim())?;
+        Ok(if method == "*" {
+            v["requests"].as_u64().unwrap_or(0)
+        } else {
+            v["by_method"][method].as_u64().unwrap_or(0)
+        })
+    }
+
+    /// Requests every upstream received.
+    pub fn received_all(&self) -> Result<Vec<u64>> {
+        (0..self.servers.len())
+            .map(|i| self.received(i, "*"))
+            .collect()
+    }
+
+    /// The client proxy's `/outliers`.
+    pub fn outliers(&self) -> Result<serde_json::Value> {
+        let (_, body) = self.client.admin("/outliers")?;
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// One endpoint's entry in `/outliers`.
+    pub fn outlier(&self, i: usize) -> Result<serde_json::Value> {
+        let all = self.outliers()?;
+        let ep = self.ep(i);
+        all.as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|t| t["endpoints"].as_array().cloned().unwrap_or_default())
+            .find(|e| e["address"] == ep.as_str())
+            .with_context(|| format!("{ep} not in /outliers: {all}"))
+    }
+
+    /// Runs `h2load` from the client pod and returns (2xx, other responses, errored).
+    pub fn h2load(&self, args: &str) -> Result<LoadResult> {
+        let out = self.client.sh_ok(&format!("h2load {args}"))?;
+        LoadResult::parse(&out).with_context(|| format!("h2load output: {out}"))
+    }
+}
+
+impl Drop for PolicyMesh {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What an h2load run came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadResult {
+    /// Requests sent.
+    pub total: u64,
+    /// 2xx responses.
+    pub ok: u64,
+    /// Responses that were not 2xx.
+    pub non_2xx: u64,
+    /// Requests that failed without a response.
+    pub errored: u64,
+}
+
+impl LoadResult {
+    /// Reads h2load's `requests:` and `status codes:` lines.
+    pub fn parse(out: &str) -> Option<Self> {
+        let num = |line: &str, after: &str| -> Option<u64> {
+            let i = line.find(after)?;
+            line[..i].split_whitespace().last()?.parse().ok()
+        };
+        let req = out.lines().find(|l| l.starts_with("requests:"))?;
+        let codes = out.lines().find(|l| l.starts_with("status codes:"))?;
+        let ok = num(codes, " 2xx")?;
+        let total = num(req, " total")?;
+        let errored = num(req, " errored")?;
+        let (x3, x4, x5) = (
+            num(codes, " 3xx")?,
+            num(codes, " 4xx")?,
+            num(codes, " 5xx")?,
+        );
+        Some(Self {
+            total,
+            ok,
+            non_2xx: x3 + x4 + x5,
+            errored,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h2load_summary_is_read() {
+        let out = "finished in 1.2s, 100 req/s\nrequests: 1000 total, 1000 started, 1000 done, 990 succeeded, 10 failed, 3 errored, 0 timeout\nstatus codes: 990 2xx, 0 3xx, 0 4xx, 7 5xx\n";
+        assert_eq!(
+            LoadResult::parse(out),
+            Some(LoadResult {
+                total: 1000,
+                ok: 990,
+                non_2xx: 7,
+                errored: 3
+            })
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! Routing and load balancing through real proxies: a Backend's endpoints share the load,
+//! peak-EWMA moves load off an endpoint made ten times slower, and hostname endpoints are
+//! resolved over DNS and followed when the answer changes.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use bulwark_tests::policy::{PolicyMesh, wait_for};
+
+const BACKEND: &str = r#"
+apiVersion: bulwark.dev/v1alpha1
+kind: Backend
+metadata: {name: api, namespace: shop}
+spec:
+  endpoints: ["{ep0}", "{ep1}", "{ep2}"]
+"#;
+
+fn delta(after: &[u64], before: &[u64]) -> Vec<u64> {
+    after.iter().zip(before).map(|(a, b)| a - b).collect()
+}
+
+#[test]
+fn endpoints_share_load_and_peak_ewma_moves_it_off_a_slow_endpoint() -> Result<()> {
+    let pm = PolicyMesh::new("balance", 3, &[], BACKEND, &[])?;
+    for i in 0..3 {
+        pm.fault(i, "latency_ms=5")?;
+    }
+    // Clients dial one endpoint's address; the Backend spreads the requests.
+    let before = pm.received_all()?;
+    let r = pm.h2load(&format!("--h1 -n 600 -c 4 -t 1 http://{}/", pm.ep(0)))?;
+    assert_eq!((r.ok, r.errored), (600, 0), "{r:?}");
+    let shares = delta(&pm.received_all()?, &before);
+    assert_eq!(shares.iter().sum::<u64>(), 600, "{shares:?}");
+    for s in &shares {
+        assert!(*s >= 120, "every endpoint takes a fair part: {shares:?}");
+    }
+
+    // One endpoint becomes ten times slower, without failing.
+    pm.fault(2, "latency_ms=50")?;
+    let before = pm.received_all()?;
+    let r = pm.h2load(&format!("--h1 -n 600 -c 4 -t 1 http://{}/", pm.ep(0)))?;
+    assert_eq!((r.ok, r.errored), (600, 0), "{r:?}");
+    let shares = delta(&pm.received_all()?, &before);
+    assert!(
+        shares[2] < 60,
+        "the slow endpoint gets under 10 %: {shares:?}"
+    );
+    let slow = pm.outlier(2)?;
+    assert!(slow["ewma_ms"].as_f64().unwrap_or(0.0) >= 40.0, "{slow}");
+    Ok(())
+}
+
+#[test]
+fn hostname_endpoints_follow_dns_answers_on_their_ttl() -> Result<()> {
+    let policy = r#"
+apiVersion: bulwark.dev/v1alpha1
+kind: Backend
+metadata: {name: api, namespace: shop}
+spec:
+  endpoints: ["api.test.internal:8080"]
+"#;
+    let records = std::env::temp_dir().join(format!("bulwark-dns-{}", std::process::id()));
+    // The DNS pod is the control plane's: it is on the mesh and answers from a file.
+    let mut pm = PolicyMesh::new(
+        "dns",
+        2,
+        &[],
+        BACKEND.replace(", \"{ep2}\"", "").as_str(),
+        &["--dns-servers", "10.77.0.2"],
+    )?;
+    std::fs::write(
+        &records,
+        format!("api.test.internal {} 1\n", pm.servers[0].ip),
+    )?;
+    let cp = pm.cp.clone();
+    let mut cmd = cp.cmd(bulwark_tests::bin("bulwark-testserver"));
+    cmd.args(["--dns", "10.77.0.2:53", "--dns-records"])
+        .arg(&records);
+    pm.mesh.spawn(&cp, "dns", cmd)?;
+    wait_for("the DNS server", Duration::from_secs(5), || {
+        Ok(cp.sh_ok("ss -Huln")?.contains(":53 "))
+    })?;
+    pm.set_policy(policy)?;
+    let url = "http://api.test.internal:8080/ --resolve api.test.internal:8080:10.77.0.250";
+    let hello = |pm: &PolicyMesh| {
+        pm.client
+            .sh(&format!("curl -s -m 2 {url}"))
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    wait_for("the name to resolve to s0", Duration::from_secs(10), || {
+        Ok(hello(&pm)?.contains("hello from s0"))
+    })?;
+
+    std::fs::write(
+        &records,
+        format!("api.test.internal {} 1\n", pm.servers[1].ip),
+    )?;
+    wait_for(
+        "the proxy to follow the new answer",
+        Duration::from_secs(10),
+        || Ok(hello(&pm)?.contains("hello from s1")),
+    )?;
+    for _ in 0..5 {
+        assert!(hello(&pm)?.contains("hello from s1"));
+    }
+
+    // The DNS server goes away: the last answer keeps serving.
+    std::fs::remove_file(&records)?;
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(hello(&pm)?.contains("hello from s1"));
+    assert!(
+        pm.client
+            .metric("bulwark_dns_failures_total{target=\"Backend/shop/api\",reason=\"lookup\"}")?
+            >= 1.0
+    );
+    Ok(())
+}
