@@ -141,11 +141,12 @@ impl State {
             self.latencies[self.next_latency] = micros;
         }
         self.next_latency = (self.next_latency + 1) % LATENCY_SAMPLES;
+        // A detector that is off keeps no count, so turning it on later starts from zero.
         self.consecutive_5xx = match outcome {
-            Outcome::Status(_) => self.consecutive_5xx + 1,
+            Outcome::Status(_) if p.consecutive_5xx > 0 => self.consecutive_5xx + 1,
             _ => 0,
         };
-        self.consecutive_gateway = if outcome.is_gateway() {
+        self.consecutive_gateway = if outcome.is_gateway() && p.consecutive_gateway > 0 {
             self.consecutive_gateway + 1
         } else {
             0

@@ -1,0 +1,386 @@
+//! Resilience under injected faults, through real proxies in network-namespace pods: retries
+//! and ejection absorb a failing endpoint, the budget bounds retry load, POSTs are never
+//! replayed, timeouts and caller deadlines hold, slow endpoints are ejected or hedged
+//! around, the panic threshold behaves as documented, and a bulkhead keeps a slow backend
+//! from hurting another.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use bulwark_tests::policy::{PolicyMesh, wait_for};
+
+const BACKEND: &str = r#"
+apiVersion: bulwark.dev/v1alpha1
+kind: Backend
+metadata: {name: api, namespace: shop}
+spec:
+  endpoints: ["{ep0}", "{ep1}", "{ep2}"]
+---
+"#;
+
+/// The Backend plus a TrafficPolicy whose spec is `spec` (indented by two spaces).
+fn policy(spec: &str) -> String {
+    format!(
+        "{BACKEND}apiVersion: bulwark.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: api, namespace: shop}}\nspec:\n  targetRef: {{kind: Backend, name: api}}\n{spec}"
+    )
+}
+
+/// Runs `n` sequential curls from the client and returns (status, seconds) per request.
+fn curls(pm: &PolicyMesh, n: usize, args: &str) -> Result<Vec<(u16, f64)>> {
+    let out = pm.client.sh_ok(&format!(
+        "for i in $(seq {n}); do curl -s -o /dev/null -m 5 -w '%{{http_code}} %{{time_total}}\\n' {args}; done"
+    ))?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let (c, t) = l.split_once(' ')?;
+            Some((c.parse().ok()?, t.parse().ok()?))
+        })
+        .collect())
+}
+
+fn metric(pm: &PolicyMesh, name: &str, reason: &str) -> Result<f64> {
+    pm.client.metric(&format!(
+        "bulwark_{name}_total{{target=\"Backend/shop/api\",reason=\"{reason}\"}}"
+    ))
+}
+
+#[test]
+fn a_failing_endpoint_is_absorbed_by_retries_and_ejection_and_returns_after_its_ejection()
+-> Result<()> {
+    // Baseline: no retries, no ejection, round robin — a third of the requests fail.
+    let baseline = policy(
+        "  retries: {attempts: 1}\n  outlierDetection: {consecutive5xx: 0}\n  loadBalancer: {algorithm: roundRobin}\n",
+    );
+    let pm = PolicyMesh::new("absorb", 3, &[], &baseline, &[])?;
+    pm.fault(2, "fail_rate=1")?;
+    let url = format!("http://{}/", pm.ep(0));
+    let base = pm.h2load(&format!("--h1 -n 900 -c 3 -t 1 {url}"))?;
+    let base_rate = base.ok as f64 / base.total as f64;
+    assert!(base_rate < 0.8, "the fault is real: {base:?}");
+
+    pm.set_policy(&policy(
+        "  retries: {attempts: 3, conditions: [5xx]}\n  outlierDetection: {consecutive5xx: 3, baseEjectionTime: 2s, interval: 1s}\n",
+    ))?;
+    let r = pm.h2load(&format!("--h1 -n 2000 -c 4 -t 1 {url}"))?;
+    let rate = r.ok as f64 / r.total as f64;
+    assert!(
+        rate >= 0.999,
+        "with policy {rate} (baseline {base_rate}): {r:?}"
+    );
+    let e = pm.outlier(2)?;
+    assert_eq!(e["ejection"]["reason"], "consecutive_5xx", "{e}");
+    assert!(
+        e["ejection"]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("3 consecutive 5xx"),
+        "{e}"
+    );
+    assert!(metric(&pm, "outlier_ejections", "consecutive_5xx")? >= 1.0);
+    assert!(metric(&pm, "retries", "status")? >= 1.0);
+
+    // Fixed: after its ejection time the endpoint is back (probation) and serves again.
+    pm.fault(2, "fail_rate=0")?;
+    let before = pm.received(2, "*")?;
+    wait_for("the endpoint to return", Duration::from_secs(10), || {
+        pm.h2load(&format!("--h1 -n 30 -c 1 {url}"))?;
+        Ok(pm.outlier(2)?["state"] != "ejected")
+    })?;
+    let r = pm.h2load(&format!("--h1 -n 300 -c 3 -t 1 {url}"))?;
+    assert_eq!(r.ok, 300, "{r:?}");
+    assert!(
+        pm.received(2, "*")? > before + 30,
+        "traffic reaches it again"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_retry_budget_bounds_load_when_every_endpoint_fails() -> Result<()> {
+    let spec = "  retries:\n    attempts: 3\n    conditions: [5xx]\n    budget: {ratio: 0.2, minPerSecond: 10, window: 10s}\n  outlierDetection: {consecutive5xx: 0}\n";
+    let pm = PolicyMesh::new("budget", 3, &["--fail-rate", "1"], &policy(spec), &[])?;
+    let before: u64 = pm.received_all()?.iter().sum();
+    let r = pm.h2load(&format!("--h1 -n 1000 -c 4 -t 1 http://{}/", pm.ep(0)))?;
+    assert_eq!(r.total, 1000);
+    let seen = pm.received_all()?.iter().sum::<u64>() - before;
+    // (1 + ratio) × requests + minPerSecond × window: never the 3× that attempts allow.
+    let bound = 1.2 * 1000.0 + 10.0 * 10.0;
+    assert!(
+        (seen as f64) <= bound,
+        "endpoints saw {seen} for 1000 requests (bound {bound})"
+    );
+    assert!(seen >= 1150, "retries did happen, up to the budget: {seen}");
+    assert!(metric(&pm, "retry_budget_exhausted", "status")? > 0.0);
+    Ok(())
+}
+
+#[test]
+fn a_post_is_never_executed_twice_while_gets_and_keyed_posts_are_retried() -> Result<()> {
+    let spec = "  retries: {attempts: 3, conditions: [reset, connect-failure, 5xx]}\n  loadBalancer: {algorithm: roundRobin}\n";
+    let mut pm = PolicyMesh::new("post", 3, &[], &policy(spec), &[])?;
+    // s0 reads each request, then drops the connection without answering.
+    pm.fault(0, "reset_rate=1")?;
+    let url = format!("http://{}/", pm.ep(1));
+    let posts = curls(&pm, 60, &format!("-X POST -d order=1 {url}"))?;
+    let post_receipts: u64 = (0..3)
+        .map(|i| pm.received(i, "POST"))
+        .sum::<Result<u64>>()?;
+    assert_eq!(
+        post_receipts, 60,
+        "every POST reached the application exactly once"
+    );
+    let failed = posts.iter().filter(|p| p.0 != 200).count();
+    assert!(
+        failed >= 10,
+        "POSTs hitting the resetting endpoint are not replayed: {failed} failed"
+    );
+    assert!(posts.iter().all(|p| p.0 == 200 || p.0 == 502), "{posts:?}");
+
+    let gets = curls(&pm, 60, &url)?;
+    assert!(
+        gets.iter().all(|g| g.0 == 200),
+        "GETs are retried: {gets:?}"
+    );
+    let get_receipts: u64 = (0..3).map(|i| pm.received(i, "GET")).sum::<Result<u64>>()?;
+    assert!(get_receipts > 60, "{get_receipts}");
+    let keyed = curls(
+        &pm,
+        30,
+        &format!("-X POST -H 'Idempotency-Key: k' -d x {url}"),
+    )?;
+    assert!(
+        keyed.iter().all(|p| p.0 == 200),
+        "an Idempotency-Key makes a POST retryable: {keyed:?}"
+    );
+
+    // A crashed endpoint refuses connections: the POST never left, so it is retried.
+    pm.fault(0, "reset_rate=0")?;
+    let pid = pm.server_pids[1];
+    pm.mesh.kill(pid)?;
+    let before: u64 = [0, 2]
+        .iter()
+        .map(|&i| pm.received(i, "POST"))
+        .sum::<Result<u64>>()?;
+    let posts = curls(&pm, 30, &format!("-X POST -d x {url}"))?;
+    assert!(posts.iter().all(|p| p.0 == 200), "{posts:?}");
+    let after: u64 = [0, 2]
+        .iter()
+        .map(|&i| pm.received(i, "POST"))
+        .sum::<Result<u64>>()?;
+    assert_eq!(after - before, 30);
+    assert!(metric(&pm, "retries", "connect_failure")? >= 1.0);
+    Ok(())
+}
+
+#[test]
+fn timeouts_bound_latency_and_grpc_deadlines_are_propagated() -> Result<()> {
+    let spec = "  timeouts: {request: 300ms, perTry: 120ms}\n  retries: {attempts: 3, conditions: [5xx]}\n";
+    let pm = PolicyMesh::new("timeout", 3, &["--latency-ms", "1000"], &policy(spec), &[])?;
+    let url = format!("http://{}/", pm.ep(0));
+    let out = pm.client.sh_ok(&format!(
+        "curl -s -D - -o /dev/null -w 'time %{{time_total}}\\n' {url}"
+    ))?;
+    assert!(out.contains("504"), "{out}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("x-bulwark-error: request_timeout"),
+        "{out}"
+    );
+    let t: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("time "))
+        .unwrap_or("0")
+        .trim()
+        .parse()?;
+    assert!(
+        (0.3..0.33).contains(&t),
+        "latency {t}s must be within 10 % of the 300 ms timeout"
+    );
+
+    // gRPC: the caller's deadline is shorter; it wins and comes back as DEADLINE_EXCEEDED.
+    let started = Instant::now();
+    let out = pm.client.sh_ok(&format!(
+        "curl -s -D - -o /dev/null --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' -H 'grpc-timeout: 150m' -d '' {url}"
+    ))?;
+    let took = started.elapsed();
+    assert!(out.contains("grpc-status: 4"), "{out}");
+    assert!(
+        took < Duration::from_millis(300),
+        "the 150 ms caller deadline wins over the 300 ms request timeout: {took:?}"
+    );
+
+    // The deadline travels on with the time already spent taken off.
+    for i in 0..3 {
+        pm.fault(i, "latency_ms=20")?;
+    }
+    let out = pm.client.sh_ok(&format!(
+        "curl -s --http2-prior-knowledge -H 'content-type: application/grpc' -H 'grpc-timeout: 2S' http://{}/headers",
+        pm.ep(0)
+    ))?;
+    let v: serde_json::Value = serde_json::from_str(out.trim())?;
+    let fwd = v["headers"]["grpc-timeout"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let us: u64 = fwd.trim_end_matches('u').parse().unwrap_or(0);
+    assert!(
+        fwd.ends_with('u') && us > 200_000 && us < 300_000,
+        "request 300 ms caps the 2 s deadline, less time spent: {fwd}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_ten_times_slower_endpoint_is_ejected_as_a_latency_outlier() -> Result<()> {
+    let spec = "  loadBalancer: {algorithm: roundRobin}\n  outlierDetection:\n    latency: {factor: 3, requestVolume: 10}\n    interval: 1s\n";
+    let pm = PolicyMesh::new("latency", 3, &["--latency-ms", "5"], &policy(spec), &[])?;
+    pm.fault(2, "latency_ms=50")?;
+    let url = format!("http://{}/", pm.ep(0));
+    wait_for("the latency ejection", Duration::from_secs(15), || {
+        pm.h2load(&format!("--h1 -n 100 -c 4 -t 1 {url}"))?;
+        Ok(pm.outlier(2)?["state"] == "ejected")
+    })?;
+    let e = pm.outlier(2)?;
+    assert_eq!(e["ejection"]["reason"], "latency", "{e}");
+    assert!(
+        e["ejection"]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the peers' median p90"),
+        "{e}"
+    );
+    assert!(
+        e["ejection"]["next_probe_in_ms"].as_u64().unwrap_or(0) > 0,
+        "{e}"
+    );
+    for i in 0..2 {
+        assert_eq!(pm.outlier(i)?["state"], "healthy");
+    }
+    let before = pm.received(2, "*")?;
+    pm.h2load(&format!("--h1 -n 200 -c 4 -t 1 {url}"))?;
+    assert_eq!(pm.received(2, "*")?, before, "no traffic while ejected");
+    Ok(())
+}
+
+fn p90(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[(v.len() * 9 / 10).min(v.len() - 1)]
+}
+
+#[test]
+fn hedging_cuts_the_tail_of_a_route_with_one_slow_endpoint_within_its_budget() -> Result<()> {
+    let plain = "  loadBalancer: {algorithm: roundRobin}\n  routes:\n    - name: reads\n      match: {pathPrefix: /, method: GET}\n";
+    let pm = PolicyMesh::new("hedge", 3, &["--latency-ms", "5"], &policy(plain), &[])?;
+    pm.fault(2, "latency_ms=300")?;
+    let url = format!("http://{}/", pm.ep(0));
+    let without: Vec<f64> = curls(&pm, 30, &url)?.into_iter().map(|r| r.1).collect();
+    assert!(p90(without.clone()) >= 0.3, "{without:?}");
+
+    pm.set_policy(&policy(&format!(
+        "{plain}      hedging: {{delay: 30ms, budgetRatio: 0.5}}\n"
+    )))?;
+    let with = curls(&pm, 60, &url)?;
+    assert!(with.iter().all(|r| r.0 == 200), "{with:?}");
+    let with: Vec<f64> = with.into_iter().map(|r| r.1).collect();
+    assert!(
+        p90(with.clone()) < 0.15,
+        "hedged p90 {} vs {} without",
+        p90(with.clone()),
+        p90(without)
+    );
+    let sent = metric(&pm, "hedges", "sent")?;
+    let won = metric(&pm, "hedges", "hedge_won")?;
+    assert!(won >= 10.0, "hedges won {won}");
+    assert!(
+        sent <= 0.5 * 60.0 + 1.0,
+        "{sent} hedges for 60 requests, budget 50 %"
+    );
+    Ok(())
+}
+
+#[test]
+fn below_the_panic_threshold_ejections_are_ignored_and_said_so() -> Result<()> {
+    let spec = |panic: u8| {
+        format!(
+            "  retries: {{attempts: 1}}\n  loadBalancer: {{algorithm: roundRobin}}\n  outlierDetection: {{consecutive5xx: 2, maxEjectionPercent: 100, panicThreshold: {panic}}}\n"
+        )
+    };
+    let pm = PolicyMesh::new("panic", 3, &[], &policy(&spec(50)), &[])?;
+    pm.fault(1, "fail_rate=1")?;
+    pm.fault(2, "fail_rate=1")?;
+    let url = format!("http://{}/", pm.ep(0));
+    pm.h2load(&format!("--h1 -n 60 -c 1 {url}"))?;
+    let before = pm.received_all()?;
+    let r = pm.h2load(&format!("--h1 -n 90 -c 1 {url}"))?;
+    let after = pm.received_all()?;
+    let all = pm.outliers()?;
+    assert_eq!(all[0]["panic"], true, "{all}");
+    assert!(
+        after[1] > before[1] && after[2] > before[2],
+        "ejected endpoints still get traffic in panic"
+    );
+    assert!(r.non_2xx > 30, "{r:?}");
+    assert!(metric(&pm, "balancer_panic", "panic")? > 0.0);
+
+    // Threshold 0: ejections are honoured whatever is left; the one good endpoint takes all.
+    pm.set_policy(&policy(&spec(0)))?;
+    let r = pm.h2load(&format!("--h1 -n 90 -c 1 {url}"))?;
+    assert_eq!(r.ok, 90, "{r:?}");
+    assert_eq!(pm.outliers()?[0]["panic"], false);
+    Ok(())
+}
+
+#[test]
+fn a_saturated_bulkhead_fails_fast_and_leaves_other_backends_alone() -> Result<()> {
+    let yaml = r#"
+apiVersion: bulwark.dev/v1alpha1
+kind: Backend
+metadata: {name: slow, namespace: shop}
+spec:
+  endpoints: ["{ep0}"]
+---
+apiVersion: bulwark.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: slow, namespace: shop}
+spec:
+  targetRef: {kind: Backend, name: slow}
+  limits: {maxConcurrentRequests: 2, maxPending: 2, queueTimeout: 100ms}
+---
+apiVersion: bulwark.dev/v1alpha1
+kind: Backend
+metadata: {name: fast, namespace: shop}
+spec:
+  endpoints: ["{ep1}"]
+"#;
+    let pm = PolicyMesh::new("bulkhead", 2, &[], yaml, &[])?;
+    pm.fault(0, "latency_ms=2000")?;
+    let slow_url = format!("http://{}/", pm.ep(0));
+    let flood = {
+        let client = pm.client.clone();
+        std::thread::spawn(move || client.sh_ok(&format!("h2load --h1 -n 20 -c 20 {slow_url}")))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let out = pm
+        .client
+        .sh_ok(&format!("curl -s -D - -o /dev/null http://{}/", pm.ep(0)))?;
+    assert!(out.contains("503") && out.contains("bulkhead_"), "{out}");
+    assert!(started.elapsed() < Duration::from_millis(500), "fails fast");
+    let fast = pm.h2load(&format!("--h1 -n 200 -c 4 http://{}/", pm.ep(1)))?;
+    assert_eq!((fast.ok, fast.errored), (200, 0), "{fast:?}");
+    let out = flood.join().expect("flood thread")?;
+    let slow = bulwark_tests::policy::LoadResult::parse(&out).unwrap_or(
+        bulwark_tests::policy::LoadResult {
+            total: 0,
+            ok: 0,
+            non_2xx: 0,
+            errored: 0,
+        },
+    );
+    assert!(slow.ok <= 4 && slow.non_2xx >= 16, "{out}");
+    let shed = pm.client.metric("bulwark_bulkhead_rejections_total{target=\"Backend/shop/slow\",reason=\"bulkhead_full\"}")?
+        + pm.client.metric("bulwark_bulkhead_rejections_total{target=\"Backend/shop/slow\",reason=\"bulkhead_queue_timeout\"}")?;
+    assert!(shed >= 16.0, "{shed}");
+    Ok(())
+}
