@@ -324,6 +324,9 @@ impl Mesh {
     pub fn proxy_no_init(&mut self, pod: &Pod, extra: &[&str]) -> Result<ProxyPid> {
         let mut cmd = proxy_command(pod, None, extra);
         cmd.env("BULWARK_LOG", "info,bulwark_proxy=debug");
+        // Hostname endpoints of example policies must not be looked up beyond the mesh:
+        // 10.77.0.1 is on the pods' subnet but nobody's (a flag given in `extra` wins).
+        cmd.env("BULWARK_DNS_SERVERS", "10.77.0.1");
         let pid = self.spawn(pod, &format!("proxy-{}", pod.ns), cmd)?;
         self.wait_ready(pod, pid)?;
         Ok(ProxyPid(pid))

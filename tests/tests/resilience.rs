@@ -59,8 +59,10 @@ fn a_failing_endpoint_is_absorbed_by_retries_and_ejection_and_returns_after_its_
     let base_rate = base.ok as f64 / base.total as f64;
     assert!(base_rate < 0.8, "the fault is real: {base:?}");
 
+    // Round robin keeps sending to the bad endpoint until it is ejected (peak-EWMA would
+    // already steer away from it through its failure penalty, hiding the ejection).
     pm.set_policy(&policy(
-        "  retries: {attempts: 3, conditions: [5xx]}\n  outlierDetection: {consecutive5xx: 3, baseEjectionTime: 2s, interval: 1s}\n",
+        "  retries: {attempts: 3, conditions: [5xx]}\n  outlierDetection: {consecutive5xx: 3, baseEjectionTime: 2s, interval: 1s}\n  loadBalancer: {algorithm: roundRobin}\n",
     ))?;
     let r = pm.h2load(&format!("--h1 -n 2000 -c 4 -t 1 {url}"))?;
     let rate = r.ok as f64 / r.total as f64;

@@ -25,8 +25,9 @@ use crate::listener::Shared;
 use crate::pool::{ReqBody, Version};
 use crate::transport::socket::ConnectError;
 
-/// Latency charged to an endpoint's estimate for a connect failure or reset, so the
-/// balancer steers away from it before outlier detection has decided anything.
+/// Latency charged to an endpoint's estimate for a 5xx, connect failure or reset, so the
+/// balancer steers away from a fast-failing endpoint (which would otherwise look like the
+/// fastest) before outlier detection has decided anything.
 const FAILURE_PENALTY: Duration = Duration::from_secs(1);
 
 /// A response the proxy makes itself, and why.
@@ -436,7 +437,7 @@ fn record(c: &Call<'_>, policy: &RequestPolicy, ep: &Endpoint, a: &Attempt, late
     let now = Instant::now();
     let tripped = {
         let mut s = ep.lock();
-        let rtt = if a.result.is_err() {
+        let rtt = if !matches!(outcome, Outcome::Success) {
             latency.max(FAILURE_PENALTY)
         } else {
             latency

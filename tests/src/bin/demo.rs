@@ -1,6 +1,7 @@
-//! The local mesh demo: two pods in network namespaces with real iptables interception, a
-//! server with an injected fault, real HTTP/1.1, HTTP/2 and server-speaks-first traffic,
-//! then what each proxy saw, read from its admin port.
+//! The local mesh demo: a control plane, a client and three replicas of a service in network
+//! namespaces with real iptables interception, one replica with an injected fault. The same
+//! load runs without and then with a resilience policy (pushed live), then the demo prints
+//! what retries and outlier detection did and what each proxy saw.
 
 use std::time::Instant;
 
@@ -13,8 +14,8 @@ struct Args {
     /// Requests per load phase.
     #[arg(long, default_value_t = 20_000)]
     requests: u32,
-    /// Fraction of requests the server fails with 503 (the injected fault).
-    #[arg(long, default_value_t = 0.02)]
+    /// Fraction of its requests the faulty replica fails with 503 (the injected fault).
+    #[arg(long, default_value_t = 1.0)]
     fail_rate: f64,
 }
 
@@ -69,128 +70,196 @@ fn print_stats(pod: &Pod, who: &str) -> Result<()> {
     Ok(())
 }
 
+/// The demo's Backend: three replicas of `checkout`, and how clients call them. `{resilience}`
+/// is replaced by the phase's retry and outlier settings.
+const CHECKOUT: &str = r#"# Written by the demo: three checkout replicas and the policy for calling them.
+apiVersion: bulwark.dev/v1alpha1
+kind: Backend
+metadata:
+  name: checkout
+  namespace: shop
+spec:
+  endpoints: [{endpoints}]
+---
+apiVersion: bulwark.dev/v1alpha1
+kind: TrafficPolicy
+metadata:
+  name: checkout
+  namespace: shop
+spec:
+  targetRef:
+    kind: Backend
+    name: checkout
+  timeouts:
+    request: 2s
+{resilience}"#;
+
+const WITHOUT: &str = "  retries:\n    attempts: 1\n  outlierDetection:\n    consecutive5xx: 0\n  loadBalancer:\n    algorithm: roundRobin\n";
+const WITH: &str = "  retries:\n    attempts: 3\n    conditions: [5xx, reset, connect-failure]\n    budget:\n      ratio: 0.2\n      minPerSecond: 10\n  outlierDetection:\n    consecutive5xx: 2\n    interval: 5s\n    baseEjectionTime: 30s\n  loadBalancer:\n    algorithm: roundRobin\n";
+
+fn write_policy(dir: &std::path::Path, endpoints: &str, resilience: &str) -> Result<()> {
+    let text = CHECKOUT
+        .replace("{endpoints}", endpoints)
+        .replace("{resilience}", resilience);
+    std::fs::write(dir.join("checkout.yaml"), text)?;
+    Ok(())
+}
+
+fn snapshot_version(pod: &Pod) -> Result<u64> {
+    bulwark_tests::policy::snapshot_version(pod)
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let t0 = Instant::now();
     let mut mesh = Mesh::new("demo")?;
     step(
         1,
-        "creating pods 'control-plane', 'client' and 'server' (network namespaces on a bridge)",
+        "creating pods 'control-plane', 'client' and three 'checkout' replicas (network namespaces on a bridge)",
     );
     let cp = mesh.pod("cp")?;
     let client = mesh.pod("client")?;
-    let server = mesh.pod("server")?;
+    let replicas: Vec<Pod> = (0..3)
+        .map(|i| mesh.pod(&format!("checkout{i}")))
+        .collect::<Result<_>>()?;
     println!(
-        "    control plane {}  client {}  server {}",
-        cp.ip, client.ip, server.ip
+        "    control plane {}  client {}  checkout {}",
+        cp.ip,
+        client.ip,
+        replicas
+            .iter()
+            .map(|p| p.ip.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
     );
+    // The example policy, plus a Backend naming this demo's replicas.
+    let dir = bulwark_tests::policy::policy_dir("demo")?;
     let examples = bulwark_tests::workspace_root().join("control-plane/examples/policy");
+    for f in ["mesh.yaml", "web.yaml", "legacy-db.yaml"] {
+        std::fs::copy(examples.join(f), dir.join(f))?;
+    }
+    let endpoints = replicas
+        .iter()
+        .map(|p| format!("\"{}:8080\"", p.ip))
+        .collect::<Vec<_>>()
+        .join(", ");
+    write_policy(&dir, &endpoints, WITHOUT)?;
     let mut serve = cp.cmd(bulwark_tests::bin("bulwark-control-plane"));
-    serve.args(["serve", "--policy-dir"]).arg(&examples);
+    serve
+        .args(["serve", "--poll-interval", "100ms", "--policy-dir"])
+        .arg(&dir);
     mesh.spawn(&cp, "control-plane", serve)?;
     mesh.wait_listening(&cp, 5170)?;
     println!(
-        "    bulwark-control-plane serving the example policy ({})",
-        examples.display()
+        "    bulwark-control-plane serving the example policy and a Backend 'checkout' with the three replicas"
     );
 
     step(
         2,
-        "starting the server app: HTTP on :8080 with an injected fault, a server-speaks-first service on :7025",
+        "starting the apps: HTTP on :8080 in each replica (replica 2 with an injected fault), a server-speaks-first service on :7025",
     );
     let fail = format!("{}", args.fail_rate);
-    mesh.testserver(
-        &server,
-        &[
+    for (i, pod) in replicas.iter().enumerate() {
+        let name = format!("checkout-{i}");
+        let mut a = vec![
             "--http",
             "0.0.0.0:8080",
             "--banner",
             "0.0.0.0:7025",
             "--name",
-            "server",
-            "--fail-rate",
-            &fail,
-        ],
-    )?;
+            &name,
+        ];
+        if i == 2 {
+            a.extend(["--fail-rate", &fail]);
+        }
+        mesh.testserver(pod, &a)?;
+    }
     println!(
-        "    fault injected: {:.1}% of requests to / fail with 503",
+        "    fault injected: checkout-2 answers {:.0}% of its requests with 503",
         args.fail_rate * 100.0
     );
 
     step(
         3,
-        "bulwark-proxy init (iptables REDIRECT) and bulwark-proxy run as UID 5102 in both pods",
+        "bulwark-proxy init (iptables REDIRECT) and bulwark-proxy run as UID 5102 in every pod",
     );
     let endpoint = format!("http://{}:5170", cp.ip);
-    let (client_ip, server_ip) = (client.ip.to_string(), server.ip.to_string());
-    mesh.proxy(
-        &server,
-        &[
-            "--control-plane",
-            &endpoint,
-            "--workload",
-            "shop/web",
-            "--pod-ips",
-            &server_ip,
-        ],
-    )?;
-    mesh.proxy(
-        &client,
-        &[
-            "--control-plane",
-            &endpoint,
-            "--workload",
-            "shop/frontend",
-            "--pod-ips",
-            &client_ip,
-        ],
-    )?;
+    for (pod, workload) in replicas
+        .iter()
+        .map(|p| (p, "shop/checkout"))
+        .chain(std::iter::once((&client, "shop/frontend")))
+    {
+        let ip = pod.ip.to_string();
+        mesh.proxy(
+            pod,
+            &[
+                "--control-plane",
+                &endpoint,
+                "--workload",
+                workload,
+                "--pod-ips",
+                &ip,
+            ],
+        )?;
+    }
     let rules = client.sh_ok("iptables-save -t nat | grep -c '^-A.*BULWARK'")?;
     println!(
-        "    {} nat rules per pod; both proxies have applied the control plane's snapshot and report /ready 200",
+        "    {} nat rules per pod; every proxy applied the control plane's snapshot and reports /ready 200",
         rules.trim()
     );
-    let status = cp
-        .cmd(bulwark_tests::bin("bulwarkctl"))
-        .args(["status", "--control-plane", "http://127.0.0.1:5170"])
-        .output()?;
-    for l in String::from_utf8_lossy(&status.stdout).lines() {
-        println!("    {l}");
-    }
+    print_status(&cp)?;
 
-    let url = format!("http://{}:8080/", server.ip);
+    let url = format!("http://{}:8080/", replicas[0].ip);
     load_phase(
         &client,
         4,
-        "HTTP/1.1 load from the client pod",
+        "without resilience (attempts: 1, no outlier detection, round robin): HTTP/1.1 load to checkout",
+        &format!("h2load --h1 -n {} -c 8 {url}", args.requests),
+    )?;
+
+    step(
+        5,
+        "the policy is edited live: retries on 5xx within a 20 % budget, outlier detection, peak-EWMA",
+    );
+    let before = snapshot_version(&client)?;
+    write_policy(&dir, &endpoints, WITH)?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while snapshot_version(&client)? <= before && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    println!(
+        "    the client proxy moved from version {before} to {} without dropping a connection",
+        snapshot_version(&client)?
+    );
+    load_phase(
+        &client,
+        6,
+        "with resilience: the same HTTP/1.1 load",
         &format!("h2load --h1 -n {} -c 8 {url}", args.requests),
     )?;
     load_phase(
         &client,
-        5,
+        7,
         "HTTP/2 (h2c) load",
         &format!("h2load -n {} -c 4 -m 16 {url}", args.requests),
     )?;
+    print_resilience(&client)?;
 
     step(
-        6,
+        8,
         "server-speaks-first: 4 connections to :7025 (unknown port, the server talks first)",
     );
     let py = bulwark_tests::python();
-    let probe = if py.exists() {
-        client.sh_ok(&format!(
-            "{} {} banner {} 7025 4",
-            py.display(),
-            bulwark_tests::py_script("tcp_probe.py").display(),
-            server.ip
-        ))?
+    let py = if py.exists() {
+        py.display().to_string()
     } else {
-        client.sh_ok(&format!(
-            "python3 {} banner {} 7025 4",
-            bulwark_tests::py_script("tcp_probe.py").display(),
-            server.ip
-        ))?
+        "python3".into()
     };
+    let probe = client.sh_ok(&format!(
+        "{py} {} banner {} 7025 4",
+        bulwark_tests::py_script("tcp_probe.py").display(),
+        replicas[0].ip
+    ))?;
     println!(
         "    seconds each connection waited for the banner: {}",
         probe.trim()
@@ -199,20 +268,63 @@ fn main() -> Result<()> {
     let learned: serde_json::Value = serde_json::from_str(&learned)?;
     println!("    learned opaque ports (GET /detect): {learned}");
 
-    step(7, "what the proxies saw (GET /stats on each admin port)");
+    step(9, "what the proxies saw (GET /stats on each admin port)");
     print_stats(&client, "client proxy")?;
-    print_stats(&server, "server proxy")?;
-    let failed = client.requests("outbound", &format!("{}:8080", server.ip), "5xx")?;
-    println!(
-        "\n    the injected fault is visible: {failed} responses in the 5xx class on the client side."
-    );
-    println!(
-        "    (retries, budgets and outlier detection that absorb such faults are not built yet;"
-    );
-    println!("     this demo will show them absorbing the fault once they are.)");
+    print_stats(&replicas[2], "checkout-2 proxy (the faulty replica)")?;
+    let _ = std::fs::remove_dir_all(&dir);
     println!(
         "\ndone in {:.1}s; namespaces and processes cleaned up.",
         t0.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+fn print_status(cp: &Pod) -> Result<()> {
+    let status = cp
+        .cmd(bulwark_tests::bin("bulwarkctl"))
+        .args(["status", "--control-plane", "http://127.0.0.1:5170"])
+        .output()?;
+    for l in String::from_utf8_lossy(&status.stdout).lines() {
+        println!("    {l}");
+    }
+    Ok(())
+}
+
+/// What the resilience features did, from the client proxy's metrics and `/outliers`.
+fn print_resilience(client: &Pod) -> Result<()> {
+    let (_, text) = client.admin("/metrics")?;
+    println!("    what the resilience features did (client proxy /metrics):");
+    for l in text.lines().filter(|l| {
+        !l.starts_with('#')
+            && (l.starts_with("bulwark_retries_total")
+                || l.starts_with("bulwark_retry_budget_exhausted_total")
+                || l.starts_with("bulwark_outlier_"))
+    }) {
+        println!("      {l}");
+    }
+    let (_, body) = client.admin("/outliers")?;
+    let v: serde_json::Value = serde_json::from_str(&body).context("parsing /outliers")?;
+    println!("    endpoints (GET /outliers):");
+    for t in v.as_array().into_iter().flatten() {
+        for e in t["endpoints"].as_array().into_iter().flatten() {
+            let why = match &e["ejection"] {
+                serde_json::Value::Null => String::new(),
+                j => format!(
+                    " — {}: {}, next probe in {} ms",
+                    j["reason"].as_str().unwrap_or(""),
+                    j["detail"].as_str().unwrap_or(""),
+                    j["next_probe_in_ms"]
+                ),
+            };
+            println!(
+                "      {} {:<21} {:<9} {:>7} requests, peak-EWMA {:.2} ms{why}",
+                t["target"].as_str().unwrap_or(""),
+                e["address"].as_str().unwrap_or(""),
+                e["state"].as_str().unwrap_or(""),
+                e["requests"],
+                e["ewma_ms"].as_f64().unwrap_or(0.0),
+            );
+        }
+    }
     Ok(())
 }

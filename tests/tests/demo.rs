@@ -1,0 +1,35 @@
+//! The README's demo runs end to end and shows the fault being absorbed.
+
+use anyhow::Result;
+use bulwark_tests::bin;
+
+#[test]
+fn the_demo_shows_the_injected_fault_absorbed() -> Result<()> {
+    let out = std::process::Command::new(bin("bulwark-demo"))
+        .args(["--requests", "600"])
+        .output()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let phase = |n: &str| {
+        text.split(&format!("\n[{n}]"))
+            .nth(1)
+            .and_then(|s| s.lines().find(|l| l.trim_start().starts_with("requests:")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        phase("4").contains("400 succeeded, 200 failed"),
+        "without resilience a third fails: {text}"
+    );
+    assert!(
+        phase("6").contains("600 succeeded, 0 failed"),
+        "with resilience none does: {text}"
+    );
+    assert!(
+        text.contains("ejected") && text.contains("consecutive_5xx"),
+        "{text}"
+    );
+    assert!(text.contains("done in"), "{text}");
+    Ok(())
+}
