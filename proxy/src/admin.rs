@@ -123,9 +123,10 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
     }
     match path {
         "/metrics" => {
-            let text = s
+            let mut text = s
                 .metrics
                 .render(&s.learner.learned(Instant::now()), &ProcessStats::read());
+            text.push_str(&s.router.render_metrics());
             reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

@@ -324,6 +324,31 @@ fn below_the_panic_threshold_ejections_are_ignored_and_said_so() -> Result<()> {
     );
     assert!(r.non_2xx > 30, "{r:?}");
     assert!(metric(&pm, "balancer_panic", "panic")? > 0.0);
+    assert_eq!(
+        pm.client
+            .metric("bulwark_balancer_panic{target=\"Backend/shop/api\"}")?,
+        1.0
+    );
+    assert_eq!(
+        pm.client
+            .metric("bulwark_endpoints{target=\"Backend/shop/api\",state=\"ejected\"}")?,
+        2.0
+    );
+    // The resilience families parse with the reference Prometheus parser.
+    let out = pm.client.sh_ok(&format!(
+        "curl -s http://127.0.0.1:5191/metrics | {} {}",
+        bulwark_tests::python().display(),
+        bulwark_tests::py_script("parse_metrics.py").display()
+    ))?;
+    let parsed: serde_json::Value = serde_json::from_str(&out)?;
+    for (family, kind) in [
+        ("bulwark_outlier_ejections", "counter"),
+        ("bulwark_balancer_panic", "gauge"),
+        ("bulwark_endpoints", "gauge"),
+        ("bulwark_retries", "counter"),
+    ] {
+        assert_eq!(parsed["families"][family]["type"], kind, "{family}: {out}");
+    }
 
     // Threshold 0: ejections are honoured whatever is left; the one good endpoint takes all.
     pm.set_policy(&policy(&spec(0)))?;

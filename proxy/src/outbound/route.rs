@@ -60,14 +60,19 @@ pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Timeouts {
     /// TCP connect to an endpoint.
+    #[serde(serialize_with = "ser::duration")]
     pub connect: Duration,
     /// The whole request, retries and the response body included.
+    #[serde(serialize_with = "ser::opt_duration")]
     pub request: Option<Duration>,
     /// One attempt, until its response headers.
+    #[serde(serialize_with = "ser::opt_duration")]
     pub per_try: Option<Duration>,
     /// From the request to the response headers, over every attempt.
+    #[serde(serialize_with = "ser::opt_duration")]
     pub response_headers: Option<Duration>,
     /// A response body with no bytes for this long is ended.
+    #[serde(serialize_with = "ser::opt_duration")]
     pub idle: Option<Duration>,
 }
 
@@ -83,8 +88,10 @@ pub struct RetryPolicy {
     /// gRPC status codes retried.
     pub grpc_codes: Vec<u32>,
     /// First backoff.
+    #[serde(serialize_with = "ser::duration")]
     pub backoff_base: Duration,
     /// Largest backoff.
+    #[serde(serialize_with = "ser::duration")]
     pub backoff_max: Duration,
     /// Largest body buffered for replay.
     pub max_buffered_body: u64,
@@ -98,6 +105,7 @@ pub struct BudgetPolicy {
     /// Retries always allowed per second.
     pub min_per_second: u32,
     /// Window of the ratio.
+    #[serde(serialize_with = "ser::duration")]
     pub window: Duration,
 }
 
@@ -115,10 +123,13 @@ pub struct OutlierPolicy {
     /// Latency detection: (factor over the peers' median p90, request volume).
     pub latency: Option<(f64, u32)>,
     /// Evaluation interval.
+    #[serde(serialize_with = "ser::duration")]
     pub interval: Duration,
     /// Base ejection time.
+    #[serde(serialize_with = "ser::duration")]
     pub base_ejection: Duration,
     /// Longest ejection.
+    #[serde(serialize_with = "ser::duration")]
     pub max_ejection: Duration,
     /// Most endpoints ejected at once, percent.
     pub max_ejection_percent: u8,
@@ -132,8 +143,10 @@ pub struct BalancePolicy {
     /// Algorithm.
     pub algorithm: Algorithm,
     /// Peak-EWMA latency of an unmeasured endpoint.
+    #[serde(serialize_with = "ser::duration")]
     pub default_rtt: Duration,
     /// Peak-EWMA decay.
+    #[serde(serialize_with = "ser::duration")]
     pub decay: Duration,
 }
 
@@ -145,6 +158,7 @@ pub struct LimitPolicy {
     /// Requests waiting for a slot.
     pub max_pending: u32,
     /// Longest wait for a slot.
+    #[serde(serialize_with = "ser::duration")]
     pub queue_timeout: Duration,
 }
 
@@ -152,6 +166,7 @@ pub struct LimitPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct HedgePolicy {
     /// Fixed delay; `None` means the route's observed p95.
+    #[serde(serialize_with = "ser::opt_duration")]
     pub delay: Option<Duration>,
     /// Share of requests that may be hedged.
     pub ratio: f64,
@@ -629,6 +644,25 @@ fn outlier_policy(o: Option<&policy::OutlierDetection>) -> OutlierPolicy {
         panic_threshold: o
             .and_then(|o| o.panic_threshold)
             .unwrap_or(DEFAULT_PANIC_THRESHOLD),
+    }
+}
+
+/// Durations in `/config_dump` read as in the policy (`250ms`, `10s`), not as structs.
+mod ser {
+    use std::time::Duration;
+
+    pub fn duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&bulwark_api::duration::format(*d))
+    }
+
+    pub fn opt_duration<S: serde::Serializer>(
+        d: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => duration(d, s),
+            None => s.serialize_none(),
+        }
     }
 }
 
