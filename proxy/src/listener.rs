@@ -12,6 +12,7 @@ use crate::drain::Drain;
 use crate::http;
 use crate::metrics::{DetectLabel, Direction, Metrics};
 use crate::outbound::Router;
+use crate::outbound::balance::InFlight;
 use crate::outbound::outlier::Outcome as EndpointOutcome;
 use crate::pool::{Pools, Version};
 use crate::snapshot::SharedSnapshot;
@@ -148,9 +149,11 @@ async fn forward_opaque(
     let tcp = &shared.cfg.tcp;
     let upstream = match direction {
         Direction::Outbound => connect_balanced(dst, shared).await,
-        Direction::Inbound => socket::connect(dst, tcp.connect_timeout, tcp.keepalive).await,
+        Direction::Inbound => socket::connect(dst, tcp.connect_timeout, tcp.keepalive)
+            .await
+            .map(|s| (s, None)),
     };
-    let upstream = match upstream {
+    let (upstream, _in_flight) = match upstream {
         Ok(s) => s,
         Err(e) => {
             let reason = match e {
@@ -182,24 +185,29 @@ async fn forward_opaque(
 /// Connects an opaque connection: to the original destination, or, when it belongs to a
 /// Backend, to an endpoint the balancer picks (a connection is balanced as a whole). A
 /// failed connect is tried on another endpoint, up to three in all: nothing was sent yet.
+/// The returned guard counts the connection on its endpoint while it lives.
 async fn connect_balanced(
     dst: SocketAddr,
     shared: &Shared,
-) -> Result<TcpStream, socket::ConnectError> {
+) -> Result<(TcpStream, Option<InFlight>), socket::ConnectError> {
     let tcp = &shared.cfg.tcp;
     let snapshot = shared.snapshot.load();
     let Some((target, state)) = snapshot
         .lookup(dst, None)
         .filter(|(t, _)| !t.endpoints.is_empty())
     else {
-        return socket::connect(dst, tcp.connect_timeout, tcp.keepalive).await;
+        return socket::connect(dst, tcp.connect_timeout, tcp.keepalive)
+            .await
+            .map(|s| (s, None));
     };
     let connect = target.default.timeouts.connect;
     let mut tried = Vec::new();
     loop {
         let now = Instant::now();
-        let Some(ep) = state.pick(&tried, now) else {
-            return socket::connect(dst, connect, tcp.keepalive).await;
+        let Some(ep) = state.pick_connection(&tried, now) else {
+            return socket::connect(dst, connect, tcp.keepalive)
+                .await
+                .map(|s| (s, None));
         };
         let started = Instant::now();
         let result = socket::connect(ep.addr, connect, tcp.keepalive).await;
@@ -219,7 +227,7 @@ async fn connect_balanced(
             state.try_eject(&ep, reason, detail, Instant::now());
         }
         match result {
-            Ok(s) => return Ok(s),
+            Ok(s) => return Ok((s, Some(InFlight::start(&ep)))),
             Err(e) if tried.len() >= 2 || tried.contains(&ep.addr) => return Err(e),
             Err(e) => {
                 tracing::debug!(error = %e, endpoint = %ep.addr, "connect failed; trying another endpoint");

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use bulwark_api::policy::Algorithm;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -261,13 +262,37 @@ impl TargetState {
 
     /// Picks an endpoint not in `exclude` (when possible). Runs due outlier work first.
     pub fn pick(&self, exclude: &[SocketAddr], now: Instant) -> Option<Arc<Endpoint>> {
+        self.pick_as(exclude, now, None)
+    }
+
+    /// Picks an endpoint for an opaque connection: round robin if configured, else power of
+    /// two choices over open connections (a connect time says little about the load a
+    /// connection will bring, so latency is not used).
+    pub fn pick_connection(&self, exclude: &[SocketAddr], now: Instant) -> Option<Arc<Endpoint>> {
+        let algorithm = match self.target.load().balance.algorithm {
+            Algorithm::RoundRobin => Algorithm::RoundRobin,
+            _ => Algorithm::LeastRequest,
+        };
+        self.pick_as(exclude, now, Some(algorithm))
+    }
+
+    fn pick_as(
+        &self,
+        exclude: &[SocketAddr],
+        now: Instant,
+        algorithm: Option<Algorithm>,
+    ) -> Option<Arc<Endpoint>> {
         self.maintain(now);
         let target = self.target.load();
         let endpoints = self.endpoints.load();
+        let mut balance = target.balance;
+        if let Some(a) = algorithm {
+            balance.algorithm = a;
+        }
         let (ep, pool) = balance::pick(
             &endpoints,
             exclude,
-            &target.balance,
+            &balance,
             target.outlier.panic_threshold,
             &self.rr,
             now,

@@ -2,6 +2,8 @@
 
 banner HOST PORT N     connect N times to a server-speaks-first service; print the seconds
                        each connection waited for the banner, as a JSON list
+names HOST PORT N      connect N times to a banner service; print each banner's server name
+                       (the second word of `220 NAME ready`) as a JSON list
 slowloris HOST PORT    send half a request head and print the seconds until the peer closes
 """
 import json
@@ -23,6 +25,14 @@ def banner(host, port, n):
     print(json.dumps(waits))
 
 
+def names(host, port, n):
+    seen = []
+    for _ in range(n):
+        with socket.create_connection((host, port), timeout=15) as s:
+            seen.append(s.recv(100).decode().split()[1])
+    print(json.dumps(seen))
+
+
 def slowloris(host, port):
     start = time.monotonic()
     with socket.create_connection((host, port), timeout=30) as s:
@@ -38,5 +48,7 @@ def slowloris(host, port):
 if __name__ == "__main__":
     if sys.argv[1] == "banner":
         banner(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    elif sys.argv[1] == "names":
+        names(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
         slowloris(sys.argv[2], int(sys.argv[3]))

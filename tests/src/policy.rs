@@ -1,6 +1,7 @@
 //! A mesh with policy: a control plane serving a directory of YAML, a client pod whose proxy
 //! follows it, and upstream pods running the test server on port 8080. Policy text may
-//! name the upstreams as `{ep0}`, `{ep1}`, … (replaced by `10.77.0.N:8080`).
+//! name the upstreams as `{ep0}`, `{ep1}`, … (replaced by `10.77.0.N:8080`) or by address
+//! alone as `{ip0}`, `{ip1}`, ….
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -117,11 +118,12 @@ impl PolicyMesh {
         Ok(pm)
     }
 
-    /// `{epN}` → the address of upstream N.
+    /// `{epN}` → the address of upstream N, `{ipN}` → its IP.
     pub fn expand(&self, policy: &str) -> String {
         let mut s = policy.to_string();
         for (i, p) in self.servers.iter().enumerate() {
             s = s.replace(&format!("{{ep{i}}}"), &format!("{}:8080", p.ip));
+            s = s.replace(&format!("{{ip{i}}}"), &p.ip.to_string());
         }
         s
     }

@@ -115,3 +115,38 @@ spec:
     );
     Ok(())
 }
+
+#[test]
+fn opaque_connections_to_a_backend_are_balanced_and_a_crashed_endpoint_is_skipped() -> Result<()> {
+    let policy = r#"
+apiVersion: bulwark.dev/v1alpha1
+kind: Backend
+metadata: {name: mail, namespace: shop}
+spec:
+  endpoints: ["{ip0}:25", "{ip1}:25", "{ip2}:25"]
+"#;
+    let mut pm = PolicyMesh::new("opaque", 3, &["--banner", "0.0.0.0:25"], policy, &[])?;
+    let probe = |pm: &PolicyMesh, n: usize| -> Result<Vec<String>> {
+        let out = pm.client.sh_ok(&format!(
+            "{} {} names {} 25 {n}",
+            bulwark_tests::python().display(),
+            bulwark_tests::py_script("tcp_probe.py").display(),
+            pm.servers[0].ip
+        ))?;
+        Ok(serde_json::from_str(out.trim())?)
+    };
+    let seen = probe(&pm, 30)?;
+    for name in ["s0", "s1", "s2"] {
+        assert!(
+            seen.iter().filter(|s| *s == name).count() >= 3,
+            "connections are spread: {seen:?}"
+        );
+    }
+    // s1 crashes: its port refuses connections; the connect is tried on another endpoint.
+    let pid = pm.server_pids[1];
+    pm.mesh.kill(pid)?;
+    let seen = probe(&pm, 30)?;
+    assert_eq!(seen.len(), 30);
+    assert!(!seen.iter().any(|s| s == "s1"), "{seen:?}");
+    Ok(())
+}

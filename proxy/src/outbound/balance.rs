@@ -105,6 +105,26 @@ impl Endpoint {
     }
 }
 
+/// Counts a request (or an opaque connection) in flight on an endpoint until dropped, however
+/// it ends (a hedge's loser is dropped mid-flight).
+#[derive(Debug)]
+pub struct InFlight(Arc<Endpoint>);
+
+impl InFlight {
+    /// Starts counting.
+    pub fn start(e: &Arc<Endpoint>) -> Self {
+        e.in_flight.fetch_add(1, Ordering::Relaxed);
+        e.requests.fetch_add(1, Ordering::Relaxed);
+        Self(e.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The endpoints to choose from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pool {

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,7 +15,7 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Incoming};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::balance::Endpoint;
+use super::balance::{Endpoint, InFlight};
 use super::outlier::Outcome;
 use super::retry::{self, Failure};
 use super::route::{RequestPolicy, Target};
@@ -380,18 +379,6 @@ fn is_grpc(h: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
-/// Decrements an endpoint's in-flight count however the attempt ends (a hedge's loser is
-/// dropped mid-flight).
-struct InFlight(Option<Arc<Endpoint>>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if let Some(e) = &self.0 {
-            e.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
 /// Sends one attempt and records what it came to on the endpoint.
 async fn attempt(
     c: &Call<'_>,
@@ -400,11 +387,7 @@ async fn attempt(
     req: Request<ReqBody>,
     deadline: Option<Instant>,
 ) -> Attempt {
-    if let Some(e) = &ep {
-        e.in_flight.fetch_add(1, Ordering::Relaxed);
-        e.requests.fetch_add(1, Ordering::Relaxed);
-    }
-    let _guard = InFlight(ep.clone());
+    let _guard = ep.as_ref().map(InFlight::start);
     let started = Instant::now();
     let client = c.shared.pools.get(addr, c.version, policy.timeouts.connect);
     let fut = client.request(req);
