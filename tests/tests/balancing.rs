@@ -138,7 +138,7 @@ spec:
     let seen = probe(&pm, 30)?;
     for name in ["s0", "s1", "s2"] {
         assert!(
-            seen.iter().filter(|s| *s == name).count() >= 3,
+            seen.iter().filter(|s| *s == name).count() >= 2,
             "connections are spread: {seen:?}"
         );
     }
