@@ -36,6 +36,9 @@ pub enum AppError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A `--policy` file has problems; each line names file, position, field and reason.
+    #[error("invalid policy:\n{0}")]
+    Policy(String),
     /// The configuration breaks a cross-field rule.
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
@@ -110,6 +113,17 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         drain: drain.clone(),
         cfg: cfg.clone(),
     });
+    if !cfg.policy_paths.is_empty() {
+        let local = local_snapshot(&cfg)?;
+        let mut next = local;
+        next.states = shared.router.attach(&next.routes.targets);
+        tracing::info!(
+            documents = next.documents.len(),
+            targets = next.routes.targets.len(),
+            "policy loaded from files"
+        );
+        shared.snapshot.store(Arc::new(next));
+    }
     let snapshot_applied = cfg
         .control_plane
         .as_ref()
@@ -186,6 +200,33 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         tracing::info!("drained");
     }
     Ok(())
+}
+
+/// The snapshot of `--policy` files: every problem is reported at once, with its file, line,
+/// field and reason; documents of the workload's namespace and the MeshConfig apply.
+fn local_snapshot(cfg: &Config) -> Result<Snapshot, AppError> {
+    let loaded = bulwark_api::load::load_paths(&cfg.policy_paths);
+    if !loaded.is_valid() {
+        let lines: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+        return Err(AppError::Policy(lines.join("\n")));
+    }
+    let namespace = cfg.workload.namespace.as_str();
+    let documents: Vec<_> = loaded
+        .documents
+        .into_iter()
+        .map(|s| s.document)
+        .filter(|d| {
+            matches!(d, bulwark_api::policy::Document::MeshConfig(_))
+                || d.metadata().namespace() == namespace
+        })
+        .collect();
+    Ok(Snapshot {
+        version: 0,
+        opaque_ports: cfg.detect.opaque_ports.iter().copied().collect(),
+        routes: crate::outbound::route::build(&documents),
+        documents,
+        states: Vec::new(),
+    })
 }
 
 /// Checks the iptables rules until they are in place (every second at first, backing off

@@ -82,6 +82,9 @@ pub struct Config {
     pub admin_shutdown: bool,
     /// The control plane's gRPC endpoint (`http://host:5170`); none runs on flags alone.
     pub control_plane: Option<String>,
+    /// Policy files or directories read once at start instead of a control plane (the
+    /// run-locally mode).
+    pub policy_paths: Vec<std::path::PathBuf>,
     /// What the proxy tells the control plane about itself.
     pub workload: WorkloadConfig,
     /// Protocol detection settings.
@@ -192,6 +195,9 @@ pub enum ConfigError {
         /// The shared address.
         addr: SocketAddr,
     },
+    /// Policy from two sources at once.
+    #[error("--policy and --control-plane are exclusive: policy comes from one source")]
+    TwoPolicySources,
     /// A value of zero would disable a bound that must exist.
     #[error("{field} must be greater than zero")]
     Zero {
@@ -212,6 +218,7 @@ impl Default for Config {
             proxy_gid: DEFAULT_PROXY_GID,
             admin_shutdown: false,
             control_plane: None,
+            policy_paths: Vec::new(),
             workload: WorkloadConfig {
                 namespace: "default".into(),
                 ..Default::default()
@@ -283,6 +290,9 @@ impl Config {
                 self.metrics_max_authorities == 0,
             ),
         ];
+        if self.control_plane.is_some() && !self.policy_paths.is_empty() {
+            return Err(ConfigError::TwoPolicySources);
+        }
         match nonzero.into_iter().find(|(_, zero)| *zero) {
             Some((field, _)) => Err(ConfigError::Zero { field }),
             None => Ok(()),

@@ -62,6 +62,10 @@ struct RunArgs {
     /// the proxy runs on its flags alone, as a transparent proxy.
     #[arg(long, env = "BULWARK_CONTROL_PLANE")]
     control_plane: Option<String>,
+    /// Policy YAML files or directories, read once at start, instead of a control plane
+    /// (run-locally mode). Documents of the workload's namespace and the MeshConfig apply.
+    #[arg(long = "policy", env = "BULWARK_POLICY", value_delimiter = ',')]
+    policy: Vec<std::path::PathBuf>,
     /// This pod's workload as NAMESPACE/NAME; the namespace scopes the policy it receives.
     #[arg(long, env = "BULWARK_WORKLOAD", default_value = "default/unknown")]
     workload: String,
@@ -160,6 +164,7 @@ impl RunArgs {
         c.proxy_gid = self.proxy_gid;
         c.admin_shutdown = self.admin_shutdown;
         c.control_plane = self.control_plane;
+        c.policy_paths = self.policy;
         let (namespace, name) = self
             .workload
             .split_once('/')

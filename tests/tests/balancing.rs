@@ -150,3 +150,65 @@ spec:
     assert!(!seen.iter().any(|s| s == "s1"), "{seen:?}");
     Ok(())
 }
+
+#[test]
+fn policy_files_work_without_a_control_plane_and_bad_ones_stop_the_proxy_with_the_reason()
+-> Result<()> {
+    let mut mesh = bulwark_tests::Mesh::new("localpolicy")?;
+    let client = mesh.pod("client")?;
+    let servers: Vec<_> = (0..2)
+        .map(|i| mesh.pod(&format!("s{i}")))
+        .collect::<Result<_>>()?;
+    for (i, s) in servers.iter().enumerate() {
+        let name = format!("s{i}");
+        mesh.testserver(s, &["--http", "0.0.0.0:8080", "--name", &name])?;
+    }
+    let dir = bulwark_tests::policy::policy_dir("localpolicy")?;
+    let file = dir.join("api.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: bulwark.dev/v1alpha1\nkind: Backend\nmetadata: {{name: api, namespace: shop}}\nspec:\n  endpoints: [\"{}:8080\", \"{}:8080\"]\n",
+            servers[0].ip, servers[1].ip
+        ),
+    )?;
+    let path = dir.display().to_string();
+    mesh.proxy(&client, &["--policy", &path, "--workload", "shop/client"])?;
+    let out = client.sh_ok(&format!(
+        "for i in $(seq 20); do curl -s http://{}:8080/; done",
+        servers[0].ip
+    ))?;
+    assert!(
+        out.contains("hello from s0") && out.contains("hello from s1"),
+        "{out}"
+    );
+
+    // A mistake in the file: the proxy refuses to start and says where and why.
+    std::fs::write(
+        &file,
+        std::fs::read_to_string(&file)?.replace("endpoints:", "endpoint:"),
+    )?;
+    let run = bulwark_tests::proxy_command(
+        &client,
+        None,
+        &[
+            "--policy",
+            &path,
+            "--admin-addr",
+            "127.0.0.1:5192",
+            "--outbound-port",
+            "5150",
+            "--inbound-port",
+            "5153",
+        ],
+    )
+    .output()?;
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("api.yaml:5:3") && err.contains("endpoint"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -125,9 +125,11 @@ fn pinned(pod: &Pod, cpu: &str, program: impl AsRef<std::ffi::OsStr>) -> Command
     c
 }
 
-fn start_proxy(mesh: &mut Mesh, pod: &Pod) -> Result<u32> {
+fn start_proxy(mesh: &mut Mesh, pod: &Pod, extra: &[&str]) -> Result<u32> {
     mesh.init(pod, &[])?;
-    let mut c = bulwark_tests::proxy_command(pod, Some("1"), &["--worker-threads", "1"]);
+    let mut args = vec!["--worker-threads", "1"];
+    args.extend_from_slice(extra);
+    let mut c = bulwark_tests::proxy_command(pod, Some("1"), &args);
     c.env("BULWARK_LOG", "warn");
     let pid = mesh.spawn(pod, &format!("proxy-{}", pod.ns), c)?;
     mesh.wait_ready(pod, pid)?;
@@ -148,9 +150,31 @@ fn setup(mesh: &mut Mesh, body: usize) -> Result<Vec<Topo>> {
     let a = mesh.pod("a")?;
     let b = mesh.pod("b")?;
     let c = mesh.pod("c")?;
-    let bpid = start_proxy(mesh, &b)?;
-    let cpid = start_proxy(mesh, &c)?;
-    let spid = start_proxy(mesh, &srvm)?;
+    let bpid = start_proxy(mesh, &b, &[])?;
+    let cpid = start_proxy(mesh, &c, &[])?;
+    let spid = start_proxy(mesh, &srvm, &[])?;
+    // B2: the same hop with the upstream as a Backend under a typical resilience policy, so
+    // every request goes through routing, peak-EWMA, the retry budget, timeouts and outlier
+    // accounting.
+    let bp = mesh.pod("bp")?;
+    let policy =
+        std::env::temp_dir().join(format!("bulwark-bench-policy-{}.yaml", std::process::id()));
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: bulwark.dev/v1alpha1\nkind: Backend\nmetadata: {{name: upstream, namespace: bench}}\nspec:\n  endpoints: [\"{}:8080\"]\n---\n\
+             apiVersion: bulwark.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: upstream, namespace: bench}}\nspec:\n  targetRef: {{kind: Backend, name: upstream}}\n\
+             \x20 timeouts: {{request: 5s, perTry: 2s}}\n  retries: {{attempts: 3, conditions: [5xx, reset, connect-failure]}}\n\
+             \x20 outlierDetection: {{consecutive5xx: 5, failurePercentage: {{threshold: 85}}}}\n",
+            srv.ip
+        ),
+    )?;
+    let policy_arg = policy.display().to_string();
+    let bppid = start_proxy(
+        mesh,
+        &bp,
+        &["--policy", &policy_arg, "--workload", "bench/client"],
+    )?;
     let mut topos = vec![
         Topo {
             key: "A",
@@ -166,6 +190,14 @@ fn setup(mesh: &mut Mesh, body: usize) -> Result<Vec<Topo>> {
             client: b,
             url: direct.clone(),
             pids: vec![bpid],
+            h2: true,
+        },
+        Topo {
+            key: "B2",
+            name: "Bulwark, one hop, Backend with retries, timeouts, outlier detection",
+            client: bp,
+            url: direct.clone(),
+            pids: vec![bppid],
             h2: true,
         },
         Topo {
