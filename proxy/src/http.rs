@@ -316,15 +316,15 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A response the proxy makes itself. gRPC callers get a trailers-only gRPC error
-/// (UNAVAILABLE, or DEADLINE_EXCEEDED for a connect timeout) that their stubs understand.
+/// A response the proxy makes itself. gRPC callers get a trailers-only gRPC error their stubs
+/// understand: DEADLINE_EXCEEDED for every 504, INTERNAL for a 400, else UNAVAILABLE.
 fn error_response(status: StatusCode, reason: &'static str, grpc: bool) -> Response<ProxyBody> {
     let mut b = Response::builder().header(ERROR_HEADER, reason);
     if grpc {
-        let code = if status == StatusCode::GATEWAY_TIMEOUT {
-            "4"
-        } else {
-            "14"
+        let code = match status {
+            StatusCode::GATEWAY_TIMEOUT => "4",
+            StatusCode::BAD_REQUEST => "13",
+            _ => "14",
         };
         b = b
             .status(StatusCode::OK)

@@ -162,8 +162,12 @@ struct DirectionCounters {
 }
 
 /// Resilience counters: name and help. Labels are the target and a reason.
-pub const RESILIENCE: [(&str, &str); 9] = [
+pub const RESILIENCE: [(&str, &str); 10] = [
     ("retries", "Retries sent, by the failure retried."),
+    (
+        "retries_skipped",
+        "Retries the policy allowed but the request body could not be replayed (past maxBufferedBodyBytes).",
+    ),
     (
         "retry_budget_exhausted",
         "Retries not sent because the retry budget was spent.",

@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 pub mod balance;
 pub mod call;
 pub mod outlier;
+pub mod replay;
 pub mod resolve;
 pub mod retry;
 pub mod route;
@@ -665,7 +666,7 @@ fn dns_specs(t: &Target) -> Vec<(String, u16)> {
 }
 
 /// Resolves `host` for as long as its target lives: again when the TTL runs out, with
-/// backoff (1 s doubling to 30 s) while lookups fail, keeping the last good answer.
+/// backoff (2 s doubling to 30 s) while lookups fail, keeping the last good answer.
 async fn refresh(resolver: Resolver, host: String, port: u16, state: std::sync::Weak<TargetState>) {
     let mut failures = 0u32;
     loop {

@@ -12,14 +12,14 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{Either, Full};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::config::{HttpConfig, TcpConfig};
+use crate::outbound::replay::ReplayBody;
 use crate::transport::socket::{self, ConnectError};
 
 /// Dials one endpoint, whatever the request URI says.
@@ -49,9 +49,9 @@ impl tower_service::Service<http::Uri> for EndpointConnector {
     }
 }
 
-/// A request body sent upstream: the downstream's, streamed, or a buffered copy (replayed
-/// by retries and hedges).
-pub type ReqBody = Either<Incoming, Full<Bytes>>;
+/// A request body sent upstream: the downstream's, streamed once, or one that can be
+/// replayed by a retry or a hedge.
+pub type ReqBody = Either<Incoming, ReplayBody>;
 
 /// A pooled client for one endpoint.
 pub type EndpointClient = Client<EndpointConnector, ReqBody>;

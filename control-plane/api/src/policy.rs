@@ -182,16 +182,16 @@ pub struct Timeouts {
     /// TCP connect to an endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect: Option<Duration>,
-    /// The whole request, retries included.
+    /// The whole request, retries and the response body included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Duration>,
-    /// One attempt.
+    /// One attempt, until its response headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try: Option<Duration>,
-    /// Until the response headers arrive.
+    /// From the request to the response headers, over every attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_headers: Option<Duration>,
-    /// A stream with no bytes either way.
+    /// A streamed response body with no bytes for this long is ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<Duration>,
 }
@@ -204,7 +204,7 @@ pub struct Retries {
     /// Attempts in all, the first included (1 means no retry). At most 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
-    /// What failures are retried.
+    /// What failures are retried. Absent or empty: connect-failure, refused-stream, reset.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<RetryCondition>,
     /// HTTP statuses retried in addition to the conditions (100-599).
@@ -360,7 +360,7 @@ pub struct LatencyOutlier {
     /// Ejected when its p90 exceeds this multiple of the peers' median p90. Default 5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub factor: Option<f64>,
-    /// Requests needed in an interval to be judged. Default 50.
+    /// Requests needed in an interval to be judged, 1 to 256. Default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_volume: Option<u32>,
 }
@@ -399,10 +399,10 @@ pub struct Limits {
     /// Concurrent requests to the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_requests: Option<u32>,
-    /// Requests waiting for a slot.
+    /// Requests waiting for a slot. Default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_pending: Option<u32>,
-    /// Longest wait for a slot.
+    /// Longest wait for a slot. Default 1s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_timeout: Option<Duration>,
 }
@@ -411,7 +411,7 @@ pub struct Limits {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Route {
-    /// Name used in metrics and logs.
+    /// Name used in logs and as the key of the route's hedge budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Which requests the route matches; every given criterion must match.

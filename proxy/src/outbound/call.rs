@@ -8,15 +8,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full};
-use hyper::body::{Body, Incoming};
+use http_body_util::Either;
+use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::balance::{Endpoint, InFlight};
 use super::outlier::Outcome;
+use super::replay::ReplayBody;
 use super::retry::{self, Failure};
 use super::route::{RequestPolicy, Target};
 use super::{Shed, TargetState};
@@ -73,10 +73,27 @@ pub struct Call<'a> {
     pub upgrade: bool,
 }
 
-/// The request body: buffered (replayable) or streamed (one attempt only).
+/// The request body: replayable (a copy is kept while it streams) or streamed once.
 enum RequestBody {
-    Buffered(Bytes),
+    Replayable(ReplayBody),
     Streamed(Option<Incoming>),
+}
+
+impl RequestBody {
+    /// The body for the next attempt, if it can have one.
+    fn next(&mut self) -> Option<ReqBody> {
+        match self {
+            RequestBody::Replayable(r) => r.replay().map(Either::Right),
+            RequestBody::Streamed(b) => b.take().map(Either::Left),
+        }
+    }
+
+    fn can_replay(&self) -> bool {
+        match self {
+            RequestBody::Replayable(r) => r.replay().is_some(),
+            RequestBody::Streamed(_) => false,
+        }
+    }
 }
 
 /// One attempt's result.
@@ -189,17 +206,16 @@ pub async fn call(c: &Call<'_>, req: Request<Incoming>) -> Result<Upstream, Loca
     let (parts, body) = req.into_parts();
     let replay_wanted = !c.upgrade && (policy.retry.attempts > 1 || policy.hedge.is_some());
     let mut body = if replay_wanted {
-        buffer(body, policy.retry.max_buffered_body).await?
+        RequestBody::Replayable(ReplayBody::new(body, policy.retry.max_buffered_body))
     } else {
         RequestBody::Streamed(Some(body))
     };
-    let replayable = matches!(body, RequestBody::Buffered(_));
-    let attempts = if replayable {
+    let attempts = if replay_wanted {
         policy.retry.attempts.max(1)
     } else {
         1
     };
-    let hedge = policy.hedge.filter(|_| replayable && safe);
+    let hedge = policy.hedge.filter(|_| replay_wanted && safe);
     if let Some(h) = &hedge {
         c.state
             .hedge_budget(&policy.route, h.ratio, Instant::now(), false);
@@ -221,7 +237,7 @@ pub async fn call(c: &Call<'_>, req: Request<Incoming>) -> Result<Upstream, Loca
                 &policy,
                 first,
                 &parts,
-                &body,
+                &mut body,
                 deadline,
                 try_deadline,
                 delay,
@@ -229,7 +245,9 @@ pub async fn call(c: &Call<'_>, req: Request<Incoming>) -> Result<Upstream, Loca
             )
             .await
         } else {
-            let req = request(&parts, &mut body, deadline);
+            let Some(req) = request(&parts, &mut body, deadline) else {
+                unreachable!("a retry is decided only when the body can be replayed");
+            };
             attempt(c, &policy, first, req, try_deadline).await
         };
         let Some(failure) = a.failure(&policy, c.grpc) else {
@@ -248,6 +266,13 @@ pub async fn call(c: &Call<'_>, req: Request<Incoming>) -> Result<Upstream, Loca
         let now = Instant::now();
         let mut retry = n < attempts
             && retry::should_retry(failure, &policy.retry, safe || failure.never_reached_app());
+        if retry && !body.can_replay() {
+            // More than maxBufferedBodyBytes went out, or the client's body failed.
+            c.shared
+                .metrics
+                .count("retries_skipped", key, "body_not_replayable");
+            retry = false;
+        }
         let mut wait = retry::backoff(&policy.retry, n, super::unit());
         if let Ok(resp) = &a.result {
             match retry::retry_after(resp.headers()) {
@@ -306,14 +331,16 @@ fn choose(
     }
 }
 
+/// The 504 for a passed deadline, named after the limit that fired: the caller's
+/// `grpc-timeout`, the policy's request timeout, or its response-headers timeout.
 fn deadline_error(
     deadline: Option<Instant>,
     headers: Option<Instant>,
     caller: Option<Instant>,
 ) -> LocalError {
-    let reason = if caller.is_some() && caller == deadline {
+    let reason = if headers.is_some() && headers == caller {
         "caller_deadline"
-    } else if deadline.is_some() && deadline == headers {
+    } else if headers.is_some() && headers == deadline {
         "request_timeout"
     } else {
         "response_headers_timeout"
@@ -334,34 +361,13 @@ fn failure_error(f: Failure, reason: &'static str) -> LocalError {
     LocalError { status, reason }
 }
 
-/// Buffers the body for replay when its size is known and within the limit; otherwise it
-/// is streamed (and the request gets a single attempt).
-async fn buffer(body: Incoming, max: u64) -> Result<RequestBody, LocalError> {
-    if body.is_end_stream() {
-        return Ok(RequestBody::Buffered(Bytes::new()));
-    }
-    match body.size_hint().exact() {
-        Some(n) if n <= max => match body.collect().await {
-            Ok(c) => Ok(RequestBody::Buffered(c.to_bytes())),
-            Err(_) => Err(LocalError {
-                status: StatusCode::BAD_REQUEST,
-                reason: "request_body_error",
-            }),
-        },
-        _ => Ok(RequestBody::Streamed(Some(body))),
-    }
-}
-
 /// The request for one attempt, with the time left as its `grpc-timeout`.
-fn request(parts: &Parts, body: &mut RequestBody, deadline: Option<Instant>) -> Request<ReqBody> {
-    let body = match body {
-        RequestBody::Buffered(b) => Either::Right(Full::new(b.clone())),
-        RequestBody::Streamed(b) => match b.take() {
-            Some(b) => Either::Left(b),
-            None => Either::Right(Full::new(Bytes::new())),
-        },
-    };
-    let mut req = Request::from_parts(parts.clone(), body);
+fn request(
+    parts: &Parts,
+    body: &mut RequestBody,
+    deadline: Option<Instant>,
+) -> Option<Request<ReqBody>> {
+    let mut req = Request::from_parts(parts.clone(), body.next()?);
     if let Some(d) = deadline {
         if req.headers().contains_key("grpc-timeout") || is_grpc(req.headers()) {
             let left = d.saturating_duration_since(Instant::now());
@@ -370,7 +376,7 @@ fn request(parts: &Parts, body: &mut RequestBody, deadline: Option<Instant>) -> 
             }
         }
     }
-    req
+    Some(req)
 }
 
 fn is_grpc(h: &HeaderMap) -> bool {
@@ -411,8 +417,7 @@ async fn attempt(
 /// Feeds an attempt's outcome into the endpoint's latency estimate and outlier state.
 fn record(c: &Call<'_>, policy: &RequestPolicy, ep: &Endpoint, a: &Attempt, latency: Duration) {
     let outcome = match &a.result {
-        Ok(resp) if resp.status().as_u16() >= 500 => Outcome::Status(resp.status().as_u16()),
-        Ok(_) => Outcome::Success,
+        Ok(resp) => outcome_of(resp.status().as_u16(), grpc_status(resp.headers())),
         Err(_) => Outcome::ConnectFailure,
     };
     let _ = policy;
@@ -433,6 +438,24 @@ fn record(c: &Call<'_>, policy: &RequestPolicy, ep: &Endpoint, a: &Attempt, late
     }
 }
 
+/// What a response says about the endpoint's health. A trailers-only gRPC error counts as
+/// the HTTP status it stands for (UNAVAILABLE 503, DEADLINE_EXCEEDED 504, INTERNAL, UNKNOWN
+/// and DATA_LOSS 500); other gRPC codes are the application's answer, not a fault.
+/// gRPC statuses sent in trailers arrive after this decision and are not seen.
+fn outcome_of(status: u16, grpc: Option<u32>) -> Outcome {
+    let status = match grpc {
+        Some(14) => 503,
+        Some(4) => 504,
+        Some(2 | 13 | 15) => 500,
+        _ => status,
+    };
+    if status >= 500 {
+        Outcome::Status(status)
+    } else {
+        Outcome::Success
+    }
+}
+
 /// The first attempt of a hedged route: if it has not answered after `delay`, a second one
 /// goes to another endpoint (within the hedge budget); the first good response wins and the
 /// other is cancelled.
@@ -442,18 +465,17 @@ async fn hedged(
     policy: &RequestPolicy,
     first: (Option<Arc<Endpoint>>, SocketAddr),
     parts: &Parts,
-    body: &RequestBody,
+    body: &mut RequestBody,
     deadline: Option<Instant>,
     try_deadline: Option<Instant>,
     delay: Option<Duration>,
     ratio: f64,
 ) -> Attempt {
-    let RequestBody::Buffered(bytes) = body else {
-        unreachable!("hedged requests are buffered");
-    };
-    let make = || request(parts, &mut RequestBody::Buffered(bytes.clone()), deadline);
     let first_addr = first.1;
-    let primary = attempt(c, policy, first, make(), try_deadline);
+    let Some(req) = request(parts, body, deadline) else {
+        unreachable!("the first attempt always has a body");
+    };
+    let primary = attempt(c, policy, first, req, try_deadline);
     tokio::pin!(primary);
     let Some(delay) = delay else {
         return primary.await;
@@ -463,6 +485,12 @@ async fn hedged(
         _ = tokio::time::sleep(delay) => {}
     }
     let key = c.target.key.as_str();
+    // Two attempts at once need the whole body in hand.
+    let complete = matches!(body, RequestBody::Replayable(r) if r.is_complete());
+    if !complete {
+        c.shared.metrics.count("hedges", key, "body_incomplete");
+        return primary.await;
+    }
     if !c
         .state
         .hedge_budget(&policy.route, ratio, Instant::now(), true)
@@ -479,7 +507,10 @@ async fn hedged(
     };
     c.shared.metrics.count("hedges", key, "sent");
     let hedge_deadline = earliest(try_deadline.map(|d| d + delay), deadline);
-    let secondary = attempt(c, policy, second, make(), hedge_deadline);
+    let Some(req) = request(parts, body, deadline) else {
+        return primary.await;
+    };
+    let secondary = attempt(c, policy, second, req, hedge_deadline);
     tokio::pin!(secondary);
     tokio::select! {
         a = &mut primary => {
@@ -487,7 +518,11 @@ async fn hedged(
                 c.shared.metrics.count("hedges", key, "original_won");
                 a
             } else {
-                secondary.await
+                let b = secondary.await;
+                if b.failure(policy, c.grpc).is_none() {
+                    c.shared.metrics.count("hedges", key, "hedge_won");
+                }
+                b
             }
         }
         b = &mut secondary => {
@@ -495,7 +530,11 @@ async fn hedged(
                 c.shared.metrics.count("hedges", key, "hedge_won");
                 b
             } else {
-                primary.await
+                let a = primary.await;
+                if a.failure(policy, c.grpc).is_none() {
+                    c.shared.metrics.count("hedges", key, "original_won");
+                }
+                a
             }
         }
     }
@@ -525,6 +564,38 @@ pub fn classify(e: &hyper_util::client::legacy::Error) -> (Failure, &'static str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_errors_count_against_the_endpoint() {
+        assert_eq!(outcome_of(200, Some(14)), Outcome::Status(503));
+        assert_eq!(outcome_of(200, Some(4)), Outcome::Status(504));
+        assert_eq!(
+            outcome_of(200, Some(5)),
+            Outcome::Success,
+            "NOT_FOUND is an answer"
+        );
+        assert_eq!(outcome_of(200, None), Outcome::Success);
+        assert_eq!(outcome_of(502, None), Outcome::Status(502));
+    }
+
+    #[test]
+    fn a_deadline_error_names_the_limit_that_fired() {
+        let t = Instant::now();
+        let (early, late) = (Some(t), Some(t + Duration::from_secs(1)));
+        assert_eq!(
+            deadline_error(early, early, early).reason,
+            "caller_deadline"
+        );
+        assert_eq!(deadline_error(early, early, late).reason, "request_timeout");
+        assert_eq!(
+            deadline_error(late, early, late).reason,
+            "response_headers_timeout"
+        );
+        assert_eq!(
+            deadline_error(None, early, None).reason,
+            "response_headers_timeout"
+        );
+    }
 
     #[test]
     fn grpc_timeout_round_trips() {

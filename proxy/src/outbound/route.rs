@@ -573,14 +573,9 @@ fn retry_policy(r: Option<&policy::Retries>) -> RetryPolicy {
     let backoff = r.and_then(|r| r.backoff.as_ref());
     RetryPolicy {
         attempts: r.and_then(|r| r.attempts).unwrap_or(DEFAULT_ATTEMPTS),
+        // Absent conditions are the default ones, whatever status or gRPC codes are listed.
         conditions: match r {
-            Some(r)
-                if !r.conditions.is_empty()
-                    || !r.status_codes.is_empty()
-                    || !r.grpc_codes.is_empty() =>
-            {
-                r.conditions.clone()
-            }
+            Some(r) if !r.conditions.is_empty() => r.conditions.clone(),
             _ => vec![
                 RetryCondition::ConnectFailure,
                 RetryCondition::RefusedStream,

@@ -254,6 +254,13 @@ fn outliers(c: &mut Check, p: &str, o: &OutlierDetection) {
                 ),
             );
         }
+        // The latency detector keeps 256 samples per endpoint and interval.
+        c.range(
+            &format!("{p}.latency.requestVolume"),
+            l.request_volume,
+            1,
+            256,
+        );
     }
 }
 
@@ -283,6 +290,19 @@ fn limits(c: &mut Check, p: &str, l: &Limits) {
     );
     c.range(&format!("{p}.maxPending"), l.max_pending, 0, 1_000_000);
     c.positive(&format!("{p}.queueTimeout"), l.queue_timeout);
+    if l.max_concurrent_requests.is_none() {
+        for (name, set) in [
+            ("maxPending", l.max_pending.is_some()),
+            ("queueTimeout", l.queue_timeout.is_some()),
+        ] {
+            if set {
+                c.fail(
+                    format!("{p}.{name}"),
+                    "has no effect without maxConcurrentRequests: nothing queues until the concurrency is limited",
+                );
+            }
+        }
+    }
 }
 
 fn route(c: &mut Check, p: &str, r: &Route) {
@@ -322,6 +342,12 @@ fn route(c: &mut Check, p: &str, r: &Route) {
     }
     c.section(p, "timeouts", &r.timeouts, timeouts);
     c.section(p, "retries", &r.retries, retries);
+    if r.retries.as_ref().is_some_and(|r| r.budget.is_some()) {
+        c.fail(
+            format!("{p}.retries.budget"),
+            "the retry budget belongs to the target, shared by its routes: set it in spec.retries",
+        );
+    }
     if let Some(h) = &r.hedging {
         c.positive(&format!("{p}.hedging.delay"), h.delay);
         c.ratio(&format!("{p}.hedging.budgetRatio"), h.budget_ratio);

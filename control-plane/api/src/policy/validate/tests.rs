@@ -209,3 +209,43 @@ fn backend_endpoints_and_names() {
         ]
     );
 }
+
+#[test]
+fn settings_the_proxy_could_not_honour_are_rejected() {
+    let p = problems(&policy(TrafficPolicySpec {
+        target_ref: target(),
+        limits: Some(Limits {
+            max_pending: Some(10),
+            queue_timeout: Some(Duration::from_millis(100)),
+            ..Default::default()
+        }),
+        outlier_detection: Some(OutlierDetection {
+            latency: Some(LatencyOutlier {
+                request_volume: Some(1000),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        routes: vec![Route {
+            matches: RouteMatch {
+                path_prefix: Some("/a".into()),
+                ..Default::default()
+            },
+            retries: Some(Retries {
+                budget: Some(RetryBudget::default()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }));
+    assert_eq!(
+        p,
+        [
+            "spec.outlierDetection.latency.requestVolume: must be between 1 and 256, got 1000",
+            "spec.limits.maxPending: has no effect without maxConcurrentRequests: nothing queues until the concurrency is limited",
+            "spec.limits.queueTimeout: has no effect without maxConcurrentRequests: nothing queues until the concurrency is limited",
+            "spec.routes[0].retries.budget: the retry budget belongs to the target, shared by its routes: set it in spec.retries",
+        ]
+    );
+}
