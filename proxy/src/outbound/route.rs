@@ -304,6 +304,9 @@ impl RouteTable {
 
     /// Like [`RouteTable::lookup`], as an index into `targets`.
     pub fn lookup_index(&self, dst: SocketAddr, authority: Option<&str>) -> Option<usize> {
+        if self.targets.is_empty() {
+            return None;
+        }
         if let Some(a) = authority {
             let (host, port) = split_authority(a, dst.port());
             let host = host.trim_end_matches('.').to_ascii_lowercase();
