@@ -45,7 +45,7 @@ fn every_mistake_is_reported_with_file_line_field_and_reason() {
     let file = file.display();
     assert!(
         err.contains(&format!(
-            "error: {file}:18:5: spec.retries.atempts: unknown field `atempts`"
+            "error: {file}:21:5: spec.retries.atempts: unknown field `atempts`"
         )),
         "{err}"
     );
@@ -66,7 +66,7 @@ fn every_mistake_is_reported_with_file_line_field_and_reason() {
     let (code, _, err) = bulwarkctl(&[&dir2]);
     std::fs::remove_dir_all(&dir2).unwrap();
     assert_eq!(code, 1);
-    assert!(err.contains("web.yaml:31:5: spec.outlierDetection.maxEjectionPercent: must be between 0 and 100, got 150"), "{err}");
+    assert!(err.contains("web.yaml:34:5: spec.outlierDetection.maxEjectionPercent: must be between 0 and 100, got 150"), "{err}");
 }
 
 #[test]

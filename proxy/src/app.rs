@@ -18,7 +18,6 @@ use crate::init::{self, Backend, InitSpec, Ipv6Mode};
 use crate::listener::{self, Shared};
 use crate::metrics::{Direction, Metrics};
 use crate::outbound::Router;
-use crate::outbound::resolve::Resolver;
 use crate::pool::Pools;
 use crate::snapshot::{self, Snapshot};
 use crate::transport::detect::OpaqueLearner;
@@ -91,15 +90,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let cfg = Arc::new(cfg);
     let drain = Drain::new();
     let metrics = Arc::new(Metrics::new(cfg.metrics_max_authorities));
-    let resolver = match Resolver::new(&cfg.dns.servers, cfg.dns.min_refresh, cfg.dns.max_refresh) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            tracing::warn!(error = %e, "hostname endpoints will not be resolved");
-            None
-        }
-    };
     let shared = Arc::new(Shared {
-        router: Arc::new(Router::new(resolver, metrics.clone())),
+        router: Arc::new(Router::new(cfg.dns.clone(), metrics.clone())),
         metrics,
         learner: Arc::new(OpaqueLearner::new(
             cfg.detect.learn_threshold,

@@ -515,18 +515,35 @@ pub struct EjectionReport {
 #[derive(Debug)]
 pub struct Router {
     states: Mutex<HashMap<String, Arc<TargetState>>>,
-    resolver: Option<Resolver>,
+    dns: crate::config::DnsConfig,
+    /// Built on the first hostname endpoint: most proxies never need one, and it costs
+    /// memory.
+    resolver: std::sync::OnceLock<Option<Resolver>>,
     metrics: Arc<Metrics>,
 }
 
 impl Router {
-    /// A router; `resolver` is needed only for hostname endpoints.
-    pub fn new(resolver: Option<Resolver>, metrics: Arc<Metrics>) -> Self {
+    /// A router; `dns` configures the resolver, built when a hostname endpoint first needs it.
+    pub fn new(dns: crate::config::DnsConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             states: Mutex::new(HashMap::new()),
-            resolver,
+            dns,
+            resolver: std::sync::OnceLock::new(),
             metrics,
         }
+    }
+
+    fn resolver(&self) -> Option<Resolver> {
+        self.resolver
+            .get_or_init(|| {
+                let d = &self.dns;
+                Resolver::new(&d.servers, d.min_refresh, d.max_refresh)
+                    .inspect_err(
+                        |e| tracing::error!(error = %e, "hostname endpoints will not be resolved"),
+                    )
+                    .ok()
+            })
+            .clone()
     }
 
     /// The state of every target of `targets`, in the same order: existing state updated,
@@ -636,7 +653,7 @@ impl Router {
         if specs.is_empty() {
             return;
         }
-        let Some(resolver) = self.resolver.clone() else {
+        let Some(resolver) = self.resolver() else {
             tracing::error!(target = %state.target.load().key, "hostname endpoints but no DNS resolver; they are skipped");
             return;
         };

@@ -100,14 +100,26 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     wait("the rejection", || Ok(status(&cp)?.contains("REJECTED")))?;
     let st = status(&cp)?;
     assert!(
-        st.contains("web.yaml:17:5: spec.retries.attempts: must be between 1 and 10, got 30"),
+        st.contains("web.yaml:20:5: spec.retries.attempts: must be between 1 and 10, got 30"),
         "{st}"
     );
     assert!(st.contains(&format!("policy: version {v2}")), "{st}");
     assert_eq!(snapshot_version(&client)?, v2);
 
-    // The control plane goes away: the proxy stays ready and traffic flows.
-    mesh.terminate(cp_pid, Duration::from_secs(10))?;
+    // The control plane is killed under load: not one request fails, the proxy stays ready.
+    let load = {
+        let client = client.clone();
+        let url = format!("http://{}:8080/", server.ip);
+        std::thread::spawn(move || {
+            client.sh_ok(&format!(
+                "h2load --h1 -c 2 -D 2 {url} | grep -E '^requests:'"
+            ))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    mesh.kill(cp_pid)?;
+    let out = load.join().expect("load thread")?;
+    assert!(out.contains(" 0 failed, 0 errored"), "{out}");
     let (code, _) = client.admin("/ready")?;
     assert_eq!(code, 200);
     client.sh_ok(&format!(

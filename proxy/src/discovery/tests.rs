@@ -167,7 +167,10 @@ async fn acks_nacks_keeps_the_last_good_snapshot_and_reconnects() {
         format!("http://{addr}"),
         identity,
         shared.clone(),
-        Arc::new(crate::outbound::Router::new(None, metrics.clone())),
+        Arc::new(crate::outbound::Router::new(
+            crate::config::Config::default().dns,
+            metrics.clone(),
+        )),
         applied.clone(),
         metrics.clone(),
         drain.clone(),
