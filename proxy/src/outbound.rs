@@ -239,7 +239,10 @@ impl TargetState {
     /// Records a successful request's latency on its route (for the hedging delay).
     pub fn record_route_latency(&self, route: &str, latency: Duration) {
         let mut map = lock(&self.route_latency);
-        let v = map.entry(route.to_string()).or_default();
+        if !map.contains_key(route) {
+            map.insert(route.to_string(), Vec::new());
+        }
+        let Some(v) = map.get_mut(route) else { return };
         let us = latency.as_micros().min(u32::MAX as u128) as u32;
         if v.len() >= ROUTE_SAMPLES {
             let i = (unit() * ROUTE_SAMPLES as f64) as usize % ROUTE_SAMPLES;

@@ -145,8 +145,11 @@ pub fn pick(
     now: Instant,
     mut unit: impl FnMut() -> f64,
 ) -> Option<(Arc<Endpoint>, Pool)> {
-    if endpoints.is_empty() {
-        return None;
+    match endpoints {
+        [] => return None,
+        // A lone endpoint is never ejected (the ejection cap of one is zero): no choice.
+        [only] => return Some((only.clone(), Pool::Healthy)),
+        _ => {}
     }
     let healthy: Vec<&Arc<Endpoint>> = endpoints
         .iter()

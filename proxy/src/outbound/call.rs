@@ -252,8 +252,11 @@ pub async fn call(c: &Call<'_>, req: Request<Incoming>) -> Result<Upstream, Loca
         };
         let Some(failure) = a.failure(&policy, c.grpc) else {
             if let Ok(resp) = a.result {
-                c.state
-                    .record_route_latency(&policy.route, c.start.elapsed());
+                // Only a hedge without a fixed delay reads the route's latency.
+                if policy.hedge.is_some_and(|h| h.delay.is_none()) {
+                    c.state
+                        .record_route_latency(&policy.route, c.start.elapsed());
+                }
                 return Ok(Upstream {
                     resp,
                     deadline,

@@ -603,7 +603,8 @@ fn retry_policy(r: Option<&policy::Retries>) -> RetryPolicy {
     }
 }
 
-fn outlier_policy(o: Option<&policy::OutlierDetection>) -> OutlierPolicy {
+/// Outlier detection from its policy section; `None` gives every default.
+pub fn outlier_policy(o: Option<&policy::OutlierDetection>) -> OutlierPolicy {
     let d =
         |v: Option<&bulwark_api::duration::Duration>, default| v.map(|d| d.0).unwrap_or(default);
     OutlierPolicy {

@@ -125,8 +125,6 @@ fn tried_and_ejected_endpoints_are_skipped_unless_nothing_else_is_left() {
     let eps = endpoints(3, now);
     let rr = AtomicU64::new(0);
     let mut r = rng(11);
-    let p = crate::outbound::route::build(&[]);
-    assert!(p.is_empty());
     let policy = lb(Algorithm::PeakEwma);
     for _ in 0..50 {
         let (e, _) = pick(
@@ -144,16 +142,8 @@ fn tried_and_ejected_endpoints_are_skipped_unless_nothing_else_is_left() {
     let (e, _) = pick(&eps[..1], &[eps[0].addr], &policy, 50, &rr, now, &mut r).unwrap();
     assert_eq!(e.addr, eps[0].addr, "the only endpoint is tried again");
     let op = crate::outbound::route::OutlierPolicy {
-        consecutive_5xx: 5,
-        consecutive_gateway: 0,
-        success_rate: None,
-        failure_percentage: None,
-        latency: None,
-        interval: Duration::from_secs(10),
-        base_ejection: Duration::from_secs(30),
-        max_ejection: Duration::from_secs(300),
         max_ejection_percent: 100,
-        panic_threshold: 50,
+        ..crate::outbound::route::outlier_policy(None)
     };
     eps[0]
         .lock()

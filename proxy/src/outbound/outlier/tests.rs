@@ -4,19 +4,9 @@ use super::*;
 use crate::outbound::route::{self, OutlierPolicy};
 
 fn policy() -> OutlierPolicy {
-    let t = route::build(&[]);
-    assert!(t.is_empty());
     OutlierPolicy {
-        consecutive_5xx: 5,
         consecutive_gateway: 3,
-        success_rate: None,
-        failure_percentage: None,
-        latency: None,
-        interval: Duration::from_secs(10),
-        base_ejection: Duration::from_secs(30),
-        max_ejection: Duration::from_secs(300),
-        max_ejection_percent: 50,
-        panic_threshold: 50,
+        ..route::outlier_policy(None)
     }
 }
 
