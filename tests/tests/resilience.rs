@@ -177,7 +177,9 @@ fn a_post_is_never_executed_twice_while_gets_and_keyed_posts_are_retried() -> Re
 
 #[test]
 fn timeouts_bound_latency_and_grpc_deadlines_are_propagated() -> Result<()> {
-    let spec = "  timeouts: {request: 300ms, perTry: 120ms}\n  retries: {attempts: 3, conditions: [5xx]}\n";
+    // perTry 400 ms: the first try times out, the retry starts before 425 ms (backoff at
+    // most 25 ms) and is cut by the request timeout at 600 ms, whatever the jitter.
+    let spec = "  timeouts: {request: 600ms, perTry: 400ms}\n  retries: {attempts: 3, conditions: [5xx]}\n";
     let pm = PolicyMesh::new("timeout", 3, &["--latency-ms", "1000"], &policy(spec), &[])?;
     let url = format!("http://{}/", pm.ep(0));
     let out = pm.client.sh_ok(&format!(
@@ -196,39 +198,56 @@ fn timeouts_bound_latency_and_grpc_deadlines_are_propagated() -> Result<()> {
         .trim()
         .parse()?;
     assert!(
-        (0.3..0.33).contains(&t),
-        "latency {t}s must be within 10 % of the 300 ms timeout"
+        (0.6..0.66).contains(&t),
+        "latency {t}s must be within 10 % of the 600 ms timeout"
     );
 
-    // gRPC: the caller's deadline is shorter; it wins and comes back as DEADLINE_EXCEEDED.
-    let started = Instant::now();
+    // gRPC: the caller's 300 ms deadline is shorter than the per-try (400 ms) and request
+    // (600 ms) timeouts; it wins, is named, and comes back as DEADLINE_EXCEEDED.
     let out = pm.client.sh_ok(&format!(
-        "curl -s -D - -o /dev/null --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' -H 'grpc-timeout: 150m' -d '' {url}"
+        "curl -s -D - -o /dev/null -w 'time %{{time_total}}\\n' --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' -H 'grpc-timeout: 300m' -d '' {url}"
     ))?;
-    let took = started.elapsed();
     assert!(out.contains("grpc-status: 4"), "{out}");
     assert!(
-        took < Duration::from_millis(300),
-        "the 150 ms caller deadline wins over the 300 ms request timeout: {took:?}"
+        out.to_ascii_lowercase()
+            .contains("x-bulwark-error: caller_deadline"),
+        "{out}"
+    );
+    let t: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("time "))
+        .unwrap_or("0")
+        .trim()
+        .parse()?;
+    assert!(
+        (0.3..0.33).contains(&t),
+        "latency {t}s must be within 10 % of the caller's 300 ms"
     );
 
-    // The deadline travels on with the time already spent taken off.
+    // The deadline travels on: the caller's 2 s is capped by the 600 ms request timeout,
+    // and a 250 ms one (shorter than the policy's) goes on less the time already spent.
     for i in 0..3 {
-        pm.fault(i, "latency_ms=20")?;
+        pm.fault(i, "latency_ms=0")?;
     }
-    let out = pm.client.sh_ok(&format!(
-        "curl -s --http2-prior-knowledge -H 'content-type: application/grpc' -H 'grpc-timeout: 2S' http://{}/headers",
-        pm.ep(0)
-    ))?;
-    let v: serde_json::Value = serde_json::from_str(out.trim())?;
-    let fwd = v["headers"]["grpc-timeout"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let us: u64 = fwd.trim_end_matches('u').parse().unwrap_or(0);
+    let forwarded = |caller: &str| -> Result<u64> {
+        let out = pm.client.sh_ok(&format!(
+            "curl -s --http2-prior-knowledge -H 'content-type: application/grpc' -H 'grpc-timeout: {caller}' http://{}/headers",
+            pm.ep(0)
+        ))?;
+        let v: serde_json::Value = serde_json::from_str(out.trim())?;
+        let fwd = v["headers"]["grpc-timeout"].as_str().unwrap_or_default();
+        anyhow::ensure!(fwd.ends_with('u'), "forwarded {fwd:?}");
+        Ok(fwd.trim_end_matches('u').parse()?)
+    };
+    let capped = forwarded("2S")?;
     assert!(
-        fwd.ends_with('u') && us > 200_000 && us < 300_000,
-        "request 300 ms caps the 2 s deadline, less time spent: {fwd}"
+        capped > 550_000 && capped < 600_000,
+        "the request timeout caps the caller's 2 s: {capped}u"
+    );
+    let own = forwarded("250m")?;
+    assert!(
+        own > 200_000 && own < 250_000,
+        "the caller's 250 ms less the time spent: {own}u"
     );
     Ok(())
 }

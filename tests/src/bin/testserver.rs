@@ -8,9 +8,9 @@
 //! Faults, set with flags at start or at run time with `POST /_fault?k=v&…` (from the
 //! server's own pod, so no proxy counts it): `latency_ms` added to every request,
 //! `fail_rate` (503s), `burst` `N/M` (the first N of every M requests fail with 503),
-//! `reset_rate` (the connection is closed with no response), `hang_rate` (the request is
-//! held unanswered for up to an hour: accept-and-hang). `GET /_stats` returns the requests
-//! received, by method, as JSON. Crash and restart is the harness's: kill the process and
+//! `reset_rate` (the request is read whole, then the connection is closed with no
+//! response), `hang_rate` (the request is held unanswered for up to an hour:
+//! accept-and-hang). `GET /_stats` returns the requests received, by method, as JSON. Crash and restart is the harness's: kill the process and
 //! start it again. `--dns ADDR --dns-records FILE` also answers A queries from FILE (lines
 //! `name ip ttl`, read on every query, so a test edits DNS by rewriting it).
 
@@ -174,6 +174,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
     }
     if hits(n, f.reset_rate) {
+        // The whole request reaches the application first, then the connection dies: a
+        // proxy that has sent more than it kept cannot replay it.
+        let mut body = req.into_body();
+        while let Some(Ok(_)) = body.frame().await {}
         return Err(Reset);
     }
     if hits(n, f.hang_rate) {
