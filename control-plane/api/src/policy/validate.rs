@@ -55,7 +55,13 @@ impl Check {
 
     fn ratio(&mut self, path: &str, v: Option<f64>) {
         if let Some(v) = v {
-            if !(v > 0.0 && v <= 1.0) {
+            if v <= 0.0 {
+                // 0 itself is out: a ratio of nothing would switch the feature off unsaid.
+                self.fail(
+                    path,
+                    format!("must be greater than 0 (and at most 1), got {v}"),
+                );
+            } else if v > 1.0 || v.is_nan() {
                 self.fail(path, format!("must be between 0 and 1, got {v}"));
             }
         }

@@ -170,7 +170,7 @@ fn routes_need_a_criterion_and_well_formed_ones() {
             "spec.routes[0].match: needs at least one of pathPrefix, method, headers, grpc",
             "spec.routes[1].match.pathPrefix: must start with '/', got \"api\"",
             "spec.routes[1].match.method: must be an upper-case HTTP method like GET, got \"get\"",
-            "spec.routes[1].hedging.budgetRatio: must be between 0 and 1, got 0",
+            "spec.routes[1].hedging.budgetRatio: must be greater than 0 (and at most 1), got 0",
         ]
     );
 }
