@@ -85,7 +85,11 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutting down: streams end, proxies keep their last snapshot");
         state.close_streams();
     };
+    // Pings find proxies that vanished without closing their stream (a node lost), so
+    // they leave `connected_proxies` and the status instead of lingering there.
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .add_service(DiscoveryServer::new(service.clone()))
         .add_service(AdminServer::new(service))
         .serve_with_shutdown(grpc_addr, shutdown)

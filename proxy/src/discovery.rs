@@ -25,6 +25,14 @@ use crate::snapshot::{SharedSnapshot, Snapshot};
 pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
 /// Longest reconnect delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How long a connect to the control plane may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 PING period on the stream. The proxy only listens on it, so without pings a
+/// half-open connection (a node gone, a partition) would never be noticed, and the proxy
+/// would never reconnect to a control plane that came back elsewhere.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a PING may go unanswered before the stream is taken for dead.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the proxy tells the control plane about itself.
 #[derive(Debug, Clone, Default)]
@@ -94,7 +102,6 @@ pub async fn run(
     drain: Drain,
 ) {
     let mut backoff = BACKOFF_BASE;
-    let mut seed = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;
     while !drain.is_draining() {
         let result = tokio::select! {
             r = session(&endpoint, &identity, &snapshot, &router, &applied, &metrics) => r,
@@ -116,11 +123,9 @@ pub async fn run(
                 tracing::warn!(%endpoint, error = %e, "control plane unreachable; serving the last snapshot")
             }
         }
-        // Full jitter: a random delay in [0, backoff), so proxies do not reconnect in step.
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let delay = backoff.mul_f64((seed % 1000) as f64 / 1000.0);
+        // Full jitter: a random delay in [0, backoff), so proxies do not reconnect in step
+        // (the generator is seeded from the clock: sidecars often share a PID).
+        let delay = backoff.mul_f64(crate::outbound::unit());
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = drain.signaled() => return,
@@ -139,9 +144,16 @@ async fn session(
     applied: &AtomicBool,
     metrics: &Metrics,
 ) -> Result<bool, tonic::Status> {
-    let mut client = DiscoveryClient::connect(endpoint.to_string())
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| tonic::Status::invalid_argument(format!("endpoint: {e}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .connect()
         .await
         .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
+    let mut client = DiscoveryClient::new(channel);
     let (tx, rx) = mpsc::channel(8);
     let hello = wire::Hello {
         workload: identity.workload.clone(),
