@@ -15,7 +15,8 @@
 //! - [`outbound`] applies a target's policy to outbound traffic: [`outbound::route`]
 //!   decides the target and its effective policy, [`outbound::call`] runs a request through
 //!   balancing ([`outbound::balance`]), timeouts, retries ([`outbound::retry`]), hedging and
-//!   outlier detection ([`outbound::outlier`]); hostname endpoints come from
+//!   outlier detection ([`outbound::outlier`]) with replayable bodies
+//!   ([`outbound::replay`]); hostname endpoints come from
 //!   [`outbound::resolve`]. Opaque connections to a Backend are balanced as a whole.
 //! - [`metrics`] records what happened; [`admin`] serves it with readiness and the config.
 //! - [`drain`] is the shutdown signal every task watches.

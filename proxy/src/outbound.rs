@@ -67,6 +67,8 @@ pub enum Shed {
     QueueFull,
     /// Waited `queueTimeout` without a slot.
     QueueTimeout,
+    /// The request's own deadline came first while it waited.
+    Deadline,
 }
 
 /// Bounds concurrent and queued requests to one target.
@@ -86,8 +88,10 @@ impl Bulkhead {
         }
     }
 
-    /// A slot, at once, after queueing, or the reason there is none.
-    pub async fn acquire(&self) -> Result<OwnedSemaphorePermit, Shed> {
+    /// A slot, at once, after queueing, or the reason there is none. The wait ends at
+    /// `queueTimeout` or at `until` (the request's deadline), whichever comes first: time in
+    /// the queue is part of the request's time.
+    pub async fn acquire(&self, until: Option<Instant>) -> Result<OwnedSemaphorePermit, Shed> {
         use std::sync::atomic::Ordering;
         if let Ok(p) = self.slots.clone().try_acquire_owned() {
             return Ok(p);
@@ -96,15 +100,16 @@ impl Bulkhead {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(Shed::QueueFull);
         }
-        let r = tokio::time::timeout(
-            self.limits.queue_timeout,
-            self.slots.clone().acquire_owned(),
-        )
-        .await;
+        let queue_end = Instant::now() + self.limits.queue_timeout;
+        let (end, shed) = match until {
+            Some(u) if u < queue_end => (u, Shed::Deadline),
+            _ => (queue_end, Shed::QueueTimeout),
+        };
+        let r = tokio::time::timeout_at(end.into(), self.slots.clone().acquire_owned()).await;
         self.pending.fetch_sub(1, Ordering::AcqRel);
         match r {
             Ok(Ok(p)) => Ok(p),
-            _ => Err(Shed::QueueTimeout),
+            _ => Err(shed),
         }
     }
 
@@ -124,6 +129,8 @@ pub struct TargetState {
     resolved: Mutex<HashMap<(String, u16), Vec<SocketAddr>>>,
     rr: AtomicU64,
     next_evaluation: Mutex<Option<Instant>>,
+    /// Held while an ejection is decided, so two at once cannot both pass the cap.
+    ejecting: Mutex<()>,
     budget: Mutex<Budget>,
     hedge_budgets: Mutex<HashMap<String, Budget>>,
     bulkhead: ArcSwap<Option<Arc<Bulkhead>>>,
@@ -142,6 +149,7 @@ impl TargetState {
             resolved: Mutex::new(HashMap::new()),
             rr: AtomicU64::new(0),
             next_evaluation: Mutex::new(None),
+            ejecting: Mutex::new(()),
             hedge_budgets: Mutex::new(HashMap::new()),
             bulkhead: ArcSwap::from_pointee(target.limits.map(|l| Arc::new(Bulkhead::new(l)))),
             route_latency: Mutex::new(HashMap::new()),
@@ -366,6 +374,7 @@ impl TargetState {
         let target = self.target.load();
         let policy = &target.outlier;
         let endpoints = self.endpoints.load();
+        let _deciding = lock(&self.ejecting);
         let ejected = endpoints
             .iter()
             .filter(|e| e.lock().outlier.is_ejected())
@@ -715,4 +724,52 @@ async fn refresh(resolver: Resolver, host: String, port: u16, state: std::sync::
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bulkhead_queues_within_its_bounds_and_the_requests_deadline() {
+        let b = Bulkhead::new(LimitPolicy {
+            max_concurrent: 1,
+            max_pending: 1,
+            queue_timeout: Duration::from_secs(1),
+        });
+        let held = b.acquire(None).await.expect("a free slot");
+        assert_eq!(b.active(), 1);
+        // One waits (the queue holds one); the next is turned away at once.
+        let waiter = b.acquire(None);
+        tokio::pin!(waiter);
+        assert!(futures_poll_once(waiter.as_mut()).await.is_none());
+        assert_eq!(b.acquire(None).await.err(), Some(Shed::QueueFull));
+        drop(held);
+        let _held = waiter.await.expect("a released slot goes to the waiter");
+        // A waiter whose own deadline comes before the queue timeout leaves at its deadline
+        // (the paused clock is tokio's, to the millisecond; the deadline is a std instant,
+        // as in the proxy).
+        let t0 = tokio::time::Instant::now();
+        let until = Instant::now() + Duration::from_millis(300);
+        assert_eq!(b.acquire(Some(until)).await.err(), Some(Shed::Deadline));
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited <= Duration::from_millis(302),
+            "{waited:?}"
+        );
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(b.acquire(Some(far)).await.err(), Some(Shed::QueueTimeout));
+    }
+
+    /// Polls a future once; `None` while it is pending.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
+        let mut f = f;
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
+    }
 }

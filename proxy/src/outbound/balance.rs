@@ -147,8 +147,9 @@ pub fn pick(
 ) -> Option<(Arc<Endpoint>, Pool)> {
     match endpoints {
         [] => return None,
-        // A lone endpoint is never ejected (the ejection cap of one is zero): no choice.
-        [only] => return Some((only.clone(), Pool::Healthy)),
+        // No choice to make for a lone healthy endpoint. Only `maxEjectionPercent: 100`
+        // ejects a lone one; the panic threshold then says whether it is still used.
+        [only] if !only.lock().outlier.is_ejected() => return Some((only.clone(), Pool::Healthy)),
         _ => {}
     }
     let healthy: Vec<&Arc<Endpoint>> = endpoints

@@ -99,6 +99,8 @@ impl RequestBody {
 /// One attempt's result.
 struct Attempt {
     addr: SocketAddr,
+    /// The other endpoint of a hedged pair, which this request has tried too.
+    also_tried: Option<SocketAddr>,
     result: Result<Response<Incoming>, (Failure, &'static str)>,
 }
 
@@ -175,20 +177,6 @@ pub async fn call(c: &Call<'_>, req: Request<Incoming>) -> Result<Upstream, Loca
         .request_policy(req.method(), req.uri().path(), req.headers())
         .clone();
     c.state.deposit(Instant::now());
-    let permit = match c.state.bulkhead() {
-        Some(b) => Some(b.acquire().await.map_err(|shed| {
-            let reason = match shed {
-                Shed::QueueFull => "bulkhead_full",
-                Shed::QueueTimeout => "bulkhead_queue_timeout",
-            };
-            metrics.count("bulkhead_rejections", key, reason);
-            LocalError {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                reason,
-            }
-        })?),
-        None => None,
-    };
     let caller_deadline = c
         .grpc
         .then(|| parse_grpc_timeout(req.headers()))
@@ -202,6 +190,24 @@ pub async fn call(c: &Call<'_>, req: Request<Incoming>) -> Result<Upstream, Loca
         deadline,
         policy.timeouts.response_headers.map(|d| c.start + d),
     );
+    let permit = match c.state.bulkhead() {
+        Some(b) => Some(b.acquire(headers_deadline).await.map_err(|shed| {
+            let e = match shed {
+                Shed::QueueFull => LocalError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    reason: "bulkhead_full",
+                },
+                Shed::QueueTimeout => LocalError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    reason: "bulkhead_queue_timeout",
+                },
+                Shed::Deadline => deadline_error(deadline, headers_deadline, caller_deadline),
+            };
+            metrics.count("bulkhead_rejections", key, e.reason);
+            e
+        })?),
+        None => None,
+    };
     let safe = retry::replay_safe(req.method(), req.headers());
     let (parts, body) = req.into_parts();
     let replay_wanted = !c.upgrade && (policy.retry.attempts > 1 || policy.hedge.is_some());
@@ -239,6 +245,7 @@ pub async fn call(c: &Call<'_>, req: Request<Incoming>) -> Result<Upstream, Loca
                 &parts,
                 &mut body,
                 deadline,
+                headers_deadline,
                 try_deadline,
                 delay,
                 h.ratio,
@@ -310,6 +317,7 @@ pub async fn call(c: &Call<'_>, req: Request<Incoming>) -> Result<Upstream, Loca
         }
         metrics.count("retries", key, failure.label());
         tried.push(a.addr);
+        tried.extend(a.also_tried);
         tokio::time::sleep(wait).await;
     }
 }
@@ -398,6 +406,11 @@ async fn attempt(
 ) -> Attempt {
     let _guard = ep.as_ref().map(InFlight::start);
     let started = Instant::now();
+    let mut running = Unfinished {
+        state: c.state,
+        ep,
+        started,
+    };
     let client = c.shared.pools.get(addr, c.version, policy.timeouts.connect);
     let fut = client.request(req);
     let result = match deadline {
@@ -410,21 +423,47 @@ async fn attempt(
     if let Err((f, reason)) = &result {
         tracing::debug!(target = %c.target.key, endpoint = %addr, failure = f.label(), reason, "attempt failed");
     }
-    let a = Attempt { addr, result };
-    if let Some(ep) = ep {
-        record(c, policy, &ep, &a, started.elapsed());
+    let a = Attempt {
+        addr,
+        also_tried: None,
+        result,
+    };
+    if let Some(ep) = running.ep.take() {
+        record(c.state, &ep, &a, started.elapsed());
     }
     a
 }
 
+/// An attempt under way. Dropped before it finished (a hedge that lost, a caller that went
+/// away), it still tells the endpoint's latency estimate and the latency detector how long
+/// the endpoint had kept the request: at least that long. Otherwise a slow endpoint whose
+/// requests hedging keeps winning would never look slow.
+struct Unfinished<'a> {
+    state: &'a TargetState,
+    ep: Option<Arc<Endpoint>>,
+    started: Instant,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(ep) = self.ep.take() {
+            let target = self.state.target.load();
+            let latency = self.started.elapsed();
+            let mut s = ep.lock();
+            s.ewma
+                .observe(latency, Instant::now(), target.balance.decay);
+            s.outlier.observe_latency(latency);
+        }
+    }
+}
+
 /// Feeds an attempt's outcome into the endpoint's latency estimate and outlier state.
-fn record(c: &Call<'_>, policy: &RequestPolicy, ep: &Endpoint, a: &Attempt, latency: Duration) {
+fn record(state: &TargetState, ep: &Endpoint, a: &Attempt, latency: Duration) {
     let outcome = match &a.result {
         Ok(resp) => outcome_of(resp.status().as_u16(), grpc_status(resp.headers())),
         Err(_) => Outcome::ConnectFailure,
     };
-    let _ = policy;
-    let target = c.state.target.load();
+    let target = state.target.load();
     let now = Instant::now();
     let tripped = {
         let mut s = ep.lock();
@@ -437,7 +476,7 @@ fn record(c: &Call<'_>, policy: &RequestPolicy, ep: &Endpoint, a: &Attempt, late
         s.outlier.observe(outcome, latency, &target.outlier)
     };
     if let Some((reason, detail)) = tripped {
-        c.state.try_eject(ep, reason, detail, now);
+        state.try_eject(ep, reason, detail, now);
     }
 }
 
@@ -470,6 +509,7 @@ async fn hedged(
     parts: &Parts,
     body: &mut RequestBody,
     deadline: Option<Instant>,
+    headers_deadline: Option<Instant>,
     try_deadline: Option<Instant>,
     delay: Option<Duration>,
     ratio: f64,
@@ -509,12 +549,18 @@ async fn hedged(
         _ => return primary.await,
     };
     c.shared.metrics.count("hedges", key, "sent");
-    let hedge_deadline = earliest(try_deadline.map(|d| d + delay), deadline);
+    // The hedge gets a whole per-try time of its own, but never past the request's limits.
+    let hedge_deadline = earliest(try_deadline.map(|d| d + delay), headers_deadline);
     let Some(req) = request(parts, body, deadline) else {
         return primary.await;
     };
+    let second_addr = second.1;
     let secondary = attempt(c, policy, second, req, hedge_deadline);
     tokio::pin!(secondary);
+    let both = |mut a: Attempt, other: SocketAddr| {
+        a.also_tried = Some(other);
+        a
+    };
     tokio::select! {
         a = &mut primary => {
             if a.failure(policy, c.grpc).is_none() {
@@ -525,7 +571,7 @@ async fn hedged(
                 if b.failure(policy, c.grpc).is_none() {
                     c.shared.metrics.count("hedges", key, "hedge_won");
                 }
-                b
+                both(b, first_addr)
             }
         }
         b = &mut secondary => {
@@ -537,7 +583,7 @@ async fn hedged(
                 if a.failure(policy, c.grpc).is_none() {
                     c.shared.metrics.count("hedges", key, "original_won");
                 }
-                a
+                both(a, second_addr)
             }
         }
     }

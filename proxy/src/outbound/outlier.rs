@@ -134,13 +134,7 @@ impl State {
         } else {
             self.successes = self.successes.saturating_add(1);
         }
-        let micros = latency.as_micros().min(u32::MAX as u128) as u32;
-        if self.latencies.len() < LATENCY_SAMPLES {
-            self.latencies.push(micros);
-        } else {
-            self.latencies[self.next_latency] = micros;
-        }
-        self.next_latency = (self.next_latency + 1) % LATENCY_SAMPLES;
+        self.observe_latency(latency);
         // A detector that is off keeps no count, so turning it on later starts from zero.
         self.consecutive_5xx = match outcome {
             Outcome::Status(_) if p.consecutive_5xx > 0 => self.consecutive_5xx + 1,
@@ -176,6 +170,18 @@ impl State {
             ));
         }
         None
+    }
+
+    /// Records a latency sample alone: a request cancelled before its answer (a hedge that
+    /// lost) says how slow the endpoint was, but not whether it would have succeeded.
+    pub fn observe_latency(&mut self, latency: Duration) {
+        let micros = latency.as_micros().min(u32::MAX as u128) as u32;
+        if self.latencies.len() < LATENCY_SAMPLES {
+            self.latencies.push(micros);
+        } else {
+            self.latencies[self.next_latency] = micros;
+        }
+        self.next_latency = (self.next_latency + 1) % LATENCY_SAMPLES;
     }
 
     /// Ejects for base × count (capped) plus up to 10 % jitter (`jitter` in [0, 1)).
@@ -239,14 +245,16 @@ impl State {
         self.successes + self.failures
     }
 
-    /// Starts a new interval: counters reset; a clean interval on probation ends it and
-    /// takes one ejection off the count (so ejections lengthen only for repeat offenders).
+    /// Starts a new interval: counters reset. On probation, an interval of real requests
+    /// without a failure ends it (a quiet one proves nothing, so probation goes on); after
+    /// that, each clean interval takes one ejection off the count (so ejections lengthen
+    /// only for repeat offenders).
     fn new_interval(&mut self) {
         if !self.is_ejected() && self.failures == 0 {
-            if self.probation {
-                self.probation = false;
-            } else {
+            if !self.probation {
                 self.ejection_count = self.ejection_count.saturating_sub(1);
+            } else if self.successes > 0 {
+                self.probation = false;
             }
         }
         self.successes = 0;
@@ -335,9 +343,14 @@ pub fn evaluate(states: &mut [&mut State], p: &OutlierPolicy) -> Vec<(usize, Rea
 
 /// How many endpoints may be ejected at once: the percentage of `total`, rounded down, but
 /// at least one when there are two or more endpoints (so a pool of two can shed its bad one).
+/// A percentage of 0 ejects nothing.
 pub fn ejection_cap(total: usize, max_percent: u8) -> usize {
     let cap = total * max_percent as usize / 100;
-    if total >= 2 { cap.max(1) } else { cap }
+    if total >= 2 && max_percent > 0 {
+        cap.max(1)
+    } else {
+        cap
+    }
 }
 
 /// Whether too few endpoints are healthy for ejections to be honoured.

@@ -45,7 +45,10 @@ fn ejection_lengthens_with_each_ejection_up_to_the_cap_then_probation() {
         let now = t0 + Duration::from_secs(1000 * i);
         s.eject(Reason::Consecutive5xx, String::new(), now, &p, 0.0);
         lengths.push(s.ejected.as_ref().unwrap().until - now);
-        assert!(!s.release_if_due(now + Duration::from_secs(29)) || i > 0);
+        assert!(
+            !s.release_if_due(now + Duration::from_secs(29)),
+            "not back before its time"
+        );
         assert!(s.release_if_due(now + Duration::from_secs(400)));
         assert!(s.probation);
     }
@@ -76,6 +79,8 @@ fn a_failure_on_probation_ejects_again_and_clean_intervals_forgive() {
     let mut ok = State::default();
     ok.eject(Reason::Consecutive5xx, String::new(), t0, &p, 0.0);
     ok.release_if_due(t0 + Duration::from_secs(31));
+    evaluate(&mut [&mut ok], &p);
+    assert!(ok.probation, "an interval without requests proves nothing");
     ok.observe(Outcome::Success, MS, &p);
     evaluate(&mut [&mut ok], &p);
     assert!(!ok.probation, "a clean interval ends probation");
@@ -141,6 +146,21 @@ fn failure_percentage_success_rate_and_latency_are_judged_per_interval() {
     assert_eq!(v.len(), 1);
     assert_eq!((v[0].0, v[0].1), (2, Reason::Latency));
     assert!(v[0].2.contains("p90 30.0 ms"), "{}", v[0].2);
+
+    // Latency alone (a cancelled hedge) counts for the latency detector, not for the rates.
+    let mut s: Vec<State> = (0..3).map(|_| State::default()).collect();
+    feed(&mut s[0], 50, 0, Duration::from_millis(2), &p);
+    feed(&mut s[1], 50, 0, Duration::from_millis(3), &p);
+    for _ in 0..30 {
+        s[2].observe_latency(Duration::from_millis(40));
+    }
+    assert_eq!(s[2].volume(), 0);
+    let mut refs: Vec<&mut State> = s.iter_mut().collect();
+    let v = evaluate(&mut refs, &p);
+    assert_eq!(
+        v.iter().map(|v| (v.0, v.1)).collect::<Vec<_>>(),
+        vec![(2, Reason::Latency)]
+    );
 }
 
 #[test]
@@ -148,6 +168,8 @@ fn ejection_cap_and_panic_threshold() {
     assert_eq!(ejection_cap(1, 50), 0, "a lone endpoint is never ejected");
     assert_eq!(ejection_cap(2, 10), 1, "at least one of two or more");
     assert_eq!(ejection_cap(10, 50), 5);
+    assert_eq!(ejection_cap(5, 0), 0, "0 % ejects nothing");
+    assert_eq!(ejection_cap(1, 100), 1, "100 % may eject a lone endpoint");
     assert!(!in_panic(3, 2, 50));
     assert!(in_panic(3, 1, 50));
     assert!(!in_panic(4, 2, 50), "exactly at the threshold is not panic");
