@@ -451,23 +451,24 @@ fn target(
     tp: Option<&TrafficPolicy>,
 ) -> Target {
     let spec = tp.map(|p| &p.spec);
-    let timeouts = merge_timeouts(
+    let timeouts = layered(
         mesh.timeouts.as_ref(),
         spec.and_then(|s| s.timeouts.as_ref()),
     );
-    let retries = spec
-        .and_then(|s| s.retries.as_ref())
-        .or(mesh.retries.as_ref());
-    let outlier = spec
-        .and_then(|s| s.outlier_detection.as_ref())
-        .or(mesh.outlier_detection.as_ref());
-    let lb = spec
-        .and_then(|s| s.load_balancer.as_ref())
-        .or(mesh.load_balancer.as_ref());
+    let retries = layered(mesh.retries.as_ref(), spec.and_then(|s| s.retries.as_ref()));
+    let outlier = layered(
+        mesh.outlier_detection.as_ref(),
+        spec.and_then(|s| s.outlier_detection.as_ref()),
+    );
+    let lb = layered(
+        mesh.load_balancer.as_ref(),
+        spec.and_then(|s| s.load_balancer.as_ref()),
+    );
+    let (outlier, lb) = (outlier.as_ref(), lb.as_ref());
     let default = Arc::new(RequestPolicy {
         route: "default".into(),
-        timeouts: timeouts.clone(),
-        retry: retry_policy(retries),
+        timeouts: timeouts_of(timeouts.as_ref()),
+        retry: retry_policy(retries.as_ref()),
         hedge: None,
     });
     let routes = spec
@@ -479,14 +480,8 @@ fn target(
             matches: r.matches.clone(),
             policy: Arc::new(RequestPolicy {
                 route: r.name.clone().unwrap_or_else(|| format!("route-{i}")),
-                timeouts: match &r.timeouts {
-                    Some(t) => merge_timeouts(Some(&to_api(&timeouts)), Some(t)),
-                    None => timeouts.clone(),
-                },
-                retry: match &r.retries {
-                    Some(rr) => retry_policy(Some(rr)),
-                    None => default.retry.clone(),
-                },
+                timeouts: timeouts_of(layered(timeouts.as_ref(), r.timeouts.as_ref()).as_ref()),
+                retry: retry_policy(layered(retries.as_ref(), r.retries.as_ref()).as_ref()),
                 hedge: r.hedging.as_ref().map(|h| HedgePolicy {
                     delay: h.delay.as_ref().map(|d| d.0),
                     ratio: h.budget_ratio.unwrap_or(DEFAULT_HEDGE_RATIO),
@@ -494,7 +489,7 @@ fn target(
             }),
         })
         .collect();
-    let budget = retries.and_then(|r| r.budget.as_ref());
+    let budget = retries.as_ref().and_then(|r| r.budget.as_ref());
     Target {
         key,
         endpoints,
@@ -537,28 +532,46 @@ fn target(
     }
 }
 
-fn to_api(t: &Timeouts) -> policy::Timeouts {
-    let d = |v: Option<Duration>| v.map(bulwark_api::duration::Duration);
-    policy::Timeouts {
-        connect: Some(bulwark_api::duration::Duration(t.connect)),
-        request: d(t.request),
-        per_try: d(t.per_try),
-        response_headers: d(t.response_headers),
-        idle: d(t.idle),
+/// `over` laid on `base` field by field, nested sections too (a list replaces a list):
+/// whatever a TrafficPolicy leaves out comes from the MeshConfig defaults, and whatever a
+/// route leaves out from its TrafficPolicy. Done once per snapshot, not per request.
+fn layered<T>(base: Option<&T>, over: Option<&T>) -> Option<T>
+where
+    T: Clone + serde::Serialize + serde::de::DeserializeOwned,
+{
+    fn lay(base: &mut serde_json::Value, over: serde_json::Value) {
+        match (base, over) {
+            (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+                for (k, v) in o {
+                    lay(b.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (b, o) => *b = o,
+        }
     }
+    let (base, over) = match (base, over) {
+        (Some(b), Some(o)) => (b, o),
+        (b, o) => return o.or(b).cloned(),
+    };
+    let merged = serde_json::to_value(base).and_then(|mut v| {
+        lay(&mut v, serde_json::to_value(over)?);
+        serde_json::from_value(v)
+    });
+    // Both sides are valid documents of the same type, so the merge is too; should it ever
+    // not be, the more specific side wins whole.
+    Some(merged.unwrap_or_else(|_| over.clone()))
 }
 
-/// Field by field: the policy's value, else the base's, else the default.
-fn merge_timeouts(base: Option<&policy::Timeouts>, over: Option<&policy::Timeouts>) -> Timeouts {
-    let pick = |f: fn(&policy::Timeouts) -> Option<&bulwark_api::duration::Duration>| {
-        over.and_then(f).or_else(|| base.and_then(f)).map(|d| d.0)
+fn timeouts_of(t: Option<&policy::Timeouts>) -> Timeouts {
+    let d = |f: fn(&policy::Timeouts) -> Option<&bulwark_api::duration::Duration>| {
+        t.and_then(f).map(|d| d.0)
     };
     Timeouts {
-        connect: pick(|t| t.connect.as_ref()).unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-        request: pick(|t| t.request.as_ref()),
-        per_try: pick(|t| t.per_try.as_ref()),
-        response_headers: pick(|t| t.response_headers.as_ref()),
-        idle: pick(|t| t.idle.as_ref()),
+        connect: d(|t| t.connect.as_ref()).unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        request: d(|t| t.request.as_ref()),
+        per_try: d(|t| t.per_try.as_ref()),
+        response_headers: d(|t| t.response_headers.as_ref()),
+        idle: d(|t| t.idle.as_ref()),
     }
 }
 

@@ -22,7 +22,7 @@ spec:
   trustDomain: cluster.local
   defaults:
     timeouts: {connect: 2s, request: 10s}
-    retries: {attempts: 2, conditions: [connect-failure]}
+    retries: {attempts: 2, conditions: [connect-failure], backoff: {max: 400ms}}
 ---
 apiVersion: bulwark.dev/v1alpha1
 kind: Backend
@@ -49,6 +49,7 @@ spec:
     - name: orders
       match: {grpc: {service: shop.v1.Orders, method: Place}}
       timeouts: {request: 1s}
+      retries: {attempts: 1}
 ---
 apiVersion: bulwark.dev/v1alpha1
 kind: TrafficPolicy
@@ -126,6 +127,11 @@ fn effective_policy_layers_defaults_policy_and_route() {
     );
     assert_eq!(d.retry.attempts, 3);
     assert_eq!(d.retry.conditions, vec![RetryCondition::ServerError]);
+    assert_eq!(
+        d.retry.backoff_max,
+        Duration::from_millis(400),
+        "a field the policy leaves out comes from the mesh defaults"
+    );
     let h = HeaderMap::new();
     let reads = api.request_policy(&Method::GET, "/items/7", &h);
     assert_eq!(reads.route, "reads");
@@ -142,6 +148,12 @@ fn effective_policy_layers_defaults_policy_and_route() {
         orders.timeouts.per_try,
         Some(Duration::from_millis(200)),
         "inherited"
+    );
+    assert_eq!(orders.retry.attempts, 1, "the route's own");
+    assert_eq!(
+        orders.retry.conditions,
+        vec![RetryCondition::ServerError],
+        "the rest of the retries from the policy"
     );
     assert_eq!(
         api.request_policy(&Method::POST, "/shop.v1.Orders/Cancel", &h)
