@@ -18,6 +18,65 @@ fn example_policy_dir(test: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// A Backend for the test server, with a policy whose retry attempts the test edits.
+fn api_policy(server: &Pod, attempts: u32) -> String {
+    format!(
+        "apiVersion: bulwark.dev/v1alpha1\nkind: Backend\nmetadata: {{name: api, namespace: shop}}\nspec:\n  endpoints: [\"{}:8080\"]\n---\napiVersion: bulwark.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: api, namespace: shop}}\nspec:\n  targetRef: {{kind: Backend, name: api}}\n  retries: {{attempts: {attempts}, conditions: [5xx]}}\n",
+        server.ip
+    )
+}
+
+/// The effective retry attempts of the proxy's `Backend/shop/api` target.
+fn api_attempts(client: &Pod) -> Result<u64> {
+    let (_, dump) = client.admin("/config_dump")?;
+    let dump: serde_json::Value = serde_json::from_str(&dump)?;
+    let t = dump["snapshot"]["routes"]["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["key"] == "Backend/shop/api")
+        .cloned()
+        .unwrap_or_default();
+    Ok(t["default"]["retry"]["attempts"].as_u64().unwrap_or(0))
+}
+
+/// Requests the proxy has sent to the Backend's endpoint, from `/outliers`.
+fn api_requests(client: &Pod) -> Result<u64> {
+    let (_, body) = client.admin("/outliers")?;
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["target"] == "Backend/shop/api")
+        .flat_map(|t| t["endpoints"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["requests"].as_u64().unwrap_or(0))
+        .sum())
+}
+
+/// Every request h2load completed went through the Backend's policy (h2load's duration
+/// mode may also leave one started request per connection undone at the end).
+fn assert_routed(h2load: &str, routed: u64) {
+    let field = |name: &str| -> u64 {
+        h2load
+            .split(',')
+            .find_map(|f| {
+                f.trim()
+                    .trim_start_matches("requests:")
+                    .trim()
+                    .strip_suffix(name)
+            })
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let (done, started) = (field("total"), field("started"));
+    assert!(
+        done <= routed && routed <= started,
+        "{routed} requests through the Backend: {h2load}"
+    );
+}
+
+const OPENED: &str = "bulwark_connections_opened_total{direction=\"outbound\",protocol=\"http1\"}";
+
 fn status(cp: &Pod) -> Result<String> {
     let out = cp
         .cmd(bin("bulwarkctl"))
@@ -39,6 +98,8 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     let server = mesh.pod("server")?;
     mesh.testserver(&server, &["--http", "0.0.0.0:8080"])?;
     let dir = example_policy_dir("live")?;
+    let api = dir.join("api.yaml");
+    std::fs::write(&api, api_policy(&server, 3))?;
     let cp_pid = start_control_plane(&mut mesh, &cp, &dir)?;
     let endpoint = format!("http://{}:5170", cp.ip);
     let client_ip = client.ip.to_string();
@@ -52,18 +113,24 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     ];
     mesh.proxy(&client, &flags)?;
 
-    // The first snapshot: the shop namespace's documents and the MeshConfig.
+    // The first snapshot: the shop namespace's documents (with api.yaml's two) and the
+    // MeshConfig.
     let (_, dump) = client.admin("/config_dump")?;
     let dump: serde_json::Value = serde_json::from_str(&dump)?;
     let v1 = dump["snapshot"]["version"].as_u64().unwrap_or(0);
     assert!(v1 > 0, "{dump}");
     assert_eq!(
         dump["snapshot"]["documents"].as_array().map(Vec::len),
-        Some(4),
+        Some(6),
         "{dump}"
     );
+    assert_eq!(api_attempts(&client)?, 3);
 
-    // A valid edit under load: it reaches the proxy and no request fails.
+    // A valid edit to the policy of the very traffic under load: it reaches the proxy, no
+    // request fails and no connection is dropped (h2load does not reconnect; the proxy
+    // accepts exactly its two connections).
+    let opened = client.metric(OPENED)?;
+    let sent = api_requests(&client)?;
     let load = {
         let client = client.clone();
         let url = format!("http://{}:8080/", server.ip);
@@ -74,15 +141,20 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
         })
     };
     std::thread::sleep(Duration::from_millis(500));
-    let web = dir.join("web.yaml");
-    let text = std::fs::read_to_string(&web)?;
-    std::fs::write(&web, text.replace("    attempts: 3", "    attempts: 2"))?;
+    std::fs::write(&api, api_policy(&server, 2))?;
     wait("the edit to reach the proxy", || {
         Ok(snapshot_version(&client)? > v1)
     })?;
     let v2 = snapshot_version(&client)?;
+    assert_eq!(api_attempts(&client)?, 2, "the edit is in force");
     let out = load.join().expect("load thread")?;
     assert!(out.contains(" 0 failed, 0 errored"), "{out}");
+    assert_eq!(
+        client.metric(OPENED)? - opened,
+        2.0,
+        "no connection was dropped"
+    );
+    assert_routed(&out, api_requests(&client)? - sent);
     let st = status(&cp)?;
     assert!(st.contains(&format!("policy: version {v2}")), "{st}");
     let line = st
@@ -96,6 +168,8 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     );
 
     // An invalid edit: rejected with file, line and reason; the proxy keeps version v2.
+    let web = dir.join("web.yaml");
+    let text = std::fs::read_to_string(&web)?;
     std::fs::write(&web, text.replace("    attempts: 3", "    attempts: 30"))?;
     wait("the rejection", || Ok(status(&cp)?.contains("REJECTED")))?;
     let st = status(&cp)?;
@@ -106,7 +180,9 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     assert!(st.contains(&format!("policy: version {v2}")), "{st}");
     assert_eq!(snapshot_version(&client)?, v2);
 
-    // The control plane is killed under load: not one request fails, the proxy stays ready.
+    // The control plane is killed under load to the Backend: not one request fails, the
+    // proxy stays ready and keeps routing by the policy it had.
+    let sent = api_requests(&client)?;
     let load = {
         let client = client.clone();
         let url = format!("http://{}:8080/", server.ip);
@@ -120,6 +196,7 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     mesh.kill(cp_pid)?;
     let out = load.join().expect("load thread")?;
     assert!(out.contains(" 0 failed, 0 errored"), "{out}");
+    assert_routed(&out, api_requests(&client)? - sent);
     let (code, _) = client.admin("/ready")?;
     assert_eq!(code, 200);
     client.sh_ok(&format!(
