@@ -91,7 +91,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let drain = Drain::new();
     let metrics = Arc::new(Metrics::new(cfg.metrics_max_authorities));
     let shared = Arc::new(Shared {
-        router: Arc::new(Router::new(cfg.dns.clone(), metrics.clone())),
+        router: Arc::new(Router::new(
+            cfg.dns.clone(),
+            cfg.max_policy_endpoints,
+            metrics.clone(),
+        )),
         metrics,
         learner: Arc::new(OpaqueLearner::new(
             cfg.detect.learn_threshold,
@@ -212,10 +216,14 @@ fn local_snapshot(cfg: &Config) -> Result<Snapshot, AppError> {
                 || d.metadata().namespace() == namespace
         })
         .collect();
+    let routes = crate::outbound::route::build(&documents);
+    routes
+        .check_bound(cfg.max_policy_endpoints)
+        .map_err(AppError::Policy)?;
     Ok(Snapshot {
         version: 0,
         opaque_ports: cfg.detect.opaque_ports.iter().copied().collect(),
-        routes: crate::outbound::route::build(&documents),
+        routes,
         documents,
         states: Vec::new(),
     })

@@ -54,6 +54,10 @@ pub const DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT: usize = 32;
 pub const DEFAULT_POOL_MAX_ENDPOINTS: usize = 1024;
 /// Distinct authority label values in metrics; the rest are counted under `other`.
 pub const DEFAULT_METRICS_MAX_AUTHORITIES: usize = 256;
+/// Endpoints one policy snapshot may name. Each costs run-time state (latency, outlier
+/// state), a connection pool when used, and metric series; 10,000 is far beyond what one
+/// workload calls, and bounds what a mistaken policy generator can make a proxy hold.
+pub const DEFAULT_MAX_POLICY_ENDPOINTS: usize = 10_000;
 /// Shortest time between two DNS lookups of a hostname endpoint, whatever its TTL.
 pub const DEFAULT_DNS_MIN_REFRESH: Duration = Duration::from_secs(1);
 /// Longest time a DNS answer is used, whatever its TTL.
@@ -95,6 +99,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Bound on distinct authority labels in metrics.
     pub metrics_max_authorities: usize,
+    /// Most endpoints a policy snapshot may name; a larger one is rejected (NACKed).
+    pub max_policy_endpoints: usize,
     /// Resolving hostname endpoints of Backends.
     pub dns: DnsConfig,
     /// Grace period for in-flight work on shutdown.
@@ -246,6 +252,7 @@ impl Default for Config {
                 pool_max_endpoints: DEFAULT_POOL_MAX_ENDPOINTS,
             },
             metrics_max_authorities: DEFAULT_METRICS_MAX_AUTHORITIES,
+            max_policy_endpoints: DEFAULT_MAX_POLICY_ENDPOINTS,
             dns: DnsConfig {
                 servers: Vec::new(),
                 min_refresh: DEFAULT_DNS_MIN_REFRESH,
@@ -289,6 +296,7 @@ impl Config {
                 "--metrics-max-authorities",
                 self.metrics_max_authorities == 0,
             ),
+            ("--max-policy-endpoints", self.max_policy_endpoints == 0),
         ];
         if self.control_plane.is_some() && !self.policy_paths.is_empty() {
             return Err(ConfigError::TwoPolicySources);

@@ -52,8 +52,13 @@ pub struct Identity {
 #[error("{0}")]
 pub struct Rejected(pub String);
 
-/// Builds the next snapshot from a received one. Pure: the caller swaps it in.
-pub fn build(received: &wire::Snapshot, current: &Snapshot) -> Result<Snapshot, Rejected> {
+/// Builds the next snapshot from a received one. Pure: the caller swaps it in. A snapshot
+/// naming more than `max_endpoints` endpoints is rejected whole.
+pub fn build(
+    received: &wire::Snapshot,
+    current: &Snapshot,
+    max_endpoints: usize,
+) -> Result<Snapshot, Rejected> {
     let values: Vec<serde_json::Value> = serde_json::from_str(&received.documents_json)
         .map_err(|e| Rejected(format!("documents are not a JSON array: {e}")))?;
     let mut documents = Vec::with_capacity(values.len());
@@ -82,10 +87,12 @@ pub fn build(received: &wire::Snapshot, current: &Snapshot) -> Result<Snapshot, 
     if !problems.is_empty() {
         return Err(Rejected(problems.join("; ")));
     }
+    let routes = route::build(&documents);
+    routes.check_bound(max_endpoints).map_err(Rejected)?;
     Ok(Snapshot {
         version: received.version,
         opaque_ports: current.opaque_ports.clone(),
-        routes: route::build(&documents),
+        routes,
         documents,
         states: Vec::new(),
     })
@@ -177,7 +184,7 @@ async fn session(
             continue;
         };
         got = true;
-        let answer = match build(&s, &snapshot.load()) {
+        let answer = match build(&s, &snapshot.load(), router.max_endpoints()) {
             Ok(mut next) => {
                 next.states = router.attach(&next.routes.targets);
                 let docs = next.documents.len();

@@ -134,6 +134,10 @@ struct RunArgs {
     /// Distinct authority labels in metrics; the rest count as "other".
     #[arg(long, env = "BULWARK_METRICS_MAX_AUTHORITIES", default_value_t = config::DEFAULT_METRICS_MAX_AUTHORITIES)]
     metrics_max_authorities: usize,
+    /// Most endpoints a policy snapshot may name, Backends together; a larger snapshot is
+    /// rejected (NACKed) and the last good one kept.
+    #[arg(long, env = "BULWARK_MAX_POLICY_ENDPOINTS", default_value_t = config::DEFAULT_MAX_POLICY_ENDPOINTS)]
+    max_policy_endpoints: usize,
     /// DNS servers for hostname endpoints (comma-separated IPs, port 53); the system's
     /// resolv.conf when empty.
     #[arg(long, env = "BULWARK_DNS_SERVERS", value_delimiter = ',')]
@@ -192,6 +196,7 @@ impl RunArgs {
         c.http.pool_max_idle_per_endpoint = self.pool_max_idle_per_endpoint;
         c.http.pool_max_endpoints = self.pool_max_endpoints;
         c.metrics_max_authorities = self.metrics_max_authorities;
+        c.max_policy_endpoints = self.max_policy_endpoints;
         c.dns.servers = self.dns_servers;
         c.dns.min_refresh = self.dns_min_refresh;
         c.dns.max_refresh = self.dns_max_refresh;

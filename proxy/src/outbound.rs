@@ -531,18 +531,26 @@ pub struct Router {
     /// Built on the first hostname endpoint: most proxies never need one, and it costs
     /// memory.
     resolver: std::sync::OnceLock<Option<Resolver>>,
+    max_endpoints: usize,
     metrics: Arc<Metrics>,
 }
 
 impl Router {
-    /// A router; `dns` configures the resolver, built when a hostname endpoint first needs it.
-    pub fn new(dns: crate::config::DnsConfig, metrics: Arc<Metrics>) -> Self {
+    /// A router; `dns` configures the resolver, built when a hostname endpoint first needs
+    /// it; a snapshot may name at most `max_endpoints` endpoints.
+    pub fn new(dns: crate::config::DnsConfig, max_endpoints: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             states: Mutex::new(HashMap::new()),
             dns,
             resolver: std::sync::OnceLock::new(),
+            max_endpoints,
             metrics,
         }
+    }
+
+    /// The most endpoints a snapshot may name (`--max-policy-endpoints`).
+    pub fn max_endpoints(&self) -> usize {
+        self.max_endpoints
     }
 
     fn resolver(&self) -> Option<Resolver> {

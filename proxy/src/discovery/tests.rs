@@ -21,7 +21,7 @@ fn a_valid_snapshot_is_built_whole() {
         opaque_ports: [3306].into(),
         ..Default::default()
     };
-    let next = build(&snap(7, &format!("[{WEB}]")), &current).unwrap();
+    let next = build(&snap(7, &format!("[{WEB}]")), &current, usize::MAX).unwrap();
     assert_eq!(next.version, 7);
     assert_eq!(next.documents.len(), 1);
     assert!(
@@ -34,23 +34,31 @@ fn a_valid_snapshot_is_built_whole() {
 fn invalid_snapshots_are_rejected_with_the_field_and_reason() {
     let current = Snapshot::default();
     assert!(
-        build(&snap(2, "{not json"), &current)
+        build(&snap(2, "{not json"), &current, usize::MAX)
             .unwrap_err()
             .0
             .contains("not a JSON array")
     );
     let bad = WEB.replace(r#""spec":{"#, r#""spec":{"retries":{"attempts":50},"#);
-    let err = build(&snap(3, &format!("[{bad}]")), &current).unwrap_err();
+    let err = build(&snap(3, &format!("[{bad}]")), &current, usize::MAX).unwrap_err();
     assert_eq!(
         err.0,
         "document 0 (TrafficPolicy web): spec.retries.attempts: must be between 1 and 10, got 50"
     );
     let unknown = WEB.replace(r#""spec":{"#, r#""spec":{"retrys":{},"#);
     assert!(
-        build(&snap(4, &format!("[{unknown}]")), &current)
+        build(&snap(4, &format!("[{unknown}]")), &current, usize::MAX)
             .unwrap_err()
             .0
             .contains("unknown field `retrys`")
+    );
+    let backend = r#"{"apiVersion":"bulwark.dev/v1alpha1","kind":"Backend","metadata":{"name":"api","namespace":"shop"},"spec":{"endpoints":["10.0.0.1:80","10.0.0.2:80","api.internal:80"]}}"#;
+    assert!(build(&snap(5, &format!("[{backend}]")), &current, 3).is_ok());
+    assert_eq!(
+        build(&snap(5, &format!("[{backend}]")), &current, 2)
+            .unwrap_err()
+            .0,
+        "the policy names 3 endpoints, more than this proxy takes (--max-policy-endpoints 2)"
     );
 }
 
@@ -169,6 +177,7 @@ async fn acks_nacks_keeps_the_last_good_snapshot_and_reconnects() {
         shared.clone(),
         Arc::new(crate::outbound::Router::new(
             crate::config::Config::default().dns,
+            usize::MAX,
             metrics.clone(),
         )),
         applied.clone(),

@@ -363,6 +363,25 @@ pub fn endpoint_spec(s: &str) -> Option<EndpointSpec> {
     })
 }
 
+impl RouteTable {
+    /// Endpoints the targets name (a hostname counts once, whatever it resolves to).
+    pub fn endpoint_count(&self) -> usize {
+        self.targets.iter().map(|t| t.endpoints.len()).sum()
+    }
+
+    /// Refuses a table naming more endpoints than `max`: each costs run-time state, a
+    /// connection pool and metrics, so a mistaken generator cannot exhaust the proxy.
+    pub fn check_bound(&self, max: usize) -> Result<(), String> {
+        let n = self.endpoint_count();
+        if n > max {
+            return Err(format!(
+                "the policy names {n} endpoints, more than this proxy takes (--max-policy-endpoints {max})"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Builds the table from a snapshot's documents. Pure.
 pub fn build(documents: &[Document]) -> RouteTable {
     let defaults = documents.iter().find_map(|d| match d {
