@@ -98,6 +98,8 @@ async fn follow(
                 }
                 state.sent(key, policy.version);
                 last_sent = Some(json);
+            } else {
+                state.unchanged(key, policy.version);
             }
         }
         // Wait for a new policy, answering ACKs and NACKs meanwhile.

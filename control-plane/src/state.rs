@@ -65,6 +65,9 @@ struct ProxyEntry {
     acked_version: u64,
     nacked_version: u64,
     nack_reason: String,
+    /// The newest policy version this proxy's scope was compared against: a version that
+    /// changed nothing in its namespace is not sent, yet the proxy is not behind.
+    checked_version: u64,
 }
 
 #[derive(Debug)]
@@ -180,6 +183,7 @@ impl State {
             acked_version: 0,
             nacked_version: 0,
             nack_reason: String::new(),
+            checked_version: 0,
         };
         lock(&self.proxies).insert(key, entry);
         key
@@ -195,8 +199,16 @@ impl State {
         if let Some(e) = lock(&self.proxies).get_mut(&key) {
             e.sent_version = version;
             e.sent_at = Some(Instant::now());
+            e.checked_version = version;
         }
         lock(&self.counters).pushes += 1;
+    }
+
+    /// Policy `version` left the proxy's scoped documents as they were: nothing to send.
+    pub fn unchanged(&self, key: u64, version: u64) {
+        if let Some(e) = lock(&self.proxies).get_mut(&key) {
+            e.checked_version = version;
+        }
     }
 
     /// The proxy applied `version`.
@@ -244,6 +256,9 @@ impl State {
                 nacked_version: e.nacked_version,
                 nack_reason: e.nack_reason.clone(),
                 connected_seconds: e.connected_at.elapsed().as_secs(),
+                in_sync: e.sent_version > 0
+                    && e.acked_version == e.sent_version
+                    && e.checked_version == policy.version,
             })
             .collect();
         wire::StatusResponse {
@@ -303,26 +318,66 @@ impl State {
             "Policy changes rejected as invalid.",
             c.rejections.to_string(),
         );
-        let h = &c.push_to_ack;
-        let _ = writeln!(
-            o,
-            "# HELP bulwark_cp_push_to_ack_seconds Time from sending a snapshot to its ACK.\n# TYPE bulwark_cp_push_to_ack_seconds summary"
+        render_histogram(
+            &mut o,
+            "bulwark_cp_push_to_ack_seconds",
+            "Time from sending a snapshot to its ACK.",
+            &c.push_to_ack,
         );
-        for q in [0.5, 0.9, 0.99] {
-            let _ = writeln!(
-                o,
-                "bulwark_cp_push_to_ack_seconds{{quantile=\"{q}\"}} {}",
-                h.value_at_quantile(q) as f64 / 1e6
-            );
-        }
-        let _ = writeln!(o, "bulwark_cp_push_to_ack_seconds_count {}", h.len());
         o
     }
+}
+
+/// Upper bounds (seconds) of the push-to-ACK buckets: a healthy push is acknowledged in
+/// milliseconds, a struggling one in seconds.
+const PUSH_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A Prometheus histogram (cumulative buckets, sum, count) read from an hdrhistogram of
+/// microseconds, so replicas' figures can be aggregated, which quantiles cannot.
+fn render_histogram(o: &mut String, name: &str, help: &str, h: &Histogram<u64>) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for le in PUSH_BUCKETS {
+        let n = h.count_between(0, (le * 1e6) as u64);
+        let _ = writeln!(o, "{name}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
+    let sum: f64 = h
+        .iter_recorded()
+        .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+        .sum();
+    let _ = writeln!(o, "{name}_sum {}", sum / 1e6);
+    let _ = writeln!(o, "{name}_count {}", h.len());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_to_ack_is_a_cumulative_histogram() {
+        let mut h = Histogram::new_with_bounds(1, 600_000_000, 2).unwrap();
+        h.record(800).unwrap(); // 0.8 ms
+        h.record(40_000).unwrap(); // 40 ms
+        h.record(3_000_000).unwrap(); // 3 s
+        let mut o = String::new();
+        render_histogram(&mut o, "x_seconds", "help", &h);
+        assert!(o.contains("# TYPE x_seconds histogram"), "{o}");
+        assert!(o.contains("x_seconds_bucket{le=\"0.001\"} 1\n"), "{o}");
+        assert!(o.contains("x_seconds_bucket{le=\"0.05\"} 2\n"), "{o}");
+        assert!(o.contains("x_seconds_bucket{le=\"2.5\"} 2\n"), "{o}");
+        assert!(o.contains("x_seconds_bucket{le=\"5\"} 3\n"), "{o}");
+        assert!(o.contains("x_seconds_bucket{le=\"+Inf\"} 3\n"), "{o}");
+        assert!(o.contains("x_seconds_count 3\n"), "{o}");
+        let sum: f64 = o
+            .lines()
+            .find_map(|l| l.strip_prefix("x_seconds_sum "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((sum - 3.0408).abs() < 0.05, "{sum}");
+    }
 
     #[test]
     fn versions_count_up_and_rejections_clear_on_the_next_good_policy() {
@@ -361,9 +416,21 @@ mod tests {
             (4, 3, 4)
         );
         assert_eq!(p.nack_reason, "spec.retries: bad");
+        assert!(!p.in_sync, "a NACKed proxy is behind");
+        let v = s.publish(Vec::new());
+        s.sent(k, v);
+        s.acked(k, v);
+        assert!(s.status().proxies[0].in_sync);
+        let v = s.publish(Vec::new());
+        assert!(!s.status().proxies[0].in_sync, "not yet compared");
+        s.unchanged(k, v);
+        assert!(
+            s.status().proxies[0].in_sync,
+            "a version that changes nothing for it"
+        );
         assert!(
             s.render_metrics()
-                .contains("bulwark_cp_push_to_ack_seconds_count 1")
+                .contains("bulwark_cp_push_to_ack_seconds_count 2")
         );
         s.unregister(k);
         assert!(s.status().proxies.is_empty());

@@ -110,6 +110,9 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
         "shop/web",
         "--pod-ips",
         &client_ip,
+        // The example's three endpoints (two for legacy-db, one for api) and no more.
+        "--max-policy-endpoints",
+        "3",
     ];
     mesh.proxy(&client, &flags)?;
 
@@ -166,6 +169,29 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
         2,
         "sent and acknowledged: {st}"
     );
+    assert!(line.contains(" yes "), "in sync: {st}");
+
+    // The control plane's own admin port: ready, and its metrics parse with the reference
+    // Prometheus parser, the push-to-ACK latency as a histogram with the push in it.
+    let out = cp.sh_ok(&format!(
+        "curl -sf http://127.0.0.1:5171/ready >/dev/null && curl -s http://127.0.0.1:5171/metrics | {} {}",
+        bulwark_tests::python().display(),
+        bulwark_tests::py_script("parse_metrics.py").display()
+    ))?;
+    let parsed: serde_json::Value = serde_json::from_str(&out)?;
+    let fam = &parsed["families"];
+    assert_eq!(
+        fam["bulwark_cp_push_to_ack_seconds"]["type"], "histogram",
+        "{out}"
+    );
+    assert!(
+        fam["bulwark_cp_push_to_ack_seconds"]["samples"].as_u64() >= Some(16),
+        "{out}"
+    );
+    assert_eq!(
+        fam["bulwark_cp_connected_proxies"]["type"], "gauge",
+        "{out}"
+    );
 
     // An invalid edit: rejected with file, line and reason; the proxy keeps version v2.
     let web = dir.join("web.yaml");
@@ -221,6 +247,33 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     )?;
     let st = status(&cp)?;
     assert!(st.contains("proxies: 1") && st.contains("shop/web"), "{st}");
+
+    // A valid policy this proxy cannot take (a fourth endpoint): it NACKs with the reason,
+    // the control plane shows it, and the proxy keeps the snapshot it has.
+    let v3 = snapshot_version(&client)?;
+    std::fs::write(
+        dir.join("extra.yaml"),
+        format!(
+            "apiVersion: bulwark.dev/v1alpha1\nkind: Backend\nmetadata: {{name: extra, namespace: shop}}\nspec:\n  endpoints: [\"{}:9090\"]\n",
+            server.ip
+        ),
+    )?;
+    wait("the NACK", || {
+        Ok(client.metric("bulwark_discovery_snapshots_rejected_total")? >= 1.0)
+    })?;
+    let st = status(&cp)?;
+    assert!(
+        st.contains(
+            "the policy names 4 endpoints, more than this proxy takes (--max-policy-endpoints 3)"
+        ),
+        "{st}"
+    );
+    let line = st
+        .lines()
+        .find(|l| l.contains("shop/web"))
+        .unwrap_or_default();
+    assert!(line.contains(" no "), "not in sync: {st}");
+    assert_eq!(snapshot_version(&client)?, v3);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

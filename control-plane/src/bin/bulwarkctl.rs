@@ -104,8 +104,8 @@ fn status(addr: &str) -> anyhow::Result<()> {
     println!("proxies: {}", st.proxies.len());
     if !st.proxies.is_empty() {
         println!(
-            "  {:<24} {:<16} {:>14} {:>14} {:>14} {:>9}  NACK REASON",
-            "WORKLOAD", "IPS", "SENT", "ACKED", "NACKED", "CONNECTED"
+            "  {:<24} {:<16} {:>14} {:>14} {:>14} {:>7} {:>9}  NACK REASON",
+            "WORKLOAD", "IPS", "SENT", "ACKED", "NACKED", "IN SYNC", "CONNECTED"
         );
     }
     for p in &st.proxies {
@@ -115,12 +115,13 @@ fn status(addr: &str) -> anyhow::Result<()> {
             p.nacked_version.to_string()
         };
         println!(
-            "  {:<24} {:<16} {:>14} {:>14} {:>14} {:>8}s  {}",
+            "  {:<24} {:<16} {:>14} {:>14} {:>14} {:>7} {:>8}s  {}",
             p.workload,
             p.pod_ips.join(","),
             p.sent_version,
             p.acked_version,
             nacked,
+            if p.in_sync { "yes" } else { "no" },
             p.connected_seconds,
             p.nack_reason
         );
