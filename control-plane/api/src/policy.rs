@@ -120,6 +120,10 @@ pub struct BackendSpec {
     /// Endpoints as `ip:port`, `[ipv6]:port` or `host:port` (hostnames are resolved and
     /// re-resolved when their DNS TTL expires). At least one.
     pub endpoints: Vec<String>,
+    /// Ports the Backend's name is reached on (`api:8080`); every port when absent. Its
+    /// endpoint hostnames and addresses match on their own ports whatever this says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
     /// The identity the endpoints must present under mTLS
     /// (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`); none means no identity check.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -404,7 +404,8 @@ pub fn build(documents: &[Document]) -> RouteTable {
                 && p.metadata.namespace() == ns
         })
     };
-    // Backends: reached by name, by any endpoint hostname, and by any literal endpoint.
+    // Backends: reached by name (on its ports, or any), by any endpoint hostname, and by
+    // any literal endpoint.
     for d in documents {
         let Document::Backend(b) = d else { continue };
         let ns = b.metadata.namespace();
@@ -422,8 +423,14 @@ pub fn build(documents: &[Document]) -> RouteTable {
             tp,
         );
         let i = table.targets.len();
+        let ports: Vec<Option<u16>> = match b.spec.ports.as_slice() {
+            [] => vec![None],
+            listed => listed.iter().map(|&p| Some(p)).collect(),
+        };
         for n in names(&b.metadata.name, ns) {
-            table.by_host.entry((n, None)).or_insert(i);
+            for &p in &ports {
+                table.by_host.entry((n.clone(), p)).or_insert(i);
+            }
         }
         for e in &target.endpoints {
             match e {

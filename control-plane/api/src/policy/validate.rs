@@ -375,6 +375,19 @@ pub fn validate(doc: &Document) -> Vec<Problem> {
                     c.fail(format!("spec.endpoints[{i}]"), reason);
                 }
             }
+            for (i, p) in b.spec.ports.iter().enumerate() {
+                if *p == 0 {
+                    c.fail(
+                        format!("spec.ports[{i}]"),
+                        "must be between 1 and 65535, got 0",
+                    );
+                } else if b.spec.ports[..i].contains(p) {
+                    c.fail(
+                        format!("spec.ports[{i}]"),
+                        format!("port {p} is listed twice"),
+                    );
+                }
+            }
             if let Some(id) = &b.spec.identity {
                 if !id.starts_with("spiffe://") {
                     c.fail(

@@ -79,6 +79,18 @@ fn targets_are_found_by_name_endpoint_hostname_and_address() {
         t.lookup(dst, Some("api.example.test:9999")).is_none(),
         "an endpoint hostname matches on its port"
     );
+    let mut with_ports = docs(POLICY);
+    for d in &mut with_ports {
+        if let Document::Backend(b) = d {
+            b.spec.ports = vec![8080];
+        }
+    }
+    let tp = build(&with_ports);
+    assert!(tp.lookup(dst, Some("api.shop:8080")).is_some());
+    assert!(
+        tp.lookup(dst, Some("api.shop:9090")).is_none(),
+        "a Backend with ports is reached by name on those only"
+    );
     let ep: SocketAddr = "10.1.0.2:8080".parse().unwrap();
     assert_eq!(
         t.lookup(ep, Some("10.1.0.2:8080")).unwrap().key,

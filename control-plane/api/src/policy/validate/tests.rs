@@ -195,6 +195,7 @@ fn backend_endpoints_and_names() {
                 "db".into(),
                 "bad host:1".into(),
             ],
+            ports: vec![8080, 0, 8080],
             identity: Some("web".into()),
         },
     });
@@ -205,6 +206,8 @@ fn backend_endpoints_and_names() {
             "spec.endpoints[3]: \"fd00::1:5432\": IPv6 addresses go in brackets, like [fd00::1]:8080",
             "spec.endpoints[4]: \"db\" has no port: write host:port or ip:port",
             "spec.endpoints[5]: \"bad host:1\" has host \"bad host\", which is neither an IP address nor a DNS name",
+            "spec.ports[1]: must be between 1 and 65535, got 0",
+            "spec.ports[2]: port 8080 is listed twice",
             "spec.identity: must be a SPIFFE ID (spiffe://...), got \"web\"",
         ]
     );
