@@ -127,6 +127,8 @@ pub struct TargetState {
     pub target: ArcSwap<Target>,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     resolved: Mutex<HashMap<(String, u16), Vec<SocketAddr>>>,
+    /// Every address the hostname endpoints resolve to now, for lookups by address.
+    resolved_addrs: ArcSwap<std::collections::HashSet<SocketAddr>>,
     rr: AtomicU64,
     next_evaluation: Mutex<Option<Instant>>,
     /// Held while an ejection is decided, so two at once cannot both pass the cap.
@@ -147,6 +149,7 @@ impl TargetState {
             budget: Mutex::new(Budget::new(b.ratio, b.min_per_second, b.window)),
             endpoints: ArcSwap::from_pointee(Vec::new()),
             resolved: Mutex::new(HashMap::new()),
+            resolved_addrs: ArcSwap::from_pointee(Default::default()),
             rr: AtomicU64::new(0),
             next_evaluation: Mutex::new(None),
             ejecting: Mutex::new(()),
@@ -178,9 +181,10 @@ impl TargetState {
 
     /// The endpoint list from the literal addresses and the latest DNS answers.
     fn rebuild_endpoints(&self) {
-        let target = self.target.load();
         let resolved = lock(&self.resolved);
+        let target = self.target.load();
         let mut addrs = BTreeSet::new();
+        let mut from_dns = std::collections::HashSet::new();
         for e in &target.endpoints {
             match e {
                 EndpointSpec::Addr(a) => {
@@ -189,11 +193,14 @@ impl TargetState {
                 EndpointSpec::Dns { host, port } => {
                     if let Some(v) = resolved.get(&(host.clone(), *port)) {
                         addrs.extend(v.iter().copied());
+                        from_dns.extend(v.iter().copied());
                     }
                 }
             }
         }
-        drop(resolved);
+        // The lock on the answers stays held until the list is stored: two refreshes at once
+        // would otherwise race, and the later store could drop the other's answer.
+        self.resolved_addrs.store(Arc::new(from_dns));
         let old = self.endpoints.load();
         let now = Instant::now();
         let next: Vec<Arc<Endpoint>> = addrs
@@ -206,6 +213,12 @@ impl TargetState {
             })
             .collect();
         self.endpoints.store(Arc::new(next));
+        drop(resolved);
+    }
+
+    /// Whether `addr` is one a hostname endpoint resolves to now.
+    pub fn has_resolved_address(&self, addr: SocketAddr) -> bool {
+        self.resolved_addrs.load().contains(&addr)
     }
 
     /// The endpoints right now.

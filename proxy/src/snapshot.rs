@@ -10,7 +10,7 @@ use bulwark_api::policy::Document;
 use serde::Serialize;
 
 use crate::outbound::TargetState;
-use crate::outbound::route::{RouteTable, Target};
+use crate::outbound::route::{self, RouteTable, Target};
 
 /// Immutable policy. Until a control plane supplies one, it is derived from the flags.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -35,7 +35,17 @@ impl Snapshot {
         dst: SocketAddr,
         authority: Option<&str>,
     ) -> Option<(&Arc<Target>, &Arc<TargetState>)> {
-        let i = self.routes.lookup_index(dst, authority)?;
+        let i = match self.routes.lookup_index(dst, authority) {
+            Some(i) => i,
+            // An app that resolved a Backend's hostname itself dials the address, and an
+            // opaque protocol carries no name: the address DNS gave for it is the Backend's.
+            // Not when the request names another host: one address can serve many names.
+            None if self.routes.has_hostnames && !route::names_a_host(authority) => self
+                .states
+                .iter()
+                .position(|s| s.has_resolved_address(dst))?,
+            None => return None,
+        };
         Some((self.routes.targets.get(i)?, self.states.get(i)?))
     }
 }

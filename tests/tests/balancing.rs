@@ -103,6 +103,14 @@ spec:
     for _ in 0..5 {
         assert!(hello(&pm)?.contains("hello from s1"));
     }
+    // An app that resolved the name itself dials the address: still the Backend's traffic.
+    let before = pm.outlier(1)?["requests"].as_u64().unwrap_or(0);
+    pm.client.sh_ok(&format!(
+        "for i in $(seq 5); do curl -sf -o /dev/null http://{}:8080/ || exit 1; done",
+        pm.servers[1].ip
+    ))?;
+    let after = pm.outlier(1)?["requests"].as_u64().unwrap_or(0);
+    assert_eq!(after - before, 5, "routed by the resolved address");
 
     // The DNS server goes away: the last answer keeps serving.
     std::fs::remove_file(&records)?;

@@ -292,6 +292,9 @@ pub struct RouteTable {
     /// Literal endpoint addresses → target.
     #[serde(skip)]
     by_addr: HashMap<SocketAddr, usize>,
+    /// Whether a target has hostname endpoints, whose addresses only DNS knows.
+    #[serde(skip)]
+    pub has_hostnames: bool,
 }
 
 impl RouteTable {
@@ -325,6 +328,14 @@ impl RouteTable {
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty()
     }
+}
+
+/// Whether an HTTP authority names a host (rather than being absent or an IP address).
+pub fn names_a_host(authority: Option<&str>) -> bool {
+    authority.is_some_and(|a| {
+        let (host, _) = split_authority(a, 0);
+        host.parse::<std::net::IpAddr>().is_err()
+    })
 }
 
 fn split_authority(authority: &str, default_port: u16) -> (&str, u16) {
@@ -438,6 +449,7 @@ pub fn build(documents: &[Document]) -> RouteTable {
                     table.by_addr.entry(*a).or_insert(i);
                 }
                 EndpointSpec::Dns { host, port } => {
+                    table.has_hostnames = true;
                     table
                         .by_host
                         .entry((host.clone(), Some(*port)))

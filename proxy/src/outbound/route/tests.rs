@@ -79,6 +79,10 @@ fn targets_are_found_by_name_endpoint_hostname_and_address() {
         t.lookup(dst, Some("api.example.test:9999")).is_none(),
         "an endpoint hostname matches on its port"
     );
+    assert!(!names_a_host(None));
+    assert!(!names_a_host(Some("10.1.0.9:8080")));
+    assert!(!names_a_host(Some("[fd00::1]:80")));
+    assert!(names_a_host(Some("shop.example:8080")));
     let mut with_ports = docs(POLICY);
     for d in &mut with_ports {
         if let Document::Backend(b) = d {
