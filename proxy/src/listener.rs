@@ -201,6 +201,9 @@ async fn connect_balanced(
             .map(|s| (s, None));
     };
     let connect = target.default.timeouts.connect;
+    // A connection counts into the target's retry budget like a request, and a connect
+    // to another endpoint is a retry it pays for: a dead Backend cannot triple the SYNs.
+    state.deposit(Instant::now());
     let mut tried = Vec::new();
     loop {
         let now = Instant::now();
@@ -229,6 +232,12 @@ async fn connect_balanced(
         match result {
             Ok(s) => return Ok((s, Some(InFlight::start(&ep)))),
             Err(e) if tried.len() >= 2 || tried.contains(&ep.addr) => return Err(e),
+            Err(e) if !state.withdraw_retry(Instant::now()) => {
+                shared
+                    .metrics
+                    .count("retry_budget_exhausted", &target.key, "connect_failure");
+                return Err(e);
+            }
             Err(e) => {
                 tracing::debug!(error = %e, endpoint = %ep.addr, "connect failed; trying another endpoint");
                 shared

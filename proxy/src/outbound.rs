@@ -74,7 +74,7 @@ pub enum Shed {
 /// Bounds concurrent and queued requests to one target.
 #[derive(Debug)]
 pub struct Bulkhead {
-    limits: LimitPolicy,
+    limits: Mutex<LimitPolicy>,
     slots: Arc<Semaphore>,
     pending: AtomicU64,
 }
@@ -82,7 +82,7 @@ pub struct Bulkhead {
 impl Bulkhead {
     fn new(limits: LimitPolicy) -> Self {
         Self {
-            limits,
+            limits: Mutex::new(limits),
             slots: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
             pending: AtomicU64::new(0),
         }
@@ -96,11 +96,12 @@ impl Bulkhead {
         if let Ok(p) = self.slots.clone().try_acquire_owned() {
             return Ok(p);
         }
-        if self.pending.fetch_add(1, Ordering::AcqRel) >= self.limits.max_pending as u64 {
+        let limits = *lock(&self.limits);
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= limits.max_pending as u64 {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(Shed::QueueFull);
         }
-        let queue_end = Instant::now() + self.limits.queue_timeout;
+        let queue_end = Instant::now() + limits.queue_timeout;
         let (end, shed) = match until {
             Some(u) if u < queue_end => (u, Shed::Deadline),
             _ => (queue_end, Shed::QueueTimeout),
@@ -115,7 +116,33 @@ impl Bulkhead {
 
     /// Requests holding a slot.
     pub fn active(&self) -> usize {
-        self.limits.max_concurrent as usize - self.slots.available_permits()
+        (lock(&self.limits).max_concurrent as usize).saturating_sub(self.slots.available_permits())
+    }
+
+    /// Takes new limits in place, so the requests in flight keep counting. More slots are
+    /// free at once; fewer are taken back as requests finish (until then new requests wait,
+    /// as the smaller limit says).
+    fn resize(&self, next: LimitPolicy) {
+        let old = std::mem::replace(&mut *lock(&self.limits), next).max_concurrent;
+        let new = next.max_concurrent;
+        if new > old {
+            self.slots.add_permits((new - old) as usize);
+        } else if new < old {
+            let (slots, n) = (self.slots.clone(), old - new);
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(async move {
+                        if let Ok(p) = slots.acquire_many_owned(n).await {
+                            p.forget();
+                        }
+                    });
+                }
+                // No runtime (a test building state by hand): take back what is free.
+                Err(_) => {
+                    slots.forget_permits(n as usize);
+                }
+            }
+        }
     }
 }
 
@@ -172,8 +199,12 @@ impl TargetState {
         let b = &target.budget;
         lock(&self.budget).set(b.ratio, b.min_per_second, b.window);
         if old.limits != target.limits {
-            self.bulkhead
-                .store(Arc::new(target.limits.map(|l| Arc::new(Bulkhead::new(l)))));
+            match (self.bulkhead(), target.limits) {
+                (Some(b), Some(l)) => b.resize(l),
+                (_, l) => self
+                    .bulkhead
+                    .store(Arc::new(l.map(|l| Arc::new(Bulkhead::new(l))))),
+            }
         }
         self.target.store(target);
         self.rebuild_endpoints();
@@ -450,6 +481,7 @@ impl TargetState {
                     .map(|j| EjectionReport {
                         reason: j.reason.label(),
                         detail: j.detail.clone(),
+                        counters: j.counters,
                         ejected_ago_ms: now.saturating_duration_since(j.since).as_millis() as u64,
                         next_probe_in_ms: o
                             .ejected
@@ -528,8 +560,10 @@ pub struct EndpointReport {
 pub struct EjectionReport {
     /// Why.
     pub reason: &'static str,
-    /// The counters that tripped it.
+    /// The numbers that tripped it, in words.
     pub detail: String,
+    /// The endpoint's counters at the trip, as numbers.
+    pub counters: outlier::Counters,
     /// How long ago it began.
     pub ejected_ago_ms: u64,
     /// When the endpoint is tried again (absent once it is back).
@@ -780,6 +814,32 @@ mod tests {
         );
         let far = Instant::now() + Duration::from_secs(60);
         assert_eq!(b.acquire(Some(far)).await.err(), Some(Shed::QueueTimeout));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_limits_keep_counting_the_requests_in_flight() {
+        let limits = |n| LimitPolicy {
+            max_concurrent: n,
+            max_pending: 10,
+            queue_timeout: Duration::from_millis(100),
+        };
+        let b = Bulkhead::new(limits(2));
+        let first = b.acquire(None).await.expect("a slot");
+        let second = b.acquire(None).await.expect("a slot");
+        b.resize(limits(1));
+        drop(first);
+        tokio::task::yield_now().await;
+        assert_eq!(
+            b.acquire(None).await.err(),
+            Some(Shed::QueueTimeout),
+            "one still in flight fills the new limit of one"
+        );
+        drop(second);
+        let third = b.acquire(None).await.expect("free again");
+        b.resize(limits(3));
+        let _more = (b.acquire(None).await, b.acquire(None).await);
+        assert_eq!(b.active(), 3, "a larger limit frees slots at once");
+        drop(third);
     }
 
     /// Polls a future once; `None` while it is pending.

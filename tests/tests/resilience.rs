@@ -72,6 +72,7 @@ fn a_failing_endpoint_is_absorbed_by_retries_and_ejection_and_returns_after_its_
     );
     let e = pm.outlier(2)?;
     assert_eq!(e["ejection"]["reason"], "consecutive_5xx", "{e}");
+    assert_eq!(e["ejection"]["counters"]["consecutive_5xx"], 3, "{e}");
     assert!(
         e["ejection"]["detail"]
             .as_str()

@@ -66,6 +66,27 @@ impl Outcome {
     }
 }
 
+/// The endpoint's counters at the moment it was ejected, for `/outliers`: the consecutive
+/// counts (what the per-response detectors trip on), the interval under way, and the
+/// interval that ended last (what the interval detectors judged).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Counters {
+    /// 5xx responses in a row.
+    pub consecutive_5xx: u32,
+    /// Gateway errors (502/503/504, transport failures) in a row.
+    pub consecutive_gateway_errors: u32,
+    /// Requests in the interval under way.
+    pub interval_requests: u32,
+    /// Failures among them.
+    pub interval_failures: u32,
+    /// Requests in the interval that ended last.
+    pub last_interval_requests: u32,
+    /// Failures among them.
+    pub last_interval_failures: u32,
+    /// Their p90 latency, when any latency was recorded.
+    pub last_interval_p90_ms: Option<f64>,
+}
+
 /// An ejection in force (or the last one, for the record).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Ejection {
@@ -73,6 +94,8 @@ pub struct Ejection {
     pub reason: Reason,
     /// The numbers that tripped it, in words.
     pub detail: String,
+    /// The counters as they stood.
+    pub counters: Counters,
     /// When it began.
     #[serde(skip)]
     pub since: Instant,
@@ -100,6 +123,8 @@ pub struct State {
     pub last: Option<Ejection>,
     /// Back from an ejection and not yet proven healthy for a whole interval.
     pub probation: bool,
+    /// The interval that ended last: (requests, failures, p90 µs).
+    last_interval: (u32, u32, Option<u32>),
 }
 
 impl Default for State {
@@ -116,6 +141,7 @@ impl Default for State {
             ejected: None,
             last: None,
             probation: false,
+            last_interval: (0, 0, None),
         }
     }
 }
@@ -200,9 +226,20 @@ impl State {
             .saturating_mul(self.ejection_count)
             .min(p.max_ejection);
         let length = length + length.mul_f64(0.1 * jitter.clamp(0.0, 1.0));
+        let (last_requests, last_failures, last_p90) = self.last_interval;
+        let counters = Counters {
+            consecutive_5xx: self.consecutive_5xx,
+            consecutive_gateway_errors: self.consecutive_gateway,
+            interval_requests: self.volume(),
+            interval_failures: self.failures,
+            last_interval_requests: last_requests,
+            last_interval_failures: last_failures,
+            last_interval_p90_ms: last_p90.map(|us| us as f64 / 1000.0),
+        };
         let e = Ejection {
             reason,
             detail,
+            counters,
             since: now,
             until: now + length,
         };
@@ -257,6 +294,7 @@ impl State {
                 self.probation = false;
             }
         }
+        self.last_interval = (self.volume(), self.failures, self.p90());
         self.successes = 0;
         self.failures = 0;
         self.latencies.clear();

@@ -26,6 +26,14 @@ fn consecutive_errors_trip_and_a_success_resets_the_count() {
     let (reason, detail) = s.observe(Outcome::Status(500), MS, &p).unwrap();
     assert_eq!(reason, Reason::Consecutive5xx);
     assert!(detail.contains("5 consecutive"), "{detail}");
+    s.eject(reason, detail, Instant::now(), &p, 0.0);
+    let c = s.ejected.as_ref().unwrap().counters;
+    assert_eq!(
+        (c.consecutive_5xx, c.interval_requests, c.interval_failures),
+        (5, 10, 9),
+        "the counters as they stood at the trip"
+    );
+    assert_eq!(s.ejection_count, 1);
     let mut g = State::default();
     g.observe(Outcome::ConnectFailure, MS, &p);
     g.observe(Outcome::Status(503), MS, &p);
@@ -117,6 +125,14 @@ fn failure_percentage_success_rate_and_latency_are_judged_per_interval() {
     assert_eq!((v[0].0, v[0].1), (0, Reason::FailurePercentage));
     assert!(v[0].2.contains("75% of 40"), "{}", v[0].2);
     assert_eq!(a.volume(), 0, "counters restart each interval");
+    a.eject(v[0].1, v[0].2.clone(), Instant::now(), &p, 0.0);
+    let c = a.ejected.as_ref().unwrap().counters;
+    assert_eq!(
+        (c.last_interval_requests, c.last_interval_failures),
+        (40, 30),
+        "the interval that was judged"
+    );
+    assert_eq!(c.last_interval_p90_ms, Some(1.0));
 
     let mut p = policy();
     p.success_rate = Some((3, 50, 1.0));
