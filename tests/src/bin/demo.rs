@@ -219,7 +219,7 @@ fn main() -> Result<()> {
 
     step(
         5,
-        "the policy is edited live: retries on 5xx within a 20 % budget, outlier detection, peak-EWMA",
+        "the policy is edited live: retries on 5xx within a 20 % budget and outlier detection (still round robin, so it is the ejection that takes the bad replica out)",
     );
     let before = snapshot_version(&client)?;
     write_policy(&dir, &endpoints, WITH)?;
