@@ -252,7 +252,7 @@ pub async fn call(c: &Call<'_>, req: Request<Incoming>) -> Result<Upstream, Loca
             )
             .await
         } else {
-            let Some(req) = request(&parts, &mut body, deadline) else {
+            let Some(req) = request(&parts, &mut body, deadline.filter(|_| c.grpc)) else {
                 unreachable!("a retry is decided only when the body can be replayed");
             };
             attempt(c, &policy, first, req, try_deadline).await
@@ -372,28 +372,21 @@ fn failure_error(f: Failure, reason: &'static str) -> LocalError {
     LocalError { status, reason }
 }
 
-/// The request for one attempt, with the time left as its `grpc-timeout`.
+/// The request for one attempt; a gRPC call's deadline goes on as its `grpc-timeout`, less
+/// the time already spent (`grpc_deadline` is `None` for other requests).
 fn request(
     parts: &Parts,
     body: &mut RequestBody,
-    deadline: Option<Instant>,
+    grpc_deadline: Option<Instant>,
 ) -> Option<Request<ReqBody>> {
     let mut req = Request::from_parts(parts.clone(), body.next()?);
-    if let Some(d) = deadline {
-        if req.headers().contains_key("grpc-timeout") || is_grpc(req.headers()) {
-            let left = d.saturating_duration_since(Instant::now());
-            if let Ok(v) = HeaderValue::from_str(&format_grpc_timeout(left)) {
-                req.headers_mut().insert("grpc-timeout", v);
-            }
+    if let Some(d) = grpc_deadline {
+        let left = d.saturating_duration_since(Instant::now());
+        if let Ok(v) = HeaderValue::from_str(&format_grpc_timeout(left)) {
+            req.headers_mut().insert("grpc-timeout", v);
         }
     }
     Some(req)
-}
-
-fn is_grpc(h: &HeaderMap) -> bool {
-    h.get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 /// Sends one attempt and records what it came to on the endpoint.
@@ -429,7 +422,7 @@ async fn attempt(
         result,
     };
     if let Some(ep) = running.ep.take() {
-        record(c.state, &ep, &a, started.elapsed());
+        record(c.state, c.grpc, &ep, &a, started.elapsed());
     }
     a
 }
@@ -458,9 +451,12 @@ impl Drop for Unfinished<'_> {
 }
 
 /// Feeds an attempt's outcome into the endpoint's latency estimate and outlier state.
-fn record(state: &TargetState, ep: &Endpoint, a: &Attempt, latency: Duration) {
+fn record(state: &TargetState, grpc: bool, ep: &Endpoint, a: &Attempt, latency: Duration) {
     let outcome = match &a.result {
-        Ok(resp) => outcome_of(resp.status().as_u16(), grpc_status(resp.headers())),
+        Ok(resp) => outcome_of(
+            resp.status().as_u16(),
+            grpc.then(|| grpc_status(resp.headers())).flatten(),
+        ),
         Err(_) => Outcome::ConnectFailure,
     };
     let target = state.target.load();
@@ -515,7 +511,7 @@ async fn hedged(
     ratio: f64,
 ) -> Attempt {
     let first_addr = first.1;
-    let Some(req) = request(parts, body, deadline) else {
+    let Some(req) = request(parts, body, deadline.filter(|_| c.grpc)) else {
         unreachable!("the first attempt always has a body");
     };
     let primary = attempt(c, policy, first, req, try_deadline);
@@ -551,7 +547,7 @@ async fn hedged(
     c.shared.metrics.count("hedges", key, "sent");
     // The hedge gets a whole per-try time of its own, but never past the request's limits.
     let hedge_deadline = earliest(try_deadline.map(|d| d + delay), headers_deadline);
-    let Some(req) = request(parts, body, deadline) else {
+    let Some(req) = request(parts, body, deadline.filter(|_| c.grpc)) else {
         return primary.await;
     };
     let second_addr = second.1;

@@ -286,9 +286,11 @@ pub fn route_matches(
 pub struct RouteTable {
     /// The targets.
     pub targets: Vec<Arc<Target>>,
-    /// Host names (lower case) → target, with a port when only that port matches.
+    /// Host names (lower case) → (port, target) pairs, the port `None` when every port
+    /// matches. Keyed by the name alone so a lookup borrows the request's authority instead
+    /// of building a key.
     #[serde(skip)]
-    by_host: HashMap<(String, Option<u16>), usize>,
+    by_host: HashMap<String, Vec<(Option<u16>, usize)>>,
     /// Literal endpoint addresses → target.
     #[serde(skip)]
     by_addr: HashMap<SocketAddr, usize>,
@@ -312,16 +314,35 @@ impl RouteTable {
         }
         if let Some(a) = authority {
             let (host, port) = split_authority(a, dst.port());
-            let host = host.trim_end_matches('.').to_ascii_lowercase();
-            let hit = self
-                .by_host
-                .get(&(host.clone(), Some(port)))
-                .or_else(|| self.by_host.get(&(host, None)));
-            if let Some(&i) = hit {
-                return Some(i);
+            let host = host.trim_end_matches('.');
+            let hit = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.host_entry(&host.to_ascii_lowercase(), port)
+            } else {
+                self.host_entry(host, port)
+            };
+            if hit.is_some() {
+                return hit;
             }
         }
         self.by_addr.get(&dst).copied()
+    }
+
+    /// The target for `host` on `port`: one named for that port first, then one for any.
+    fn host_entry(&self, host: &str, port: u16) -> Option<usize> {
+        let entries = self.by_host.get(host)?;
+        entries
+            .iter()
+            .find(|e| e.0 == Some(port))
+            .or_else(|| entries.iter().find(|e| e.0.is_none()))
+            .map(|e| e.1)
+    }
+
+    /// Adds `host` (on `port`, or every port) for target `i`, unless it is taken.
+    fn add_host(&mut self, host: String, port: Option<u16>, i: usize) {
+        let entries = self.by_host.entry(host).or_default();
+        if !entries.iter().any(|e| e.0 == port) {
+            entries.push((port, i));
+        }
     }
 
     /// Whether the table has no target.
@@ -440,7 +461,7 @@ pub fn build(documents: &[Document]) -> RouteTable {
         };
         for n in names(&b.metadata.name, ns) {
             for &p in &ports {
-                table.by_host.entry((n.clone(), p)).or_insert(i);
+                table.add_host(n.clone(), p, i);
             }
         }
         for e in &target.endpoints {
@@ -450,10 +471,7 @@ pub fn build(documents: &[Document]) -> RouteTable {
                 }
                 EndpointSpec::Dns { host, port } => {
                     table.has_hostnames = true;
-                    table
-                        .by_host
-                        .entry((host.clone(), Some(*port)))
-                        .or_insert(i);
+                    table.add_host(host.clone(), Some(*port), i);
                 }
             }
         }
@@ -473,7 +491,7 @@ pub fn build(documents: &[Document]) -> RouteTable {
         };
         let i = table.targets.len();
         for n in names(&r.name, ns) {
-            table.by_host.entry((n, r.port)).or_insert(i);
+            table.add_host(n, r.port, i);
         }
         table
             .targets
