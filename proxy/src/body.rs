@@ -1,6 +1,7 @@
 //! The response body the proxy sends downstream: the upstream's, streamed, with the
 //! request's deadline and idle timeout enforced on it (and the bulkhead slot held until it
-//! ends), or a small body the proxy wrote itself.
+//! ends, and a gRPC call's outcome told from its trailers), or a small body the proxy wrote
+//! itself.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,6 +12,8 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
+
+use crate::outbound::call::PendingOutcome;
 
 /// Why a streamed response body was cut short.
 #[derive(Debug, thiserror::Error)]
@@ -42,26 +45,30 @@ pub struct Timed {
     deadline: Option<Pin<Box<Sleep>>>,
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
     _permit: Option<OwnedSemaphorePermit>,
+    outcome: Option<PendingOutcome>,
 }
 
 impl ProxyBody {
     /// An upstream body with no timers.
     pub fn upstream(inner: Incoming) -> Self {
-        Self::timed(inner, None, None, None)
+        Self::timed(inner, None, None, None, None)
     }
 
-    /// An upstream body ended at `deadline` or after `idle` without data.
+    /// An upstream body ended at `deadline` or after `idle` without data; `outcome` hears
+    /// how it ended.
     pub fn timed(
         inner: Incoming,
         deadline: Option<Instant>,
         idle: Option<Duration>,
         permit: Option<OwnedSemaphorePermit>,
+        outcome: Option<PendingOutcome>,
     ) -> Self {
         ProxyBody::Upstream(Box::new(Timed {
             inner,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
             idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
             _permit: permit,
+            outcome,
         }))
     }
 
@@ -90,19 +97,38 @@ impl Body for ProxyBody {
                     if let (Some((d, sleep)), Some(Ok(_))) = (&mut t.idle, &f) {
                         sleep.as_mut().reset((Instant::now() + *d).into());
                     }
+                    if let Some(o) = t.outcome.take() {
+                        match &f {
+                            Some(Ok(frame)) => match frame.trailers_ref() {
+                                Some(trailers) => o.trailers(trailers),
+                                None => t.outcome = Some(o),
+                            },
+                            Some(Err(_)) => o.failed(),
+                            None => o.no_trailers(),
+                        }
+                    }
                     return Poll::Ready(f.map(|r| r.map_err(BodyError::from)));
                 }
+                let mut cut = None;
                 if let Some(s) = &mut t.deadline {
                     if s.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Some(Err(BodyError::Deadline)));
+                        cut = Some(BodyError::Deadline);
                     }
                 }
-                if let Some((d, s)) = &mut t.idle {
+                if let (None, Some((d, s))) = (&cut, &mut t.idle) {
                     if s.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Some(Err(BodyError::Idle(*d))));
+                        cut = Some(BodyError::Idle(*d));
                     }
                 }
-                Poll::Pending
+                match cut {
+                    Some(e) => {
+                        if let Some(o) = t.outcome.take() {
+                            o.failed();
+                        }
+                        Poll::Ready(Some(Err(e)))
+                    }
+                    None => Poll::Pending,
+                }
             }
         }
     }

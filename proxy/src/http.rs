@@ -170,7 +170,7 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody>
     } else {
         strip_hop_by_hop(resp.headers_mut());
     }
-    resp.map(|b| ProxyBody::timed(b, up.deadline, up.idle, up.permit))
+    resp.map(|b| ProxyBody::timed(b, up.deadline, up.idle, up.permit, up.outcome))
 }
 
 /// No policy: one attempt to the original destination with the proxy's own limits.
@@ -183,6 +183,7 @@ async fn passthrough(conn: &Conn, req: Request<Incoming>) -> Result<Upstream, Lo
             deadline: None,
             idle: None,
             permit: None,
+            outcome: None,
         }),
         Err(e) => {
             let (failure, reason) = call::classify(&e);

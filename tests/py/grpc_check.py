@@ -2,6 +2,9 @@
 
 server PORT           serve bulwark.test.Echo (Unary, ServerStream, BidiStream) on PORT
 client HOST:PORT      call every method and check responses, trailers and status codes
+stream-fail HOST:PORT N
+                      N server streams that send two messages, then fail UNAVAILABLE in
+                      the trailers
 """
 import sys
 import time
@@ -20,6 +23,10 @@ def unary(request, context):
 
 
 def server_stream(request, context):
+    if request.startswith(b"fail-after:"):
+        for i in range(int(request.split(b":")[1])):
+            yield str(i).encode()
+        context.abort(grpc.StatusCode.UNAVAILABLE, "gone mid-stream")
     for i in range(int(request)):
         yield str(i).encode()
 
@@ -66,8 +73,26 @@ def client(target):
     print("grpc ok: 20 unary with trailers, 1 error status, 500-message server stream, 100-message bidi stream")
 
 
+def stream_fail(target, n):
+    with grpc.insecure_channel(target) as ch:
+        grpc.channel_ready_future(ch).result(timeout=10)
+        stream = ch.unary_stream(f"/{SERVICE}/ServerStream")
+        for _ in range(n):
+            got = []
+            try:
+                for m in stream(b"fail-after:2", timeout=5):
+                    got.append(m)
+                raise AssertionError("expected UNAVAILABLE")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAVAILABLE, e.code()
+            assert got == [b"0", b"1"], got
+    print(f"stream-fail ok: {n} streams failed after their messages")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve(int(sys.argv[2]))
+    elif sys.argv[1] == "stream-fail":
+        stream_fail(sys.argv[2], int(sys.argv[3]))
     else:
         client(sys.argv[2])

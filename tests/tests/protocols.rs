@@ -41,6 +41,44 @@ fn grpcio_unary_and_streaming_calls_keep_trailers_and_status() -> Result<()> {
 }
 
 #[test]
+fn a_grpc_status_in_the_trailers_counts_against_the_endpoint() -> Result<()> {
+    let mut mesh = Mesh::new("grpctrail")?;
+    let client = mesh.pod("client")?;
+    let server = mesh.pod("server")?;
+    let mut cmd = server.cmd(python());
+    cmd.arg(py_script("grpc_check.py"))
+        .args(["server", "50051"]);
+    mesh.spawn(&server, "grpc-server", cmd)?;
+    mesh.wait_listening(&server, 50051)?;
+    let dir = bulwark_tests::policy::policy_dir("grpctrail")?;
+    std::fs::write(
+        dir.join("api.yaml"),
+        format!(
+            "apiVersion: bulwark.dev/v1alpha1\nkind: Backend\nmetadata: {{name: echo, namespace: shop}}\nspec:\n  endpoints: [\"{}:50051\"]\n---\n\
+             apiVersion: bulwark.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: echo, namespace: shop}}\nspec:\n  targetRef: {{kind: Backend, name: echo}}\n\
+             \x20 retries: {{attempts: 1}}\n  outlierDetection: {{consecutive5xx: 3, maxEjectionPercent: 100}}\n",
+            server.ip
+        ),
+    )?;
+    let path = dir.display().to_string();
+    mesh.proxy(&client, &["--policy", &path, "--workload", "shop/client"])?;
+    // Each stream sends its messages, then UNAVAILABLE in the trailers: no trailers-only
+    // response, so the status is only known when the body ends.
+    let out = client.sh_ok(&py(
+        "grpc_check.py",
+        &format!("stream-fail {}:50051 3", server.ip),
+    ))?;
+    assert!(out.contains("stream-fail ok"), "{out}");
+    let (_, body) = client.admin("/outliers")?;
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    let ep = &v[0]["endpoints"][0];
+    assert_eq!(ep["state"], "ejected", "{v}");
+    assert_eq!(ep["ejection"]["reason"], "consecutive_5xx", "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+#[test]
 fn websocket_upgrade_is_tunnelled() -> Result<()> {
     let mut mesh = Mesh::new("ws")?;
     let client = mesh.pod("client")?;

@@ -50,6 +50,50 @@ pub struct Upstream {
     pub idle: Option<Duration>,
     /// The bulkhead slot, released when the body ends.
     pub permit: Option<OwnedSemaphorePermit>,
+    /// A gRPC call's outcome, known only once its trailers arrive.
+    pub outcome: Option<PendingOutcome>,
+}
+
+/// The outcome of a gRPC call whose status comes in the trailers, after the messages (not
+/// in a trailers-only response): the endpoint's outlier state hears of it when the body
+/// ends. A call the client abandons counts for nothing.
+#[derive(Debug)]
+pub struct PendingOutcome {
+    state: Arc<TargetState>,
+    ep: Arc<Endpoint>,
+    /// Time to the response headers, the latency the detectors compare.
+    latency: Duration,
+}
+
+impl PendingOutcome {
+    /// The trailers arrived; a missing `grpc-status` is a broken call (UNKNOWN).
+    pub fn trailers(self, trailers: &HeaderMap) {
+        let code = grpc_status(trailers).unwrap_or(2);
+        self.finish(outcome_of(200, Some(code)));
+    }
+
+    /// The body ended with no trailers (UNKNOWN, as gRPC clients read it).
+    pub fn no_trailers(self) {
+        self.finish(outcome_of(200, Some(2)));
+    }
+
+    /// The body failed: reset by the upstream, or cut by a timeout.
+    pub fn failed(self) {
+        self.finish(Outcome::ConnectFailure);
+    }
+
+    fn finish(self, outcome: Outcome) {
+        let target = self.state.target.load();
+        let tripped = self
+            .ep
+            .lock()
+            .outlier
+            .observe(outcome, self.latency, &target.outlier);
+        if let Some((reason, detail)) = tripped {
+            self.state
+                .try_eject(&self.ep, reason, detail, Instant::now());
+        }
+    }
 }
 
 /// Everything a call needs besides the request.
@@ -102,6 +146,8 @@ struct Attempt {
     /// The other endpoint of a hedged pair, which this request has tried too.
     also_tried: Option<SocketAddr>,
     result: Result<Response<Incoming>, (Failure, &'static str)>,
+    /// Its outcome, when the trailers will tell it.
+    outcome: Option<PendingOutcome>,
 }
 
 impl Attempt {
@@ -269,6 +315,7 @@ pub async fn call(c: &Call<'_>, req: Request<Incoming>) -> Result<Upstream, Loca
                     deadline,
                     idle: policy.timeouts.idle,
                     permit,
+                    outcome: a.outcome,
                 });
             }
             unreachable!("an attempt without failure has a response");
@@ -306,6 +353,7 @@ pub async fn call(c: &Call<'_>, req: Request<Incoming>) -> Result<Upstream, Loca
                     deadline,
                     idle: policy.timeouts.idle,
                     permit,
+                    outcome: a.outcome,
                 }),
                 Err((Failure::PerTryTimeout, _))
                     if headers_deadline.is_some_and(|d| d <= Instant::now()) =>
@@ -416,13 +464,14 @@ async fn attempt(
     if let Err((f, reason)) = &result {
         tracing::debug!(target = %c.target.key, endpoint = %addr, failure = f.label(), reason, "attempt failed");
     }
-    let a = Attempt {
+    let mut a = Attempt {
         addr,
         also_tried: None,
         result,
+        outcome: None,
     };
     if let Some(ep) = running.ep.take() {
-        record(c.state, c.grpc, &ep, &a, started.elapsed());
+        a.outcome = record(c.state, c.grpc, ep, &a, started.elapsed());
     }
     a
 }
@@ -450,13 +499,32 @@ impl Drop for Unfinished<'_> {
     }
 }
 
-/// Feeds an attempt's outcome into the endpoint's latency estimate and outlier state.
-fn record(state: &TargetState, grpc: bool, ep: &Endpoint, a: &Attempt, latency: Duration) {
+/// Feeds an attempt's outcome into the endpoint's latency estimate and outlier state. A
+/// gRPC response that is not trailers-only has its status still to come: the latency is
+/// recorded now, the outcome is returned to be told when the trailers arrive.
+fn record(
+    state: &Arc<TargetState>,
+    grpc: bool,
+    ep: Arc<Endpoint>,
+    a: &Attempt,
+    latency: Duration,
+) -> Option<PendingOutcome> {
     let outcome = match &a.result {
-        Ok(resp) => outcome_of(
-            resp.status().as_u16(),
-            grpc.then(|| grpc_status(resp.headers())).flatten(),
-        ),
+        Ok(resp) if grpc && resp.status().as_u16() < 500 => match grpc_status(resp.headers()) {
+            Some(code) => outcome_of(200, Some(code)),
+            None => {
+                let target = state.target.load();
+                ep.lock()
+                    .ewma
+                    .observe(latency, Instant::now(), target.balance.decay);
+                return Some(PendingOutcome {
+                    state: state.clone(),
+                    ep,
+                    latency,
+                });
+            }
+        },
+        Ok(resp) => outcome_of(resp.status().as_u16(), None),
         Err(_) => Outcome::ConnectFailure,
     };
     let target = state.target.load();
@@ -472,14 +540,15 @@ fn record(state: &TargetState, grpc: bool, ep: &Endpoint, a: &Attempt, latency: 
         s.outlier.observe(outcome, latency, &target.outlier)
     };
     if let Some((reason, detail)) = tripped {
-        state.try_eject(ep, reason, detail, now);
+        state.try_eject(&ep, reason, detail, now);
     }
+    None
 }
 
 /// What a response says about the endpoint's health. A trailers-only gRPC error counts as
 /// the HTTP status it stands for (UNAVAILABLE 503, DEADLINE_EXCEEDED 504, INTERNAL, UNKNOWN
-/// and DATA_LOSS 500); other gRPC codes are the application's answer, not a fault.
-/// gRPC statuses sent in trailers arrive after this decision and are not seen.
+/// and DATA_LOSS 500); other gRPC codes are the application's answer, not a fault. A status
+/// in the trailers is read the same way, when it arrives ([`PendingOutcome`]).
 fn outcome_of(status: u16, grpc: Option<u32>) -> Outcome {
     let status = match grpc {
         Some(14) => 503,
@@ -609,6 +678,54 @@ pub fn classify(e: &hyper_util::client::legacy::Error) -> (Failure, &'static str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grpc_status_in_the_trailers_counts_against_the_endpoint() {
+        let yaml = "apiVersion: bulwark.dev/v1alpha1\nkind: Backend\nmetadata: {name: api, namespace: shop}\nspec:\n  endpoints: [\"10.1.0.1:50051\"]\n---\napiVersion: bulwark.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: api, namespace: shop}\nspec:\n  targetRef: {kind: Backend, name: api}\n  outlierDetection: {consecutive5xx: 3, maxEjectionPercent: 100}\n";
+        let mut loaded = bulwark_api::load::Loaded::default();
+        bulwark_api::load::load_str(std::path::Path::new("t.yaml"), yaml, &mut loaded);
+        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
+        let docs: Vec<_> = loaded.documents.into_iter().map(|d| d.document).collect();
+        let table = super::super::route::build(&docs);
+        let state = Arc::new(TargetState::new(
+            table.targets[0].clone(),
+            Arc::new(crate::metrics::Metrics::new(8)),
+        ));
+        let ep = state.endpoints()[0].clone();
+        let pending = || PendingOutcome {
+            state: state.clone(),
+            ep: ep.clone(),
+            latency: Duration::from_millis(1),
+        };
+        let trailers = |code: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-status", HeaderValue::from_static(code));
+            h
+        };
+        pending().trailers(&trailers("14"));
+        pending().trailers(&trailers("0"));
+        pending().trailers(&trailers("14"));
+        pending().no_trailers();
+        assert!(
+            !ep.lock().outlier.is_ejected(),
+            "an OK in between reset the count"
+        );
+        pending().trailers(&trailers("13"));
+        let reason = ep.lock().outlier.ejected.as_ref().map(|e| e.reason);
+        assert_eq!(
+            reason,
+            Some(super::super::outlier::Reason::Consecutive5xx),
+            "UNAVAILABLE, UNKNOWN (no trailers), INTERNAL: three in a row"
+        );
+        let before = ep.lock().outlier.volume();
+        pending().failed();
+        drop(pending());
+        assert_eq!(
+            ep.lock().outlier.volume(),
+            before + 1,
+            "a failed body counts; an abandoned call does not"
+        );
+    }
 
     #[test]
     fn grpc_errors_count_against_the_endpoint() {
