@@ -478,8 +478,10 @@ async fn attempt(
 
 /// An attempt under way. Dropped before it finished (a hedge that lost, a caller that went
 /// away), it still tells the endpoint's latency estimate and the latency detector how long
-/// the endpoint had kept the request: at least that long. Otherwise a slow endpoint whose
-/// requests hedging keeps winning would never look slow.
+/// the endpoint had kept the request, when that is longer than the estimate: the time is a
+/// lower bound, so it says something only when it is already slow. Otherwise a slow
+/// endpoint whose requests hedging keeps winning would never look slow, while a hedge
+/// cancelled early (the original won) must not make its endpoint look fast.
 struct Unfinished<'a> {
     state: &'a TargetState,
     ep: Option<Arc<Endpoint>>,
@@ -492,9 +494,11 @@ impl Drop for Unfinished<'_> {
             let target = self.state.target.load();
             let latency = self.started.elapsed();
             let mut s = ep.lock();
-            s.ewma
-                .observe(latency, Instant::now(), target.balance.decay);
-            s.outlier.observe_latency(latency);
+            if latency.as_nanos() as f64 > s.ewma.estimate_ns() {
+                s.ewma
+                    .observe(latency, Instant::now(), target.balance.decay);
+                s.outlier.observe_latency(latency);
+            }
         }
     }
 }
