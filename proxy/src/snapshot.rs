@@ -40,10 +40,13 @@ impl Snapshot {
             // An app that resolved a Backend's hostname itself dials the address, and an
             // opaque protocol carries no name: the address DNS gave for it is the Backend's.
             // Not when the request names another host: one address can serve many names.
-            None if self.routes.has_hostnames && !route::names_a_host(authority) => self
-                .states
-                .iter()
-                .position(|s| s.has_resolved_address(dst))?,
+            None if !self.routes.hostname_targets.is_empty() && !route::names_a_host(authority) => {
+                self.routes.hostname_targets.iter().copied().find(|&i| {
+                    self.states
+                        .get(i)
+                        .is_some_and(|s| s.has_resolved_address(dst))
+                })?
+            }
             None => return None,
         };
         Some((self.routes.targets.get(i)?, self.states.get(i)?))

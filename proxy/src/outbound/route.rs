@@ -294,9 +294,9 @@ pub struct RouteTable {
     /// Literal endpoint addresses → target.
     #[serde(skip)]
     by_addr: HashMap<SocketAddr, usize>,
-    /// Whether a target has hostname endpoints, whose addresses only DNS knows.
+    /// The targets with hostname endpoints, whose addresses only DNS knows.
     #[serde(skip)]
-    pub has_hostnames: bool,
+    pub hostname_targets: Vec<usize>,
 }
 
 impl RouteTable {
@@ -470,7 +470,9 @@ pub fn build(documents: &[Document]) -> RouteTable {
                     table.by_addr.entry(*a).or_insert(i);
                 }
                 EndpointSpec::Dns { host, port } => {
-                    table.has_hostnames = true;
+                    if table.hostname_targets.last() != Some(&i) {
+                        table.hostname_targets.push(i);
+                    }
                     table.add_host(host.clone(), Some(*port), i);
                 }
             }
@@ -512,10 +514,13 @@ fn target(
         spec.and_then(|s| s.timeouts.as_ref()),
     );
     let retries = layered(mesh.retries.as_ref(), spec.and_then(|s| s.retries.as_ref()));
-    let outlier = layered(
-        mesh.outlier_detection.as_ref(),
-        spec.and_then(|s| s.outlier_detection.as_ref()),
-    );
+    // Outlier detection is taken whole from the most specific level that sets it: a
+    // detector is on by being present, so a merge would leave a policy no way to turn off
+    // one the mesh turns on.
+    let outlier = spec
+        .and_then(|s| s.outlier_detection.as_ref())
+        .or(mesh.outlier_detection.as_ref())
+        .cloned();
     let lb = layered(
         mesh.load_balancer.as_ref(),
         spec.and_then(|s| s.load_balancer.as_ref()),

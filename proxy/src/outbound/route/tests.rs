@@ -23,6 +23,7 @@ spec:
   defaults:
     timeouts: {connect: 2s, request: 10s}
     retries: {attempts: 2, conditions: [connect-failure], backoff: {max: 400ms}}
+    outlierDetection: {latency: {factor: 4}}
 ---
 apiVersion: bulwark.dev/v1alpha1
 kind: Backend
@@ -41,6 +42,7 @@ spec:
     conditions: [5xx]
     budget: {ratio: 0.5}
   loadBalancer: {algorithm: roundRobin}
+  outlierDetection: {consecutive5xx: 7}
   limits: {maxConcurrentRequests: 10}
   routes:
     - name: reads
@@ -184,6 +186,16 @@ fn effective_policy_layers_defaults_policy_and_route() {
     assert!(web.endpoints.is_empty());
     assert_eq!(web.default.retry.attempts, 2, "mesh default retries");
     assert_eq!(web.outlier.consecutive_5xx, DEFAULT_CONSECUTIVE_5XX);
+    assert_eq!(
+        web.outlier.latency,
+        Some((4.0, 50)),
+        "the mesh's detector, inherited"
+    );
+    assert_eq!(api.outlier.consecutive_5xx, 7);
+    assert_eq!(
+        api.outlier.latency, None,
+        "outlierDetection is taken whole: the policy's has no latency detector"
+    );
 }
 
 #[test]
