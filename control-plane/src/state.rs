@@ -339,7 +339,14 @@ const PUSH_BUCKETS: [f64; 13] = [
 fn render_histogram(o: &mut String, name: &str, help: &str, h: &Histogram<u64>) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
     for le in PUSH_BUCKETS {
-        let n = h.count_between(0, (le * 1e6) as u64);
+        // Whole recorded ranges at or below the bound: a range that straddles it is left
+        // out rather than counted under a bound its values may exceed.
+        let le_us = (le * 1e6) as u64;
+        let n: u64 = h
+            .iter_recorded()
+            .filter(|v| v.value_iterated_to() <= le_us)
+            .map(|v| v.count_at_value())
+            .sum();
         let _ = writeln!(o, "{name}_bucket{{le=\"{le}\"}} {n}");
     }
     let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());

@@ -805,7 +805,7 @@ mod tests {
         // (the paused clock is tokio's, to the millisecond; the deadline is a std instant,
         // as in the proxy).
         let t0 = tokio::time::Instant::now();
-        let until = Instant::now() + Duration::from_millis(300);
+        let until = t0.into_std() + Duration::from_millis(300);
         assert_eq!(b.acquire(Some(until)).await.err(), Some(Shed::Deadline));
         let waited = t0.elapsed();
         assert!(

@@ -261,6 +261,10 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     wait("the NACK", || {
         Ok(client.metric("bulwark_discovery_snapshots_rejected_total")? >= 1.0)
     })?;
+    // The proxy counts the rejection just before it sends the NACK.
+    wait("the control plane to hear of it", || {
+        Ok(status(&cp)?.contains("--max-policy-endpoints 3"))
+    })?;
     let st = status(&cp)?;
     assert!(
         st.contains(

@@ -125,6 +125,8 @@ pub struct State {
     pub probation: bool,
     /// The interval that ended last: (requests, failures, p90 µs).
     last_interval: (u32, u32, Option<u32>),
+    /// The counters when a per-response detector last tripped.
+    tripped: Option<Counters>,
 }
 
 impl Default for State {
@@ -142,6 +144,7 @@ impl Default for State {
             last: None,
             probation: false,
             last_interval: (0, 0, None),
+            tripped: None,
         }
     }
 }
@@ -174,28 +177,47 @@ impl State {
         if self.ejected.is_some() {
             return None;
         }
-        if self.probation && outcome.is_failure() {
-            return Some((
+        let trip = if self.probation && outcome.is_failure() {
+            Some((
                 Reason::ProbationFailure,
                 format!("{outcome:?} while on probation"),
-            ));
-        }
-        if p.consecutive_5xx > 0 && self.consecutive_5xx >= p.consecutive_5xx {
-            return Some((
+            ))
+        } else if p.consecutive_5xx > 0 && self.consecutive_5xx >= p.consecutive_5xx {
+            Some((
                 Reason::Consecutive5xx,
                 format!("{} consecutive 5xx responses", self.consecutive_5xx),
-            ));
-        }
-        if p.consecutive_gateway > 0 && self.consecutive_gateway >= p.consecutive_gateway {
-            return Some((
+            ))
+        } else if p.consecutive_gateway > 0 && self.consecutive_gateway >= p.consecutive_gateway {
+            Some((
                 Reason::ConsecutiveGatewayErrors,
                 format!(
                     "{} consecutive gateway errors (502/503/504 or connect failure)",
                     self.consecutive_gateway
                 ),
-            ));
+            ))
+        } else {
+            None
+        };
+        // The counters as they stand now, for the ejection that may follow: by the time it
+        // is decided, other requests may have moved them on.
+        if trip.is_some() {
+            self.tripped = Some(self.counters());
         }
-        None
+        trip
+    }
+
+    /// The counters as they stand.
+    fn counters(&self) -> Counters {
+        let (last_requests, last_failures, last_p90) = self.last_interval;
+        Counters {
+            consecutive_5xx: self.consecutive_5xx,
+            consecutive_gateway_errors: self.consecutive_gateway,
+            interval_requests: self.volume(),
+            interval_failures: self.failures,
+            last_interval_requests: last_requests,
+            last_interval_failures: last_failures,
+            last_interval_p90_ms: last_p90.map(|us| us as f64 / 1000.0),
+        }
     }
 
     /// Records a latency sample alone: a request cancelled before its answer (a hedge that
@@ -226,16 +248,7 @@ impl State {
             .saturating_mul(self.ejection_count)
             .min(p.max_ejection);
         let length = length + length.mul_f64(0.1 * jitter.clamp(0.0, 1.0));
-        let (last_requests, last_failures, last_p90) = self.last_interval;
-        let counters = Counters {
-            consecutive_5xx: self.consecutive_5xx,
-            consecutive_gateway_errors: self.consecutive_gateway,
-            interval_requests: self.volume(),
-            interval_failures: self.failures,
-            last_interval_requests: last_requests,
-            last_interval_failures: last_failures,
-            last_interval_p90_ms: last_p90.map(|us| us as f64 / 1000.0),
-        };
+        let counters = self.tripped.take().unwrap_or_else(|| self.counters());
         let e = Ejection {
             reason,
             detail,
@@ -295,6 +308,7 @@ impl State {
             }
         }
         self.last_interval = (self.volume(), self.failures, self.p90());
+        self.tripped = None;
         self.successes = 0;
         self.failures = 0;
         self.latencies.clear();
