@@ -9,6 +9,11 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 
+/// Addresses kept from one name's answer: each is an endpoint with its own state, pool and
+/// metric series, and `--max-policy-endpoints` counts a hostname once. A UDP answer holds
+/// a few hundred at most; a larger one over TCP is cut to this.
+pub const MAX_ADDRESSES_PER_NAME: usize = 256;
+
 /// Why the resolver could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up DNS resolution: {0}")]
@@ -96,6 +101,16 @@ impl Resolver {
         addrs.dedup();
         if addrs.is_empty() {
             return Err(err("no A or AAAA records".into()));
+        }
+        if addrs.len() > MAX_ADDRESSES_PER_NAME {
+            // Sorted first, so the same answer keeps the same endpoints on every refresh.
+            tracing::warn!(
+                host,
+                addresses = addrs.len(),
+                kept = MAX_ADDRESSES_PER_NAME,
+                "DNS answer larger than the proxy keeps per name"
+            );
+            addrs.truncate(MAX_ADDRESSES_PER_NAME);
         }
         let now = Instant::now();
         let ttl = answer.valid_until().saturating_duration_since(now);
