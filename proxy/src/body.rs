@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 
+use crate::outbound::Slot;
 use crate::outbound::call::PendingOutcome;
 
 /// Why a streamed response body was cut short.
@@ -44,7 +44,7 @@ pub struct Timed {
     inner: Incoming,
     deadline: Option<Pin<Box<Sleep>>>,
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: Option<Slot>,
     outcome: Option<PendingOutcome>,
 }
 
@@ -60,7 +60,7 @@ impl ProxyBody {
         inner: Incoming,
         deadline: Option<Instant>,
         idle: Option<Duration>,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<Slot>,
         outcome: Option<PendingOutcome>,
     ) -> Self {
         ProxyBody::Upstream(Box::new(Timed {

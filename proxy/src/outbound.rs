@@ -77,6 +77,22 @@ pub struct Bulkhead {
     limits: Mutex<LimitPolicy>,
     slots: Arc<Semaphore>,
     pending: AtomicU64,
+    /// Slots held by requests (not by a shrink taking slots back).
+    active: Arc<AtomicU64>,
+}
+
+/// A request's place in a bulkhead, given back when dropped (with the response body).
+#[derive(Debug)]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    active: Arc<AtomicU64>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Bulkhead {
@@ -85,16 +101,26 @@ impl Bulkhead {
             limits: Mutex::new(limits),
             slots: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
             pending: AtomicU64::new(0),
+            active: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn slot(&self, permit: OwnedSemaphorePermit) -> Slot {
+        self.active
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Slot {
+            _permit: permit,
+            active: self.active.clone(),
         }
     }
 
     /// A slot, at once, after queueing, or the reason there is none. The wait ends at
     /// `queueTimeout` or at `until` (the request's deadline), whichever comes first: time in
     /// the queue is part of the request's time.
-    pub async fn acquire(&self, until: Option<Instant>) -> Result<OwnedSemaphorePermit, Shed> {
+    pub async fn acquire(&self, until: Option<Instant>) -> Result<Slot, Shed> {
         use std::sync::atomic::Ordering;
         if let Ok(p) = self.slots.clone().try_acquire_owned() {
-            return Ok(p);
+            return Ok(self.slot(p));
         }
         let limits = *lock(&self.limits);
         if self.pending.fetch_add(1, Ordering::AcqRel) >= limits.max_pending as u64 {
@@ -109,14 +135,14 @@ impl Bulkhead {
         let r = tokio::time::timeout_at(end.into(), self.slots.clone().acquire_owned()).await;
         self.pending.fetch_sub(1, Ordering::AcqRel);
         match r {
-            Ok(Ok(p)) => Ok(p),
+            Ok(Ok(p)) => Ok(self.slot(p)),
             _ => Err(shed),
         }
     }
 
-    /// Requests holding a slot.
+    /// Requests holding a slot (during a shrink, possibly more than the new limit).
     pub fn active(&self) -> usize {
-        (lock(&self.limits).max_concurrent as usize).saturating_sub(self.slots.available_permits())
+        self.active.load(std::sync::atomic::Ordering::Relaxed) as usize
     }
 
     /// Takes new limits in place, so the requests in flight keep counting. More slots are
@@ -827,6 +853,7 @@ mod tests {
         let first = b.acquire(None).await.expect("a slot");
         let second = b.acquire(None).await.expect("a slot");
         b.resize(limits(1));
+        assert_eq!(b.active(), 2, "both still in flight, over the new limit");
         drop(first);
         tokio::task::yield_now().await;
         assert_eq!(

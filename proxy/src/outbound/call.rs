@@ -12,7 +12,6 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::balance::{Endpoint, InFlight};
 use super::outlier::Outcome;
@@ -49,7 +48,7 @@ pub struct Upstream {
     /// Longest silence in the body.
     pub idle: Option<Duration>,
     /// The bulkhead slot, released when the body ends.
-    pub permit: Option<OwnedSemaphorePermit>,
+    pub permit: Option<super::Slot>,
     /// A gRPC call's outcome, known only once its trailers arrive.
     pub outcome: Option<PendingOutcome>,
 }
