@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use bulwark_tests::{Mesh, py_script, python};
+use bulwark_tests::{Mesh, Pod, py_script, python};
 
 fn py(script: &str, args: &str) -> String {
     format!(
@@ -13,9 +13,9 @@ fn py(script: &str, args: &str) -> String {
     )
 }
 
-#[test]
-fn grpcio_unary_and_streaming_calls_keep_trailers_and_status() -> Result<()> {
-    let mut mesh = Mesh::new("grpc")?;
+/// A mesh with a client pod and a server pod running the grpcio echo server on :50051.
+fn grpc_pods(name: &str) -> Result<(Mesh, Pod, Pod)> {
+    let mut mesh = Mesh::new(name)?;
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
     let mut cmd = server.cmd(python());
@@ -23,6 +23,12 @@ fn grpcio_unary_and_streaming_calls_keep_trailers_and_status() -> Result<()> {
         .args(["server", "50051"]);
     mesh.spawn(&server, "grpc-server", cmd)?;
     mesh.wait_listening(&server, 50051)?;
+    Ok((mesh, client, server))
+}
+
+#[test]
+fn grpcio_unary_and_streaming_calls_keep_trailers_and_status() -> Result<()> {
+    let (mut mesh, client, server) = grpc_pods("grpc")?;
     mesh.proxy(&server, &[])?;
     mesh.proxy(&client, &[])?;
     let out = client.sh_ok(&py("grpc_check.py", &format!("client {}:50051", server.ip)))?;
@@ -42,14 +48,7 @@ fn grpcio_unary_and_streaming_calls_keep_trailers_and_status() -> Result<()> {
 
 #[test]
 fn a_grpc_status_in_the_trailers_counts_against_the_endpoint() -> Result<()> {
-    let mut mesh = Mesh::new("grpctrail")?;
-    let client = mesh.pod("client")?;
-    let server = mesh.pod("server")?;
-    let mut cmd = server.cmd(python());
-    cmd.arg(py_script("grpc_check.py"))
-        .args(["server", "50051"]);
-    mesh.spawn(&server, "grpc-server", cmd)?;
-    mesh.wait_listening(&server, 50051)?;
+    let (mut mesh, client, server) = grpc_pods("grpctrail")?;
     let dir = bulwark_tests::policy::policy_dir("grpctrail")?;
     std::fs::write(
         dir.join("api.yaml"),
