@@ -219,16 +219,8 @@ async fn connect_balanced(
         } else {
             EndpointOutcome::ConnectFailure
         };
-        let tripped = {
-            let mut s = ep.lock();
-            s.ewma
-                .observe(started.elapsed(), Instant::now(), target.balance.decay);
-            s.outlier
-                .observe(outcome, started.elapsed(), &target.outlier)
-        };
-        if let Some((reason, detail)) = tripped {
-            state.try_eject(&ep, reason, detail, Instant::now());
-        }
+        let took = started.elapsed();
+        state.record_outcome(&ep, outcome, took, Some(took));
         match result {
             Ok(s) => return Ok((s, Some(InFlight::start(&ep)))),
             Err(e) if tried.len() >= 2 || tried.contains(&ep.addr) => return Err(e),

@@ -439,6 +439,29 @@ impl TargetState {
         }
     }
 
+    /// Feeds one outcome into the endpoint's outlier state (and, with `rtt`, its latency
+    /// estimate), and ejects it if a detector trips.
+    pub fn record_outcome(
+        &self,
+        ep: &Endpoint,
+        outcome: outlier::Outcome,
+        latency: Duration,
+        rtt: Option<Duration>,
+    ) {
+        let target = self.target.load();
+        let now = Instant::now();
+        let tripped = {
+            let mut s = ep.lock();
+            if let Some(rtt) = rtt {
+                s.ewma.observe(rtt, now, target.balance.decay);
+            }
+            s.outlier.observe(outcome, latency, &target.outlier)
+        };
+        if let Some((reason, detail)) = tripped {
+            self.try_eject(ep, reason, detail, now);
+        }
+    }
+
     /// Ejects `ep` unless that would pass `maxEjectionPercent`. Logs and counts either way.
     pub fn try_eject(&self, ep: &Endpoint, reason: outlier::Reason, detail: String, now: Instant) {
         let target = self.target.load();

@@ -82,16 +82,9 @@ impl PendingOutcome {
     }
 
     fn finish(self, outcome: Outcome) {
-        let target = self.state.target.load();
-        let tripped = self
-            .ep
-            .lock()
-            .outlier
-            .observe(outcome, self.latency, &target.outlier);
-        if let Some((reason, detail)) = tripped {
-            self.state
-                .try_eject(&self.ep, reason, detail, Instant::now());
-        }
+        // The latency estimate already had this call's time to headers.
+        self.state
+            .record_outcome(&self.ep, outcome, self.latency, None);
     }
 }
 
@@ -530,21 +523,12 @@ fn record(
         Ok(resp) => outcome_of(resp.status().as_u16(), None),
         Err(_) => Outcome::ConnectFailure,
     };
-    let target = state.target.load();
-    let now = Instant::now();
-    let tripped = {
-        let mut s = ep.lock();
-        let rtt = if !matches!(outcome, Outcome::Success) {
-            latency.max(FAILURE_PENALTY)
-        } else {
-            latency
-        };
-        s.ewma.observe(rtt, now, target.balance.decay);
-        s.outlier.observe(outcome, latency, &target.outlier)
+    let rtt = if !matches!(outcome, Outcome::Success) {
+        latency.max(FAILURE_PENALTY)
+    } else {
+        latency
     };
-    if let Some((reason, detail)) = tripped {
-        state.try_eject(&ep, reason, detail, now);
-    }
+    state.record_outcome(&ep, outcome, latency, Some(rtt));
     None
 }
 
