@@ -6,7 +6,9 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -65,7 +67,7 @@ impl ProxyBody {
     ) -> Self {
         ProxyBody::Upstream(Box::new(Timed {
             inner,
-            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into()))),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
             _permit: permit,
             outcome,
@@ -95,7 +97,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(t) => {
                 if let Poll::Ready(f) = Pin::new(&mut t.inner).poll_frame(cx) {
                     if let (Some((d, sleep)), Some(Ok(_))) = (&mut t.idle, &f) {
-                        sleep.as_mut().reset((Instant::now() + *d).into());
+                        sleep.as_mut().reset(Instant::now() + *d);
                     }
                     if let Some(o) = t.outcome.take() {
                         match &f {

@@ -3,7 +3,9 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::{Context, bail};
 use bulwark_proxy::config::{self, Config, parse_duration};

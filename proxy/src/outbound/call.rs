@@ -6,7 +6,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -447,7 +449,7 @@ async fn attempt(
     let client = c.shared.pools.get(addr, c.version, policy.timeouts.connect);
     let fut = client.request(req);
     let result = match deadline {
-        Some(d) => match tokio::time::timeout_at(d.into(), fut).await {
+        Some(d) => match tokio::time::timeout_at(d, fut).await {
             Ok(r) => r.map_err(|e| classify(&e)),
             Err(_) => Err((Failure::PerTryTimeout, "per_try_timeout")),
         },

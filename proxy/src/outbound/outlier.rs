@@ -4,7 +4,9 @@
 //! (capped, jittered); the endpoint then returns on probation, and one failure there ejects
 //! it again. Every ejection keeps its reason and the counters that tripped it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::Serialize;
 

@@ -3,7 +3,9 @@
 //! addresses and is retried with backoff, so a DNS outage does not empty a Backend.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
@@ -113,7 +115,12 @@ impl Resolver {
             addrs.truncate(MAX_ADDRESSES_PER_NAME);
         }
         let now = Instant::now();
-        let ttl = answer.valid_until().saturating_duration_since(now);
+        // The resolver's answer carries a std instant: the one place the proxy reads that
+        // clock, to turn the answer's validity into a TTL.
+        #[allow(clippy::disallowed_types)]
+        let ttl = answer
+            .valid_until()
+            .saturating_duration_since(std::time::Instant::now());
         Ok((addrs, now + ttl.clamp(self.min_refresh, self.max_refresh)))
     }
 }

@@ -1,7 +1,9 @@
 //! Retry decisions, pure: which failures may be retried for which requests, the backoff
 //! between attempts, and the budget that keeps retries from becoming a denial of service.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bulwark_api::policy::RetryCondition;
 use http::{HeaderMap, Method};

@@ -1,4 +1,6 @@
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bulwark_api::policy::RetryCondition;
 use http::{HeaderMap, HeaderValue, Method};
