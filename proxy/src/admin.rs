@@ -17,8 +17,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use crate::listener::Shared;
-use crate::metrics::ProcessStats;
+use crate::config::Config;
+use crate::drain::Drain;
+use crate::lock::lock;
+use crate::metrics::{Metrics, ProcessStats};
+use crate::outbound::registry::Registry;
+use crate::snapshot::SharedSnapshot;
+use crate::transport::detect::OpaqueLearner;
 
 /// State of the iptables redirection as the proxy last saw it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -58,8 +63,18 @@ struct ReadyBody<'a> {
 /// Everything the admin server reads.
 #[derive(Debug)]
 pub struct Admin {
-    /// The data path's shared state.
-    pub shared: Arc<Shared>,
+    /// The running configuration (`/config_dump`, `/shutdown`'s switch).
+    pub cfg: Arc<Config>,
+    /// Counters and histograms.
+    pub metrics: Arc<Metrics>,
+    /// Ports learned as server-speaks-first.
+    pub learner: Arc<OpaqueLearner>,
+    /// The current policy.
+    pub snapshot: SharedSnapshot,
+    /// Every target's run-time state (`/outliers`, endpoint gauges).
+    pub registry: Arc<Registry>,
+    /// Shutdown signal (`/shutdown`, and `/ready` while draining).
+    pub drain: Drain,
     /// Readiness inputs.
     pub readiness: Arc<Readiness>,
 }
@@ -112,7 +127,7 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
 /// Routes one admin request. Pure apart from reading shared state and, for `/shutdown`,
 /// signalling the drain.
 fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let s = &admin.shared;
+    let s = admin;
     let path = req.uri().path();
     let method = req.method();
     if path == "/shutdown" {
@@ -126,7 +141,7 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
             let mut text = s
                 .metrics
                 .render(&s.learner.learned(Instant::now()), &ProcessStats::read());
-            text.push_str(&s.router.render_metrics());
+            text.push_str(&s.registry.render_metrics());
             reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -143,7 +158,7 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
         ),
         "/ready" => {
             let r = &admin.readiness;
-            let redirect = r.redirect.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let redirect = lock(&r.redirect).clone();
             let listeners_bound = r.listeners_bound.load(Ordering::Acquire);
             let draining = s.drain.is_draining();
             let redirect_ok = matches!(
@@ -176,7 +191,7 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
             &serde_json::json!({ "config": &*s.cfg, "snapshot": &**s.snapshot.load() }),
         ),
         "/detect" => json(StatusCode::OK, &s.learner.learned(Instant::now())),
-        "/outliers" => json(StatusCode::OK, &s.router.report()),
+        "/outliers" => json(StatusCode::OK, &s.registry.report()),
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -188,7 +203,7 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
 /// `POST /shutdown`: off unless enabled, and only from loopback, because any app in the pod
 /// can reach the admin port (the lesson of CVE-2024-40632).
 fn shutdown(admin: &Admin, peer: SocketAddr, method: &Method) -> Response<Full<Bytes>> {
-    if !admin.shared.cfg.admin_shutdown {
+    if !admin.cfg.admin_shutdown {
         return reply(
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -206,6 +221,6 @@ fn shutdown(admin: &Admin, peer: SocketAddr, method: &Method) -> Response<Full<B
         );
     }
     tracing::info!(%peer, "shutdown requested on the admin port");
-    admin.shared.drain.signal();
+    admin.drain.signal();
     reply(StatusCode::ACCEPTED, "text/plain", "draining\n")
 }

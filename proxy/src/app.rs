@@ -10,14 +10,18 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
 
+use crate::accept::{self, Accept};
 use crate::admin::{self, Admin, Readiness, RedirectState};
 use crate::config::Config;
 use crate::discovery;
 use crate::drain::Drain;
-use crate::init::{self, Backend, InitSpec, Ipv6Mode};
-use crate::listener::{self, Shared};
+use crate::http::Hop;
+use crate::inbound::Inbound;
+use crate::init::{self, InitSpec, Iptables, Ipv6Mode};
+use crate::lock::lock;
 use crate::metrics::{Direction, Metrics};
-use crate::outbound::Router;
+use crate::outbound::Outbound;
+use crate::outbound::registry::Registry;
 use crate::pool::Pools;
 use crate::snapshot::{self, Snapshot};
 use crate::transport::detect::OpaqueLearner;
@@ -90,35 +94,25 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let cfg = Arc::new(cfg);
     let drain = Drain::new();
     let metrics = Arc::new(Metrics::new(cfg.metrics_max_authorities));
-    let shared = Arc::new(Shared {
-        router: Arc::new(Router::new(
-            cfg.dns.clone(),
-            cfg.max_policy_endpoints,
-            metrics.clone(),
-        )),
-        metrics,
-        learner: Arc::new(OpaqueLearner::new(
-            cfg.detect.learn_threshold,
-            cfg.detect.learn_ttl,
-        )),
-        snapshot: snapshot::shared(Snapshot {
-            opaque_ports: cfg.detect.opaque_ports.iter().copied().collect(),
-            ..Default::default()
-        }),
-        pools: Pools::new(cfg.http.clone(), cfg.tcp.clone()),
-        drain: drain.clone(),
-        cfg: cfg.clone(),
-    });
+    let registry = Arc::new(Registry::new(
+        cfg.dns.clone(),
+        cfg.max_policy_endpoints,
+        metrics.clone(),
+    ));
+    let learner = Arc::new(OpaqueLearner::new(
+        cfg.detect.learn_threshold,
+        cfg.detect.learn_ttl,
+    ));
+    let flags = Snapshot::from_flags(cfg.detect.opaque_ports.iter().copied().collect());
+    let snapshot = snapshot::shared(flags);
     if !cfg.policy_paths.is_empty() {
-        let local = local_snapshot(&cfg)?;
-        let mut next = local;
-        next.states = shared.router.attach(&next.routes.targets);
+        let local = local_snapshot(&cfg, &registry)?;
         tracing::info!(
-            documents = next.documents.len(),
-            targets = next.routes.targets.len(),
+            documents = local.documents.len(),
+            targets = local.routes.targets.len(),
             "policy loaded from files"
         );
-        shared.snapshot.store(Arc::new(next));
+        snapshot.store(Arc::new(local));
     }
     let snapshot_applied = cfg
         .control_plane
@@ -144,13 +138,49 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     tokio::spawn(admin::serve(
         admin_listener,
         Arc::new(Admin {
-            shared: shared.clone(),
+            cfg: cfg.clone(),
+            metrics: metrics.clone(),
+            learner: learner.clone(),
+            snapshot: snapshot.clone(),
+            registry: registry.clone(),
+            drain: drain.clone(),
             readiness: readiness.clone(),
         }),
     ));
+    let pools = Arc::new(Pools::new(cfg.http.clone(), cfg.tcp.clone()));
+    let hop = |direction| Hop {
+        direction,
+        metrics: metrics.clone(),
+        pools: pools.clone(),
+        drain: drain.clone(),
+        limits: cfg.http.clone(),
+        tcp: cfg.tcp.clone(),
+    };
+    let inbound = Arc::new(Inbound {
+        hop: hop(Direction::Inbound),
+    });
+    let outbound = Arc::new(Outbound {
+        hop: hop(Direction::Outbound),
+        snapshot: snapshot.clone(),
+    });
+    let accept = |direction| {
+        Arc::new(Accept {
+            direction,
+            detect: cfg.detect.clone(),
+            keepalive: cfg.tcp.keepalive,
+            learner: learner.clone(),
+            snapshot: snapshot.clone(),
+            metrics: metrics.clone(),
+            drain: drain.clone(),
+        })
+    };
     let mut accept_loops = Vec::new();
     for (direction, l) in listeners {
-        accept_loops.push(tokio::spawn(listener::serve(l, direction, shared.clone())));
+        let a = accept(direction);
+        accept_loops.push(match direction {
+            Direction::Inbound => tokio::spawn(accept::serve(l, a, inbound.clone())),
+            Direction::Outbound => tokio::spawn(accept::serve(l, a, outbound.clone())),
+        });
     }
     readiness.listeners_bound.store(true, Ordering::Release);
     if cfg.verify_redirect {
@@ -162,25 +192,34 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     }
     if let (Some(endpoint), Some(applied)) = (cfg.control_plane.clone(), snapshot_applied) {
         let w = &cfg.workload;
-        let identity = discovery::Identity {
+        let info = discovery::ProxyInfo {
             workload: format!("{}/{}", w.namespace, w.name),
             namespace: w.namespace.clone(),
             service_account: w.service_account.clone(),
             pod_ips: w.pod_ips.clone(),
         };
-        let snapshot = shared.snapshot.clone();
-        let metrics = shared.metrics.clone();
         tokio::spawn(discovery::run(
             endpoint,
-            identity,
-            snapshot,
-            shared.router.clone(),
+            info,
+            snapshot.clone(),
+            registry.clone(),
             applied,
-            metrics,
+            metrics.clone(),
             drain.clone(),
         ));
     }
+    serve_until(shutdown, &drain, accept_loops, &cfg).await;
+    Ok(())
+}
 
+/// Waits for the shutdown signal, then drains: listeners stop, connections finish within
+/// the grace period.
+async fn serve_until(
+    shutdown: impl Future<Output = ()>,
+    drain: &Drain,
+    accept_loops: Vec<tokio::task::JoinHandle<()>>,
+    cfg: &Config,
+) {
     tokio::select! {
         _ = shutdown => tracing::info!("shutdown signal received; draining"),
         _ = drain.signaled() => tracing::info!("draining"),
@@ -195,12 +234,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     } else {
         tracing::info!("drained");
     }
-    Ok(())
 }
 
 /// The snapshot of `--policy` files: every problem is reported at once, with its file, line,
 /// field and reason; documents of the workload's namespace and the MeshConfig apply.
-fn local_snapshot(cfg: &Config) -> Result<Snapshot, AppError> {
+fn local_snapshot(cfg: &Config, registry: &Registry) -> Result<Snapshot, AppError> {
     let loaded = bulwark_api::load::load_paths(&cfg.policy_paths);
     if !loaded.is_valid() {
         let lines: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
@@ -216,17 +254,8 @@ fn local_snapshot(cfg: &Config) -> Result<Snapshot, AppError> {
                 || d.metadata().namespace() == namespace
         })
         .collect();
-    let routes = crate::outbound::route::build(&documents);
-    routes
-        .check_bound(cfg.max_policy_endpoints)
-        .map_err(AppError::Policy)?;
-    Ok(Snapshot {
-        version: 0,
-        opaque_ports: cfg.detect.opaque_ports.iter().copied().collect(),
-        routes,
-        documents,
-        states: Vec::new(),
-    })
+    let opaque_ports = cfg.detect.opaque_ports.iter().copied().collect();
+    Snapshot::build(0, opaque_ports, documents, registry).map_err(|e| AppError::Policy(e.0))
 }
 
 /// Checks the iptables rules until they are in place (every second at first, backing off
@@ -251,7 +280,7 @@ async fn verify_redirect(cfg: Arc<Config>, readiness: Arc<Readiness>, drain: Dra
     while !drain.is_draining() {
         let spec = spec.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let tools = init::families(mode, Backend::Auto)?;
+            let tools = init::families(mode, Iptables::Auto)?;
             init::check(&spec, &tools, false)
         })
         .await;
@@ -266,7 +295,7 @@ async fn verify_redirect(cfg: Arc<Config>, readiness: Arc<Readiness>, drain: Dra
         } else {
             tracing::info!("redirection verified");
         }
-        *readiness.redirect.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        *lock(&readiness.redirect) = state;
         if done {
             return;
         }

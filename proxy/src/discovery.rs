@@ -17,8 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::drain::Drain;
 use crate::metrics::Metrics;
-use crate::outbound::Router;
-use crate::outbound::route;
+use crate::outbound::registry::Registry;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 /// First reconnect delay; doubled per failure up to [`BACKOFF_MAX`], fully jittered.
@@ -34,9 +33,9 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a PING may go unanswered before the stream is taken for dead.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the proxy tells the control plane about itself.
+/// What the proxy tells the control plane about itself in its Hello.
 #[derive(Debug, Clone, Default)]
-pub struct Identity {
+pub struct ProxyInfo {
     /// NAMESPACE/NAME.
     pub workload: String,
     /// The namespace (scopes the policy it receives).
@@ -52,12 +51,13 @@ pub struct Identity {
 #[error("{0}")]
 pub struct Rejected(pub String);
 
-/// Builds the next snapshot from a received one. Pure: the caller swaps it in. A snapshot
-/// naming more than `max_endpoints` endpoints is rejected whole.
+/// Builds the next snapshot from a received one, its targets' state from `registry`; the
+/// caller swaps it in. A snapshot naming more endpoints than the registry takes is rejected
+/// whole.
 pub fn build(
     received: &wire::Snapshot,
     current: &Snapshot,
-    max_endpoints: usize,
+    registry: &Registry,
 ) -> Result<Snapshot, Rejected> {
     let values: Vec<serde_json::Value> = serde_json::from_str(&received.documents_json)
         .map_err(|e| Rejected(format!("documents are not a JSON array: {e}")))?;
@@ -87,23 +87,21 @@ pub fn build(
     if !problems.is_empty() {
         return Err(Rejected(problems.join("; ")));
     }
-    let routes = route::build(&documents);
-    routes.check_bound(max_endpoints).map_err(Rejected)?;
-    Ok(Snapshot {
-        version: received.version,
-        opaque_ports: current.opaque_ports.clone(),
-        routes,
+    Snapshot::build(
+        received.version,
+        current.opaque_ports.clone(),
         documents,
-        states: Vec::new(),
-    })
+        registry,
+    )
+    .map_err(|e| Rejected(e.0))
 }
 
 /// Follows the control plane until drain. `applied` turns true with the first snapshot.
 pub async fn run(
     endpoint: String,
-    identity: Identity,
+    info: ProxyInfo,
     snapshot: SharedSnapshot,
-    router: Arc<Router>,
+    registry: Arc<Registry>,
     applied: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     drain: Drain,
@@ -111,7 +109,7 @@ pub async fn run(
     let mut backoff = BACKOFF_BASE;
     while !drain.is_draining() {
         let result = tokio::select! {
-            r = session(&endpoint, &identity, &snapshot, &router, &applied, &metrics) => r,
+            r = session(&endpoint, &info, &snapshot, &registry, &applied, &metrics) => r,
             _ = drain.signaled() => return,
         };
         metrics.discovery.connected.store(0, Ordering::Relaxed);
@@ -132,7 +130,7 @@ pub async fn run(
         }
         // Full jitter: a random delay in [0, backoff), so proxies do not reconnect in step
         // (the generator is seeded from the clock: sidecars often share a PID).
-        let delay = backoff.mul_f64(crate::outbound::unit());
+        let delay = backoff.mul_f64(crate::random::unit());
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = drain.signaled() => return,
@@ -145,9 +143,9 @@ pub async fn run(
 /// arrived (a stream that delivered is a healthy one; its end resets the backoff).
 async fn session(
     endpoint: &str,
-    identity: &Identity,
+    info: &ProxyInfo,
     snapshot: &SharedSnapshot,
-    router: &Router,
+    registry: &Registry,
     applied: &AtomicBool,
     metrics: &Metrics,
 ) -> Result<bool, tonic::Status> {
@@ -163,10 +161,10 @@ async fn session(
     let mut client = DiscoveryClient::new(channel);
     let (tx, rx) = mpsc::channel(8);
     let hello = wire::Hello {
-        workload: identity.workload.clone(),
-        namespace: identity.namespace.clone(),
-        service_account: identity.service_account.clone(),
-        pod_ips: identity.pod_ips.clone(),
+        workload: info.workload.clone(),
+        namespace: info.namespace.clone(),
+        service_account: info.service_account.clone(),
+        pod_ips: info.pod_ips.clone(),
         proxy_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let _ = tx
@@ -184,9 +182,8 @@ async fn session(
             continue;
         };
         got = true;
-        let answer = match build(&s, &snapshot.load(), router.max_endpoints()) {
-            Ok(mut next) => {
-                next.states = router.attach(&next.routes.targets);
+        let answer = match build(&s, &snapshot.load(), registry) {
+            Ok(next) => {
                 let docs = next.documents.len();
                 snapshot.store(Arc::new(next));
                 applied.store(true, Ordering::Release);

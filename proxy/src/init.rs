@@ -41,7 +41,7 @@ pub enum Ipv6Mode {
 
 /// Which iptables implementation writes the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-pub enum Backend {
+pub enum Iptables {
     /// nft unless only the legacy backend holds rules already.
     Auto,
     /// `iptables-nft-*`.
@@ -378,7 +378,7 @@ fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<String, InitErro
 impl Tools {
     /// Picks the binaries for `family` and `backend`. With `Auto`, the legacy backend is used
     /// only when it already holds rules and nft holds none (the node's other rules live there).
-    pub fn pick(family: Family, backend: Backend) -> Self {
+    pub fn pick(family: Family, backend: Iptables) -> Self {
         let base = match family {
             Family::V4 => "iptables",
             Family::V6 => "ip6tables",
@@ -394,9 +394,9 @@ impl Tools {
             restore: format!("{base}-restore"),
         };
         match backend {
-            Backend::Nft => named("nft"),
-            Backend::Legacy => named("legacy"),
-            Backend::Auto => {
+            Iptables::Nft => named("nft"),
+            Iptables::Legacy => named("legacy"),
+            Iptables::Auto => {
                 let nft = named("nft");
                 let legacy = named("legacy");
                 if !on_path(&nft.restore) {
@@ -436,7 +436,7 @@ impl Tools {
 }
 
 /// The families to program for `mode`.
-pub fn families(mode: Ipv6Mode, backend: Backend) -> Result<Vec<Tools>, InitError> {
+pub fn families(mode: Ipv6Mode, backend: Iptables) -> Result<Vec<Tools>, InitError> {
     let mut tools = vec![Tools::pick(Family::V4, backend)];
     let v6 = Tools::pick(Family::V6, backend);
     let kernel_v6 = Path::new("/proc/net/if_inet6").exists();

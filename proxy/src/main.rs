@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use anyhow::{Context, bail};
 use bulwark_proxy::config::{self, Config, parse_duration};
-use bulwark_proxy::init::{self, Backend, InitSpec, Ipv6Mode, PortRange};
+use bulwark_proxy::init::{self, InitSpec, Iptables, Ipv6Mode, PortRange};
 use clap::{ArgAction, Args, Parser, Subcommand};
 use ipnet::IpNet;
 
@@ -249,7 +249,7 @@ struct InitArgs {
         value_enum,
         default_value = "auto"
     )]
-    iptables_backend: Backend,
+    iptables_backend: Iptables,
 }
 
 #[derive(Args, Debug)]

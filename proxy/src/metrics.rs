@@ -2,7 +2,7 @@
 //! buckets and exact percentiles come from one record), connections, bytes, detection
 //! outcomes and proxy-made errors. Rendering to Prometheus text and to JSON lives here too.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +11,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::error::Kind;
+use crate::lock::lock;
 use crate::transport::copy::ByteCounters;
 use crate::transport::detect::{LearnedPort, Protocol};
 
@@ -161,40 +163,91 @@ struct DirectionCounters {
     detect: [AtomicU64; 8],
 }
 
-/// Resilience counters: name and help. Labels are the target and a reason.
-pub const RESILIENCE: [(&str, &str); 10] = [
-    ("retries", "Retries sent, by the failure retried."),
-    (
-        "retries_skipped",
-        "Retries the policy allowed but the request body could not be replayed (past maxBufferedBodyBytes).",
-    ),
-    (
-        "retry_budget_exhausted",
-        "Retries not sent because the retry budget was spent.",
-    ),
-    (
-        "hedges",
-        "Hedged requests: sent, original_won, hedge_won, budget_exhausted.",
-    ),
-    ("outlier_ejections", "Endpoints ejected, by reason."),
-    (
-        "outlier_ejections_skipped",
-        "Ejections not made because maxEjectionPercent was reached.",
-    ),
-    (
-        "outlier_returns",
-        "Endpoints returned from ejection to probation.",
-    ),
-    (
-        "balancer_panic",
-        "Picks made in panic mode (too few healthy endpoints; ejections ignored).",
-    ),
-    (
-        "bulkhead_rejections",
-        "Requests refused by the bulkhead: bulkhead_full or bulkhead_queue_timeout.",
-    ),
-    ("dns_failures", "Failed lookups of hostname endpoints."),
-];
+/// A resilience counter. Rendered as `bulwark_<name>_total{target, reason}`; the target is
+/// a policy target (bounded by the policy), the reason a fixed label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Resilience {
+    /// Retries sent, by the failure retried.
+    Retries,
+    /// Retries the policy allowed but the body could not be replayed.
+    RetriesSkipped,
+    /// Retries not sent because the budget was spent.
+    RetryBudgetExhausted,
+    /// Hedged requests, by what became of them.
+    Hedges,
+    /// Endpoints ejected, by reason.
+    OutlierEjections,
+    /// Ejections not made because `maxEjectionPercent` was reached.
+    OutlierEjectionsSkipped,
+    /// Endpoints back from ejection, on probation.
+    OutlierReturns,
+    /// Picks made in panic mode.
+    BalancerPanic,
+    /// Requests refused by the bulkhead.
+    BulkheadRejections,
+    /// Failed lookups of hostname endpoints.
+    DnsFailures,
+}
+
+impl Resilience {
+    /// Every counter, in exposition order.
+    pub const ALL: [Resilience; 10] = [
+        Resilience::Retries,
+        Resilience::RetriesSkipped,
+        Resilience::RetryBudgetExhausted,
+        Resilience::Hedges,
+        Resilience::OutlierEjections,
+        Resilience::OutlierEjectionsSkipped,
+        Resilience::OutlierReturns,
+        Resilience::BalancerPanic,
+        Resilience::BulkheadRejections,
+        Resilience::DnsFailures,
+    ];
+
+    /// The name inside `bulwark_<name>_total`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resilience::Retries => "retries",
+            Resilience::RetriesSkipped => "retries_skipped",
+            Resilience::RetryBudgetExhausted => "retry_budget_exhausted",
+            Resilience::Hedges => "hedges",
+            Resilience::OutlierEjections => "outlier_ejections",
+            Resilience::OutlierEjectionsSkipped => "outlier_ejections_skipped",
+            Resilience::OutlierReturns => "outlier_returns",
+            Resilience::BalancerPanic => "balancer_panic",
+            Resilience::BulkheadRejections => "bulkhead_rejections",
+            Resilience::DnsFailures => "dns_failures",
+        }
+    }
+
+    /// The `# HELP` text.
+    pub fn help(self) -> &'static str {
+        match self {
+            Resilience::Retries => "Retries sent, by the failure retried.",
+            Resilience::RetriesSkipped => {
+                "Retries the policy allowed but the request body could not be replayed (past maxBufferedBodyBytes)."
+            }
+            Resilience::RetryBudgetExhausted => {
+                "Retries not sent because the retry budget was spent."
+            }
+            Resilience::Hedges => {
+                "Hedged requests: sent, original_won, hedge_won, budget_exhausted."
+            }
+            Resilience::OutlierEjections => "Endpoints ejected, by reason.",
+            Resilience::OutlierEjectionsSkipped => {
+                "Ejections not made because maxEjectionPercent was reached."
+            }
+            Resilience::OutlierReturns => "Endpoints returned from ejection to probation.",
+            Resilience::BalancerPanic => {
+                "Picks made in panic mode (too few healthy endpoints; ejections ignored)."
+            }
+            Resilience::BulkheadRejections => {
+                "Requests refused by the bulkhead: bulkhead_full or bulkhead_queue_timeout."
+            }
+            Resilience::DnsFailures => "Failed lookups of hostname endpoints.",
+        }
+    }
+}
 
 /// The discovery client's state, as metrics.
 #[derive(Debug, Default)]
@@ -217,8 +270,8 @@ pub struct Metrics {
     max_authorities: usize,
     requests: Mutex<HashMap<String, Series>>,
     directions: [DirectionCounters; 2],
-    errors: Mutex<HashMap<(&'static str, &'static str), u64>>,
-    resilience: Mutex<std::collections::BTreeMap<(&'static str, String, &'static str), u64>>,
+    errors: Mutex<HashMap<(Direction, Kind), u64>>,
+    resilience: Mutex<BTreeMap<(Resilience, String, &'static str), u64>>,
     /// The discovery client's state.
     pub discovery: DiscoveryCounters,
 }
@@ -254,7 +307,7 @@ impl Metrics {
             requests: Mutex::new(HashMap::new()),
             directions: Default::default(),
             errors: Mutex::new(HashMap::new()),
-            resilience: Mutex::new(std::collections::BTreeMap::new()),
+            resilience: Mutex::new(BTreeMap::new()),
             discovery: DiscoveryCounters::default(),
         }
     }
@@ -270,7 +323,7 @@ impl Metrics {
     ) {
         let slot = direction.index() * 5 + class_index(status);
         let us = (latency.as_micros() as u64).clamp(1, MAX_TRACKED_US);
-        let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(&self.requests);
         if let Some(series) = map.get_mut(authority) {
             series.record(slot, us);
             return;
@@ -311,16 +364,16 @@ impl Metrics {
         self.directions[direction.index()].detect[label.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a failure the proxy answered for (`reason` is a fixed label).
-    pub fn error(&self, direction: Direction, reason: &'static str) {
-        let mut map = self.errors.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry((direction.as_str(), reason)).or_default() += 1;
+    /// Counts a failure the proxy answered for.
+    pub fn error(&self, direction: Direction, kind: Kind) {
+        let mut map = lock(&self.errors);
+        *map.entry((direction, kind)).or_default() += 1;
     }
 
-    /// Counts a resilience event: `name` is one of [`RESILIENCE`], `target` a policy target
-    /// (bounded by the policy), `reason` a fixed label.
-    pub fn count(&self, name: &'static str, target: &str, reason: &'static str) {
-        let mut map = self.resilience.lock().unwrap_or_else(|e| e.into_inner());
+    /// Counts a resilience event: `target` is a policy target (bounded by the policy),
+    /// `reason` a fixed label.
+    pub fn count(&self, name: Resilience, target: &str, reason: &'static str) {
+        let mut map = lock(&self.resilience);
         match map.get_mut(&(name, target.to_string(), reason)) {
             Some(v) => *v += 1,
             None => {
@@ -330,31 +383,36 @@ impl Metrics {
     }
 
     /// A resilience counter's value (0 when never counted).
-    pub fn counted(&self, name: &'static str, target: &str, reason: &'static str) -> u64 {
-        let map = self.resilience.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn counted(&self, name: Resilience, target: &str, reason: &'static str) -> u64 {
+        let map = lock(&self.resilience);
         map.get(&(name, target.to_string(), reason))
             .copied()
             .unwrap_or(0)
     }
 
     fn render_resilience(&self, o: &mut String) {
-        let map = self.resilience.lock().unwrap_or_else(|e| e.into_inner());
-        for (name, help) in RESILIENCE {
-            header(o, &format!("bulwark_{name}_total"), "counter", help);
-            for ((n, target, reason), v) in map.iter() {
-                if *n == name {
-                    let _ = writeln!(
-                        o,
-                        "bulwark_{name}_total{{target=\"{target}\",reason=\"{reason}\"}} {v}"
-                    );
-                }
+        let map = lock(&self.resilience);
+        for counter in Resilience::ALL {
+            let name = counter.name();
+            header(
+                o,
+                &format!("bulwark_{name}_total"),
+                "counter",
+                counter.help(),
+            );
+            for ((_, target, reason), v) in map.iter().filter(|(k, _)| k.0 == counter) {
+                let _ = writeln!(
+                    o,
+                    "bulwark_{name}_total{{target=\"{}\",reason=\"{reason}\"}} {v}",
+                    escape(target)
+                );
             }
         }
     }
 
     /// Percentiles per series, sorted.
     pub fn stats(&self) -> Vec<LatencyStats> {
-        let map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let map = lock(&self.requests);
         let ms = |us: u64| us as f64 / 1000.0;
         sorted_series(&map)
             .into_iter()
@@ -460,10 +518,13 @@ impl Metrics {
             "Requests or connections the proxy failed, by reason.",
         );
         {
-            let map = self.errors.lock().unwrap_or_else(|e| e.into_inner());
-            let mut rows: Vec<_> = map.iter().collect();
+            let map = lock(&self.errors);
+            let mut rows: Vec<_> = map
+                .iter()
+                .map(|((d, k), v)| (d.as_str(), k.reason(), v))
+                .collect();
             rows.sort();
-            for ((d, reason), v) in rows {
+            for (d, reason, v) in rows {
                 let _ = writeln!(
                     o,
                     "bulwark_proxy_errors_total{{direction=\"{d}\",reason=\"{reason}\"}} {v}"
@@ -517,7 +578,7 @@ impl Metrics {
             "histogram",
             "Time from request received to response headers, by direction, authority and status class.",
         );
-        let map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let map = lock(&self.requests);
         for (direction, authority, status_class, l) in sorted_series(&map) {
             let labels = format!(
                 "direction=\"{direction}\",authority=\"{}\",status_class=\"{status_class}\"",

@@ -12,14 +12,16 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http_body_util::Either;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::config::{HttpConfig, TcpConfig};
-use crate::outbound::replay::ReplayBody;
+use crate::error::{Error, Kind};
+use crate::http::body::{AttemptBody, DownstreamBodyError};
+use crate::lock::lock;
 use crate::transport::socket::{self, ConnectError};
 
 /// Dials one endpoint, whatever the request URI says.
@@ -49,12 +51,8 @@ impl tower_service::Service<http::Uri> for EndpointConnector {
     }
 }
 
-/// A request body sent upstream: the downstream's, streamed once, or one that can be
-/// replayed by a retry or a hedge.
-pub type ReqBody = Either<Incoming, ReplayBody>;
-
 /// A pooled client for one endpoint.
-pub type EndpointClient = Client<EndpointConnector, ReqBody>;
+pub type EndpointClient = Client<EndpointConnector, AttemptBody>;
 
 /// Which HTTP version the pool speaks upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,7 +106,7 @@ impl Pools {
         connect_timeout: Duration,
     ) -> EndpointClient {
         let key = (addr, version, connect_timeout);
-        let mut guard = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = lock(&self.clients);
         let Table { clock, map } = &mut *guard;
         *clock += 1;
         let now = *clock;
@@ -132,13 +130,25 @@ impl Pools {
         client
     }
 
+    /// Sends `req` to `addr` on a pooled connection; a failure says whose fault it was.
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        version: Version,
+        connect_timeout: Duration,
+        req: Request<AttemptBody>,
+    ) -> Result<Response<Incoming>, Error> {
+        let client = self.get(addr, version, connect_timeout);
+        client.request(req).await.map_err(|e| {
+            let error = classify(&e);
+            tracing::debug!(error = %chain(&e), %addr, reason = error.reason(), "upstream request failed");
+            error
+        })
+    }
+
     /// Endpoints with a live pool.
     pub fn len(&self) -> usize {
-        self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map
-            .len()
+        lock(&self.clients).map.len()
     }
 
     /// Whether no pool exists.
@@ -168,10 +178,121 @@ impl Pools {
     }
 }
 
+/// Sorts a client error by whose fault it is: the client's body failed (its upload was
+/// aborted), a connect failed (the request never left), an HTTP/2 stream was refused (never
+/// processed), or else the upstream connection broke.
+pub fn classify(e: &hyper_util::client::legacy::Error) -> Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.downcast_ref::<DownstreamBodyError>().is_some() {
+            return Kind::DownstreamAborted.into();
+        }
+        if let Some(c) = err.downcast_ref::<ConnectError>() {
+            return c.kind().into();
+        }
+        if let Some(h) = err.downcast_ref::<h2::Error>() {
+            if h.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return Kind::RefusedStream.into();
+            }
+            // hyper resets an HTTP/2 stream with INTERNAL_ERROR itself (not the peer, not
+            // the h2 library) when the request body it is sending fails.
+            if h.is_reset()
+                && !h.is_remote()
+                && !h.is_library()
+                && h.reason() == Some(h2::Reason::INTERNAL_ERROR)
+            {
+                return Kind::DownstreamAborted.into();
+            }
+        }
+        source = err.source();
+    }
+    Kind::UpstreamReset.into()
+}
+
+/// An error with its causes, for a log line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    /// A request whose body fails mid-upload, sent over `version` by a real hyper client to
+    /// a real socket that reads everything: the error must say the client failed.
+    async fn aborted_upload(version: Version) -> Error {
+        use bytes::Bytes;
+        use http_body_util::StreamBody;
+        use hyper::body::Frame;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sink = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            // A server that reads the whole request body before it answers.
+            let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                use http_body_util::BodyExt;
+                let _ = req.into_body().collect().await;
+                Ok::<_, std::convert::Infallible>(Response::new(
+                    http_body_util::Empty::<Bytes>::new(),
+                ))
+            });
+            let io = TokioIo::new(s);
+            let _ = match version {
+                Version::Http1 => {
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await
+                }
+                Version::Http2 => {
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, svc)
+                        .await
+                }
+            };
+        });
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"part of an upload"))),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "client went away",
+            )),
+        ];
+        let body = AttemptBody::Streamed(StreamBody::new(tokio_stream::iter(frames)));
+        let mut b = Client::builder(TokioExecutor::new());
+        b.http2_only(version == Version::Http2);
+        let client: Client<_, AttemptBody<_>> = b.build(EndpointConnector {
+            addr,
+            connect_timeout: Duration::from_secs(1),
+            keepalive: Duration::from_secs(60),
+        });
+        let req = Request::post(format!("http://{addr}/upload"))
+            .body(body)
+            .unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(5), client.request(req)).await;
+        sink.abort();
+        match result {
+            Ok(Err(e)) => classify(&e),
+            other => panic!("expected a failed request, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_aborted_upload_is_the_clients_fault() {
+        for version in [Version::Http1, Version::Http2] {
+            let e = aborted_upload(version).await;
+            assert_eq!(e.kind, Kind::DownstreamAborted, "{version:?}");
+            assert_eq!(e.side, crate::error::Side::Downstream);
+        }
+    }
 
     #[tokio::test]
     async fn pools_are_per_endpoint_and_bounded() {

@@ -1,5 +1,6 @@
-//! The policy a connection is handled with. Built whole and swapped in one store, so a
-//! connection reads one consistent snapshot when it starts and keeps it to the end.
+//! The policy a connection is handled with. Built whole — documents, route table and each
+//! target's run-time state together, by [`Snapshot::build`] — and swapped in one store, so
+//! a connection reads one consistent snapshot when it starts and keeps it to the end.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -9,8 +10,11 @@ use arc_swap::ArcSwap;
 use bulwark_api::policy::Document;
 use serde::Serialize;
 
-use crate::outbound::TargetState;
-use crate::outbound::route::{self, RouteTable, Target};
+use crate::outbound::build;
+use crate::outbound::policy::Target;
+use crate::outbound::registry::Registry;
+use crate::outbound::route::{self, RouteTable};
+use crate::outbound::target::TargetState;
 
 /// Immutable policy. Until a control plane supplies one, it is derived from the flags.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -25,10 +29,46 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Each target's run-time state, in the order of `routes.targets`.
     #[serde(skip)]
-    pub states: Vec<Arc<TargetState>>,
+    states: Vec<Arc<TargetState>>,
 }
 
+/// Why a snapshot could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TooLarge(pub String);
+
 impl Snapshot {
+    /// A snapshot with no policy: the flags' opaque ports only.
+    pub fn from_flags(opaque_ports: BTreeSet<u16>) -> Self {
+        Self {
+            opaque_ports,
+            ..Self::default()
+        }
+    }
+
+    /// The snapshot of `documents` (validated): their targets, each with its run-time state
+    /// from `registry` (kept from the last snapshot where the target was there already).
+    /// Refused whole when the documents name more endpoints than the registry takes.
+    pub fn build(
+        version: u64,
+        opaque_ports: BTreeSet<u16>,
+        documents: Vec<Document>,
+        registry: &Registry,
+    ) -> Result<Self, TooLarge> {
+        let routes = build::table(&documents);
+        routes
+            .check_bound(registry.max_endpoints())
+            .map_err(TooLarge)?;
+        let states = registry.states_for(&routes.targets);
+        Ok(Self {
+            version,
+            opaque_ports,
+            documents,
+            routes,
+            states,
+        })
+    }
+
     /// The target (and its state) of a connection to `dst` with this HTTP authority.
     pub fn lookup(
         &self,

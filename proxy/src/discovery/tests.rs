@@ -8,6 +8,12 @@ use crate::snapshot;
 
 const WEB: &str = r#"{"apiVersion":"bulwark.dev/v1alpha1","kind":"TrafficPolicy","metadata":{"name":"web","namespace":"shop"},"spec":{"targetRef":{"kind":"Service","name":"web"}}}"#;
 
+/// A registry taking at most `max` endpoints.
+fn registry(max: usize) -> Registry {
+    let metrics = Arc::new(crate::metrics::Metrics::new(8));
+    Registry::new(crate::config::Config::default().dns, max, metrics)
+}
+
 fn snap(version: u64, json: &str) -> wire::Snapshot {
     wire::Snapshot {
         version,
@@ -17,11 +23,13 @@ fn snap(version: u64, json: &str) -> wire::Snapshot {
 
 #[test]
 fn a_valid_snapshot_is_built_whole() {
-    let current = Snapshot {
-        opaque_ports: [3306].into(),
-        ..Default::default()
-    };
-    let next = build(&snap(7, &format!("[{WEB}]")), &current, usize::MAX).unwrap();
+    let current = Snapshot::from_flags([3306].into());
+    let next = build(
+        &snap(7, &format!("[{WEB}]")),
+        &current,
+        &registry(usize::MAX),
+    )
+    .unwrap();
     assert_eq!(next.version, 7);
     assert_eq!(next.documents.len(), 1);
     assert!(
@@ -30,32 +38,42 @@ fn a_valid_snapshot_is_built_whole() {
     );
 }
 
-#[test]
-fn invalid_snapshots_are_rejected_with_the_field_and_reason() {
+/// A runtime, for the DNS refresh a hostname endpoint starts.
+#[tokio::test]
+async fn invalid_snapshots_are_rejected_with_the_field_and_reason() {
     let current = Snapshot::default();
     assert!(
-        build(&snap(2, "{not json"), &current, usize::MAX)
+        build(&snap(2, "{not json"), &current, &registry(usize::MAX))
             .unwrap_err()
             .0
             .contains("not a JSON array")
     );
     let bad = WEB.replace(r#""spec":{"#, r#""spec":{"retries":{"attempts":50},"#);
-    let err = build(&snap(3, &format!("[{bad}]")), &current, usize::MAX).unwrap_err();
+    let err = build(
+        &snap(3, &format!("[{bad}]")),
+        &current,
+        &registry(usize::MAX),
+    )
+    .unwrap_err();
     assert_eq!(
         err.0,
         "document 0 (TrafficPolicy web): spec.retries.attempts: must be between 1 and 10, got 50"
     );
     let unknown = WEB.replace(r#""spec":{"#, r#""spec":{"retrys":{},"#);
     assert!(
-        build(&snap(4, &format!("[{unknown}]")), &current, usize::MAX)
-            .unwrap_err()
-            .0
-            .contains("unknown field `retrys`")
+        build(
+            &snap(4, &format!("[{unknown}]")),
+            &current,
+            &registry(usize::MAX)
+        )
+        .unwrap_err()
+        .0
+        .contains("unknown field `retrys`")
     );
     let backend = r#"{"apiVersion":"bulwark.dev/v1alpha1","kind":"Backend","metadata":{"name":"api","namespace":"shop"},"spec":{"endpoints":["10.0.0.1:80","10.0.0.2:80","api.internal:80"]}}"#;
-    assert!(build(&snap(5, &format!("[{backend}]")), &current, 3).is_ok());
+    assert!(build(&snap(5, &format!("[{backend}]")), &current, &registry(3)).is_ok());
     assert_eq!(
-        build(&snap(5, &format!("[{backend}]")), &current, 2)
+        build(&snap(5, &format!("[{backend}]")), &current, &registry(2))
             .unwrap_err()
             .0,
         "the policy names 3 endpoints, more than this proxy takes (--max-policy-endpoints 2)"
@@ -165,7 +183,7 @@ async fn acks_nacks_keeps_the_last_good_snapshot_and_reconnects() {
     let shared = snapshot::shared(Snapshot::default());
     let applied = Arc::new(AtomicBool::new(false));
     let drain = Drain::new();
-    let identity = Identity {
+    let info = ProxyInfo {
         workload: "shop/web".into(),
         namespace: "shop".into(),
         ..Default::default()
@@ -173,9 +191,9 @@ async fn acks_nacks_keeps_the_last_good_snapshot_and_reconnects() {
     let metrics = Arc::new(crate::metrics::Metrics::new(8));
     let client = tokio::spawn(run(
         format!("http://{addr}"),
-        identity,
+        info,
         shared.clone(),
-        Arc::new(crate::outbound::Router::new(
+        Arc::new(Registry::new(
             crate::config::Config::default().dns,
             usize::MAX,
             metrics.clone(),

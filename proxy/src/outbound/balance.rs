@@ -14,7 +14,8 @@ use tokio::time::Instant;
 use bulwark_api::policy::Algorithm;
 
 use super::outlier;
-use super::route::BalancePolicy;
+use super::policy::BalancePolicy;
+use crate::lock::lock;
 
 /// Peak-EWMA latency estimate: a sample above the estimate replaces it at once (peak); below,
 /// it is blended in with weight `1 − e^(−Δt/decay)`, so old latency fades over `decay`.
@@ -94,7 +95,7 @@ impl Endpoint {
 
     /// Locks the mutable state (a poisoned lock still holds usable numbers).
     pub fn lock(&self) -> std::sync::MutexGuard<'_, EndpointState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Peak-EWMA cost: the latency estimate, decayed to now, times the requests it would
@@ -129,7 +130,7 @@ impl Drop for InFlight {
 
 /// The endpoints to choose from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pool {
+pub enum Candidates {
     /// Healthy endpoints only.
     Healthy,
     /// Too few are healthy: every endpoint, ejected ones included (panic mode).
@@ -146,12 +147,14 @@ pub fn pick(
     rr: &AtomicU64,
     now: Instant,
     mut unit: impl FnMut() -> f64,
-) -> Option<(Arc<Endpoint>, Pool)> {
+) -> Option<(Arc<Endpoint>, Candidates)> {
     match endpoints {
         [] => return None,
         // No choice to make for a lone healthy endpoint. Only `maxEjectionPercent: 100`
         // ejects a lone one; the panic threshold then says whether it is still used.
-        [only] if !only.lock().outlier.is_ejected() => return Some((only.clone(), Pool::Healthy)),
+        [only] if !only.lock().outlier.is_ejected() => {
+            return Some((only.clone(), Candidates::Healthy));
+        }
         _ => {}
     }
     let healthy: Vec<&Arc<Endpoint>> = endpoints
@@ -160,9 +163,9 @@ pub fn pick(
         .collect();
     let (mut candidates, pool) =
         if outlier::in_panic(endpoints.len(), healthy.len(), panic_threshold) {
-            (endpoints.iter().collect::<Vec<_>>(), Pool::Panic)
+            (endpoints.iter().collect::<Vec<_>>(), Candidates::Panic)
         } else {
-            (healthy, Pool::Healthy)
+            (healthy, Candidates::Healthy)
         };
     let fresh: Vec<&Arc<Endpoint>> = candidates
         .iter()

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use serde::Serialize;
 
-use super::route::OutlierPolicy;
+use super::policy::OutlierPolicy;
 
 /// Latencies kept per endpoint and interval for the latency detector.
 pub const LATENCY_SAMPLES: usize = 256;
@@ -49,7 +49,7 @@ impl Reason {
 
 /// What one request to the endpoint came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Health {
     /// A response below 500.
     Success,
     /// A 5xx response; 502/503/504 also count as gateway errors.
@@ -58,13 +58,13 @@ pub enum Outcome {
     ConnectFailure,
 }
 
-impl Outcome {
+impl Health {
     fn is_failure(self) -> bool {
-        !matches!(self, Outcome::Success)
+        !matches!(self, Health::Success)
     }
 
     fn is_gateway(self) -> bool {
-        matches!(self, Outcome::ConnectFailure | Outcome::Status(502..=504))
+        matches!(self, Health::ConnectFailure | Health::Status(502..=504))
     }
 }
 
@@ -156,7 +156,7 @@ impl State {
     /// on probation) trips; the caller decides whether the ejection is allowed.
     pub fn observe(
         &mut self,
-        outcome: Outcome,
+        outcome: Health,
         latency: Duration,
         p: &OutlierPolicy,
     ) -> Option<(Reason, String)> {
@@ -168,7 +168,7 @@ impl State {
         self.observe_latency(latency);
         // A detector that is off keeps no count, so turning it on later starts from zero.
         self.consecutive_5xx = match outcome {
-            Outcome::Status(_) if p.consecutive_5xx > 0 => self.consecutive_5xx + 1,
+            Health::Status(_) if p.consecutive_5xx > 0 => self.consecutive_5xx + 1,
             _ => 0,
         };
         self.consecutive_gateway = if outcome.is_gateway() && p.consecutive_gateway > 0 {

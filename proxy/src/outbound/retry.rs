@@ -1,17 +1,15 @@
 //! Retry decisions, pure: which failures may be retried for which requests, the backoff
-//! between attempts, and the budget that keeps retries from becoming a denial of service.
+//! between attempts, and [`decide`], which weighs one failed attempt against the policy,
+//! the body, `Retry-After` and the time left. The engine acts on the [`Decision`]; the
+//! budget ([`super::budget`]) has the last word.
 
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use bulwark_api::policy::RetryCondition;
 use http::{HeaderMap, Method};
 
-use super::route::{MAX_RETRY_AFTER, RetryPolicy};
-
-/// Slots the budget window is divided into.
-const SLOTS: usize = 10;
+use super::policy::{MAX_RETRY_AFTER, RetryPolicy};
+use crate::error::{Error, Kind};
 
 /// What went wrong with one attempt, as far as retrying is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +26,20 @@ pub enum Failure {
     Status(u16),
     /// A gRPC response (headers or trailers-only) with this `grpc-status`.
     Grpc(u32),
+    /// Not the endpoint's doing (the client's body failed): never retried.
+    Downstream,
+}
+
+impl From<&Error> for Failure {
+    fn from(e: &Error) -> Self {
+        match e.kind {
+            Kind::ConnectRefused | Kind::ConnectTimeout => Failure::ConnectFailure,
+            Kind::RefusedStream => Failure::RefusedStream,
+            Kind::UpstreamReset => Failure::Reset,
+            Kind::PerTryTimeout => Failure::PerTryTimeout,
+            _ => Failure::Downstream,
+        }
+    }
 }
 
 impl Failure {
@@ -45,6 +57,7 @@ impl Failure {
             Failure::PerTryTimeout => "per_try_timeout",
             Failure::Status(_) => "status",
             Failure::Grpc(_) => "grpc_status",
+            Failure::Downstream => "downstream",
         }
     }
 }
@@ -81,7 +94,77 @@ pub fn should_retry(f: Failure, p: &RetryPolicy, safe: bool) -> bool {
                 || ((502..=504).contains(&s) && has(RetryCondition::GatewayError)))
         }
         Failure::Grpc(code) => p.grpc_codes.contains(&code),
+        Failure::Downstream => false,
     }
+}
+
+/// One failed attempt, as [`decide`] weighs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempted {
+    /// Attempts made so far, this one included.
+    pub n: u32,
+    /// Attempts the request may have in all.
+    pub max: u32,
+    /// What went wrong.
+    pub failure: Failure,
+    /// Whether the request may be sent twice (method or `Idempotency-Key`).
+    pub safe: bool,
+    /// Whether the body can still be replayed.
+    pub can_replay: bool,
+    /// The response's `Retry-After`, as [`retry_after`] reads it.
+    pub retry_after: Option<Option<Duration>>,
+    /// Time left before the response-headers deadline (`None`: no deadline).
+    pub time_left: Option<Duration>,
+    /// A random number in [0, 1) for the backoff's jitter.
+    pub jitter: f64,
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Try again after this wait (if the budget allows).
+    Retry(Duration),
+    /// Stop and answer with this attempt's result.
+    Stop(Stop),
+}
+
+/// Why no retry follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Every attempt the policy allows was made.
+    Attempts,
+    /// The policy does not retry this failure for this request.
+    NotRetried,
+    /// The body can no longer be replayed (past `maxBufferedBodyBytes`, or it failed).
+    BodyNotReplayable,
+    /// The response asked for a longer wait than the proxy gives.
+    RetryAfterTooLong,
+    /// The wait would end past the deadline.
+    Deadline,
+}
+
+/// Decides whether a failed attempt is followed by another, and after what wait. Pure.
+pub fn decide(p: &RetryPolicy, a: &Attempted) -> Decision {
+    if a.n >= a.max {
+        return Decision::Stop(Stop::Attempts);
+    }
+    let safe = a.safe || a.failure.never_reached_app();
+    if !should_retry(a.failure, p, safe) {
+        return Decision::Stop(Stop::NotRetried);
+    }
+    if !a.can_replay {
+        return Decision::Stop(Stop::BodyNotReplayable);
+    }
+    let mut wait = backoff(p, a.n, a.jitter);
+    match a.retry_after {
+        Some(None) => return Decision::Stop(Stop::RetryAfterTooLong),
+        Some(Some(d)) => wait = wait.max(d),
+        None => {}
+    }
+    if a.time_left.is_some_and(|left| wait >= left) {
+        return Decision::Stop(Stop::Deadline);
+    }
+    Decision::Retry(wait)
 }
 
 /// Backoff before retry number `n` (1 for the first retry): full jitter over
@@ -105,78 +188,6 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Option<Duration>> {
         .ok()?;
     let d = Duration::from_secs(secs);
     Some((d <= MAX_RETRY_AFTER).then_some(d))
-}
-
-/// A sliding-window budget: over the last `window`, withdrawals may not exceed
-/// `ratio × deposits + min_per_second × window`. Requests deposit, retries (or hedges)
-/// withdraw; a refused withdrawal is counted as exhaustion.
-#[derive(Debug, Clone)]
-pub struct Budget {
-    ratio: f64,
-    min_per_second: u32,
-    window: Duration,
-    slots: [(u64, u64); SLOTS],
-    slot: usize,
-    slot_start: Option<Instant>,
-}
-
-impl Budget {
-    /// An empty budget.
-    pub fn new(ratio: f64, min_per_second: u32, window: Duration) -> Self {
-        Self {
-            ratio,
-            min_per_second,
-            window: window.max(Duration::from_millis(SLOTS as u64)),
-            slots: [(0, 0); SLOTS],
-            slot: 0,
-            slot_start: None,
-        }
-    }
-
-    /// Changes the parameters, keeping the counts.
-    pub fn set(&mut self, ratio: f64, min_per_second: u32, window: Duration) {
-        self.ratio = ratio;
-        self.min_per_second = min_per_second;
-        self.window = window.max(Duration::from_millis(SLOTS as u64));
-    }
-
-    fn advance(&mut self, now: Instant) {
-        let len = self.window / SLOTS as u32;
-        let start = *self.slot_start.get_or_insert(now);
-        let elapsed = now.saturating_duration_since(start);
-        let steps = (elapsed.as_nanos() / len.as_nanos().max(1)) as usize;
-        if steps == 0 {
-            return;
-        }
-        for _ in 0..steps.min(SLOTS) {
-            self.slot = (self.slot + 1) % SLOTS;
-            self.slots[self.slot] = (0, 0);
-        }
-        self.slot_start = Some(start + len * steps as u32);
-    }
-
-    /// One request.
-    pub fn deposit(&mut self, now: Instant) {
-        self.advance(now);
-        self.slots[self.slot].0 += 1;
-    }
-
-    /// Takes one retry if the budget allows it.
-    pub fn withdraw(&mut self, now: Instant) -> bool {
-        self.advance(now);
-        let (deposits, withdrawals) = self
-            .slots
-            .iter()
-            .fold((0, 0), |a, s| (a.0 + s.0, a.1 + s.1));
-        let allowed =
-            self.ratio * deposits as f64 + self.min_per_second as f64 * self.window.as_secs_f64();
-        if (withdrawals as f64) < allowed.floor() {
-            self.slots[self.slot].1 += 1;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::lock::lock;
 use bytes::{Buf, Bytes, BytesMut};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -92,7 +93,7 @@ pub fn classify(buf: &[u8]) -> Verdict {
 
 /// How detection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Detection {
     /// The first bytes decided the protocol.
     Detected(Protocol),
     /// The client sent nothing decisive within the timeout (server-speaks-first, or slow).
@@ -101,12 +102,12 @@ pub enum Outcome {
     Closed,
 }
 
-impl Outcome {
+impl Detection {
     /// The protocol the connection is forwarded as.
     pub fn protocol(self) -> Protocol {
         match self {
-            Outcome::Detected(p) => p,
-            Outcome::TimedOut | Outcome::Closed => Protocol::Opaque,
+            Detection::Detected(p) => p,
+            Detection::TimedOut | Detection::Closed => Protocol::Opaque,
         }
     }
 }
@@ -116,20 +117,20 @@ impl Outcome {
 pub async fn detect<T: AsyncRead + Unpin>(
     io: &mut T,
     timeout: Duration,
-) -> io::Result<(Outcome, Bytes)> {
+) -> io::Result<(Detection, Bytes)> {
     let mut buf = BytesMut::with_capacity(1024);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Verdict::Known(p) = classify(&buf) {
-            return Ok((Outcome::Detected(p), buf.freeze()));
+            return Ok((Detection::Detected(p), buf.freeze()));
         }
         let room = MAX_DETECT_BYTES - buf.len();
         let mut limited = (&mut *io).take(room as u64);
         match tokio::time::timeout_at(deadline, limited.read_buf(&mut buf)).await {
-            Ok(Ok(0)) => return Ok((Outcome::Closed, buf.freeze())),
+            Ok(Ok(0)) => return Ok((Detection::Closed, buf.freeze())),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Ok((Outcome::TimedOut, buf.freeze())),
+            Err(_) => return Ok((Detection::TimedOut, buf.freeze())),
         }
     }
 }
@@ -239,7 +240,7 @@ impl OpaqueLearner {
 
     /// Whether connections to `port` skip detection at `now`.
     pub fn is_opaque(&self, port: u16, now: Instant) -> bool {
-        let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        let ports = lock(&self.ports);
         ports
             .get(&port)
             .and_then(|s| s.opaque_until)
@@ -251,7 +252,7 @@ impl OpaqueLearner {
         if self.threshold == 0 {
             return false;
         }
-        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ports = lock(&self.ports);
         let state = ports.entry(port).or_default();
         if state.opaque_until.is_some_and(|until| now >= until) {
             *state = PortState::default();
@@ -267,7 +268,7 @@ impl OpaqueLearner {
 
     /// Records a successful detection: the port does speak first, so its count restarts.
     pub fn record_detected(&self, port: u16) {
-        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ports = lock(&self.ports);
         if ports.get(&port).is_some_and(|s| s.opaque_until.is_none()) {
             ports.remove(&port);
         }
@@ -275,7 +276,7 @@ impl OpaqueLearner {
 
     /// The ports learned as opaque and not yet expired, sorted by port.
     pub fn learned(&self, now: Instant) -> Vec<LearnedPort> {
-        let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        let ports = lock(&self.ports);
         let mut out: Vec<LearnedPort> = ports
             .iter()
             .filter_map(|(&port, s)| {

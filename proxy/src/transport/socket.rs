@@ -28,6 +28,16 @@ pub enum ConnectError {
     },
 }
 
+impl ConnectError {
+    /// The proxy's error for it.
+    pub fn kind(&self) -> crate::error::Kind {
+        match self {
+            ConnectError::Refused { .. } => crate::error::Kind::ConnectRefused,
+            ConnectError::TimedOut { .. } => crate::error::Kind::ConnectTimeout,
+        }
+    }
+}
+
 /// Sets TCP_NODELAY and keepalive: proxies forward small writes at once, and keepalive
 /// notices peers that vanished without a FIN.
 pub fn tune(stream: &TcpStream, keepalive: Duration) {

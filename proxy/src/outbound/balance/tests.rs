@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use bulwark_api::policy::Algorithm;
 
 use super::*;
-use crate::outbound::route::BalancePolicy;
+use crate::outbound::policy::BalancePolicy;
 
 fn endpoints(n: usize, now: Instant) -> Vec<Arc<Endpoint>> {
     (0..n)
@@ -79,7 +79,7 @@ fn peak_ewma_sends_most_load_to_the_fast_endpoints() {
     let mut r = rng(7);
     for _ in 0..3000 {
         let (e, pool) = pick(&eps, &[], &lb(Algorithm::PeakEwma), 50, &rr, now, &mut r).unwrap();
-        assert_eq!(pool, Pool::Healthy);
+        assert_eq!(pool, Candidates::Healthy);
         counts[eps.iter().position(|x| Arc::ptr_eq(x, &e)).unwrap()] += 1;
     }
     // P2C never picks the slow one when it is paired with a fast one: it gets only the
@@ -143,9 +143,9 @@ fn tried_and_ejected_endpoints_are_skipped_unless_nothing_else_is_left() {
     }
     let (e, _) = pick(&eps[..1], &[eps[0].addr], &policy, 50, &rr, now, &mut r).unwrap();
     assert_eq!(e.addr, eps[0].addr, "the only endpoint is tried again");
-    let op = crate::outbound::route::OutlierPolicy {
+    let op = crate::outbound::policy::OutlierPolicy {
         max_ejection_percent: 100,
-        ..crate::outbound::route::outlier_policy(None)
+        ..crate::outbound::build::outlier_policy(None)
     };
     eps[0]
         .lock()
@@ -154,14 +154,22 @@ fn tried_and_ejected_endpoints_are_skipped_unless_nothing_else_is_left() {
     for _ in 0..50 {
         let (e, pool) = pick(&eps, &[], &policy, 50, &rr, now, &mut r).unwrap();
         assert_ne!(e.addr, eps[0].addr);
-        assert_eq!(pool, Pool::Healthy);
+        assert_eq!(pool, Candidates::Healthy);
     }
     eps[1]
         .lock()
         .outlier
         .eject(outlier::Reason::Latency, String::new(), now, &op, 0.0);
     let (_, pool) = pick(&eps, &[], &policy, 50, &rr, now, &mut r).unwrap();
-    assert_eq!(pool, Pool::Panic, "one of three healthy is below 50 %");
+    assert_eq!(
+        pool,
+        Candidates::Panic,
+        "one of three healthy is below 50 %"
+    );
     let (_, pool) = pick(&eps, &[], &policy, 0, &rr, now, &mut r).unwrap();
-    assert_eq!(pool, Pool::Healthy, "panic threshold 0 turns panic off");
+    assert_eq!(
+        pool,
+        Candidates::Healthy,
+        "panic threshold 0 turns panic off"
+    );
 }

@@ -3,12 +3,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::outbound::route::{self, OutlierPolicy};
+use crate::outbound::build::outlier_policy;
+use crate::outbound::policy::OutlierPolicy;
 
 fn policy() -> OutlierPolicy {
     OutlierPolicy {
         consecutive_gateway: 3,
-        ..route::outlier_policy(None)
+        ..outlier_policy(None)
     }
 }
 
@@ -19,13 +20,13 @@ fn consecutive_errors_trip_and_a_success_resets_the_count() {
     let p = policy();
     let mut s = State::default();
     for _ in 0..4 {
-        assert_eq!(s.observe(Outcome::Status(500), MS, &p), None);
+        assert_eq!(s.observe(Health::Status(500), MS, &p), None);
     }
-    assert_eq!(s.observe(Outcome::Success, MS, &p), None);
+    assert_eq!(s.observe(Health::Success, MS, &p), None);
     for _ in 0..4 {
-        assert_eq!(s.observe(Outcome::Status(500), MS, &p), None);
+        assert_eq!(s.observe(Health::Status(500), MS, &p), None);
     }
-    let (reason, detail) = s.observe(Outcome::Status(500), MS, &p).unwrap();
+    let (reason, detail) = s.observe(Health::Status(500), MS, &p).unwrap();
     assert_eq!(reason, Reason::Consecutive5xx);
     assert!(detail.contains("5 consecutive"), "{detail}");
     s.eject(reason, detail, Instant::now(), &p, 0.0);
@@ -37,10 +38,10 @@ fn consecutive_errors_trip_and_a_success_resets_the_count() {
     );
     assert_eq!(s.ejection_count, 1);
     let mut g = State::default();
-    g.observe(Outcome::ConnectFailure, MS, &p);
-    g.observe(Outcome::Status(503), MS, &p);
+    g.observe(Health::ConnectFailure, MS, &p);
+    g.observe(Health::Status(503), MS, &p);
     assert_eq!(
-        g.observe(Outcome::Status(502), MS, &p).map(|r| r.0),
+        g.observe(Health::Status(502), MS, &p).map(|r| r.0),
         Some(Reason::ConsecutiveGatewayErrors)
     );
 }
@@ -83,7 +84,7 @@ fn a_failure_on_probation_ejects_again_and_clean_intervals_forgive() {
     s.eject(Reason::Consecutive5xx, String::new(), t0, &p, 0.0);
     assert!(s.release_if_due(t0 + Duration::from_secs(31)));
     assert_eq!(
-        s.observe(Outcome::Status(500), MS, &p).map(|r| r.0),
+        s.observe(Health::Status(500), MS, &p).map(|r| r.0),
         Some(Reason::ProbationFailure)
     );
     let mut ok = State::default();
@@ -91,7 +92,7 @@ fn a_failure_on_probation_ejects_again_and_clean_intervals_forgive() {
     ok.release_if_due(t0 + Duration::from_secs(31));
     evaluate(&mut [&mut ok], &p);
     assert!(ok.probation, "an interval without requests proves nothing");
-    ok.observe(Outcome::Success, MS, &p);
+    ok.observe(Health::Success, MS, &p);
     evaluate(&mut [&mut ok], &p);
     assert!(!ok.probation, "a clean interval ends probation");
     assert_eq!(ok.ejection_count, 1);
@@ -107,10 +108,10 @@ fn feed(s: &mut State, ok: u32, failed: u32, latency: Duration, p: &OutlierPolic
     p.consecutive_5xx = 0;
     p.consecutive_gateway = 0;
     for _ in 0..ok {
-        s.observe(Outcome::Success, latency, &p);
+        s.observe(Health::Success, latency, &p);
     }
     for _ in 0..failed {
-        s.observe(Outcome::Status(500), latency, &p);
+        s.observe(Health::Status(500), latency, &p);
     }
 }
 

@@ -1,18 +1,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bulwark_api::load;
 use bulwark_api::policy::{Algorithm, Document, RetryCondition};
 use http::{HeaderMap, HeaderValue, Method};
 
 use super::*;
-
-fn docs(yaml: &str) -> Vec<Document> {
-    let mut loaded = load::Loaded::default();
-    load::load_str(std::path::Path::new("test.yaml"), yaml, &mut loaded);
-    assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
-    loaded.documents.into_iter().map(|s| s.document).collect()
-}
+use crate::outbound::build::{self, endpoint_spec};
+use crate::outbound::policy::*;
+use crate::outbound::test_util::docs;
 
 const POLICY: &str = r#"
 apiVersion: bulwark.dev/v1alpha1
@@ -62,7 +57,7 @@ spec:
 
 #[test]
 fn targets_are_found_by_name_endpoint_hostname_and_address() {
-    let t = build(&docs(POLICY));
+    let t = build::table(&docs(POLICY));
     let dst: SocketAddr = "10.9.9.9:8080".parse().unwrap();
     for authority in [
         "api",
@@ -91,7 +86,7 @@ fn targets_are_found_by_name_endpoint_hostname_and_address() {
             b.spec.ports = vec![8080];
         }
     }
-    let tp = build(&with_ports);
+    let tp = build::table(&with_ports);
     assert!(tp.lookup(dst, Some("api.shop:8080")).is_some());
     assert!(
         tp.lookup(dst, Some("api.shop:9090")).is_none(),
@@ -120,7 +115,7 @@ fn targets_are_found_by_name_endpoint_hostname_and_address() {
 
 #[test]
 fn effective_policy_layers_defaults_policy_and_route() {
-    let t = build(&docs(POLICY));
+    let t = build::table(&docs(POLICY));
     let api = t
         .targets
         .iter()

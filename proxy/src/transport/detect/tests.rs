@@ -67,7 +67,7 @@ async fn detect_keeps_the_bytes_for_replay() {
         .await
         .unwrap();
     let (outcome, bytes) = detect(&mut server, Duration::from_secs(1)).await.unwrap();
-    assert_eq!(outcome, Outcome::Detected(Protocol::Http1));
+    assert_eq!(outcome, Detection::Detected(Protocol::Http1));
     let mut replay = Prefixed::new(bytes, server);
     let mut all = vec![0u8; 27];
     replay.read_exact(&mut all).await.unwrap();
@@ -78,13 +78,13 @@ async fn detect_keeps_the_bytes_for_replay() {
 async fn silence_times_out_and_close_ends_early() {
     let (_client, mut server) = tokio::io::duplex(64);
     let (outcome, bytes) = detect(&mut server, Duration::from_secs(1)).await.unwrap();
-    assert_eq!(outcome, Outcome::TimedOut);
+    assert_eq!(outcome, Detection::TimedOut);
     assert!(bytes.is_empty());
 
     let (client, mut server) = tokio::io::duplex(64);
     drop(client);
     let (outcome, _) = detect(&mut server, Duration::from_secs(1)).await.unwrap();
-    assert_eq!(outcome, Outcome::Closed);
+    assert_eq!(outcome, Detection::Closed);
 }
 
 #[test]

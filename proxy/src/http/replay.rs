@@ -12,6 +12,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::lock::lock;
+
 #[derive(Debug)]
 struct Shared<B> {
     inner: B,
@@ -57,7 +59,7 @@ impl<B: Body> ReplayBody<B> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared<B>> {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.shared)
     }
 
     /// A body for another attempt, from the start, if the copy allows it.
@@ -90,7 +92,7 @@ impl<B: Body<Data = Bytes> + Unpin> Body for ReplayBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
-        let mut s = this.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock(&this.shared);
         if let Some(chunk) = s.chunks.get(this.next) {
             let chunk = chunk.clone();
             this.next += 1;

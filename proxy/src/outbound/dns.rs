@@ -3,6 +3,7 @@
 //! addresses and is retried with backoff, so a DNS outage does not empty a Backend.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -10,6 +11,11 @@ use tokio::time::Instant;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use tokio_util::sync::CancellationToken;
+
+use super::policy::{EndpointSpec, Target};
+use super::target::TargetState;
+use crate::lock::lock;
 
 /// Addresses kept from one name's answer: each is an endpoint with its own state, pool and
 /// metric series, and `--max-policy-endpoints` counts a hostname once. A UDP answer holds
@@ -122,5 +128,73 @@ impl Resolver {
             .valid_until()
             .saturating_duration_since(std::time::Instant::now());
         Ok((addrs, now + ttl.clamp(self.min_refresh, self.max_refresh)))
+    }
+}
+
+/// Starts (or restarts) the refresh of `state`'s hostname endpoints; `resolver` is `None`
+/// when none could be built.
+pub fn start(resolver: Option<Resolver>, state: &Arc<TargetState>) {
+    let specs = specs(&state.target.load());
+    if let Some(old) = lock(&state.dns).take() {
+        old.cancel();
+    }
+    if specs.is_empty() {
+        return;
+    }
+    let Some(resolver) = resolver else {
+        tracing::error!(target = %state.target.load().key, "hostname endpoints but no DNS resolver; they are skipped");
+        return;
+    };
+    let token = CancellationToken::new();
+    *lock(&state.dns) = Some(token.clone());
+    for (host, port) in specs {
+        let weak = Arc::downgrade(state);
+        let (resolver, token) = (resolver.clone(), token.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = refresh(resolver, host, port, weak) => {}
+                _ = token.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// The hostname endpoints of `t`.
+pub fn specs(t: &Target) -> Vec<(String, u16)> {
+    t.endpoints
+        .iter()
+        .filter_map(|e| match e {
+            EndpointSpec::Dns { host, port } => Some((host.clone(), *port)),
+            EndpointSpec::Addr(_) => None,
+        })
+        .collect()
+}
+
+/// Resolves `host` for as long as its target lives: again when the TTL runs out, with
+/// backoff (2 s doubling to 30 s) while lookups fail, keeping the last good answer.
+async fn refresh(resolver: Resolver, host: String, port: u16, state: Weak<TargetState>) {
+    let mut failures = 0u32;
+    loop {
+        let result = resolver.lookup(&host, port).await;
+        let Some(s) = state.upgrade() else { return };
+        let key = s.target.load().key.clone();
+        let wait = match result {
+            Ok((addrs, until)) => {
+                failures = 0;
+                if s.set_resolved(&host, port, addrs.clone()) {
+                    tracing::info!(target = %key, %host, addresses = ?addrs, "hostname endpoint resolved");
+                }
+                until.saturating_duration_since(Instant::now())
+            }
+            Err(e) => {
+                failures += 1;
+                s.metrics
+                    .count(crate::metrics::Resilience::DnsFailures, &key, "lookup");
+                tracing::warn!(target = %key, error = %e, "DNS lookup failed; keeping the last addresses");
+                Duration::from_secs(1 << failures.min(5)).min(Duration::from_secs(30))
+            }
+        };
+        drop(s);
+        tokio::time::sleep(wait.max(resolver.min_refresh)).await;
     }
 }

@@ -1,7 +1,8 @@
-//! The response body the proxy sends downstream: the upstream's, streamed, with the
-//! request's deadline and idle timeout enforced on it (and the bulkhead slot held until it
-//! ends, and a gRPC call's outcome told from its trailers), or a small body the proxy wrote
-//! itself.
+//! The bodies the proxy sends. Downstream: the upstream's response body, streamed, with the
+//! request's deadline and idle timeout enforced on it (whatever must live as long as the
+//! body held until it ends, and whoever waits for the trailers told how it ended), or a
+//! small body the proxy wrote itself. Upstream: the client's request body, streamed once
+//! or replayed, its failures marked as the client's.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,8 +15,20 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
-use crate::outbound::Slot;
-use crate::outbound::call::PendingOutcome;
+use super::replay::ReplayBody;
+
+/// Told how a streamed response body ended (a gRPC call's status comes in its trailers).
+pub trait BodyEnd: Send + std::fmt::Debug {
+    /// The trailers arrived.
+    fn trailers(self: Box<Self>, trailers: &http::HeaderMap);
+    /// The body ended without trailers.
+    fn no_trailers(self: Box<Self>);
+    /// The body failed: reset by the upstream, or cut by a timeout.
+    fn failed(self: Box<Self>);
+}
+
+/// Something that must live as long as a response body (a bulkhead slot).
+pub type Hold = Box<dyn std::fmt::Debug + Send>;
 
 /// Why a streamed response body was cut short.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +59,8 @@ pub struct Timed {
     inner: Incoming,
     deadline: Option<Pin<Box<Sleep>>>,
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
-    _permit: Option<Slot>,
-    outcome: Option<PendingOutcome>,
+    _hold: Option<Hold>,
+    outcome: Option<Box<dyn BodyEnd>>,
 }
 
 impl ProxyBody {
@@ -56,20 +69,20 @@ impl ProxyBody {
         Self::timed(inner, None, None, None, None)
     }
 
-    /// An upstream body ended at `deadline` or after `idle` without data; `outcome` hears
-    /// how it ended.
+    /// An upstream body ended at `deadline` or after `idle` without data; `hold` lives as
+    /// long as the body, `outcome` hears how it ended.
     pub fn timed(
         inner: Incoming,
         deadline: Option<Instant>,
         idle: Option<Duration>,
-        permit: Option<Slot>,
-        outcome: Option<PendingOutcome>,
+        hold: Option<Hold>,
+        outcome: Option<Box<dyn BodyEnd>>,
     ) -> Self {
         ProxyBody::Upstream(Box::new(Timed {
             inner,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
-            _permit: permit,
+            _hold: hold,
             outcome,
         }))
     }
@@ -148,6 +161,56 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0))
             }
             ProxyBody::Upstream(t) => t.inner.size_hint(),
+        }
+    }
+}
+
+/// The client's request body failed (it aborted its upload, or went away). Carried as the
+/// error of an [`AttemptBody`], so a failed upstream request can tell the client's fault
+/// from the endpoint's.
+#[derive(Debug, thiserror::Error)]
+#[error("client request body failed: {0}")]
+pub struct DownstreamBodyError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+/// The request body of one upstream attempt: the client's, streamed once, or a replay of it.
+#[derive(Debug)]
+pub enum AttemptBody<B = Incoming> {
+    /// Streamed as it arrives; no second attempt can have it.
+    Streamed(B),
+    /// Replayable: a copy is kept while it streams.
+    Replayed(ReplayBody<B>),
+}
+
+impl<B> Body for AttemptBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = DownstreamBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, DownstreamBodyError>>> {
+        let polled = match self.get_mut() {
+            AttemptBody::Streamed(b) => Pin::new(b).poll_frame(cx),
+            AttemptBody::Replayed(b) => Pin::new(b).poll_frame(cx),
+        };
+        polled.map(|f| f.map(|r| r.map_err(|e| DownstreamBodyError(e.into()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            AttemptBody::Streamed(b) => b.is_end_stream(),
+            AttemptBody::Replayed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            AttemptBody::Streamed(b) => b.size_hint(),
+            AttemptBody::Replayed(b) => b.size_hint(),
         }
     }
 }

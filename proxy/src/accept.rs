@@ -1,0 +1,153 @@
+//! The accept loop both listeners share: accept → original destination → detect, then the
+//! connection is handed to its direction's [`Room`] ([`crate::inbound`] or
+//! [`crate::outbound`]), which decides everything after.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+use crate::config::DetectConfig;
+use crate::drain::Drain;
+use crate::error::Kind;
+use crate::metrics::{DetectLabel, Direction, Metrics};
+use crate::pool::Version;
+use crate::snapshot::SharedSnapshot;
+use crate::transport::detect::{self, Detection, OpaqueLearner, Prefixed, Protocol};
+use crate::transport::{orig_dst, socket};
+
+/// A redirected connection, its first bytes kept for replay.
+pub type Conn = Prefixed<TcpStream>;
+
+/// A direction: what happens to a connection once its protocol is known.
+pub trait Room: Send + Sync + 'static {
+    /// Serves an HTTP connection to `dst`.
+    fn http(
+        self: Arc<Self>,
+        io: Conn,
+        version: Version,
+        dst: SocketAddr,
+    ) -> impl Future<Output = ()> + Send;
+    /// Forwards an opaque (or TLS passthrough) connection to `dst`.
+    fn opaque(self: Arc<Self>, io: Conn, dst: SocketAddr) -> impl Future<Output = ()> + Send;
+}
+
+/// What the accept loop takes.
+#[derive(Debug)]
+pub struct Accept {
+    /// Which listener this is.
+    pub direction: Direction,
+    /// Detection timeout and learning.
+    pub detect: DetectConfig,
+    /// TCP keepalive set on accepted connections.
+    pub keepalive: Duration,
+    /// Ports learned as server-speaks-first.
+    pub learner: Arc<OpaqueLearner>,
+    /// The current policy (its configured opaque ports).
+    pub snapshot: SharedSnapshot,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Shutdown signal and task tracker.
+    pub drain: Drain,
+}
+
+/// Accepts connections until drain, handing each to its own task.
+pub async fn serve<R: Room>(listener: TcpListener, accept: Arc<Accept>, room: Arc<R>) {
+    let direction = accept.direction;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = accept.drain.signaled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let (a, room) = (accept.clone(), room.clone());
+                accept.drain.spawn(async move {
+                    handle(stream, peer, &a, room).await;
+                    a.metrics.connection_closed(a.direction);
+                });
+            }
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
+                tracing::warn!(error = %e, ?direction, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracing::debug!(?direction, "listener closed for drain");
+}
+
+/// Whether detection is skipped for `port`, and why.
+fn skip_detection(a: &Accept, port: u16) -> Option<DetectLabel> {
+    if a.snapshot.load().opaque_ports.contains(&port) {
+        Some(DetectLabel::ConfiguredOpaque)
+    } else if a.learner.is_opaque(port, Instant::now()) {
+        Some(DetectLabel::LearnedOpaque)
+    } else {
+        None
+    }
+}
+
+async fn handle<R: Room>(mut stream: TcpStream, peer: SocketAddr, a: &Accept, room: Arc<R>) {
+    let direction = a.direction;
+    socket::tune(&stream, a.keepalive);
+    let dst = match orig_dst::original_dst(&stream) {
+        Ok(dst) if Some(dst) != stream.local_addr().ok() => dst,
+        _ => {
+            // Connected to the proxy port directly: forwarding would loop back to us.
+            a.metrics.error(direction, Kind::NotRedirected);
+            tracing::debug!(%peer, ?direction, "connection was not redirected; closing");
+            a.metrics.connection_opened(direction, Protocol::Opaque);
+            return;
+        }
+    };
+    let (label, prefix) = match skip_detection(a, dst.port()) {
+        Some(label) => (label, Bytes::new()),
+        None => match detect::detect(&mut stream, a.detect.timeout).await {
+            Ok((detection, prefix)) => (learn(a, detection, dst.port()), prefix),
+            Err(e) => {
+                tracing::debug!(error = %e, %peer, "read failed during detection");
+                a.metrics.connection_opened(direction, Protocol::Opaque);
+                return;
+            }
+        },
+    };
+    let protocol = match label {
+        DetectLabel::Detected(p) => p,
+        _ => Protocol::Opaque,
+    };
+    a.metrics.detected(direction, label);
+    a.metrics.connection_opened(direction, protocol);
+    let io = Prefixed::new(prefix, stream);
+    match protocol {
+        Protocol::Http1 => room.http(io, Version::Http1, dst).await,
+        Protocol::Http2 => room.http(io, Version::Http2, dst).await,
+        Protocol::Tls | Protocol::Opaque => room.opaque(io, dst).await,
+    }
+}
+
+/// Tells the learner how detection on `port` went, and labels it.
+fn learn(a: &Accept, detection: Detection, port: u16) -> DetectLabel {
+    match detection {
+        Detection::Detected(p) => {
+            a.learner.record_detected(port);
+            DetectLabel::Detected(p)
+        }
+        Detection::TimedOut => {
+            if a.learner.record_timeout(port, Instant::now()) {
+                tracing::info!(
+                    port,
+                    direction = ?a.direction,
+                    "learned opaque port: clients wait for the server to speak first"
+                );
+            }
+            DetectLabel::Timeout
+        }
+        Detection::Closed => DetectLabel::Closed,
+    }
+}

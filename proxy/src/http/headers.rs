@@ -1,0 +1,156 @@
+//! HTTP/1 and HTTP/2 heads as a proxy must treat them: the authority a request is for,
+//! the hop-by-hop fields that stop at each hop (RFC 9110 §7.6.1), Upgrade requests, and
+//! the absolute URI the connection pools want. Pure.
+
+use std::net::SocketAddr;
+
+use http::header::{CONNECTION, CONTENT_TYPE, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
+
+/// The request's authority: `:authority` (HTTP/2, absolute-form) or the `Host` header.
+pub fn authority_of<B>(req: &Request<B>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_string());
+    }
+    req.headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Whether the request is gRPC (`content-type: application/grpc…`).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The `Upgrade` value of an HTTP/1.1 upgrade request (`Connection: upgrade` + `Upgrade`).
+pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    if has_token(headers, CONNECTION, "upgrade") {
+        headers.get(UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// Removes hop-by-hop fields (RFC 9110 §7.6.1): `Connection` and every field it names,
+/// `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, and `TE` unless it is
+/// exactly `trailers` (which gRPC needs end to end).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the (few) fields present instead of one hash lookup per hop-by-hop name:
+    // most requests carry none, and then nothing is allocated or removed.
+    let mut hop: Vec<HeaderName> = Vec::new();
+    for (name, value) in headers.iter() {
+        if name == CONNECTION {
+            let listed = value.to_str().unwrap_or("").split(',');
+            hop.extend(
+                listed
+                    .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+                    .filter(|n| n != TE),
+            );
+            hop.push(CONNECTION);
+        } else if name == TRANSFER_ENCODING
+            || name == UPGRADE
+            || name == "keep-alive"
+            || name == "proxy-connection"
+            || (name == TE && !value.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        {
+            hop.push(name.clone());
+        }
+    }
+    for name in hop {
+        headers.remove(name);
+    }
+}
+
+/// The pool needs an absolute URI; the authority keeps the client's `Host`, the connector
+/// dials `dst` whatever it says. Reuses the parsed path rather than parsing it again.
+pub fn absolute_uri(uri: Uri, authority: &str, dst: SocketAddr) -> Uri {
+    let authority = Authority::try_from(authority)
+        .or_else(|_| Authority::try_from(dst.to_string()))
+        .ok();
+    let mut parts = uri.into_parts();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = authority;
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    Uri::from_parts(parts).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_removed_and_end_to_end_kept() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-hop", "1"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("te", "gzip"),
+            ("x-end", "2"),
+            ("host", "web"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-end", "host"]);
+    }
+
+    #[test]
+    fn te_trailers_survives_for_grpc() {
+        let mut h = headers(&[("te", "trailers"), ("content-type", "application/grpc")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get(TE).unwrap(), "trailers");
+        assert!(is_grpc(&h));
+    }
+
+    #[test]
+    fn upgrade_needs_both_headers() {
+        let h = headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
+        assert!(upgrade_protocol(&headers(&[("upgrade", "websocket")])).is_none());
+    }
+
+    #[test]
+    fn absolute_uri_keeps_the_authority_or_falls_back_to_the_destination() {
+        let dst: SocketAddr = "10.1.0.2:8080".parse().unwrap();
+        let uri: Uri = "/a?b=1".parse().unwrap();
+        assert_eq!(
+            absolute_uri(uri.clone(), "web.svc:8080", dst).to_string(),
+            "http://web.svc:8080/a?b=1"
+        );
+        assert_eq!(
+            absolute_uri(uri, "bad host", dst).to_string(),
+            "http://10.1.0.2:8080/a?b=1"
+        );
+    }
+}

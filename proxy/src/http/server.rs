@@ -1,0 +1,75 @@
+//! Serves one detected HTTP connection with hyper's server, HTTP/1.1 (keep-alive, Upgrade)
+//! or HTTP/2 (h2c prior knowledge), within the configured limits, until the client closes
+//! it or the proxy drains (HTTP/1 finishes its request and closes, HTTP/2 sends GOAWAY).
+
+use std::convert::Infallible;
+use std::future::Future;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::body::ProxyBody;
+use crate::config::HttpConfig;
+use crate::drain::Drain;
+use crate::pool::Version;
+
+/// Serves `io` as `version`, answering every request with `forward`.
+pub async fn serve<I, F, Fut>(
+    io: I,
+    version: Version,
+    limits: &HttpConfig,
+    drain: &Drain,
+    forward: F,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let forward = forward.clone();
+        async move { Ok::<_, Infallible>(forward(req).await) }
+    });
+    let io = TokioIo::new(io);
+    let result = match version {
+        Version::Http1 => {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192))
+                .max_headers(limits.max_headers)
+                .keep_alive(true);
+            let conn = b.serve_connection(io, svc).with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = drain.signaled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+        Version::Http2 => {
+            let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            b.timer(TokioTimer::new())
+                .max_concurrent_streams(limits.h2_max_concurrent_streams)
+                .max_pending_accept_reset_streams(limits.h2_max_pending_resets)
+                .max_local_error_reset_streams(limits.h2_max_local_error_resets)
+                .max_header_list_size(limits.max_header_bytes as u32);
+            let conn = b.serve_connection(io, svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = drain.signaled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "downstream HTTP connection ended with an error");
+    }
+}

@@ -1,0 +1,311 @@
+//! The request engine: one request to a target with policy. Bulkhead, deadlines (the
+//! policy's and the caller's `grpc-timeout`), then attempts — each to an endpoint the
+//! balancer picks, never the one that just failed when another exists — with per-try
+//! timeouts, retries decided by [`retry::decide`] within the budget, and an optional hedge
+//! ([`hedge::first_attempt`]).
+//!
+//! The engine reaches the network only through [`Upstream`], and reads tokio's clock, so
+//! its unit tests run with a scripted upstream and paused time (`engine/tests.rs`).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderValue, Request, Response};
+use hyper::body::Body;
+use tokio::time::Instant;
+
+use super::attempt::{self, Attempt, Dest, PendingGrpcStatus};
+use super::bulkhead::{Shed, Slot};
+use super::deadline::{self, Deadlines};
+use super::hedge;
+use super::policy::Target;
+use super::retry::{self, Attempted, Decision, Failure, Stop};
+use super::target::TargetState;
+use crate::error::{Error, Kind};
+use crate::http::body::AttemptBody;
+use crate::http::replay::ReplayBody;
+use crate::metrics::{Metrics, Resilience};
+use crate::random;
+
+/// Where attempts go: the proxy's connection pools in production, a script in tests.
+pub trait Upstream<B>: Sync {
+    /// The response body.
+    type Body: Send;
+
+    /// Sends `req` to `addr` (connecting within `connect_timeout` if a new connection is
+    /// needed). A failure says whose fault it was.
+    fn send(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        req: Request<AttemptBody<B>>,
+    ) -> impl Future<Output = Result<Response<Self::Body>, Error>> + Send;
+}
+
+/// Everything a call needs besides the request.
+#[derive(Debug)]
+pub struct Call<'a, U> {
+    /// Where attempts go.
+    pub upstream: &'a U,
+    /// Counters.
+    pub metrics: &'a Metrics,
+    /// The connection's original destination (used when the target has no endpoints).
+    pub dst: SocketAddr,
+    /// The target as of this request's snapshot.
+    pub target: &'a Target,
+    /// Its run-time state.
+    pub state: &'a Arc<TargetState>,
+    /// Whether the request is gRPC.
+    pub grpc: bool,
+    /// When the request arrived.
+    pub start: Instant,
+    /// An HTTP/1.1 upgrade: one attempt, body streamed.
+    pub upgrade: bool,
+}
+
+/// The upstream's response and what must outlive its body.
+#[derive(Debug)]
+pub struct Reply<R> {
+    /// The response.
+    pub resp: Response<R>,
+    /// Deadline for the whole response, body included.
+    pub deadline: Option<Instant>,
+    /// Longest silence in the body.
+    pub idle: Option<Duration>,
+    /// The bulkhead slot, released when the body ends.
+    pub slot: Option<Slot>,
+    /// A gRPC call's outcome, known only once its trailers arrive.
+    pub pending: Option<PendingGrpcStatus>,
+}
+
+/// The request body across attempts: replayable (a copy is kept while it streams) or
+/// streamed once.
+#[derive(Debug)]
+pub enum Bodies<B> {
+    /// A copy is kept for retries and hedges.
+    Replayable(ReplayBody<B>),
+    /// One attempt only; taken by it.
+    Streamed(Option<B>),
+}
+
+impl<B: Body> Bodies<B> {
+    /// The body for the next attempt, if it can have one.
+    pub fn for_attempt(&mut self) -> Option<AttemptBody<B>> {
+        match self {
+            Bodies::Replayable(r) => r.replay().map(AttemptBody::Replayed),
+            Bodies::Streamed(b) => b.take().map(AttemptBody::Streamed),
+        }
+    }
+
+    /// Whether another attempt could have the body.
+    pub fn can_replay(&self) -> bool {
+        match self {
+            Bodies::Replayable(r) => r.replay().is_some(),
+            Bodies::Streamed(_) => false,
+        }
+    }
+
+    /// Whether the whole body is in hand (two attempts at once need it).
+    pub fn is_complete(&self) -> bool {
+        matches!(self, Bodies::Replayable(r) if r.is_complete())
+    }
+}
+
+/// Runs one request through the target's policy.
+pub async fn run<B, U>(c: &Call<'_, U>, req: Request<B>) -> Result<Reply<U::Body>, Error>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    U: Upstream<B>,
+{
+    let key = c.target.key.as_str();
+    let policy = c
+        .target
+        .request_policy(req.method(), req.uri().path(), req.headers())
+        .clone();
+    c.state.deposit(Instant::now());
+    let deadlines = Deadlines::new(c.start, &policy.timeouts, req.headers(), c.grpc);
+    let slot = match c.state.bulkhead() {
+        Some(b) => Some(b.acquire(deadlines.headers).await.map_err(|shed| {
+            let e = match shed {
+                Shed::QueueFull => Kind::BulkheadFull.into(),
+                Shed::QueueTimeout => Kind::BulkheadQueueTimeout.into(),
+                Shed::Deadline => deadlines.error(),
+            };
+            c.metrics
+                .count(Resilience::BulkheadRejections, key, e.reason());
+            e
+        })?),
+        None => None,
+    };
+    let safe = retry::replay_safe(req.method(), req.headers());
+    let (parts, body) = req.into_parts();
+    let replay_wanted = !c.upgrade && (policy.retry.attempts > 1 || policy.hedge.is_some());
+    let mut body = if replay_wanted {
+        Bodies::Replayable(ReplayBody::new(body, policy.retry.max_buffered_body))
+    } else {
+        Bodies::Streamed(Some(body))
+    };
+    let max = if replay_wanted {
+        policy.retry.attempts.max(1)
+    } else {
+        1
+    };
+    let hedge = policy.hedge.filter(|_| replay_wanted && safe);
+    if let Some(h) = &hedge {
+        c.state
+            .hedges
+            .budget(&policy.route, h.ratio, Instant::now(), false);
+    }
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut n = 0;
+    let mut last: Option<Attempt<U::Body>> = None;
+    let answer = loop {
+        n += 1;
+        let now = Instant::now();
+        if deadlines.passed(now) {
+            break Err(deadlines.error());
+        }
+        let try_deadline =
+            deadline::earliest(deadlines.headers, policy.timeouts.per_try.map(|d| now + d));
+        let first = choose(c, &tried, now)?;
+        let a = match (&hedge, n) {
+            (Some(h), 1) => {
+                let delay = h.delay.or_else(|| c.state.hedges.p95(&policy.route));
+                let plan = hedge::Plan {
+                    policy: &policy,
+                    parts: &parts,
+                    deadlines: &deadlines,
+                    try_deadline,
+                    delay,
+                    ratio: h.ratio,
+                };
+                hedge::first_attempt(c, &plan, first, &mut body).await
+            }
+            _ => match request(&parts, &mut body, deadlines.request.filter(|_| c.grpc)) {
+                Some(req) => attempt::send(c, &policy, first, req, try_deadline).await,
+                // A copy outgrown after the retry was decided (an earlier attempt's
+                // connection kept reading the client's body): end with that attempt.
+                None => match last.take() {
+                    Some(a) => {
+                        c.metrics
+                            .count(Resilience::RetriesSkipped, key, "body_not_replayable");
+                        break finish(a, &deadlines);
+                    }
+                    None => break Err(Kind::DownstreamAborted.into()),
+                },
+            },
+        };
+        let Some(failure) = a.failure(&policy, c.grpc) else {
+            // Only a hedge without a fixed delay reads the route's latency.
+            if policy.hedge.is_some_and(|h| h.delay.is_none()) {
+                c.state
+                    .hedges
+                    .record_latency(&policy.route, c.start.elapsed());
+            }
+            break finish(a, &deadlines);
+        };
+        let now = Instant::now();
+        let attempted = Attempted {
+            n,
+            max,
+            failure,
+            safe,
+            can_replay: body.can_replay(),
+            retry_after: a
+                .result
+                .as_ref()
+                .ok()
+                .and_then(|r| retry::retry_after(r.headers())),
+            time_left: deadlines.left(now),
+            jitter: random::unit(),
+        };
+        let wait = match retry::decide(&policy.retry, &attempted) {
+            Decision::Retry(wait) if c.state.withdraw_retry(now) => wait,
+            Decision::Retry(_) => {
+                c.metrics
+                    .count(Resilience::RetryBudgetExhausted, key, failure.label());
+                tracing::debug!(target = key, "retry budget exhausted");
+                break finish(a, &deadlines);
+            }
+            Decision::Stop(stop) => {
+                if stop == Stop::BodyNotReplayable {
+                    c.metrics
+                        .count(Resilience::RetriesSkipped, key, "body_not_replayable");
+                }
+                break finish(a, &deadlines);
+            }
+        };
+        c.metrics.count(Resilience::Retries, key, failure.label());
+        tried.push(a.addr);
+        tried.extend(a.also_tried);
+        last = Some(a);
+        tokio::time::sleep(wait).await;
+    };
+    answer.map(|(resp, pending)| Reply {
+        resp,
+        deadline: deadlines.request,
+        idle: policy.timeouts.idle,
+        slot,
+        pending,
+    })
+}
+
+/// The answer an attempt comes to when no other follows: its response, or its error (a
+/// per-try timeout that ran into the request's deadline is named after the deadline).
+fn finish<R>(
+    a: Attempt<R>,
+    deadlines: &Deadlines,
+) -> Result<(Response<R>, Option<PendingGrpcStatus>), Error> {
+    match a.result {
+        Ok(resp) => Ok((resp, a.pending)),
+        Err(e)
+            if Failure::from(&e) == Failure::PerTryTimeout && deadlines.passed(Instant::now()) =>
+        {
+            Err(deadlines.error())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The endpoint for the next attempt: one the balancer picks, avoiding `tried`, or the
+/// original destination for a target without endpoints.
+pub fn choose<U>(c: &Call<'_, U>, tried: &[SocketAddr], now: Instant) -> Result<Dest, Error> {
+    if c.target.endpoints.is_empty() {
+        return Ok(Dest {
+            endpoint: None,
+            addr: c.dst,
+        });
+    }
+    match c.state.pick(tried, now) {
+        Some(ep) => Ok(Dest {
+            addr: ep.addr,
+            endpoint: Some(ep),
+        }),
+        None => Err(Kind::NoEndpoints.into()),
+    }
+}
+
+/// The request for one attempt, if the body allows another; a gRPC call's deadline goes
+/// on as its `grpc-timeout`, less the time already spent (`grpc_deadline` is `None` for
+/// other requests).
+pub fn request<B: Body>(
+    parts: &Parts,
+    body: &mut Bodies<B>,
+    grpc_deadline: Option<Instant>,
+) -> Option<Request<AttemptBody<B>>> {
+    let mut req = Request::from_parts(parts.clone(), body.for_attempt()?);
+    if let Some(d) = grpc_deadline {
+        let left = d.saturating_duration_since(Instant::now());
+        if let Ok(v) = HeaderValue::from_str(&deadline::format_grpc_timeout(left)) {
+            req.headers_mut().insert("grpc-timeout", v);
+        }
+    }
+    Some(req)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! Hedging: when a route's first attempt has not answered after a delay (fixed, or the
+//! route's observed p95), a second attempt goes to another endpoint within the route's
+//! hedge budget, and the first good response wins.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use hyper::body::Body;
+use tokio::time::Instant;
+
+use super::attempt::{self, Attempt, Dest};
+use super::budget::Budget;
+use super::deadline::{Deadlines, earliest};
+use super::engine::{self, Bodies, Call, Upstream};
+use super::policy::{DEFAULT_BUDGET_WINDOW, RequestPolicy};
+use crate::error::Kind;
+use crate::lock::lock;
+use crate::metrics::Resilience;
+use crate::random;
+
+/// Latencies kept per route for the hedging delay (its p95).
+const ROUTE_SAMPLES: usize = 512;
+/// Samples a route needs before its p95 is trusted as a hedging delay.
+const ROUTE_MIN_SAMPLES: usize = 20;
+
+/// A target's hedging state, per route: the budget and the latency samples.
+#[derive(Debug, Default)]
+pub struct HedgeState {
+    budgets: Mutex<HashMap<String, Budget>>,
+    latency: Mutex<HashMap<String, Vec<u32>>>,
+}
+
+impl HedgeState {
+    /// Counts one request into a route's hedge budget (`take` false) or takes one hedge
+    /// from it (`take` true), saying whether that is allowed.
+    pub fn budget(&self, route: &str, ratio: f64, now: Instant, take: bool) -> bool {
+        let window = DEFAULT_BUDGET_WINDOW;
+        let mut map = lock(&self.budgets);
+        let b = map
+            .entry(route.to_string())
+            .or_insert_with(|| Budget::new(ratio, 0, window));
+        b.set(ratio, 0, window);
+        if take {
+            b.withdraw(now)
+        } else {
+            b.deposit(now);
+            true
+        }
+    }
+
+    /// Records a successful request's latency on its route (for the hedging delay).
+    pub fn record_latency(&self, route: &str, latency: Duration) {
+        let mut map = lock(&self.latency);
+        if !map.contains_key(route) {
+            map.insert(route.to_string(), Vec::new());
+        }
+        let Some(v) = map.get_mut(route) else { return };
+        let us = latency.as_micros().min(u32::MAX as u128) as u32;
+        if v.len() >= ROUTE_SAMPLES {
+            let i = (random::unit() * ROUTE_SAMPLES as f64) as usize % ROUTE_SAMPLES;
+            v[i] = us;
+        } else {
+            v.push(us);
+        }
+    }
+
+    /// The route's observed p95, once it has enough samples.
+    pub fn p95(&self, route: &str) -> Option<Duration> {
+        let map = lock(&self.latency);
+        let v = map.get(route)?;
+        if v.len() < ROUTE_MIN_SAMPLES {
+            return None;
+        }
+        let mut v = v.clone();
+        let i = (v.len() * 95 / 100).min(v.len() - 1);
+        Some(Duration::from_micros(*v.select_nth_unstable(i).1 as u64))
+    }
+}
+
+/// What a hedged first attempt needs to know.
+#[derive(Debug)]
+pub struct Plan<'a> {
+    /// The route's policy.
+    pub policy: &'a RequestPolicy,
+    /// The request head, for a second copy.
+    pub parts: &'a Parts,
+    /// The request's deadlines.
+    pub deadlines: &'a Deadlines,
+    /// The first attempt's own deadline.
+    pub try_deadline: Option<Instant>,
+    /// How long the first attempt runs alone; `None` (no p95 yet) never hedges.
+    pub delay: Option<Duration>,
+    /// Share of requests that may be hedged.
+    pub ratio: f64,
+}
+
+/// The first attempt of a hedged route: if it has not answered after the delay, a second
+/// one goes to another endpoint (within the hedge budget, and only once the whole body is
+/// in hand); the first good response wins and the other is cancelled.
+pub async fn first_attempt<B, U>(
+    c: &Call<'_, U>,
+    plan: &Plan<'_>,
+    first: Dest,
+    body: &mut Bodies<B>,
+) -> Attempt<U::Body>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    U: Upstream<B>,
+{
+    let (policy, grpc_deadline) = (plan.policy, plan.deadlines.request.filter(|_| c.grpc));
+    let first_addr = first.addr;
+    let Some(req) = engine::request(plan.parts, body, grpc_deadline) else {
+        return Attempt {
+            addr: first_addr,
+            also_tried: None,
+            result: Err(Kind::DownstreamAborted.into()),
+            pending: None,
+        };
+    };
+    let primary = attempt::send(c, policy, first, req, plan.try_deadline);
+    tokio::pin!(primary);
+    let Some(delay) = plan.delay else {
+        return primary.await;
+    };
+    tokio::select! {
+        a = &mut primary => return a,
+        _ = tokio::time::sleep(delay) => {}
+    }
+    let key = c.target.key.as_str();
+    let count = |reason| c.metrics.count(Resilience::Hedges, key, reason);
+    // Two attempts at once need the whole body in hand.
+    if !body.is_complete() {
+        count("body_incomplete");
+        return primary.await;
+    }
+    if !c
+        .state
+        .hedges
+        .budget(&policy.route, plan.ratio, Instant::now(), true)
+    {
+        count("budget_exhausted");
+        return primary.await;
+    }
+    let second = match c.state.pick(&[first_addr], Instant::now()) {
+        Some(ep) if ep.addr != first_addr => Dest {
+            addr: ep.addr,
+            endpoint: Some(ep),
+        },
+        _ => return primary.await,
+    };
+    let Some(req) = engine::request(plan.parts, body, grpc_deadline) else {
+        return primary.await;
+    };
+    count("sent");
+    // The hedge gets a whole per-try time of its own, but never past the request's limits.
+    let hedge_deadline = earliest(plan.try_deadline.map(|d| d + delay), plan.deadlines.headers);
+    let second_addr = second.addr;
+    let secondary = attempt::send(c, policy, second, req, hedge_deadline);
+    tokio::pin!(secondary);
+    let won = |a: &Attempt<U::Body>| a.failure(policy, c.grpc).is_none();
+    let both = |mut a: Attempt<U::Body>, other: SocketAddr| {
+        a.also_tried = Some(other);
+        a
+    };
+    tokio::select! {
+        a = &mut primary => {
+            if won(&a) {
+                count("original_won");
+                return a;
+            }
+            let b = secondary.await;
+            if won(&b) {
+                count("hedge_won");
+            }
+            both(b, first_addr)
+        }
+        b = &mut secondary => {
+            if won(&b) {
+                count("hedge_won");
+                return b;
+            }
+            let a = primary.await;
+            if won(&a) {
+                count("original_won");
+            }
+            both(a, second_addr)
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! Opaque TCP forwarding, the same in both directions once the upstream connection is made:
+//! bytes both ways with half-close and the idle timeout, counted; a failed connect counted
+//! as the proxy's error.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpStream;
+
+use crate::accept::Conn;
+use crate::error::Kind;
+use crate::http::Hop;
+use crate::transport::copy;
+use crate::transport::socket::ConnectError;
+
+/// Copies `io` ⇄ `upstream` until both sides close or the connection idles out.
+pub async fn copy(hop: &Hop, io: Conn, upstream: TcpStream, dst: SocketAddr) {
+    let bytes = hop.metrics.bytes(hop.direction);
+    match copy::bidirectional(io, upstream, hop.tcp.idle_timeout, bytes).await {
+        Ok(_) => {}
+        Err(copy::CopyError::Idle(d)) => {
+            hop.metrics.error(hop.direction, Kind::IdleTimeout);
+            tracing::debug!(%dst, idle = ?d, "opaque connection closed for idleness");
+        }
+        Err(e) => tracing::debug!(error = %e, %dst, "opaque connection ended with an error"),
+    }
+}
+
+/// Counts and logs an opaque connection whose upstream could not be reached.
+pub fn connect_failed(hop: &Hop, e: &ConnectError) {
+    hop.metrics.error(hop.direction, e.kind());
+    tracing::info!(error = %e, direction = ?hop.direction, "opaque connection failed upstream");
+}
