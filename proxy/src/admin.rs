@@ -138,10 +138,12 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
     }
     match path {
         "/metrics" => {
-            let mut text = s
-                .metrics
-                .render(&s.learner.learned(Instant::now()), &ProcessStats::read());
-            text.push_str(&s.registry.render_metrics());
+            let text = s.metrics.render(
+                &s.learner.learned(Instant::now()),
+                &ProcessStats::read(),
+                &s.registry.report(),
+                &s.registry.bulkheads(),
+            );
             reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

@@ -1,7 +1,7 @@
 //! Typed proxy configuration: every default in one place, cross-field validation, and a
 //! serialisable form so `/config_dump` shows exactly what runs.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -12,6 +12,14 @@ pub const DEFAULT_OUTBOUND_PORT: u16 = 5140;
 pub const DEFAULT_INBOUND_PORT: u16 = 5143;
 /// Admin port (metrics, readiness). Never redirected.
 pub const DEFAULT_ADMIN_PORT: u16 = 5191;
+/// Admin listener: every address, so kubelet probes and Prometheus reach it.
+pub const DEFAULT_ADMIN_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_ADMIN_PORT);
+/// Where `await` finds the local proxy's admin port.
+pub const DEFAULT_AWAIT_ADMIN_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_ADMIN_PORT);
+/// How long `await` waits for the proxy to be ready.
+pub const DEFAULT_AWAIT_TIMEOUT: Duration = Duration::from_secs(120);
 /// UID the proxy runs as; its own traffic is exempt from redirection by owner match.
 pub const DEFAULT_PROXY_UID: u32 = 5102;
 /// GID the proxy runs as.
@@ -217,7 +225,7 @@ impl Default for Config {
         Self {
             outbound_addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_OUTBOUND_PORT)),
             inbound_addr: SocketAddr::from(([0, 0, 0, 0], DEFAULT_INBOUND_PORT)),
-            admin_addr: SocketAddr::from(([0, 0, 0, 0], DEFAULT_ADMIN_PORT)),
+            admin_addr: DEFAULT_ADMIN_ADDR,
             ipv6: false,
             verify_redirect: true,
             proxy_uid: DEFAULT_PROXY_UID,
@@ -310,6 +318,25 @@ impl Config {
 
 /// Durations are read and written the same way in flags and in policy YAML.
 pub use bulwark_api::duration::{format as format_duration, parse as parse_duration};
+
+/// A duration as flags and environment variables write it (`250ms`, `10s`, `5m`), so clap
+/// can show and parse the `DEFAULT_*` constants themselves rather than a copy as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl std::fmt::Display for Dur {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&format_duration(self.0))
+    }
+}
+
+impl std::str::FromStr for Dur {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_duration(s).map(Dur).map_err(|e| e.to_string())
+    }
+}
 
 mod duration_str {
     use std::time::Duration;

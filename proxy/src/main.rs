@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use anyhow::{Context, bail};
-use bulwark_proxy::config::{self, Config, parse_duration};
+use bulwark_proxy::config::{self, Config, Dur};
 use bulwark_proxy::init::{self, InitSpec, Iptables, Ipv6Mode, PortRange};
 use clap::{ArgAction, Args, Parser, Subcommand};
 use ipnet::IpNet;
@@ -46,7 +46,7 @@ struct RunArgs {
     #[arg(long, env = "BULWARK_INBOUND_PORT", default_value_t = config::DEFAULT_INBOUND_PORT)]
     inbound_port: u16,
     /// Address of the admin server.
-    #[arg(long, env = "BULWARK_ADMIN_ADDR", default_value = "0.0.0.0:5191")]
+    #[arg(long, env = "BULWARK_ADMIN_ADDR", default_value_t = config::DEFAULT_ADMIN_ADDR)]
     admin_addr: SocketAddr,
     /// Also listen on IPv6 ([::1] outbound, [::] inbound) and verify ip6tables rules.
     #[arg(long, env = "BULWARK_IPV6", default_value_t = false, action = ArgAction::Set)]
@@ -81,34 +81,34 @@ struct RunArgs {
     #[arg(long, env = "BULWARK_ADMIN_SHUTDOWN", default_value_t = false, action = ArgAction::Set)]
     admin_shutdown: bool,
     /// How long to wait for a client's first bytes before forwarding as opaque TCP.
-    #[arg(long, env = "BULWARK_DETECT_TIMEOUT", value_parser = parse_duration, default_value = "1s")]
-    detect_timeout: Duration,
+    #[arg(long, env = "BULWARK_DETECT_TIMEOUT", default_value_t = Dur(config::DEFAULT_DETECT_TIMEOUT))]
+    detect_timeout: Dur,
     /// Destination ports forwarded as opaque TCP without detection (comma-separated).
     #[arg(
         long,
         env = "BULWARK_OPAQUE_PORTS",
         value_delimiter = ',',
-        default_value = "25,587,3306,4444,5432,6379,9300,11211"
+        default_values_t = config::DEFAULT_OPAQUE_PORTS
     )]
     opaque_ports: Vec<u16>,
     /// Consecutive detection time-outs after which a port is learned as opaque (0: never).
     #[arg(long, env = "BULWARK_DETECT_LEARN_THRESHOLD", default_value_t = config::DEFAULT_DETECT_LEARN_THRESHOLD)]
     detect_learn_threshold: u32,
     /// How long a learned opaque port stays opaque.
-    #[arg(long, env = "BULWARK_DETECT_LEARN_TTL", value_parser = parse_duration, default_value = "10m")]
-    detect_learn_ttl: Duration,
+    #[arg(long, env = "BULWARK_DETECT_LEARN_TTL", default_value_t = Dur(config::DEFAULT_DETECT_LEARN_TTL))]
+    detect_learn_ttl: Dur,
     /// Upstream TCP connect timeout.
-    #[arg(long, env = "BULWARK_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "1s")]
-    connect_timeout: Duration,
+    #[arg(long, env = "BULWARK_CONNECT_TIMEOUT", default_value_t = Dur(config::DEFAULT_CONNECT_TIMEOUT))]
+    connect_timeout: Dur,
     /// Opaque connections idle this long are closed.
-    #[arg(long, env = "BULWARK_TCP_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "1h")]
-    tcp_idle_timeout: Duration,
+    #[arg(long, env = "BULWARK_TCP_IDLE_TIMEOUT", default_value_t = Dur(config::DEFAULT_TCP_IDLE_TIMEOUT))]
+    tcp_idle_timeout: Dur,
     /// TCP keepalive idle time on both legs.
-    #[arg(long, env = "BULWARK_TCP_KEEPALIVE", value_parser = parse_duration, default_value = "60s")]
-    tcp_keepalive: Duration,
+    #[arg(long, env = "BULWARK_TCP_KEEPALIVE", default_value_t = Dur(config::DEFAULT_TCP_KEEPALIVE))]
+    tcp_keepalive: Dur,
     /// An HTTP/1 request head must arrive within this time.
-    #[arg(long, env = "BULWARK_HEADER_READ_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
-    header_read_timeout: Duration,
+    #[arg(long, env = "BULWARK_HEADER_READ_TIMEOUT", default_value_t = Dur(config::DEFAULT_HEADER_READ_TIMEOUT))]
+    header_read_timeout: Dur,
     /// Largest request head (HTTP/1) or header list (HTTP/2) in bytes; larger gets 431.
     #[arg(long, env = "BULWARK_MAX_HEADER_BYTES", default_value_t = config::DEFAULT_MAX_HEADER_BYTES)]
     max_header_bytes: usize,
@@ -125,8 +125,8 @@ struct RunArgs {
     #[arg(long, env = "BULWARK_H2_MAX_LOCAL_ERROR_RESETS", default_value_t = config::DEFAULT_H2_MAX_LOCAL_ERROR_RESETS)]
     h2_max_local_error_resets: usize,
     /// Idle upstream connections close after this long.
-    #[arg(long, env = "BULWARK_POOL_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "90s")]
-    pool_idle_timeout: Duration,
+    #[arg(long, env = "BULWARK_POOL_IDLE_TIMEOUT", default_value_t = Dur(config::DEFAULT_POOL_IDLE_TIMEOUT))]
+    pool_idle_timeout: Dur,
     /// Idle upstream connections kept per endpoint.
     #[arg(long, env = "BULWARK_POOL_MAX_IDLE_PER_ENDPOINT", default_value_t = config::DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT)]
     pool_max_idle_per_endpoint: usize,
@@ -145,17 +145,17 @@ struct RunArgs {
     #[arg(long, env = "BULWARK_DNS_SERVERS", value_delimiter = ',')]
     dns_servers: Vec<std::net::IpAddr>,
     /// Shortest time between two lookups of a hostname endpoint, whatever its TTL.
-    #[arg(long, env = "BULWARK_DNS_MIN_REFRESH", value_parser = parse_duration, default_value = "1s")]
-    dns_min_refresh: Duration,
+    #[arg(long, env = "BULWARK_DNS_MIN_REFRESH", default_value_t = Dur(config::DEFAULT_DNS_MIN_REFRESH))]
+    dns_min_refresh: Dur,
     /// Longest time a DNS answer is used, whatever its TTL.
-    #[arg(long, env = "BULWARK_DNS_MAX_REFRESH", value_parser = parse_duration, default_value = "5m")]
-    dns_max_refresh: Duration,
+    #[arg(long, env = "BULWARK_DNS_MAX_REFRESH", default_value_t = Dur(config::DEFAULT_DNS_MAX_REFRESH))]
+    dns_max_refresh: Dur,
     /// Runtime worker threads (a sidecar rarely needs more than one or two).
     #[arg(long, env = "BULWARK_WORKER_THREADS", default_value_t = 2)]
     worker_threads: usize,
     /// On SIGTERM, how long in-flight requests get to finish.
-    #[arg(long, env = "BULWARK_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "20s")]
-    shutdown_grace: Duration,
+    #[arg(long, env = "BULWARK_SHUTDOWN_GRACE", default_value_t = Dur(config::DEFAULT_SHUTDOWN_GRACE))]
+    shutdown_grace: Dur,
 }
 
 impl RunArgs {
@@ -181,28 +181,28 @@ impl RunArgs {
             service_account: self.service_account,
             pod_ips: self.pod_ips,
         };
-        c.detect.timeout = self.detect_timeout;
+        c.detect.timeout = self.detect_timeout.0;
         c.detect.opaque_ports = self.opaque_ports;
         c.detect.learn_threshold = self.detect_learn_threshold;
-        c.detect.learn_ttl = self.detect_learn_ttl;
-        c.tcp.connect_timeout = self.connect_timeout;
-        c.tcp.idle_timeout = self.tcp_idle_timeout;
-        c.tcp.keepalive = self.tcp_keepalive;
-        c.http.header_read_timeout = self.header_read_timeout;
+        c.detect.learn_ttl = self.detect_learn_ttl.0;
+        c.tcp.connect_timeout = self.connect_timeout.0;
+        c.tcp.idle_timeout = self.tcp_idle_timeout.0;
+        c.tcp.keepalive = self.tcp_keepalive.0;
+        c.http.header_read_timeout = self.header_read_timeout.0;
         c.http.max_header_bytes = self.max_header_bytes;
         c.http.max_headers = self.max_headers;
         c.http.h2_max_concurrent_streams = self.h2_max_concurrent_streams;
         c.http.h2_max_pending_resets = self.h2_max_pending_resets;
         c.http.h2_max_local_error_resets = self.h2_max_local_error_resets;
-        c.http.pool_idle_timeout = self.pool_idle_timeout;
+        c.http.pool_idle_timeout = self.pool_idle_timeout.0;
         c.http.pool_max_idle_per_endpoint = self.pool_max_idle_per_endpoint;
         c.http.pool_max_endpoints = self.pool_max_endpoints;
         c.metrics_max_authorities = self.metrics_max_authorities;
         c.max_policy_endpoints = self.max_policy_endpoints;
         c.dns.servers = self.dns_servers;
-        c.dns.min_refresh = self.dns_min_refresh;
-        c.dns.max_refresh = self.dns_max_refresh;
-        c.shutdown_grace = self.shutdown_grace;
+        c.dns.min_refresh = self.dns_min_refresh.0;
+        c.dns.max_refresh = self.dns_max_refresh.0;
+        c.shutdown_grace = self.shutdown_grace.0;
         c
     }
 }
@@ -258,12 +258,12 @@ struct AwaitArgs {
     #[arg(
         long,
         env = "BULWARK_AWAIT_ADMIN_ADDR",
-        default_value = "127.0.0.1:5191"
+        default_value_t = config::DEFAULT_AWAIT_ADMIN_ADDR
     )]
     admin_addr: SocketAddr,
     /// Give up (exit 1 without running CMD) after this long.
-    #[arg(long, env = "BULWARK_AWAIT_TIMEOUT", value_parser = parse_duration, default_value = "120s")]
-    timeout: Duration,
+    #[arg(long, env = "BULWARK_AWAIT_TIMEOUT", default_value_t = Dur(config::DEFAULT_AWAIT_TIMEOUT))]
+    timeout: Dur,
     /// The command to run once the proxy is ready.
     #[arg(last = true, required = true)]
     cmd: Vec<String>,
@@ -364,7 +364,7 @@ fn init_cmd(a: InitArgs) -> anyhow::Result<ExitCode> {
 fn await_cmd(a: AwaitArgs) -> anyhow::Result<ExitCode> {
     use std::io::{Read, Write};
     use std::os::unix::process::CommandExt;
-    let deadline = Instant::now() + a.timeout;
+    let deadline = Instant::now() + a.timeout.0;
     let mut last;
     loop {
         let attempt = (|| -> std::io::Result<String> {

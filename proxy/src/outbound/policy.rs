@@ -9,8 +9,8 @@ use std::time::Duration;
 use bulwark_api::policy::{self, Algorithm, RetryCondition};
 use serde::Serialize;
 
-/// Connect timeout when no policy sets one (Linkerd's outbound default).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connect timeout when no policy sets one: the proxy's own (`--connect-timeout`).
+pub use crate::config::DEFAULT_CONNECT_TIMEOUT;
 /// Attempts in all when no policy sets them: one retry.
 pub const DEFAULT_ATTEMPTS: u32 = 2;
 /// First retry backoff (Linkerd and Envoy).

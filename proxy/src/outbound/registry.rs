@@ -105,56 +105,13 @@ impl Registry {
         v
     }
 
-    /// Gauges for `/metrics`: endpoints per target and state, bulkhead occupancy.
-    pub fn render_metrics(&self) -> String {
-        use std::fmt::Write;
-        let mut o = String::new();
-        let reports = self.report();
-        let _ = writeln!(
-            o,
-            "# HELP bulwark_endpoints Endpoints of each target, by outlier state (healthy, probation, ejected)."
-        );
-        let _ = writeln!(o, "# TYPE bulwark_endpoints gauge");
-        for r in &reports {
-            for state in ["healthy", "probation", "ejected"] {
-                let n = r.endpoints.iter().filter(|e| e.state == state).count();
-                let _ = writeln!(
-                    o,
-                    "bulwark_endpoints{{target=\"{}\",state=\"{state}\"}} {n}",
-                    r.target
-                );
-            }
-        }
-        let _ = writeln!(
-            o,
-            "# HELP bulwark_balancer_panic 1 while a target has too few healthy endpoints and ignores ejections."
-        );
-        let _ = writeln!(o, "# TYPE bulwark_balancer_panic gauge");
-        for r in &reports {
-            let _ = writeln!(
-                o,
-                "bulwark_balancer_panic{{target=\"{}\"}} {}",
-                r.target,
-                u8::from(r.panic)
-            );
-        }
-        let _ = writeln!(
-            o,
-            "# HELP bulwark_bulkhead_active Requests holding a bulkhead slot."
-        );
-        let _ = writeln!(o, "# TYPE bulwark_bulkhead_active gauge");
-        let mut states: Vec<_> = lock(&self.states).values().cloned().collect();
-        states.sort_by_key(|s| s.target.load().key.clone());
-        for s in states {
-            if let Some(b) = s.bulkhead() {
-                let _ = writeln!(
-                    o,
-                    "bulwark_bulkhead_active{{target=\"{}\"}} {}",
-                    s.target.load().key,
-                    b.active()
-                );
-            }
-        }
-        o
+    /// Each target with a bulkhead, and the requests holding its slots, sorted.
+    pub fn bulkheads(&self) -> Vec<(String, usize)> {
+        let mut v: Vec<(String, usize)> = lock(&self.states)
+            .values()
+            .filter_map(|s| Some((s.target.load().key.clone(), s.bulkhead()?.active())))
+            .collect();
+        v.sort();
+        v
     }
 }

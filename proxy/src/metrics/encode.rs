@@ -1,0 +1,291 @@
+//! The one Prometheus text exposition (format 0.0.4) of everything the proxy counts: request
+//! histograms, resilience counters, connections, detection, errors, discovery, the
+//! targets' endpoint gauges and the process. Label values are escaped.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use super::latency::{BUCKETS_US, sorted_series};
+use super::{DETECT_LABELS, Direction, Metrics, ProcessStats, Resilience};
+use crate::lock::lock;
+use crate::outbound::report::TargetReport;
+use crate::transport::detect::LearnedPort;
+
+impl Metrics {
+    fn render_resilience(&self, o: &mut String) {
+        let map = lock(&self.resilience);
+        for counter in Resilience::ALL {
+            let name = counter.name();
+            header(
+                o,
+                &format!("bulwark_{name}_total"),
+                "counter",
+                counter.help(),
+            );
+            for ((_, target, reason), v) in map.iter().filter(|(k, _)| k.0 == counter) {
+                let _ = writeln!(
+                    o,
+                    "bulwark_{name}_total{{target=\"{}\",reason=\"{reason}\"}} {v}",
+                    escape(target)
+                );
+            }
+        }
+    }
+
+    /// Prometheus text exposition (format 0.0.4).
+    /// Everything, with the targets' gauges from `targets` (their `/outliers` reports) and
+    /// `bulkheads` (target, requests holding a slot).
+    pub fn render(
+        &self,
+        learned: &[LearnedPort],
+        process: &ProcessStats,
+        targets: &[TargetReport],
+        bulkheads: &[(String, usize)],
+    ) -> String {
+        let mut o = String::with_capacity(4096);
+        self.render_requests(&mut o);
+        self.render_resilience(&mut o);
+        header(
+            &mut o,
+            "bulwark_connections_opened_total",
+            "counter",
+            "Connections accepted, by the protocol they were forwarded as.",
+        );
+        for d in [Direction::Inbound, Direction::Outbound] {
+            for (i, p) in ["http1", "http2", "tls", "opaque"].iter().enumerate() {
+                let v = self.directions[d.index()].opened[i].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    o,
+                    "bulwark_connections_opened_total{{direction=\"{}\",protocol=\"{p}\"}} {v}",
+                    d.as_str()
+                );
+            }
+        }
+        header(
+            &mut o,
+            "bulwark_connections_closed_total",
+            "counter",
+            "Connections finished.",
+        );
+        for d in [Direction::Inbound, Direction::Outbound] {
+            let v = self.directions[d.index()].closed.load(Ordering::Relaxed);
+            let _ = writeln!(
+                o,
+                "bulwark_connections_closed_total{{direction=\"{}\"}} {v}",
+                d.as_str()
+            );
+        }
+        header(
+            &mut o,
+            "bulwark_tcp_bytes_total",
+            "counter",
+            "Bytes forwarded on opaque (L4) connections, by who sent them.",
+        );
+        for d in [Direction::Inbound, Direction::Outbound] {
+            let b = &self.directions[d.index()].bytes;
+            for (peer, c) in [("client", &b.from_client), ("server", &b.from_server)] {
+                let _ = writeln!(
+                    o,
+                    "bulwark_tcp_bytes_total{{direction=\"{}\",from=\"{peer}\"}} {}",
+                    d.as_str(),
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
+        header(
+            &mut o,
+            "bulwark_detect_total",
+            "counter",
+            "Protocol detection outcomes.",
+        );
+        for d in [Direction::Inbound, Direction::Outbound] {
+            for (i, label) in DETECT_LABELS.iter().enumerate() {
+                let v = self.directions[d.index()].detect[i].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    o,
+                    "bulwark_detect_total{{direction=\"{}\",outcome=\"{label}\"}} {v}",
+                    d.as_str()
+                );
+            }
+        }
+        header(
+            &mut o,
+            "bulwark_detect_learned_opaque_port",
+            "gauge",
+            "Destination ports learned as opaque (server speaks first); 1 while learned.",
+        );
+        for p in learned {
+            let _ = writeln!(
+                o,
+                "bulwark_detect_learned_opaque_port{{port=\"{}\"}} 1",
+                p.port
+            );
+        }
+        header(
+            &mut o,
+            "bulwark_proxy_errors_total",
+            "counter",
+            "Requests or connections the proxy failed, by reason.",
+        );
+        {
+            let map = lock(&self.errors);
+            let mut rows: Vec<_> = map
+                .iter()
+                .map(|((d, k), v)| (d.as_str(), k.reason(), v))
+                .collect();
+            rows.sort();
+            for (d, reason, v) in rows {
+                let _ = writeln!(
+                    o,
+                    "bulwark_proxy_errors_total{{direction=\"{d}\",reason=\"{reason}\"}} {v}"
+                );
+            }
+        }
+        let d = &self.discovery;
+        for (name, kind, help, v) in [
+            (
+                "bulwark_discovery_connected",
+                "gauge",
+                "1 while the stream to the control plane is open.",
+                &d.connected,
+            ),
+            (
+                "bulwark_discovery_snapshot_version",
+                "gauge",
+                "Version of the applied snapshot (0: flags only).",
+                &d.version,
+            ),
+            (
+                "bulwark_discovery_snapshots_applied_total",
+                "counter",
+                "Snapshots applied.",
+                &d.applied,
+            ),
+            (
+                "bulwark_discovery_snapshots_rejected_total",
+                "counter",
+                "Snapshots rejected (NACKed); the previous one stayed.",
+                &d.rejected,
+            ),
+            (
+                "bulwark_discovery_disconnects_total",
+                "counter",
+                "Streams to the control plane that ended or failed to open.",
+                &d.disconnects,
+            ),
+        ] {
+            header(&mut o, name, kind, help);
+            let _ = writeln!(o, "{name} {}", v.load(Ordering::Relaxed));
+        }
+        render_targets(&mut o, targets, bulkheads);
+        process.render(&mut o);
+        o
+    }
+
+    fn render_requests(&self, o: &mut String) {
+        header(
+            o,
+            "bulwark_request_duration_seconds",
+            "histogram",
+            "Time from request received to response headers, by direction, authority and status class.",
+        );
+        let map = lock(&self.requests);
+        for (direction, authority, status_class, l) in sorted_series(&map) {
+            let labels = format!(
+                "direction=\"{direction}\",authority=\"{}\",status_class=\"{status_class}\"",
+                escape(authority),
+            );
+            let mut counts = [0u64; BUCKETS_US.len()];
+            for v in l.hist.iter_recorded() {
+                let value = l.hist.lowest_equivalent(v.value_iterated_to());
+                if let Some(i) = BUCKETS_US.iter().position(|&b| value <= b) {
+                    counts[i] += v.count_at_value();
+                }
+            }
+            let mut cumulative = 0;
+            for (b, c) in BUCKETS_US.iter().zip(counts) {
+                cumulative += c;
+                let _ = writeln!(
+                    o,
+                    "bulwark_request_duration_seconds_bucket{{{labels},le=\"{}\"}} {cumulative}",
+                    *b as f64 / 1e6
+                );
+            }
+            let _ = writeln!(
+                o,
+                "bulwark_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                l.hist.len()
+            );
+            let _ = writeln!(
+                o,
+                "bulwark_request_duration_seconds_sum{{{labels}}} {}",
+                l.sum_us as f64 / 1e6
+            );
+            let _ = writeln!(
+                o,
+                "bulwark_request_duration_seconds_count{{{labels}}} {}",
+                l.hist.len()
+            );
+        }
+    }
+}
+
+pub(super) fn header(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value per the exposition format.
+pub(super) fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Gauges of the policy targets: endpoints per outlier state, panic mode, bulkhead
+/// occupancy.
+fn render_targets(o: &mut String, reports: &[TargetReport], bulkheads: &[(String, usize)]) {
+    header(
+        o,
+        "bulwark_endpoints",
+        "gauge",
+        "Endpoints of each target, by outlier state (healthy, probation, ejected).",
+    );
+    for r in reports {
+        for state in ["healthy", "probation", "ejected"] {
+            let n = r.endpoints.iter().filter(|e| e.state == state).count();
+            let _ = writeln!(
+                o,
+                "bulwark_endpoints{{target=\"{}\",state=\"{state}\"}} {n}",
+                escape(&r.target)
+            );
+        }
+    }
+    header(
+        o,
+        "bulwark_balancer_panic",
+        "gauge",
+        "1 while a target has too few healthy endpoints and ignores ejections.",
+    );
+    for r in reports {
+        let _ = writeln!(
+            o,
+            "bulwark_balancer_panic{{target=\"{}\"}} {}",
+            escape(&r.target),
+            u8::from(r.panic)
+        );
+    }
+    header(
+        o,
+        "bulwark_bulkhead_active",
+        "gauge",
+        "Requests holding a bulkhead slot.",
+    );
+    for (target, active) in bulkheads {
+        let _ = writeln!(
+            o,
+            "bulwark_bulkhead_active{{target=\"{}\"}} {active}",
+            escape(target)
+        );
+    }
+}

@@ -1,0 +1,69 @@
+use super::*;
+
+#[test]
+fn buckets_are_cumulative_and_resolve_tenths_of_a_millisecond() {
+    let m = Metrics::new(10);
+    m.record_request(
+        Direction::Outbound,
+        "web:80",
+        200,
+        Duration::from_micros(40),
+    );
+    m.record_request(
+        Direction::Outbound,
+        "web:80",
+        200,
+        Duration::from_micros(90),
+    );
+    m.record_request(Direction::Outbound, "web:80", 200, Duration::from_millis(3));
+    let text = m.render(&[], &ProcessStats::default(), &[], &[]);
+    let l = "direction=\"outbound\",authority=\"web:80\",status_class=\"2xx\"";
+    assert!(
+        text.contains(&format!(
+            "bulwark_request_duration_seconds_bucket{{{l},le=\"0.00005\"}} 1"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "bulwark_request_duration_seconds_bucket{{{l},le=\"0.0001\"}} 2"
+    )));
+    assert!(text.contains(&format!(
+        "bulwark_request_duration_seconds_bucket{{{l},le=\"0.0025\"}} 2"
+    )));
+    assert!(text.contains(&format!(
+        "bulwark_request_duration_seconds_bucket{{{l},le=\"0.005\"}} 3"
+    )));
+    assert!(text.contains(&format!(
+        "bulwark_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} 3"
+    )));
+    assert!(text.contains(&format!("bulwark_request_duration_seconds_count{{{l}}} 3")));
+}
+
+#[test]
+fn authority_labels_are_bounded_and_escaped() {
+    let m = Metrics::new(2);
+    for a in ["a", "b\"q", "c", "d"] {
+        m.record_request(Direction::Inbound, a, 503, Duration::from_millis(1));
+    }
+    let stats = m.stats();
+    let names: Vec<&str> = stats.iter().map(|s| s.authority.as_str()).collect();
+    assert_eq!(names, ["a", "b\"q", "other"]);
+    assert_eq!(stats[2].count, 2);
+    assert!(
+        m.render(&[], &ProcessStats::default(), &[], &[])
+            .contains("authority=\"b\\\"q\"")
+    );
+}
+
+#[test]
+fn percentiles_come_from_the_histogram() {
+    let m = Metrics::new(10);
+    for i in 1..=1000 {
+        m.record_request(Direction::Outbound, "x", 200, Duration::from_micros(i * 10));
+    }
+    let s = &m.stats()[0];
+    assert_eq!(s.count, 1000);
+    assert!((s.p50_ms - 5.0).abs() < 0.1, "{}", s.p50_ms);
+    assert!((s.p99_ms - 9.9).abs() < 0.15, "{}", s.p99_ms);
+    assert!((s.max_ms - 10.0).abs() < 0.1, "{}", s.max_ms);
+}
