@@ -52,6 +52,18 @@ pub fn add_pairs(h: &mut Histogram<u64>, pairs: &[(u64, u64)]) {
     }
 }
 
+/// The policy of the B2 topology: the upstream at `upstream` (an `ip:port`) as a Backend
+/// under a typical TrafficPolicy (timeouts, retries, outlier detection), for
+/// `--workload bench/client`.
+pub fn b2_policy(upstream: &str) -> String {
+    format!(
+        "apiVersion: bulwark.dev/v1alpha1\nkind: Backend\nmetadata: {{name: upstream, namespace: bench}}\nspec:\n  endpoints: [\"{upstream}\"]\n---\n\
+         apiVersion: bulwark.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: upstream, namespace: bench}}\nspec:\n  targetRef: {{kind: Backend, name: upstream}}\n\
+         \x20 timeouts: {{request: 5s, perTry: 2s}}\n  retries: {{attempts: 3, conditions: [5xx, reset, connect-failure]}}\n\
+         \x20 outlierDetection: {{consecutive5xx: 5, failurePercentage: {{threshold: 85}}}}\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,8 +141,7 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
             let text = s.metrics.render(
                 &s.learner.learned(Instant::now()),
                 &ProcessStats::read(),
-                &s.registry.report(),
-                &s.registry.bulkheads(),
+                &s.registry.gauges(),
             );
             reply(
                 StatusCode::OK,

@@ -110,6 +110,19 @@ pub struct DiscoveryCounters {
     pub disconnects: AtomicU64,
 }
 
+/// One policy target's gauges, as the scrape finds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetGauges {
+    /// `Backend/NS/NAME` or `Service/...`.
+    pub target: String,
+    /// Endpoints healthy, on probation and ejected; `None` for a target without endpoints.
+    pub endpoints: Option<[usize; 3]>,
+    /// Whether ejections are ignored for want of healthy endpoints.
+    pub panic: bool,
+    /// Requests holding a bulkhead slot, if the target has a bulkhead.
+    pub bulkhead_active: Option<usize>,
+}
+
 /// All of the proxy's counters. Shared by every task behind an `Arc`.
 #[derive(Debug)]
 pub struct Metrics {

@@ -15,6 +15,7 @@ pub mod balance;
 pub mod budget;
 pub mod build;
 pub mod bulkhead;
+pub mod call;
 pub mod deadline;
 pub mod dns;
 pub mod engine;
@@ -26,6 +27,7 @@ pub mod registry;
 pub mod report;
 pub mod retry;
 pub mod route;
+pub mod route_stats;
 pub mod target;
 
 #[cfg(test)]
@@ -46,7 +48,7 @@ use crate::http::{Forwarded, Hop, server};
 use crate::pool::{Pools, Version};
 use crate::snapshot::SharedSnapshot;
 use crate::tcp;
-use engine::{Call, Upstream};
+use call::{Call, Upstream};
 
 /// What the outbound direction takes.
 #[derive(Debug)]

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use bulwark_benches::{Report, add_pairs, histogram};
+use bulwark_benches::{Report, add_pairs, b2_policy, histogram};
 use bulwark_tests::{Mesh, Pod, bin};
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -159,16 +159,7 @@ fn setup(mesh: &mut Mesh, body: usize) -> Result<Vec<Topo>> {
     let bp = mesh.pod("bp")?;
     let policy =
         std::env::temp_dir().join(format!("bulwark-bench-policy-{}.yaml", std::process::id()));
-    std::fs::write(
-        &policy,
-        format!(
-            "apiVersion: bulwark.dev/v1alpha1\nkind: Backend\nmetadata: {{name: upstream, namespace: bench}}\nspec:\n  endpoints: [\"{}:8080\"]\n---\n\
-             apiVersion: bulwark.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: upstream, namespace: bench}}\nspec:\n  targetRef: {{kind: Backend, name: upstream}}\n\
-             \x20 timeouts: {{request: 5s, perTry: 2s}}\n  retries: {{attempts: 3, conditions: [5xx, reset, connect-failure]}}\n\
-             \x20 outlierDetection: {{consecutive5xx: 5, failurePercentage: {{threshold: 85}}}}\n",
-            srv.ip
-        ),
-    )?;
+    std::fs::write(&policy, b2_policy(&format!("{}:8080", srv.ip)))?;
     let policy_arg = policy.display().to_string();
     let bppid = start_proxy(
         mesh,

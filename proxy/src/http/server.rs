@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -42,14 +43,7 @@ pub async fn serve<I, F, Fut>(
                 .max_headers(limits.max_headers)
                 .keep_alive(true);
             let conn = b.serve_connection(io, svc).with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = drain.signaled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
+            until_drained(conn, drain, |c| c.graceful_shutdown()).await
         }
         Version::Http2 => {
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -59,17 +53,26 @@ pub async fn serve<I, F, Fut>(
                 .max_local_error_reset_streams(limits.h2_max_local_error_resets)
                 .max_header_list_size(limits.max_header_bytes as u32);
             let conn = b.serve_connection(io, svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = drain.signaled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
+            until_drained(conn, drain, |c| c.graceful_shutdown()).await
         }
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "downstream HTTP connection ended with an error");
+    }
+}
+
+/// Runs `conn` to its end; when the drain starts, asks it to finish gracefully first.
+async fn until_drained<C: Future>(
+    conn: C,
+    drain: &Drain,
+    graceful: impl FnOnce(Pin<&mut C>),
+) -> C::Output {
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = drain.signaled() => {
+            graceful(conn.as_mut());
+            conn.await
+        }
     }
 }

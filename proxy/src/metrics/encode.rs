@@ -6,9 +6,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use super::latency::{BUCKETS_US, sorted_series};
-use super::{DETECT_LABELS, Direction, Metrics, ProcessStats, Resilience};
+use super::{DETECT_LABELS, Direction, Metrics, ProcessStats, Resilience, TargetGauges};
 use crate::lock::lock;
-use crate::outbound::report::TargetReport;
 use crate::transport::detect::LearnedPort;
 
 impl Metrics {
@@ -33,14 +32,12 @@ impl Metrics {
     }
 
     /// Prometheus text exposition (format 0.0.4).
-    /// Everything, with the targets' gauges from `targets` (their `/outliers` reports) and
-    /// `bulkheads` (target, requests holding a slot).
+    /// Everything, with the policy targets' gauges as they are now.
     pub fn render(
         &self,
         learned: &[LearnedPort],
         process: &ProcessStats,
-        targets: &[TargetReport],
-        bulkheads: &[(String, usize)],
+        targets: &[TargetGauges],
     ) -> String {
         let mut o = String::with_capacity(4096);
         self.render_requests(&mut o);
@@ -177,7 +174,7 @@ impl Metrics {
             header(&mut o, name, kind, help);
             let _ = writeln!(o, "{name} {}", v.load(Ordering::Relaxed));
         }
-        render_targets(&mut o, targets, bulkheads);
+        render_targets(&mut o, targets);
         process.render(&mut o);
         o
     }
@@ -244,20 +241,20 @@ pub(super) fn escape(v: &str) -> String {
 
 /// Gauges of the policy targets: endpoints per outlier state, panic mode, bulkhead
 /// occupancy.
-fn render_targets(o: &mut String, reports: &[TargetReport], bulkheads: &[(String, usize)]) {
+fn render_targets(o: &mut String, targets: &[TargetGauges]) {
     header(
         o,
         "bulwark_endpoints",
         "gauge",
         "Endpoints of each target, by outlier state (healthy, probation, ejected).",
     );
-    for r in reports {
-        for state in ["healthy", "probation", "ejected"] {
-            let n = r.endpoints.iter().filter(|e| e.state == state).count();
+    for t in targets.iter().filter(|t| t.endpoints.is_some()) {
+        let counts = t.endpoints.unwrap_or_default();
+        for (state, n) in ["healthy", "probation", "ejected"].iter().zip(counts) {
             let _ = writeln!(
                 o,
                 "bulwark_endpoints{{target=\"{}\",state=\"{state}\"}} {n}",
-                escape(&r.target)
+                escape(&t.target)
             );
         }
     }
@@ -267,12 +264,12 @@ fn render_targets(o: &mut String, reports: &[TargetReport], bulkheads: &[(String
         "gauge",
         "1 while a target has too few healthy endpoints and ignores ejections.",
     );
-    for r in reports {
+    for t in targets.iter().filter(|t| t.endpoints.is_some()) {
         let _ = writeln!(
             o,
             "bulwark_balancer_panic{{target=\"{}\"}} {}",
-            escape(&r.target),
-            u8::from(r.panic)
+            escape(&t.target),
+            u8::from(t.panic)
         );
     }
     header(
@@ -281,11 +278,13 @@ fn render_targets(o: &mut String, reports: &[TargetReport], bulkheads: &[(String
         "gauge",
         "Requests holding a bulkhead slot.",
     );
-    for (target, active) in bulkheads {
-        let _ = writeln!(
-            o,
-            "bulwark_bulkhead_active{{target=\"{}\"}} {active}",
-            escape(target)
-        );
+    for t in targets {
+        if let Some(active) = t.bulkhead_active {
+            let _ = writeln!(
+                o,
+                "bulwark_bulkhead_active{{target=\"{}\"}} {active}",
+                escape(&t.target)
+            );
+        }
     }
 }

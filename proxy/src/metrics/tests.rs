@@ -16,7 +16,7 @@ fn buckets_are_cumulative_and_resolve_tenths_of_a_millisecond() {
         Duration::from_micros(90),
     );
     m.record_request(Direction::Outbound, "web:80", 200, Duration::from_millis(3));
-    let text = m.render(&[], &ProcessStats::default(), &[], &[]);
+    let text = m.render(&[], &ProcessStats::default(), &[]);
     let l = "direction=\"outbound\",authority=\"web:80\",status_class=\"2xx\"";
     assert!(
         text.contains(&format!(
@@ -50,7 +50,7 @@ fn authority_labels_are_bounded_and_escaped() {
     assert_eq!(names, ["a", "b\"q", "other"]);
     assert_eq!(stats[2].count, 2);
     assert!(
-        m.render(&[], &ProcessStats::default(), &[], &[])
+        m.render(&[], &ProcessStats::default(), &[])
             .contains("authority=\"b\\\"q\"")
     );
 }

@@ -11,7 +11,7 @@ use http::{HeaderMap, Request, Response};
 use tokio::time::Instant;
 
 use super::balance::{Endpoint, InFlight};
-use super::engine::{Call, Upstream};
+use super::call::{Call, Upstream};
 use super::outlier::Health;
 use super::policy::RequestPolicy;
 use super::retry::Failure;

@@ -4,68 +4,28 @@
 //! timeouts, retries decided by [`retry::decide`] within the budget, and an optional hedge
 //! ([`hedge::first_attempt`]).
 //!
-//! The engine reaches the network only through [`Upstream`], and reads tokio's clock, so
-//! its unit tests run with a scripted upstream and paused time (`engine/tests.rs`).
+//! The engine reaches the network only through [`Upstream`] ([`super::call`]), and reads
+//! tokio's clock, so its unit tests run with a scripted upstream and paused time
+//! (`engine/tests.rs`).
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::request::Parts;
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use hyper::body::Body;
 use tokio::time::Instant;
 
 use super::attempt::{self, Attempt, Dest, PendingGrpcStatus};
 use super::bulkhead::{Shed, Slot};
+use super::call::{Bodies, Call, Upstream, request};
 use super::deadline::{self, Deadlines};
 use super::hedge;
-use super::policy::Target;
 use super::retry::{self, Attempted, Decision, Failure, Stop};
-use super::target::TargetState;
 use crate::error::{Error, Kind};
-use crate::http::body::AttemptBody;
 use crate::http::replay::ReplayBody;
-use crate::metrics::{Metrics, Resilience};
+use crate::metrics::Resilience;
 use crate::random;
-
-/// Where attempts go: the proxy's connection pools in production, a script in tests.
-pub trait Upstream<B>: Sync {
-    /// The response body.
-    type Body: Send;
-
-    /// Sends `req` to `addr` (connecting within `connect_timeout` if a new connection is
-    /// needed). A failure says whose fault it was.
-    fn send(
-        &self,
-        addr: SocketAddr,
-        connect_timeout: Duration,
-        req: Request<AttemptBody<B>>,
-    ) -> impl Future<Output = Result<Response<Self::Body>, Error>> + Send;
-}
-
-/// Everything a call needs besides the request.
-#[derive(Debug)]
-pub struct Call<'a, U> {
-    /// Where attempts go.
-    pub upstream: &'a U,
-    /// Counters.
-    pub metrics: &'a Metrics,
-    /// The connection's original destination (used when the target has no endpoints).
-    pub dst: SocketAddr,
-    /// The target as of this request's snapshot.
-    pub target: &'a Target,
-    /// Its run-time state.
-    pub state: &'a Arc<TargetState>,
-    /// Whether the request is gRPC.
-    pub grpc: bool,
-    /// When the request arrived.
-    pub start: Instant,
-    /// An HTTP/1.1 upgrade: one attempt, body streamed.
-    pub upgrade: bool,
-}
 
 /// The upstream's response and what must outlive its body.
 #[derive(Debug)]
@@ -80,39 +40,6 @@ pub struct Reply<R> {
     pub slot: Option<Slot>,
     /// A gRPC call's outcome, known only once its trailers arrive.
     pub pending: Option<PendingGrpcStatus>,
-}
-
-/// The request body across attempts: replayable (a copy is kept while it streams) or
-/// streamed once.
-#[derive(Debug)]
-pub enum Bodies<B> {
-    /// A copy is kept for retries and hedges.
-    Replayable(ReplayBody<B>),
-    /// One attempt only; taken by it.
-    Streamed(Option<B>),
-}
-
-impl<B: Body> Bodies<B> {
-    /// The body for the next attempt, if it can have one.
-    pub fn for_attempt(&mut self) -> Option<AttemptBody<B>> {
-        match self {
-            Bodies::Replayable(r) => r.replay().map(AttemptBody::Replayed),
-            Bodies::Streamed(b) => b.take().map(AttemptBody::Streamed),
-        }
-    }
-
-    /// Whether another attempt could have the body.
-    pub fn can_replay(&self) -> bool {
-        match self {
-            Bodies::Replayable(r) => r.replay().is_some(),
-            Bodies::Streamed(_) => false,
-        }
-    }
-
-    /// Whether the whole body is in hand (two attempts at once need it).
-    pub fn is_complete(&self) -> bool {
-        matches!(self, Bodies::Replayable(r) if r.is_complete())
-    }
 }
 
 /// Runs one request through the target's policy.
@@ -287,24 +214,6 @@ pub fn choose<U>(c: &Call<'_, U>, tried: &[SocketAddr], now: Instant) -> Result<
         }),
         None => Err(Kind::NoEndpoints.into()),
     }
-}
-
-/// The request for one attempt, if the body allows another; a gRPC call's deadline goes
-/// on as its `grpc-timeout`, less the time already spent (`grpc_deadline` is `None` for
-/// other requests).
-pub fn request<B: Body>(
-    parts: &Parts,
-    body: &mut Bodies<B>,
-    grpc_deadline: Option<Instant>,
-) -> Option<Request<AttemptBody<B>>> {
-    let mut req = Request::from_parts(parts.clone(), body.for_attempt()?);
-    if let Some(d) = grpc_deadline {
-        let left = d.saturating_duration_since(Instant::now());
-        if let Ok(v) = HeaderValue::from_str(&deadline::format_grpc_timeout(left)) {
-            req.headers_mut().insert("grpc-timeout", v);
-        }
-    }
-    Some(req)
 }
 
 #[cfg(test)]

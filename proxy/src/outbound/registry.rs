@@ -13,7 +13,7 @@ use super::report::{self, TargetReport};
 use super::target::TargetState;
 use crate::config::DnsConfig;
 use crate::lock::lock;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TargetGauges};
 
 /// Every target's run-time state, kept across snapshots and keyed by target, so a policy
 /// edit neither forgets ejections nor resets budgets.
@@ -105,13 +105,32 @@ impl Registry {
         v
     }
 
-    /// Each target with a bulkhead, and the requests holding its slots, sorted.
-    pub fn bulkheads(&self) -> Vec<(String, usize)> {
-        let mut v: Vec<(String, usize)> = lock(&self.states)
+    /// Every target's gauges for `/metrics`, sorted by target.
+    pub fn gauges(&self) -> Vec<TargetGauges> {
+        let now = Instant::now();
+        let mut v: Vec<TargetGauges> = lock(&self.states)
             .values()
-            .filter_map(|s| Some((s.target.load().key.clone(), s.bulkhead()?.active())))
+            .map(|s| {
+                let has_endpoints = !s.target.load().endpoints.is_empty();
+                let report = has_endpoints.then(|| report::of(s, now));
+                let count = |r: &TargetReport, state| {
+                    r.endpoints.iter().filter(|e| e.state == state).count()
+                };
+                TargetGauges {
+                    target: s.target.load().key.clone(),
+                    endpoints: report.as_ref().map(|r| {
+                        [
+                            count(r, "healthy"),
+                            count(r, "probation"),
+                            count(r, "ejected"),
+                        ]
+                    }),
+                    panic: report.as_ref().is_some_and(|r| r.panic),
+                    bulkhead_active: s.bulkhead().map(|b| b.active()),
+                }
+            })
             .collect();
-        v.sort();
+        v.sort_by(|a, b| a.target.cmp(&b.target));
         v
     }
 }

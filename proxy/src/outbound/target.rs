@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use super::balance::{self, Candidates, Endpoint};
 use super::budget::Budget;
 use super::bulkhead::Bulkhead;
-use super::hedge::HedgeState;
 use super::outlier;
 use super::policy::{EndpointSpec, Target};
+use super::route_stats::RouteStats;
 use crate::lock::lock;
 use crate::metrics::{Metrics, Resilience};
 use crate::random;
@@ -39,7 +39,7 @@ pub struct TargetState {
     ejecting: Mutex<()>,
     budget: Mutex<Budget>,
     /// Hedge budgets and the route latencies that set hedge delays.
-    pub hedges: HedgeState,
+    pub hedges: RouteStats,
     bulkhead: ArcSwap<Option<Arc<Bulkhead>>>,
     in_panic: AtomicBool,
     /// Cancels the DNS refresh of its hostname endpoints.
@@ -59,7 +59,7 @@ impl TargetState {
             rr: AtomicU64::new(0),
             next_evaluation: Mutex::new(None),
             ejecting: Mutex::new(()),
-            hedges: HedgeState::default(),
+            hedges: RouteStats::default(),
             bulkhead: ArcSwap::from_pointee(target.limits.map(|l| Arc::new(Bulkhead::new(l)))),
             in_panic: AtomicBool::new(false),
             dns: Mutex::new(None),

@@ -15,8 +15,11 @@ use hyper::body::{Body, Frame};
 use tokio::time::Instant;
 
 use super::*;
-use crate::error::Side;
+use crate::error::{Error, Kind, Side};
+use crate::http::body::AttemptBody;
 use crate::metrics::{Metrics, Resilience};
+use crate::outbound::call::{Call, Upstream};
+use crate::outbound::target::TargetState;
 use crate::outbound::test_util::backend_state_with;
 
 /// What the scripted upstream does with one attempt.

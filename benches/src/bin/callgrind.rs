@@ -1,0 +1,139 @@
+//! Instructions per request, the figure that repeats on a noisy machine: one Bulwark hop
+//! (B: plain forwarding; B2: the upstream as a Backend under a typical policy) runs under
+//! `valgrind --tool=callgrind` in network-namespace pods with real redirection, serves N
+//! HTTP/1.1 requests with 1 KiB bodies from h2load, and the instructions of a run of 16
+//! requests (start-up and shutdown) are subtracted. `--proxy` measures another build of
+//! the proxy the same way, so two revisions compare in one sitting.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use bulwark_benches::b2_policy;
+use bulwark_tests::{Mesh, PROXY_UID, Pod, bin};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// The proxy binary to measure (a release build; default: the one beside this tool).
+    #[arg(long)]
+    proxy: Option<PathBuf>,
+    /// Requests in the measured run.
+    #[arg(long, default_value_t = 20_000)]
+    requests: u32,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 16)]
+    conns: u32,
+    /// Topologies to measure: B, B2 or both.
+    #[arg(long, value_delimiter = ',', default_value = "B,B2")]
+    topologies: Vec<String>,
+}
+
+/// Requests of the run that is subtracted: start-up, connection set-up and shutdown.
+const BASELINE: u32 = 16;
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    ensure!(
+        Path::new("/usr/bin/valgrind").exists() && Path::new("/usr/bin/h2load").exists(),
+        "needs valgrind and h2load (apt-get install valgrind nghttp2-client)"
+    );
+    let proxy = args.proxy.clone().unwrap_or_else(|| bin("bulwark-proxy"));
+    ensure!(proxy.exists(), "no proxy binary at {}", proxy.display());
+    println!("| topology | instructions per request |\n|---|---:|");
+    for topo in &args.topologies {
+        let policy = match topo.as_str() {
+            "B" => false,
+            "B2" => true,
+            other => bail!("unknown topology {other} (B or B2)"),
+        };
+        let full = instructions(&proxy, policy, args.requests, args.conns)?;
+        let base = instructions(&proxy, policy, BASELINE, args.conns.min(BASELINE))?;
+        let per = full.saturating_sub(base) as f64 / f64::from(args.requests - BASELINE);
+        println!("| {topo} | {per:.0} |");
+    }
+    Ok(())
+}
+
+/// Instructions the proxy executed in a whole run that served `requests` requests.
+fn instructions(proxy: &Path, policy: bool, requests: u32, conns: u32) -> Result<u64> {
+    let started = Instant::now();
+    let mut mesh = Mesh::new("callgrind")?;
+    let srv = mesh.pod("srv")?;
+    let mut server = srv.cmd(bin("bulwark-testserver"));
+    server.args(["--http", "0.0.0.0:8080"]);
+    mesh.spawn(&srv, "server", server)?;
+    mesh.wait_listening(&srv, 8080)?;
+    let client = mesh.pod("client")?;
+    mesh.init(&client, &[])?;
+    let dir = std::env::temp_dir().join(format!("bulwark-callgrind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join(format!("out-{policy}-{requests}"));
+    let policy_file = dir.join("policy.yaml");
+    std::fs::write(&policy_file, b2_policy(&format!("{}:8080", srv.ip)))?;
+    // The proxy file is read by the proxy's UID; the output is written by it.
+    set_mode(&dir, 0o777)?;
+    set_mode(&policy_file, 0o644)?;
+    let pid = {
+        let uid = PROXY_UID.to_string();
+        let mut c = client.cmd("setpriv");
+        c.args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
+            .arg("valgrind")
+            .args(["--tool=callgrind", "-q"])
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(proxy)
+            .args(["run", "--worker-threads", "1", "--verify-redirect", "false"])
+            .args(["--shutdown-grace", "1s"])
+            .env("BULWARK_LOG", "warn");
+        if policy {
+            c.arg("--policy")
+                .arg(&policy_file)
+                .args(["--workload", "bench/client"]);
+        }
+        mesh.spawn(&client, "proxy", c)?
+    };
+    wait_ready(&client, Duration::from_secs(60))?;
+    let url = format!("http://{}:8080/bytes/1024", srv.ip);
+    let load = client.sh_ok(&format!(
+        "h2load --h1 -n {requests} -c {conns} -m 1 {url} | grep -E '^requests:'"
+    ))?;
+    ensure!(
+        load.contains(&format!("{requests} succeeded")),
+        "h2load: {load}"
+    );
+    mesh.terminate(pid, Duration::from_secs(60))?;
+    let text =
+        std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let total = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("summary: ")
+                .or_else(|| l.strip_prefix("totals: "))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no instruction total in the callgrind output")?;
+    eprintln!(
+        "{} requests, policy {policy}: {total} instructions ({:.0} s)",
+        requests,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(total)
+}
+
+fn wait_ready(pod: &Pod, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok((200, _)) = pod.admin("/ready") {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("the proxy under valgrind was not ready within {timeout:?}")
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))
+}
