@@ -140,7 +140,7 @@ impl Pools {
     ) -> Result<Response<Incoming>, Error> {
         let client = self.get(addr, version, connect_timeout);
         client.request(req).await.map_err(|e| {
-            let error = classify(&e);
+            let error = error_of(&e);
             tracing::debug!(error = %chain(&e), %addr, reason = error.reason(), "upstream request failed");
             error
         })
@@ -181,7 +181,7 @@ impl Pools {
 /// Sorts a client error by whose fault it is: the client's body failed (its upload was
 /// aborted), a connect failed (the request never left), an HTTP/2 stream was refused (never
 /// processed), or else the upstream connection broke.
-pub fn classify(e: &hyper_util::client::legacy::Error) -> Error {
+pub fn error_of(e: &hyper_util::client::legacy::Error) -> Error {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if err.downcast_ref::<DownstreamBodyError>().is_some() {
@@ -280,7 +280,7 @@ mod tests {
         let result = tokio::time::timeout(Duration::from_secs(5), client.request(req)).await;
         sink.abort();
         match result {
-            Ok(Err(e)) => classify(&e),
+            Ok(Err(e)) => error_of(&e),
             other => panic!("expected a failed request, got {other:?}"),
         }
     }

@@ -93,3 +93,85 @@ fn retry_after_is_honoured_only_when_short() {
     h.insert("retry-after", HeaderValue::from_static("120"));
     assert_eq!(retry_after(&h), Some(None));
 }
+
+/// A failed GET on attempt `n` of 3 with everything else allowing a retry.
+fn attempted(n: u32, failure: Failure) -> Attempted {
+    Attempted {
+        n,
+        max: 3,
+        failure,
+        safe: true,
+        can_replay: true,
+        retry_after: None,
+        time_left: None,
+        jitter: 0.5,
+    }
+}
+
+#[test]
+fn decide_weighs_attempts_policy_body_retry_after_and_time() {
+    let p = policy(vec![RetryCondition::ServerError]);
+    let a = attempted(1, Failure::Status(503));
+    assert_eq!(
+        decide(&p, &a),
+        Decision::Retry(Duration::from_micros(12_500)),
+        "half of the 25 ms first backoff"
+    );
+    let stop = |a: Attempted| match decide(&p, &a) {
+        Decision::Stop(s) => s,
+        d => panic!("expected a stop, got {d:?}"),
+    };
+    assert_eq!(stop(attempted(3, Failure::Status(503))), Stop::Attempts);
+    assert_eq!(stop(attempted(1, Failure::Reset)), Stop::NotRetried);
+    assert_eq!(stop(attempted(1, Failure::Downstream)), Stop::NotRetried);
+    assert_eq!(
+        stop(Attempted {
+            safe: false,
+            ..attempted(1, Failure::Status(503))
+        }),
+        Stop::NotRetried,
+        "a POST's 503 may have run it"
+    );
+    assert_eq!(
+        stop(Attempted {
+            can_replay: false,
+            ..a
+        }),
+        Stop::BodyNotReplayable
+    );
+    assert_eq!(
+        stop(Attempted {
+            retry_after: Some(None),
+            ..a
+        }),
+        Stop::RetryAfterTooLong
+    );
+    assert_eq!(
+        decide(
+            &p,
+            &Attempted {
+                retry_after: Some(Some(Duration::from_secs(1))),
+                ..a
+            }
+        ),
+        Decision::Retry(Duration::from_secs(1)),
+        "Retry-After lengthens the wait"
+    );
+    assert_eq!(
+        stop(Attempted {
+            time_left: Some(Duration::from_millis(10)),
+            ..a
+        }),
+        Stop::Deadline,
+        "12.5 ms of backoff does not fit in 10 ms"
+    );
+    let connect = Attempted {
+        safe: false,
+        ..attempted(1, Failure::ConnectFailure)
+    };
+    let p = policy(vec![RetryCondition::ConnectFailure]);
+    assert!(
+        matches!(decide(&p, &connect), Decision::Retry(_)),
+        "a refused connect sent nothing, whatever the method"
+    );
+}
