@@ -13,6 +13,7 @@ pub mod respond;
 pub mod server;
 pub mod upgrade;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,17 +164,15 @@ impl Hop {
     }
 
     /// One attempt straight to `dst` with the proxy's own limits: what a request with no
-    /// policy gets.
-    pub async fn passthrough(
+    /// policy gets. Sent at once; the future only waits for the answer.
+    pub fn passthrough(
         &self,
         req: Request<Incoming>,
         version: Version,
         dst: SocketAddr,
-    ) -> Result<Forwarded, Error> {
+    ) -> impl Future<Output = Result<Forwarded, Error>> + Send + 'static {
         let req = req.map(body::AttemptBody::Streamed);
-        self.pools
-            .send(dst, version, self.tcp.connect_timeout, req)
-            .await
-            .map(Forwarded::plain)
+        let sent = self.pools.send(dst, version, self.tcp.connect_timeout, req);
+        async move { sent.await.map(Forwarded::plain) }
     }
 }

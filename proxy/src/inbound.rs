@@ -3,6 +3,7 @@
 //! here (retries, timeouts and balancing are the caller's side). This is where TLS
 //! termination (the peer's identity) and authorization will sit, ahead of forwarding.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ impl Room for Inbound {
             async move {
                 let p = this.hop.prepare(&mut req, version, dst);
                 let result = this.hop.passthrough(req, version, dst).await;
-                this.hop.finish(p, dst, result)
+                Ok::<_, Infallible>(this.hop.finish(p, dst, result))
             }
         };
         server::serve(io, version, &limits, &drain, forward).await;

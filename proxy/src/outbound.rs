@@ -33,6 +33,7 @@ pub mod target;
 #[cfg(test)]
 pub(crate) mod test_util;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,7 +130,7 @@ impl Room for Outbound {
         let (limits, drain) = (self.hop.limits.clone(), self.hop.drain.clone());
         let forward = move |req| {
             let this = self.clone();
-            async move { this.forward(req, version, dst).await }
+            async move { Ok::<_, Infallible>(this.forward(req, version, dst).await) }
         };
         server::serve(io, version, &limits, &drain, forward).await;
     }

@@ -131,19 +131,23 @@ impl Pools {
     }
 
     /// Sends `req` to `addr` on a pooled connection; a failure says whose fault it was.
-    pub async fn send(
+    /// The request is handed to the client before the future is returned, so it is not
+    /// moved through one more future on its way (this is on every request's path).
+    pub fn send(
         &self,
         addr: SocketAddr,
         version: Version,
         connect_timeout: Duration,
         req: Request<AttemptBody>,
-    ) -> Result<Response<Incoming>, Error> {
-        let client = self.get(addr, version, connect_timeout);
-        client.request(req).await.map_err(|e| {
-            let error = error_of(&e);
-            tracing::debug!(error = %chain(&e), %addr, reason = error.reason(), "upstream request failed");
-            error
-        })
+    ) -> impl Future<Output = Result<Response<Incoming>, Error>> + Send + 'static {
+        let sent = self.get(addr, version, connect_timeout).request(req);
+        async move {
+            sent.await.map_err(|e| {
+                let error = error_of(&e);
+                tracing::debug!(error = %chain(&e), %addr, reason = error.reason(), "upstream request failed");
+                error
+            })
+        }
     }
 
     /// Endpoints with a live pool.

@@ -27,6 +27,9 @@ struct Args {
     /// Topologies to measure: B, B2 or both.
     #[arg(long, value_delimiter = ',', default_value = "B,B2")]
     topologies: Vec<String>,
+    /// Keep the callgrind outputs in this directory (for callgrind_annotate).
+    #[arg(long)]
+    keep: Option<PathBuf>,
 }
 
 /// Requests of the run that is subtracted: start-up, connection set-up and shutdown.
@@ -47,8 +50,9 @@ fn main() -> Result<()> {
             "B2" => true,
             other => bail!("unknown topology {other} (B or B2)"),
         };
-        let full = instructions(&proxy, policy, args.requests, args.conns)?;
-        let base = instructions(&proxy, policy, BASELINE, args.conns.min(BASELINE))?;
+        let keep = args.keep.as_deref();
+        let full = instructions(&proxy, policy, args.requests, args.conns, keep)?;
+        let base = instructions(&proxy, policy, BASELINE, args.conns.min(BASELINE), keep)?;
         let per = full.saturating_sub(base) as f64 / f64::from(args.requests - BASELINE);
         println!("| {topo} | {per:.0} |");
     }
@@ -56,7 +60,13 @@ fn main() -> Result<()> {
 }
 
 /// Instructions the proxy executed in a whole run that served `requests` requests.
-fn instructions(proxy: &Path, policy: bool, requests: u32, conns: u32) -> Result<u64> {
+fn instructions(
+    proxy: &Path,
+    policy: bool,
+    requests: u32,
+    conns: u32,
+    keep: Option<&Path>,
+) -> Result<u64> {
     let started = Instant::now();
     let mut mesh = Mesh::new("callgrind")?;
     let srv = mesh.pod("srv")?;
@@ -104,6 +114,11 @@ fn instructions(proxy: &Path, policy: bool, requests: u32, conns: u32) -> Result
     mesh.terminate(pid, Duration::from_secs(60))?;
     let text =
         std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+    if let Some(keep) = keep {
+        std::fs::create_dir_all(keep)?;
+        let name = format!("callgrind.{}.{requests}", if policy { "B2" } else { "B" });
+        std::fs::copy(&out, keep.join(name))?;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let total = text
         .lines()

@@ -184,7 +184,7 @@ pub enum AttemptBody<B = Incoming> {
 impl<B> Body for AttemptBody<B>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: std::error::Error + Send + Sync + 'static,
 {
     type Data = Bytes;
     type Error = DownstreamBodyError;
@@ -193,11 +193,15 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, DownstreamBodyError>>> {
-        let polled = match self.get_mut() {
-            AttemptBody::Streamed(b) => Pin::new(b).poll_frame(cx),
-            AttemptBody::Replayed(b) => Pin::new(b).poll_frame(cx),
-        };
-        polled.map(|f| f.map(|r| r.map_err(|e| DownstreamBodyError(e.into()))))
+        let failed = |e: Box<dyn std::error::Error + Send + Sync>| DownstreamBodyError(e);
+        match self.get_mut() {
+            AttemptBody::Streamed(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| failed(e.into())))),
+            AttemptBody::Replayed(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| failed(e.into())))),
+        }
     }
 
     fn is_end_stream(&self) -> bool {

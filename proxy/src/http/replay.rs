@@ -3,6 +3,10 @@
 //! work) while a copy of up to `max` bytes is kept; a later attempt replays the copy and
 //! then goes on reading the client's body where the earlier one stopped. Past `max` bytes
 //! the copy is abandoned and the request can no longer be retried.
+//!
+//! Only the newest attempt may read on from the client: an earlier one whose connection is
+//! still sending (an upstream that answered before the body was in) gets an error once a
+//! later attempt has taken over, instead of taking bytes the later one needs.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -27,6 +31,19 @@ struct Shared<B> {
     overflow: bool,
     /// The client's body failed: no replay.
     failed: bool,
+    /// The newest attempt's number: only it reads on from the client.
+    epoch: u32,
+}
+
+/// Why a replayable body could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError<E> {
+    /// The client's body failed.
+    #[error(transparent)]
+    Body(E),
+    /// A later attempt took over the client's body; this one was abandoned.
+    #[error("a later attempt took over the request body")]
+    Superseded,
 }
 
 /// One attempt's view of the shared body.
@@ -36,6 +53,8 @@ pub struct ReplayBody<B = Incoming> {
     /// Chunks of the copy this attempt has sent.
     next: usize,
     trailers_sent: bool,
+    /// This attempt's number (see `Shared::epoch`).
+    epoch: u32,
 }
 
 impl<B: Body> ReplayBody<B> {
@@ -52,9 +71,11 @@ impl<B: Body> ReplayBody<B> {
                 ended,
                 overflow: false,
                 failed: false,
+                epoch: 0,
             })),
             next: 0,
             trailers_sent: false,
+            epoch: 0,
         }
     }
 
@@ -62,16 +83,19 @@ impl<B: Body> ReplayBody<B> {
         lock(&self.shared)
     }
 
-    /// A body for another attempt, from the start, if the copy allows it.
+    /// A body for another attempt, from the start, if the copy allows it. From now on the
+    /// earlier attempts may still send what is in the copy, but only this one reads on.
     pub fn replay(&self) -> Option<Self> {
-        let s = self.lock();
+        let mut s = self.lock();
         if s.overflow || s.failed {
             return None;
         }
+        s.epoch += 1;
         Some(Self {
             shared: self.shared.clone(),
             next: 0,
             trailers_sent: false,
+            epoch: s.epoch,
         })
     }
 
@@ -85,12 +109,12 @@ impl<B: Body> ReplayBody<B> {
 
 impl<B: Body<Data = Bytes> + Unpin> Body for ReplayBody<B> {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = ReplayError<B::Error>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         let mut s = lock(&this.shared);
         if let Some(chunk) = s.chunks.get(this.next) {
@@ -107,6 +131,9 @@ impl<B: Body<Data = Bytes> + Unpin> Body for ReplayBody<B> {
             }
             return Poll::Ready(None);
         }
+        if this.epoch != s.epoch {
+            return Poll::Ready(Some(Err(ReplayError::Superseded)));
+        }
         match Pin::new(&mut s.inner).poll_frame(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
@@ -116,7 +143,7 @@ impl<B: Body<Data = Bytes> + Unpin> Body for ReplayBody<B> {
             }
             Poll::Ready(Some(Err(e))) => {
                 s.failed = true;
-                Poll::Ready(Some(Err(e)))
+                Poll::Ready(Some(Err(ReplayError::Body(e))))
             }
             Poll::Ready(Some(Ok(frame))) => {
                 if s.inner.is_end_stream() {
@@ -219,6 +246,32 @@ mod tests {
         );
         assert!(b.replay().is_none());
         assert!(!b.is_complete());
+    }
+
+    #[tokio::test]
+    async fn only_the_newest_attempt_reads_on_from_the_client() {
+        let b = ReplayBody::new(body(&["ab", "cd", "ef"]), 64);
+        let mut first = b.replay().unwrap();
+        assert_eq!(
+            first.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "ab"
+        );
+        // A retry takes over while the first attempt's connection is still sending.
+        let second = b.replay().unwrap();
+        let stale = first.frame().await.unwrap();
+        assert!(
+            matches!(stale, Err(ReplayError::Superseded)),
+            "the first attempt may not take the bytes the second needs"
+        );
+        assert_eq!(
+            read(second).await,
+            "abcdef",
+            "the retry gets the whole body"
+        );
+        // Once the whole body is in the copy, every attempt may send it (a hedge).
+        let (x, y) = (b.replay().unwrap(), b.replay().unwrap());
+        assert_eq!(read(x).await, "abcdef");
+        assert_eq!(read(y).await, "abcdef");
     }
 
     #[tokio::test]

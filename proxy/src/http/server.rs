@@ -17,7 +17,9 @@ use crate::config::HttpConfig;
 use crate::drain::Drain;
 use crate::pool::Version;
 
-/// Serves `io` as `version`, answering every request with `forward`.
+/// Serves `io` as `version`, answering every request with `forward` (which cannot fail:
+/// a failure is a response the proxy makes). `forward` is hyper's service as it is, with
+/// no wrapper future around it: a future is moved whole through every layer.
 pub async fn serve<I, F, Fut>(
     io: I,
     version: Version,
@@ -26,13 +28,10 @@ pub async fn serve<I, F, Fut>(
     forward: F,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 {
-    let svc = service_fn(move |req| {
-        let forward = forward.clone();
-        async move { Ok::<_, Infallible>(forward(req).await) }
-    });
+    let svc = service_fn(forward);
     let io = TokioIo::new(io);
     let result = match version {
         Version::Http1 => {

@@ -89,20 +89,20 @@ impl<B: Body> Bodies<B> {
     }
 }
 
-/// The request for one attempt, if the body allows another; a gRPC call's deadline goes
-/// on as its `grpc-timeout`, less the time already spent (`grpc_deadline` is `None` for
-/// other requests).
+/// The request for one attempt with `body`; a gRPC call's deadline goes on as its
+/// `grpc-timeout`, less the time already spent (`grpc_deadline` is `None` for other
+/// requests).
 pub fn request<B: Body>(
     parts: &Parts,
-    body: &mut Bodies<B>,
+    body: AttemptBody<B>,
     grpc_deadline: Option<Instant>,
-) -> Option<Request<AttemptBody<B>>> {
-    let mut req = Request::from_parts(parts.clone(), body.for_attempt()?);
+) -> Request<AttemptBody<B>> {
+    let mut req = Request::from_parts(parts.clone(), body);
     if let Some(d) = grpc_deadline {
         let left = d.saturating_duration_since(Instant::now());
         if let Ok(v) = HeaderValue::from_str(&deadline::format_grpc_timeout(left)) {
             req.headers_mut().insert("grpc-timeout", v);
         }
     }
-    Some(req)
+    req
 }

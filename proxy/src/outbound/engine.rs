@@ -89,7 +89,9 @@ where
     }
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut n = 0;
-    let mut last: Option<Attempt<U::Body>> = None;
+    let grpc_deadline = deadlines.request.filter(|_| c.grpc);
+    // The next attempt's body: the first one's now, a retry's when the retry is decided.
+    let mut next = body.for_attempt();
     let answer = loop {
         n += 1;
         let now = Instant::now();
@@ -99,6 +101,10 @@ where
         let try_deadline =
             deadline::earliest(deadlines.headers, policy.timeouts.per_try.map(|d| now + d));
         let first = choose(c, &tried, now)?;
+        let Some(this_body) = next.take() else {
+            // Both are taken before the loop or when a retry is decided.
+            break Err(Kind::DownstreamAborted.into());
+        };
         let a = match (&hedge, n) {
             (Some(h), 1) => {
                 let delay = h.delay.or_else(|| c.state.hedges.p95(&policy.route));
@@ -110,21 +116,12 @@ where
                     delay,
                     ratio: h.ratio,
                 };
-                hedge::first_attempt(c, &plan, first, &mut body).await
+                hedge::first_attempt(c, &plan, (first, this_body), &mut body).await
             }
-            _ => match request(&parts, &mut body, deadlines.request.filter(|_| c.grpc)) {
-                Some(req) => attempt::send(c, &policy, first, req, try_deadline).await,
-                // A copy outgrown after the retry was decided (an earlier attempt's
-                // connection kept reading the client's body): end with that attempt.
-                None => match last.take() {
-                    Some(a) => {
-                        c.metrics
-                            .count(Resilience::RetriesSkipped, key, "body_not_replayable");
-                        break finish(a, &deadlines);
-                    }
-                    None => break Err(Kind::DownstreamAborted.into()),
-                },
-            },
+            _ => {
+                let req = request(&parts, this_body, grpc_deadline);
+                attempt::send(c, &policy, first, req, try_deadline).await
+            }
         };
         let Some(failure) = a.failure(&policy, c.grpc) else {
             // Only a hedge without a fixed delay reads the route's latency.
@@ -166,10 +163,19 @@ where
                 break finish(a, &deadlines);
             }
         };
+        // The retry's body is taken now, before the backoff: from here on the failed
+        // attempt's connection (which may still be sending) can no longer read on from the
+        // client. The copy may have outgrown its limit since the decision (that
+        // connection read on): then this attempt's answer stands.
+        next = body.for_attempt();
+        if next.is_none() {
+            c.metrics
+                .count(Resilience::RetriesSkipped, key, "body_not_replayable");
+            break finish(a, &deadlines);
+        }
         c.metrics.count(Resilience::Retries, key, failure.label());
         tried.push(a.addr);
         tried.extend(a.also_tried);
-        last = Some(a);
         tokio::time::sleep(wait).await;
     };
     answer.map(|(resp, pending)| Reply {

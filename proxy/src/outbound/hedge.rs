@@ -14,7 +14,7 @@ use super::attempt::{self, Attempt, Dest};
 use super::call::{self, Bodies, Call, Upstream};
 use super::deadline::{Deadlines, earliest};
 use super::policy::RequestPolicy;
-use crate::error::Kind;
+use crate::http::body::AttemptBody;
 use crate::metrics::Resilience;
 
 /// What a hedged first attempt needs to know.
@@ -40,7 +40,7 @@ pub struct Plan<'a> {
 pub async fn first_attempt<B, U>(
     c: &Call<'_, U>,
     plan: &Plan<'_>,
-    first: Dest,
+    (first, first_body): (Dest, AttemptBody<B>),
     body: &mut Bodies<B>,
 ) -> Attempt<U::Body>
 where
@@ -49,14 +49,7 @@ where
 {
     let (policy, grpc_deadline) = (plan.policy, plan.deadlines.request.filter(|_| c.grpc));
     let first_addr = first.addr;
-    let Some(req) = call::request(plan.parts, body, grpc_deadline) else {
-        return Attempt {
-            addr: first_addr,
-            also_tried: None,
-            result: Err(Kind::DownstreamAborted.into()),
-            pending: None,
-        };
-    };
+    let req = call::request(plan.parts, first_body, grpc_deadline);
     let primary = attempt::send(c, policy, first, req, plan.try_deadline);
     tokio::pin!(primary);
     let Some(delay) = plan.delay else {
@@ -88,9 +81,10 @@ where
         },
         _ => return primary.await,
     };
-    let Some(req) = call::request(plan.parts, body, grpc_deadline) else {
+    let Some(copy) = body.for_attempt() else {
         return primary.await;
     };
+    let req = call::request(plan.parts, copy, grpc_deadline);
     count("sent");
     // The hedge gets a whole per-try time of its own, but never past the request's limits.
     let hedge_deadline = earliest(plan.try_deadline.map(|d| d + delay), plan.deadlines.headers);

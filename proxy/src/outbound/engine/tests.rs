@@ -50,6 +50,8 @@ fn after(ms: u64, then: Step) -> Step {
 struct Script {
     steps: Mutex<VecDeque<Step>>,
     sent: Mutex<Vec<(SocketAddr, Duration)>>,
+    /// Bytes of each body a `ReadBody` step read whole.
+    read: Arc<Mutex<Vec<usize>>>,
     t0: Instant,
 }
 
@@ -58,6 +60,7 @@ impl Script {
         Self {
             steps: Mutex::new(steps.into_iter().collect()),
             sent: Mutex::new(Vec::new()),
+            read: Arc::default(),
             t0: Instant::now(),
         }
     }
@@ -83,11 +86,15 @@ impl Upstream<TestBody> for Script {
             .unwrap()
             .pop_front()
             .unwrap_or(Step::Status(200));
-        play(step, req.into_body()).await
+        play(step, req.into_body(), &self.read).await
     }
 }
 
-async fn play(mut step: Step, body: AttemptBody<TestBody>) -> Result<Response<()>, Error> {
+async fn play(
+    mut step: Step,
+    body: AttemptBody<TestBody>,
+    read: &Mutex<Vec<usize>>,
+) -> Result<Response<()>, Error> {
     let mut body = Some(body);
     loop {
         step = match step {
@@ -106,8 +113,9 @@ async fn play(mut step: Step, body: AttemptBody<TestBody>) -> Result<Response<()
             }
             Step::ReadBody(next) => {
                 if let Some(b) = body.take() {
-                    if b.collect().await.is_err() {
-                        return Err(Kind::DownstreamAborted.into());
+                    match b.collect().await {
+                        Ok(all) => read.lock().unwrap().push(all.to_bytes().len()),
+                        Err(_) => return Err(Kind::DownstreamAborted.into()),
                     }
                 }
                 *next
@@ -397,32 +405,42 @@ async fn an_original_that_answers_first_wins() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_body_outgrown_after_the_retry_was_decided_ends_with_the_last_failure() {
+async fn a_retry_takes_the_body_over_from_an_attempt_that_is_still_sending() {
     let f = Fixture::new(
         2,
         "retries: {attempts: 3, conditions: [5xx], maxBufferedBodyBytes: 16}",
     );
-    // The first attempt answers 503 at once, then its connection reads the rest of the body
-    // while the engine waits to retry: the copy overflows before the next attempt.
-    let script = Script::new([Step::ReadLater(
-        Duration::from_millis(10),
-        Box::new(Step::RetryAfter(503, 1)),
-    )]);
+    // The first attempt answers 503 at once while its connection goes on reading the body
+    // during the backoff. Had it read on, the copy would have outgrown its limit (30 bytes
+    // against 16) and the retry could not be sent; once the retry is decided, it cannot.
+    let script = Script::new([
+        Step::ReadLater(
+            Duration::from_millis(10),
+            Box::new(Step::RetryAfter(503, 1)),
+        ),
+        Step::ReadBody(Box::new(Step::Status(200))),
+    ]);
     let r = f.call(&script, Method::GET, TestBody::chunks(3, 10)).await;
-    assert_eq!(status(&r), 503, "the last failure, not a panic");
-    assert_eq!(script.sent().len(), 1);
+    assert_eq!(status(&r), 200);
+    assert_eq!(script.sent().len(), 2);
+    assert_eq!(
+        *script.read.lock().unwrap(),
+        [30],
+        "the retry sent the whole body, none of it lost to the first attempt"
+    );
     assert_eq!(
         f.counted(Resilience::RetriesSkipped, "body_not_replayable"),
-        1
+        0
     );
-    // A body already past the limit when the attempt fails is not retried either.
+    // A body already past the limit when the attempt fails is not retried: its answer
+    // stands.
     let script = Script::new([Step::ReadBody(Box::new(Step::Status(503)))]);
     let r = f.call(&script, Method::GET, TestBody::chunks(3, 10)).await;
     assert_eq!(status(&r), 503);
     assert_eq!(script.sent().len(), 1);
     assert_eq!(
         f.counted(Resilience::RetriesSkipped, "body_not_replayable"),
-        2
+        1
     );
 }
 
