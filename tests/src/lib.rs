@@ -106,6 +106,44 @@ fn reap_stale() {
     }
 }
 
+/// A fault the test server injects (its module documentation has the meanings): given at
+/// start with its `--fault` flag or at run time with [`policy::PolicyMesh::fault`].
+/// Setting one kind leaves the others as they are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    /// Added to every request before it is answered (in whole milliseconds).
+    Latency(Duration),
+    /// This share of requests (0 to 1, spread evenly) is answered 503.
+    FailRate(f64),
+    /// The first `fail` of every `every` requests are answered 503.
+    Burst {
+        /// Requests failed at the start of each run of `every`.
+        fail: u64,
+        /// Length of a run.
+        every: u64,
+    },
+    /// Ends [`Fault::Burst`].
+    NoBurst,
+    /// This share of requests is read whole, then the connection is closed unanswered.
+    ResetRate(f64),
+    /// This share of requests is held unanswered (accept-and-hang).
+    HangRate(f64),
+}
+
+impl std::fmt::Display for Fault {
+    /// The `key=value` the test server reads in `--fault` and `POST /_fault`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Latency(d) => write!(f, "latency_ms={}", d.as_millis()),
+            Self::FailRate(r) => write!(f, "fail_rate={r}"),
+            Self::Burst { fail, every } => write!(f, "burst={fail}/{every}"),
+            Self::NoBurst => f.write_str("burst=off"),
+            Self::ResetRate(r) => write!(f, "reset_rate={r}"),
+            Self::HangRate(r) => write!(f, "hang_rate={r}"),
+        }
+    }
+}
+
 /// `bulwark-proxy run EXTRA` in `pod`, as the proxy's UID and GID with no capability but
 /// CAP_NET_ADMIN (so it can read its rules back for `/ready`), pinned to `cpu` if given.
 pub fn proxy_command(pod: &Pod, cpu: Option<&str>, extra: &[&str]) -> Command {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{Mesh, Pod, bin};
+use crate::{Fault, Mesh, Pod, bin};
 
 /// Calls `f` every 50 ms until it returns true, for at most `timeout`.
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
@@ -144,10 +144,10 @@ impl PolicyMesh {
         )
     }
 
-    /// Sets faults on upstream `i` (`POST /_fault?query`, from its own pod).
-    pub fn fault(&self, i: usize, query: &str) -> Result<()> {
+    /// Sets a fault on replica `i` (`POST /_fault`, from its own pod, so no proxy sees it).
+    pub fn fault(&self, i: usize, fault: Fault) -> Result<()> {
         self.servers[i].sh_ok(&format!(
-            "curl -sf -m 5 -X POST 'http://127.0.0.1:8080/_fault?{query}' >/dev/null"
+            "curl -sf -m 5 -X POST 'http://127.0.0.1:8080/_fault?{fault}' >/dev/null"
         ))?;
         Ok(())
     }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use bulwark_tests::Fault;
 use bulwark_tests::policy::{PolicyMesh, wait_for};
 
 const BACKEND: &str = r#"
@@ -23,7 +24,7 @@ fn delta(after: &[u64], before: &[u64]) -> Vec<u64> {
 fn endpoints_share_load_and_peak_ewma_moves_it_off_a_slow_endpoint() -> Result<()> {
     let pm = PolicyMesh::new("balance", 3, &[], BACKEND, &[])?;
     for i in 0..3 {
-        pm.fault(i, "latency_ms=5")?;
+        pm.fault(i, Fault::Latency(Duration::from_millis(5)))?;
     }
     // Clients dial one endpoint's address; the Backend spreads the requests.
     let before = pm.received_all()?;
@@ -36,7 +37,7 @@ fn endpoints_share_load_and_peak_ewma_moves_it_off_a_slow_endpoint() -> Result<(
     }
 
     // One endpoint becomes ten times slower, without failing.
-    pm.fault(2, "latency_ms=50")?;
+    pm.fault(2, Fault::Latency(Duration::from_millis(50)))?;
     let before = pm.received_all()?;
     let r = pm.h2load(&format!("--h1 -n 600 -c 4 -t 1 http://{}/", pm.ep(0)))?;
     assert_eq!((r.ok, r.errored), (600, 0), "{r:?}");

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use bulwark_tests::Fault;
 use bulwark_tests::policy::{PolicyMesh, wait_for};
 
 const BACKEND: &str = r#"
@@ -53,7 +54,7 @@ fn a_failing_endpoint_is_absorbed_by_retries_and_ejection_and_returns_after_its_
         "  retries: {attempts: 1}\n  outlierDetection: {consecutive5xx: 0}\n  loadBalancer: {algorithm: roundRobin}\n",
     );
     let pm = PolicyMesh::new("absorb", 3, &[], &baseline, &[])?;
-    pm.fault(2, "fail_rate=1")?;
+    pm.fault(2, Fault::FailRate(1.0))?;
     let url = format!("http://{}/", pm.ep(0));
     let base = pm.h2load(&format!("--h1 -n 900 -c 3 -t 1 {url}"))?;
     let base_rate = base.ok as f64 / base.total as f64;
@@ -84,7 +85,7 @@ fn a_failing_endpoint_is_absorbed_by_retries_and_ejection_and_returns_after_its_
     assert!(metric(&pm, "retries", "status")? >= 1.0);
 
     // Fixed: after its ejection time the endpoint is back (probation) and serves again.
-    pm.fault(2, "fail_rate=0")?;
+    pm.fault(2, Fault::FailRate(0.0))?;
     let before = pm.received(2, "*")?;
     wait_for("the endpoint to return", Duration::from_secs(10), || {
         pm.h2load(&format!("--h1 -n 30 -c 1 {url}"))?;
@@ -102,7 +103,7 @@ fn a_failing_endpoint_is_absorbed_by_retries_and_ejection_and_returns_after_its_
 #[test]
 fn the_retry_budget_bounds_load_when_every_endpoint_fails() -> Result<()> {
     let spec = "  retries:\n    attempts: 3\n    conditions: [5xx]\n    budget: {ratio: 0.2, minPerSecond: 10, window: 10s}\n  outlierDetection: {consecutive5xx: 0}\n";
-    let pm = PolicyMesh::new("budget", 3, &["--fail-rate", "1"], &policy(spec), &[])?;
+    let pm = PolicyMesh::new("budget", 3, &["--fault", "fail_rate=1"], &policy(spec), &[])?;
     let before: u64 = pm.received_all()?.iter().sum();
     let r = pm.h2load(&format!("--h1 -n 1000 -c 4 -t 1 http://{}/", pm.ep(0)))?;
     assert_eq!(r.total, 1000);
@@ -123,7 +124,7 @@ fn a_post_is_never_executed_twice_while_gets_and_keyed_posts_are_retried() -> Re
     let spec = "  retries: {attempts: 3, conditions: [reset, connect-failure, 5xx]}\n  loadBalancer: {algorithm: roundRobin}\n";
     let mut pm = PolicyMesh::new("post", 3, &[], &policy(spec), &[])?;
     // s0 reads each request, then drops the connection without answering.
-    pm.fault(0, "reset_rate=1")?;
+    pm.fault(0, Fault::ResetRate(1.0))?;
     let url = format!("http://{}/", pm.ep(1));
     let posts = curls(&pm, 60, &format!("-X POST -d order=1 {url}"))?;
     let post_receipts: u64 = (0..3)
@@ -158,7 +159,7 @@ fn a_post_is_never_executed_twice_while_gets_and_keyed_posts_are_retried() -> Re
     );
 
     // A crashed endpoint refuses connections: the POST never left, so it is retried.
-    pm.fault(0, "reset_rate=0")?;
+    pm.fault(0, Fault::ResetRate(0.0))?;
     let pid = pm.server_pids[1];
     pm.mesh.kill(pid)?;
     let before: u64 = [0, 2]
@@ -181,7 +182,13 @@ fn timeouts_bound_latency_and_grpc_deadlines_are_propagated() -> Result<()> {
     // perTry 400 ms: the first try times out, the retry starts before 425 ms (backoff at
     // most 25 ms) and is cut by the request timeout at 600 ms, whatever the jitter.
     let spec = "  timeouts: {request: 600ms, perTry: 400ms}\n  retries: {attempts: 3, conditions: [5xx]}\n";
-    let pm = PolicyMesh::new("timeout", 3, &["--latency-ms", "1000"], &policy(spec), &[])?;
+    let pm = PolicyMesh::new(
+        "timeout",
+        3,
+        &["--fault", "latency_ms=1000"],
+        &policy(spec),
+        &[],
+    )?;
     let url = format!("http://{}/", pm.ep(0));
     // Runs one curl with `args`; checks the proxy's answer names `reason` and carries
     // `status`, and returns the client's latency in seconds.
@@ -224,7 +231,7 @@ fn timeouts_bound_latency_and_grpc_deadlines_are_propagated() -> Result<()> {
     // The deadline travels on: the caller's 2 s is capped by the 600 ms request timeout,
     // and a 250 ms one (shorter than the policy's) goes on less the time already spent.
     for i in 0..3 {
-        pm.fault(i, "latency_ms=0")?;
+        pm.fault(i, Fault::Latency(Duration::ZERO))?;
     }
     let forwarded = |caller: &str| -> Result<u64> {
         let out = pm.client.sh_ok(&format!(
@@ -252,8 +259,14 @@ fn timeouts_bound_latency_and_grpc_deadlines_are_propagated() -> Result<()> {
 #[test]
 fn a_ten_times_slower_endpoint_is_ejected_as_a_latency_outlier() -> Result<()> {
     let spec = "  loadBalancer: {algorithm: roundRobin}\n  outlierDetection:\n    latency: {factor: 3, requestVolume: 10}\n    interval: 1s\n";
-    let pm = PolicyMesh::new("latency", 3, &["--latency-ms", "5"], &policy(spec), &[])?;
-    pm.fault(2, "latency_ms=50")?;
+    let pm = PolicyMesh::new(
+        "latency",
+        3,
+        &["--fault", "latency_ms=5"],
+        &policy(spec),
+        &[],
+    )?;
+    pm.fault(2, Fault::Latency(Duration::from_millis(50)))?;
     let url = format!("http://{}/", pm.ep(0));
     wait_for("the latency ejection", Duration::from_secs(15), || {
         pm.h2load(&format!("--h1 -n 100 -c 4 -t 1 {url}"))?;
@@ -289,8 +302,14 @@ fn p90(mut v: Vec<f64>) -> f64 {
 #[test]
 fn hedging_cuts_the_tail_of_a_route_with_one_slow_endpoint_within_its_budget() -> Result<()> {
     let plain = "  loadBalancer: {algorithm: roundRobin}\n  routes:\n    - name: reads\n      match: {pathPrefix: /, method: GET}\n";
-    let pm = PolicyMesh::new("hedge", 3, &["--latency-ms", "5"], &policy(plain), &[])?;
-    pm.fault(2, "latency_ms=300")?;
+    let pm = PolicyMesh::new(
+        "hedge",
+        3,
+        &["--fault", "latency_ms=5"],
+        &policy(plain),
+        &[],
+    )?;
+    pm.fault(2, Fault::Latency(Duration::from_millis(300)))?;
     let url = format!("http://{}/", pm.ep(0));
     let without: Vec<f64> = curls(&pm, 30, &url)?.into_iter().map(|r| r.1).collect();
     assert!(p90(without.clone()) >= 0.3, "{without:?}");
@@ -332,8 +351,8 @@ fn below_the_panic_threshold_ejections_are_ignored_and_said_so() -> Result<()> {
         )
     };
     let pm = PolicyMesh::new("panic", 3, &[], &policy(&spec(50)), &[])?;
-    pm.fault(1, "fail_rate=1")?;
-    pm.fault(2, "fail_rate=1")?;
+    pm.fault(1, Fault::FailRate(1.0))?;
+    pm.fault(2, Fault::FailRate(1.0))?;
     let url = format!("http://{}/", pm.ep(0));
     pm.h2load(&format!("--h1 -n 60 -c 1 {url}"))?;
     let before = pm.received_all()?;
@@ -404,7 +423,7 @@ spec:
   endpoints: ["{ep1}"]
 "#;
     let pm = PolicyMesh::new("bulkhead", 2, &[], yaml, &[])?;
-    pm.fault(0, "latency_ms=2000")?;
+    pm.fault(0, Fault::Latency(Duration::from_secs(2)))?;
     let slow_url = format!("http://{}/", pm.ep(0));
     let flood = {
         let client = pm.client.clone();
@@ -440,7 +459,7 @@ fn streamed_bodies_of_unknown_length_are_replayed_up_to_the_limit() -> Result<()
     let spec =
         "  retries: {attempts: 3, conditions: [reset]}\n  loadBalancer: {algorithm: roundRobin}\n";
     let pm = PolicyMesh::new("replay", 3, &[], &policy(spec), &[])?;
-    pm.fault(0, "reset_rate=1")?;
+    pm.fault(0, Fault::ResetRate(1.0))?;
     // HTTP/2 uploads from stdin carry no content-length: the proxy cannot know the size
     // up front, streams the body, and keeps a copy for a retry.
     let url = format!("http://{}/echo", pm.ep(1));
@@ -471,8 +490,8 @@ fn hangs_error_bursts_and_a_crash_and_restart_are_ridden_out() -> Result<()> {
     let spec = "  timeouts: {request: 2s, perTry: 150ms}\n  retries: {attempts: 3, conditions: [5xx, reset, connect-failure]}\n  outlierDetection: {consecutive5xx: 0, consecutiveGatewayErrors: 3, baseEjectionTime: 1s, interval: 1s}\n  loadBalancer: {algorithm: roundRobin}\n";
     let mut pm = PolicyMesh::new("ridden", 3, &[], &policy(spec), &[])?;
     // s0 accepts and never answers; s1 fails the first 3 of every 10 requests.
-    pm.fault(0, "hang_rate=1")?;
-    pm.fault(1, "burst=3/10")?;
+    pm.fault(0, Fault::HangRate(1.0))?;
+    pm.fault(1, Fault::Burst { fail: 3, every: 10 })?;
     let url = format!("http://{}/", pm.ep(2));
     let r = pm.h2load(&format!("--h1 -n 300 -c 3 -t 1 {url}"))?;
     assert_eq!((r.ok, r.errored), (300, 0), "{r:?}");
@@ -482,8 +501,8 @@ fn hangs_error_bursts_and_a_crash_and_restart_are_ridden_out() -> Result<()> {
     assert!(metric(&pm, "retries", "status")? >= 1.0);
 
     // s2 crashes: its connects are refused and retried elsewhere; it restarts and is used again.
-    pm.fault(0, "hang_rate=0")?;
-    pm.fault(1, "burst=off")?;
+    pm.fault(0, Fault::HangRate(0.0))?;
+    pm.fault(1, Fault::NoBurst)?;
     let pid = pm.server_pids[2];
     pm.mesh.kill(pid)?;
     let r = pm.h2load(&format!("--h1 -n 100 -c 2 -t 1 {url}"))?;

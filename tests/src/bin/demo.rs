@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use bulwark_tests::{Mesh, Pod};
+use bulwark_tests::{Fault, Mesh, Pod};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -158,7 +158,7 @@ fn main() -> Result<()> {
         2,
         "starting the apps: HTTP on :8080 in each replica (replica 2 with an injected fault), a server-speaks-first service on :7025",
     );
-    let fail = format!("{}", args.fail_rate);
+    let fault = Fault::FailRate(args.fail_rate).to_string();
     for (i, pod) in replicas.iter().enumerate() {
         let name = format!("checkout-{i}");
         let mut a = vec![
@@ -170,7 +170,7 @@ fn main() -> Result<()> {
             &name,
         ];
         if i == 2 {
-            a.extend(["--fail-rate", &fail]);
+            a.extend(["--fault", &fault]);
         }
         mesh.testserver(pod, &a)?;
     }
