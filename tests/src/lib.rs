@@ -211,25 +211,42 @@ impl Pod {
             .context("/stats has no peak_rss_bytes")
     }
 
-    /// Requests the pod's proxy recorded for one direction, authority and status class.
-    pub fn requests(&self, direction: &str, authority: &str, class: &str) -> Result<f64> {
+    /// Requests the pod's proxy recorded for one direction, authority and status class
+    /// (None: not one).
+    pub fn requests(&self, direction: &str, authority: &str, class: &str) -> Result<Option<f64>> {
         self.metric(&format!(
             "bulwark_request_duration_seconds_count{{direction=\"{direction}\",authority=\"{authority}\",status_class=\"{class}\"}}"
         ))
     }
 
-    /// The value of one sample of the proxy's Prometheus metrics (0 when absent).
-    pub fn metric(&self, name_and_labels: &str) -> Result<f64> {
+    /// Requests the pod's proxy recorded in one direction, over every authority and class.
+    pub fn requests_total(&self, direction: &str) -> Result<f64> {
         let (_, text) = self.admin("/metrics")?;
-        Ok(text
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(name_and_labels)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0))
+        let prefix = format!("bulwark_request_duration_seconds_count{{direction=\"{direction}\",");
+        text.lines()
+            .filter(|l| l.starts_with(&prefix))
+            .map(|l| sample_value(l).with_context(|| format!("unreadable sample {l:?}")))
+            .sum()
     }
+
+    /// The value of one sample of the proxy's Prometheus metrics, given as its name and
+    /// labels exactly as rendered; None when the proxy has no such series.
+    pub fn metric(&self, name_and_labels: &str) -> Result<Option<f64>> {
+        let (_, text) = self.admin("/metrics")?;
+        let Some(line) = text.lines().find(|l| {
+            l.strip_prefix(name_and_labels)
+                .is_some_and(|rest| rest.starts_with(' '))
+        }) else {
+            return Ok(None);
+        };
+        sample_value(line)
+            .map(Some)
+            .with_context(|| format!("unreadable sample {line:?}"))
+    }
+}
+
+fn sample_value(line: &str) -> Option<f64> {
+    line.rsplit_once(' ')?.1.trim().parse().ok()
 }
 
 /// A set of pods on one bridge, and every process started in them.
