@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use serde::Deserialize;
 
 pub mod policy;
 
@@ -164,6 +165,23 @@ pub fn proxy_command(pod: &Pod, cpu: Option<&str>, extra: &[&str]) -> Command {
     c
 }
 
+/// One series of the proxy's request latency, as `/stats` gives it (to response headers).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Latency {
+    /// `2xx`, `5xx`, …
+    pub status_class: String,
+    /// Requests recorded.
+    pub count: u64,
+    /// Median, in milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile, in milliseconds.
+    pub p90_ms: f64,
+    /// 99th percentile, in milliseconds.
+    pub p99_ms: f64,
+    /// The slowest, in milliseconds.
+    pub max_ms: f64,
+}
+
 /// One pod: a network namespace on the mesh bridge.
 #[derive(Debug, Clone)]
 pub struct Pod {
@@ -242,6 +260,20 @@ impl Pod {
         sample_value(line)
             .map(Some)
             .with_context(|| format!("unreadable sample {line:?}"))
+    }
+
+    /// The proxy's latency series for one direction and authority, one per status class,
+    /// from `/stats` (the proxy's own histogram, not the client's clock).
+    pub fn latency(&self, direction: &str, authority: &str) -> Result<Vec<Latency>> {
+        let (_, body) = self.admin("/stats")?;
+        let stats: serde_json::Value = serde_json::from_str(&body)?;
+        stats["latency"]
+            .as_array()
+            .context("/stats has no latency rows")?
+            .iter()
+            .filter(|r| r["direction"] == direction && r["authority"] == authority)
+            .map(|r| Ok(serde_json::from_value(r.clone())?))
+            .collect()
     }
 }
 

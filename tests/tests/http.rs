@@ -139,6 +139,8 @@ fn a_slow_request_head_is_cut_off_by_the_header_read_timeout() -> Result<()> {
         script.display(),
         server.ip
     ))?;
+    // The client's clock: the proxy keeps no record of a request it never read, and it is
+    // the client that must see the connection closed.
     let secs: f64 = out.trim().parse()?;
     assert!(
         (1.5..6.0).contains(&secs),

@@ -127,6 +127,8 @@ fn server_speaks_first_waits_only_until_the_port_is_learned() -> Result<()> {
     // Port 7025 is unknown: the first two connections wait for detection to time out
     // (threshold 2), then the port is learned and later connections do not wait at all.
     let out = client.sh_ok(&py("tcp_probe.py", &format!("banner {} 7025 5", server.ip)))?;
+    // Waits as the client sees them: opaque connections have no latency series in the
+    // proxy, and the wait for the banner is the client's.
     let waits: Vec<f64> = serde_json::from_str(out.trim())?;
     // Each wait covers the client proxy's detection and, on the first connections, the
     // server proxy's too (both learn the port).
