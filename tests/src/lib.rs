@@ -107,6 +107,21 @@ fn reap_stale() {
     }
 }
 
+/// Calls `f` every 50 ms until it returns true, for at most `timeout`; an error from `f`
+/// ends the wait at once. The one way tests wait for something to happen.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f()? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A fault the test server injects (its module documentation has the meanings): given at
 /// start with its `--fault` flag or at run time with [`policy::PolicyMesh::fault`].
 /// Setting one kind leaves the others as they are.
@@ -218,6 +233,20 @@ impl Pod {
         ))?;
         let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
         Ok((code.parse().unwrap_or(0), body.to_string()))
+    }
+
+    /// Requests the test server on this pod's port 8080 received, by method (`"*"` for all),
+    /// from its `/_stats` (asked from inside the pod, so no proxy counts the asking).
+    pub fn served(&self, method: &str) -> Result<u64> {
+        let out = self.sh_ok("curl -sf -m 5 http://127.0.0.1:8080/_stats")?;
+        let v: serde_json::Value = serde_json::from_str(out.trim())?;
+        if method == "*" {
+            return v["requests"]
+                .as_u64()
+                .context("/_stats has a request count");
+        }
+        // A method is listed once the server has seen it.
+        Ok(v["by_method"][method].as_u64().unwrap_or(0))
     }
 
     /// The proxy's peak resident memory (VmHWM) from `/stats`, in bytes.
@@ -421,37 +450,30 @@ impl Mesh {
 
     /// Waits up to 10 s for the pod's proxy to answer `/ready` with 200.
     pub fn wait_ready(&self, pod: &Pod, pid: u32) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok((200, _)) = pod.admin("/ready") {
-                return Ok(());
-            }
-            if !pid_alive(pid) || Instant::now() > deadline {
-                bail!(
-                    "proxy in {} not ready: {}",
-                    pod.ns,
-                    self.log_of(&format!("proxy-{}", pod.ns))
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let ready = wait_for("/ready", Duration::from_secs(10), || {
+            ensure!(pid_alive(pid), "the proxy exited");
+            Ok(matches!(pod.admin("/ready"), Ok((200, _))))
+        });
+        ready.with_context(|| {
+            format!(
+                "proxy in {} not ready: {}",
+                pod.ns,
+                self.log_of(&format!("proxy-{}", pod.ns))
+            )
+        })
     }
 
     /// Waits until a TCP port is listening in the pod (for apps started with [`Mesh::spawn`]).
     pub fn wait_listening(&self, pod: &Pod, port: u16) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
+        let what = format!("a listener on port {port} in {}", pod.ns);
+        wait_for(&what, Duration::from_secs(10), || {
             let out = pod.sh_ok("ss -Htln")?;
-            if out.lines().any(|l| {
+            Ok(out.lines().any(|l| {
                 l.split_whitespace()
                     .nth(3)
                     .is_some_and(|a| a.ends_with(&format!(":{port}")))
-            }) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("nothing listens on port {port} in {}", pod.ns)
+            }))
+        })
     }
 
     /// The log of a process started under `label`.
@@ -468,16 +490,16 @@ impl Mesh {
             .find(|(_, c)| c.id() == pid)
             .context("not a process this mesh started")?;
         signal(pid, "TERM");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!("process {pid} still running {timeout:?} after SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut status = None;
+        wait_for(
+            &format!("process {pid} to exit after SIGTERM"),
+            timeout,
+            || {
+                status = child.try_wait()?;
+                Ok(status.is_some())
+            },
+        )?;
+        status.context("exited")
     }
 }
 

@@ -4,23 +4,11 @@
 //! alone as `{ip0}`, `{ip1}`, ….
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
-use crate::{Fault, Mesh, Pod, bin};
-
-/// Calls `f` every 50 ms until it returns true, for at most `timeout`.
-pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("timed out after {timeout:?} waiting for {what}")
-}
+use crate::{Fault, Mesh, Pod, bin, wait_for};
 
 /// The snapshot version the pod's proxy applied.
 pub fn snapshot_version(pod: &Pod) -> Result<u64> {
@@ -154,13 +142,7 @@ impl PolicyMesh {
 
     /// Requests upstream `i` received, by method (`"*"` for all).
     pub fn received(&self, i: usize, method: &str) -> Result<u64> {
-        let out = self.servers[i].sh_ok("curl -sf -m 5 http://127.0.0.1:8080/_stats")?;
-        let v: serde_json::Value = serde_json::from_str(out.trim())?;
-        Ok(if method == "*" {
-            v["requests"].as_u64().unwrap_or(0)
-        } else {
-            v["by_method"][method].as_u64().unwrap_or(0)
-        })
+        self.servers[i].served(method)
     }
 
     /// Requests every upstream received.

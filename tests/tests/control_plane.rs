@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bulwark_tests::policy::{policy_dir, snapshot_version, start_control_plane, wait_for};
-use bulwark_tests::{Mesh, Pod, bin, workspace_root};
+use bulwark_tests::policy::{policy_dir, snapshot_version, start_control_plane};
+use bulwark_tests::{Mesh, Pod, bin, wait_for, workspace_root};
 
 fn example_policy_dir(test: &str) -> Result<PathBuf> {
     let dir = policy_dir(test)?;
@@ -145,7 +145,7 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
             ))
         })
     };
-    std::thread::sleep(Duration::from_millis(500));
+    wait("the load to flow", || Ok(api_requests(&client)? > sent))?;
     std::fs::write(&api, api_policy(&server, 2))?;
     wait("the edit to reach the proxy", || {
         Ok(snapshot_version(&client)? > v1)
@@ -220,7 +220,7 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
             ))
         })
     };
-    std::thread::sleep(Duration::from_millis(500));
+    wait("the load to flow", || Ok(api_requests(&client)? > sent))?;
     mesh.kill(cp_pid)?;
     let out = load.join().expect("load thread")?;
     assert!(out.contains(" 0 failed, 0 errored"), "{out}");

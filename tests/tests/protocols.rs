@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use bulwark_tests::{Mesh, Pod, py_script, python};
+use bulwark_tests::{Mesh, Pod, py_script, python, wait_for};
 
 fn py(script: &str, args: &str) -> String {
     format!(
@@ -168,9 +168,16 @@ fn server_speaks_first_waits_only_until_the_port_is_learned() -> Result<()> {
             .metric("bulwark_detect_total{direction=\"outbound\",outcome=\"configured_opaque\"}")?,
         Some(2.0)
     );
-    std::thread::sleep(Duration::from_millis(100));
-    let bytes = client.metric("bulwark_tcp_bytes_total{direction=\"outbound\",from=\"server\"}")?;
-    assert!(bytes.is_some_and(|n| n > 0.0), "{bytes:?}");
+    // Byte counters are added to as a connection's copy ends, just after the client closed.
+    wait_for(
+        "the server's bytes to be counted",
+        Duration::from_secs(5),
+        || {
+            let bytes =
+                client.metric("bulwark_tcp_bytes_total{direction=\"outbound\",from=\"server\"}")?;
+            Ok(bytes.is_some_and(|n| n > 0.0))
+        },
+    )?;
     Ok(())
 }
 

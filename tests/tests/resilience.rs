@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bulwark_tests::policy::{PolicyMesh, wait_for};
-use bulwark_tests::{Fault, Latency};
+use bulwark_tests::policy::PolicyMesh;
+use bulwark_tests::{Fault, Latency, wait_for};
 
 const BACKEND: &str = r#"
 apiVersion: bulwark.dev/v1alpha1
@@ -446,7 +446,16 @@ spec:
         let client = pm.client.clone();
         std::thread::spawn(move || client.sh_ok(&format!("h2load --h1 -n 20 -c 20 {slow_url}")))
     };
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(
+        "the flood to fill the bulkhead",
+        Duration::from_secs(5),
+        || {
+            let active = pm
+                .client
+                .metric("bulwark_bulkhead_active{target=\"Backend/shop/slow\"}")?;
+            Ok(active == Some(2.0))
+        },
+    )?;
     let out = pm
         .client
         .sh_ok(&format!("curl -s -D - -o /dev/null http://{}/", pm.ep(0)))?;

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use bulwark_tests::{Fault, Mesh, Pod};
+use bulwark_tests::{Fault, Mesh, Pod, wait_for};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -223,10 +223,11 @@ fn main() -> Result<()> {
     );
     let before = snapshot_version(&client)?;
     write_policy(&dir, &endpoints, WITH)?;
-    let deadline = Instant::now() + std::time::Duration::from_secs(10);
-    while snapshot_version(&client)? <= before && Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_for(
+        "the client proxy to take the edit",
+        std::time::Duration::from_secs(10),
+        || Ok(snapshot_version(&client)? > before),
+    )?;
     println!(
         "    the client proxy moved from version {before} to {} without dropping a connection",
         snapshot_version(&client)?
