@@ -5,6 +5,10 @@
 //! `bulwark-proxy init` (real iptables), the proxy under its own UID (via `setpriv`), apps
 //! and clients. Dropping the mesh ends every process it started (by PID) and deletes its
 //! namespaces. Traffic never leaves the namespaces the mesh created.
+//!
+//! Layout: this file has pods, the mesh, the proxy and test server launchers, [`Fault`]s and
+//! [`wait_for`]; [`policy`] a mesh with a control plane and replicas; [`resources`] the
+//! policy documents as typed values.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -16,6 +20,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
 
 pub mod policy;
+pub mod resources;
 
 /// UID and GID the proxy runs as in tests (the default of `bulwark-proxy`).
 pub const PROXY_UID: u32 = 5102;

@@ -1,13 +1,13 @@
-//! A mesh with policy: a control plane serving a directory of YAML, a client pod whose proxy
-//! follows it, and upstream pods running the test server on port 8080. Policy text may
-//! name the upstreams as `{ep0}`, `{ep1}`, … (replaced by `10.77.0.N:8080`) or by address
-//! alone as `{ip0}`, `{ip1}`, ….
+//! A mesh with policy: a control plane serving a directory of policy files, a client pod
+//! whose proxy follows it, and replica pods running the test server on port 8080. The
+//! policy is a [`Policy`] whose Backends may name the replicas by index.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::resources::Policy;
 use crate::{Fault, Mesh, Pod, bin, wait_for};
 
 /// The snapshot version the pod's proxy applied.
@@ -56,13 +56,13 @@ pub struct PolicyMesh {
 
 impl PolicyMesh {
     /// Builds the mesh with `servers` upstreams (each started with `server_args` besides
-    /// `--http` and `--name sN`) and `policy` in `policy.yaml`; returns once the client's proxy
+    /// `--http` and `--name sN`) and `policy`; returns once the client's proxy
     /// has applied it. `proxy_args` are extra proxy flags.
     pub fn new(
         test: &str,
         servers: usize,
         server_args: &[&str],
-        policy: &str,
+        policy: impl Into<Policy>,
         proxy_args: &[&str],
     ) -> Result<Self> {
         let mut mesh = Mesh::new(test)?;
@@ -87,7 +87,7 @@ impl PolicyMesh {
             server_pids: pids,
             dir,
         };
-        std::fs::write(pm.dir.join("policy.yaml"), pm.expand(policy))?;
+        pm.write_policy(&policy.into())?;
         let cp = pm.cp.clone();
         start_control_plane(&mut pm.mesh, &cp, &pm.dir)?;
         let endpoint = format!("http://{}:5170", pm.cp.ip);
@@ -106,14 +106,10 @@ impl PolicyMesh {
         Ok(pm)
     }
 
-    /// `{epN}` → the address of upstream N, `{ipN}` → its IP.
-    pub fn expand(&self, policy: &str) -> String {
-        let mut s = policy.to_string();
-        for (i, p) in self.servers.iter().enumerate() {
-            s = s.replace(&format!("{{ep{i}}}"), &format!("{}:8080", p.ip));
-            s = s.replace(&format!("{{ip{i}}}"), &p.ip.to_string());
-        }
-        s
+    fn write_policy(&self, policy: &Policy) -> Result<()> {
+        let ips: Vec<_> = self.servers.iter().map(|p| p.ip).collect();
+        std::fs::write(self.dir.join("policy.yaml"), policy.to_yaml(&ips)?)?;
+        Ok(())
     }
 
     /// The address of upstream `i`.
@@ -122,9 +118,9 @@ impl PolicyMesh {
     }
 
     /// Replaces the policy and waits until the client's proxy applied it.
-    pub fn set_policy(&self, policy: &str) -> Result<()> {
+    pub fn set_policy(&self, policy: impl Into<Policy>) -> Result<()> {
         let before = snapshot_version(&self.client)?;
-        std::fs::write(self.dir.join("policy.yaml"), self.expand(policy))?;
+        self.write_policy(&policy.into())?;
         wait_for(
             "the policy to reach the proxy",
             Duration::from_secs(10),
@@ -184,7 +180,7 @@ impl Drop for PolicyMesh {
 }
 
 /// What an h2load run came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadResult {
     /// Requests sent.
     pub total: u64,

@@ -6,15 +6,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use bulwark_tests::policy::PolicyMesh;
+use bulwark_tests::resources::Backend;
 use bulwark_tests::{Fault, wait_for};
-
-const BACKEND: &str = r#"
-apiVersion: bulwark.dev/v1alpha1
-kind: Backend
-metadata: {name: api, namespace: shop}
-spec:
-  endpoints: ["{ep0}", "{ep1}", "{ep2}"]
-"#;
 
 fn delta(after: &[u64], before: &[u64]) -> Vec<u64> {
     after.iter().zip(before).map(|(a, b)| a - b).collect()
@@ -22,10 +15,13 @@ fn delta(after: &[u64], before: &[u64]) -> Vec<u64> {
 
 #[test]
 fn endpoints_share_load_and_peak_ewma_moves_it_off_a_slow_endpoint() -> Result<()> {
-    let pm = PolicyMesh::new("balance", 3, &[], BACKEND, &[])?;
-    for i in 0..3 {
-        pm.fault(i, Fault::Latency(Duration::from_millis(5)))?;
-    }
+    let pm = PolicyMesh::new(
+        "balance",
+        3,
+        &["--fault", "latency_ms=5"],
+        Backend::new("api").replicas(0..3),
+        &[],
+    )?;
     // Clients dial one endpoint's address; the Backend spreads the requests.
     let before = pm.received_all()?;
     let r = pm.h2load(&format!("--h1 -n 600 -c 4 -t 1 http://{}/", pm.ep(0)))?;
@@ -53,20 +49,13 @@ fn endpoints_share_load_and_peak_ewma_moves_it_off_a_slow_endpoint() -> Result<(
 
 #[test]
 fn hostname_endpoints_follow_dns_answers_on_their_ttl() -> Result<()> {
-    let policy = r#"
-apiVersion: bulwark.dev/v1alpha1
-kind: Backend
-metadata: {name: api, namespace: shop}
-spec:
-  endpoints: ["api.test.internal:8080"]
-"#;
     let records = std::env::temp_dir().join(format!("bulwark-dns-{}", std::process::id()));
     // The DNS pod is the control plane's: it is on the mesh and answers from a file.
     let mut pm = PolicyMesh::new(
         "dns",
         2,
         &[],
-        BACKEND.replace(", \"{ep2}\"", "").as_str(),
+        Backend::new("api").replicas(0..2),
         &["--dns-servers", "10.77.0.2"],
     )?;
     std::fs::write(
@@ -81,7 +70,7 @@ spec:
     wait_for("the DNS server", Duration::from_secs(5), || {
         Ok(cp.sh_ok("ss -Huln")?.contains(":53 "))
     })?;
-    pm.set_policy(policy)?;
+    pm.set_policy(Backend::new("api").endpoint("api.test.internal:8080"))?;
     let url = "http://api.test.internal:8080/ --resolve api.test.internal:8080:10.77.0.250";
     let hello = |pm: &PolicyMesh| {
         pm.client
@@ -127,14 +116,13 @@ spec:
 
 #[test]
 fn opaque_connections_to_a_backend_are_balanced_and_a_crashed_endpoint_is_skipped() -> Result<()> {
-    let policy = r#"
-apiVersion: bulwark.dev/v1alpha1
-kind: Backend
-metadata: {name: mail, namespace: shop}
-spec:
-  endpoints: ["{ip0}:25", "{ip1}:25", "{ip2}:25"]
-"#;
-    let mut pm = PolicyMesh::new("opaque", 3, &["--banner", "0.0.0.0:25"], policy, &[])?;
+    let mut pm = PolicyMesh::new(
+        "opaque",
+        3,
+        &["--banner", "0.0.0.0:25"],
+        Backend::new("mail").replicas_on(0..3, 25),
+        &[],
+    )?;
     let probe = |pm: &PolicyMesh, n: usize| -> Result<Vec<String>> {
         let out = pm.client.sh_ok(&format!(
             "{} {} names {} 25 {n}",
@@ -174,6 +162,8 @@ fn policy_files_work_without_a_control_plane_and_bad_ones_stop_the_proxy_with_th
     }
     let dir = bulwark_tests::policy::policy_dir("localpolicy")?;
     let file = dir.join("api.yaml");
+    // Written as YAML by hand, not from `resources`: the test is about where in a
+    // hand-written file the proxy says a mistake is.
     std::fs::write(
         &file,
         format!(

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bulwark_tests::policy::{policy_dir, snapshot_version, start_control_plane};
+use bulwark_tests::resources::{Backend, Policy, Retries, RetryOn, TrafficPolicy};
 use bulwark_tests::{Mesh, Pod, bin, wait_for, workspace_root};
 
 fn example_policy_dir(test: &str) -> Result<PathBuf> {
@@ -19,11 +20,14 @@ fn example_policy_dir(test: &str) -> Result<PathBuf> {
 }
 
 /// A Backend for the test server, with a policy whose retry attempts the test edits.
-fn api_policy(server: &Pod, attempts: u32) -> String {
-    format!(
-        "apiVersion: bulwark.dev/v1alpha1\nkind: Backend\nmetadata: {{name: api, namespace: shop}}\nspec:\n  endpoints: [\"{}:8080\"]\n---\napiVersion: bulwark.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: api, namespace: shop}}\nspec:\n  targetRef: {{kind: Backend, name: api}}\n  retries: {{attempts: {attempts}, conditions: [5xx]}}\n",
-        server.ip
-    )
+fn api_policy(server: &Pod, attempts: u32) -> Result<String> {
+    Policy::new()
+        .with(Backend::new("api").endpoint(format!("{}:8080", server.ip)))
+        .with(
+            TrafficPolicy::for_backend("api")
+                .retries(Retries::attempts(attempts).on([RetryOn::Status5xx])),
+        )
+        .to_yaml(&[])
 }
 
 /// The effective retry attempts of the proxy's `Backend/shop/api` target.
@@ -99,7 +103,7 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     mesh.testserver(&server, &["--http", "0.0.0.0:8080"])?;
     let dir = example_policy_dir("live")?;
     let api = dir.join("api.yaml");
-    std::fs::write(&api, api_policy(&server, 3))?;
+    std::fs::write(&api, api_policy(&server, 3)?)?;
     let cp_pid = start_control_plane(&mut mesh, &cp, &dir)?;
     let endpoint = format!("http://{}:5170", cp.ip);
     let client_ip = client.ip.to_string();
@@ -146,7 +150,7 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
         })
     };
     wait("the load to flow", || Ok(api_requests(&client)? > sent))?;
-    std::fs::write(&api, api_policy(&server, 2))?;
+    std::fs::write(&api, api_policy(&server, 2)?)?;
     wait("the edit to reach the proxy", || {
         Ok(snapshot_version(&client)? > v1)
     })?;
@@ -253,13 +257,8 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     // A valid policy this proxy cannot take (a fourth endpoint): it NACKs with the reason,
     // the control plane shows it, and the proxy keeps the snapshot it has.
     let v3 = snapshot_version(&client)?;
-    std::fs::write(
-        dir.join("extra.yaml"),
-        format!(
-            "apiVersion: bulwark.dev/v1alpha1\nkind: Backend\nmetadata: {{name: extra, namespace: shop}}\nspec:\n  endpoints: [\"{}:9090\"]\n",
-            server.ip
-        ),
-    )?;
+    let extra = Policy::from(Backend::new("extra").endpoint(format!("{}:9090", server.ip)));
+    std::fs::write(dir.join("extra.yaml"), extra.to_yaml(&[])?)?;
     wait("the NACK", || {
         let rejected = client.metric("bulwark_discovery_snapshots_rejected_total")?;
         Ok(rejected.is_some_and(|n| n >= 1.0))

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use bulwark_tests::resources::{Backend, OutlierDetection, Policy, Retries, TrafficPolicy};
 use bulwark_tests::{Mesh, Pod, py_script, python, wait_for};
 
 fn py(script: &str, args: &str) -> String {
@@ -47,15 +48,18 @@ fn grpcio_unary_and_streaming_calls_keep_trailers_and_status() -> Result<()> {
 fn a_grpc_status_in_the_trailers_counts_against_the_endpoint() -> Result<()> {
     let (mut mesh, client, server) = grpc_pods("grpctrail")?;
     let dir = bulwark_tests::policy::policy_dir("grpctrail")?;
-    std::fs::write(
-        dir.join("api.yaml"),
-        format!(
-            "apiVersion: bulwark.dev/v1alpha1\nkind: Backend\nmetadata: {{name: echo, namespace: shop}}\nspec:\n  endpoints: [\"{}:50051\"]\n---\n\
-             apiVersion: bulwark.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: echo, namespace: shop}}\nspec:\n  targetRef: {{kind: Backend, name: echo}}\n\
-             \x20 retries: {{attempts: 1}}\n  outlierDetection: {{consecutive5xx: 3, maxEjectionPercent: 100}}\n",
-            server.ip
-        ),
-    )?;
+    let policy = Policy::new()
+        .with(Backend::new("echo").endpoint(format!("{}:50051", server.ip)))
+        .with(
+            TrafficPolicy::for_backend("echo")
+                .retries(Retries::attempts(1))
+                .outlier(
+                    OutlierDetection::new()
+                        .consecutive_5xx(3)
+                        .max_ejection_percent(100),
+                ),
+        );
+    std::fs::write(dir.join("api.yaml"), policy.to_yaml(&[])?)?;
     let path = dir.display().to_string();
     mesh.proxy(&client, &["--policy", &path, "--workload", "shop/client"])?;
     // Each stream sends its messages, then UNAVAILABLE in the trailers: no trailers-only

@@ -7,23 +7,30 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bulwark_tests::policy::PolicyMesh;
+use bulwark_tests::policy::{LoadResult, PolicyMesh};
+use bulwark_tests::resources::{
+    Algorithm, Backend, Hedging, Limits, OutlierDetection, Policy, Retries, RetryBudget, RetryOn,
+    Route, Timeouts, TrafficPolicy,
+};
 use bulwark_tests::{Fault, Latency, wait_for};
 
-const BACKEND: &str = r#"
-apiVersion: bulwark.dev/v1alpha1
-kind: Backend
-metadata: {name: api, namespace: shop}
-spec:
-  endpoints: ["{ep0}", "{ep1}", "{ep2}"]
----
-"#;
+/// The Backend `api` over the three replicas, with `policy` for it.
+fn policy(policy: TrafficPolicy) -> Policy {
+    Policy::new()
+        .with(Backend::new("api").replicas(0..3))
+        .with(policy)
+}
 
-/// The Backend plus a TrafficPolicy whose spec is `spec` (indented by two spaces).
-fn policy(spec: &str) -> String {
-    format!(
-        "{BACKEND}apiVersion: bulwark.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: api, namespace: shop}}\nspec:\n  targetRef: {{kind: Backend, name: api}}\n{spec}"
-    )
+fn api() -> TrafficPolicy {
+    TrafficPolicy::for_backend("api")
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
 }
 
 /// Runs `n` sequential curls from the client and returns the status of each.
@@ -34,13 +41,6 @@ fn curls(pm: &PolicyMesh, n: usize, args: &str) -> Result<Vec<u16>> {
     out.lines()
         .map(|l| l.parse().with_context(|| format!("curl wrote {l:?}")))
         .collect()
-}
-
-/// The client proxy's only latency series for requests dialled to `authority`.
-fn only_series(pm: &PolicyMesh, authority: &str) -> Result<Latency> {
-    let mut rows = pm.client.latency("outbound", authority)?;
-    anyhow::ensure!(rows.len() == 1, "one series for {authority}: {rows:?}");
-    Ok(rows.remove(0))
 }
 
 /// A resilience counter of the `api` Backend. The proxy creates a reason's series on its
@@ -55,14 +55,22 @@ fn counted(pm: &PolicyMesh, name: &str, reason: &str) -> Result<f64> {
         .unwrap_or(0.0))
 }
 
+/// The client proxy's only latency series for requests dialled to `authority`.
+fn only_series(pm: &PolicyMesh, authority: &str) -> Result<Latency> {
+    let mut rows = pm.client.latency("outbound", authority)?;
+    anyhow::ensure!(rows.len() == 1, "one series for {authority}: {rows:?}");
+    Ok(rows.remove(0))
+}
+
 #[test]
 fn a_failing_endpoint_is_absorbed_by_retries_and_ejection_and_returns_after_its_ejection()
 -> Result<()> {
     // Baseline: no retries, no ejection, round robin — a third of the requests fail.
-    let baseline = policy(
-        "  retries: {attempts: 1}\n  outlierDetection: {consecutive5xx: 0}\n  loadBalancer: {algorithm: roundRobin}\n",
-    );
-    let pm = PolicyMesh::new("absorb", 3, &[], &baseline, &[])?;
+    let baseline = api()
+        .retries(Retries::attempts(1))
+        .outlier(OutlierDetection::new().consecutive_5xx(0))
+        .load_balancer(Algorithm::RoundRobin);
+    let pm = PolicyMesh::new("absorb", 3, &[], policy(baseline), &[])?;
     pm.fault(2, Fault::FailRate(1.0))?;
     let url = format!("http://{}/", pm.ep(0));
     let base = pm.h2load(&format!("--h1 -n 900 -c 3 -t 1 {url}"))?;
@@ -71,8 +79,16 @@ fn a_failing_endpoint_is_absorbed_by_retries_and_ejection_and_returns_after_its_
 
     // Round robin keeps sending to the bad endpoint until it is ejected (peak-EWMA would
     // already steer away from it through its failure penalty, hiding the ejection).
-    pm.set_policy(&policy(
-        "  retries: {attempts: 3, conditions: [5xx]}\n  outlierDetection: {consecutive5xx: 3, baseEjectionTime: 2s, interval: 1s}\n  loadBalancer: {algorithm: roundRobin}\n",
+    pm.set_policy(policy(
+        api()
+            .retries(Retries::attempts(3).on([RetryOn::Status5xx]))
+            .outlier(
+                OutlierDetection::new()
+                    .consecutive_5xx(3)
+                    .base_ejection_time(secs(2))
+                    .interval(secs(1)),
+            )
+            .load_balancer(Algorithm::RoundRobin),
     ))?;
     let r = pm.h2load(&format!("--h1 -n 2000 -c 4 -t 1 {url}"))?;
     let rate = r.ok as f64 / r.total as f64;
@@ -96,7 +112,7 @@ fn a_failing_endpoint_is_absorbed_by_retries_and_ejection_and_returns_after_its_
     // Fixed: after its ejection time the endpoint is back (probation) and serves again.
     pm.fault(2, Fault::FailRate(0.0))?;
     let before = pm.received(2, "*")?;
-    wait_for("the endpoint to return", Duration::from_secs(10), || {
+    wait_for("the endpoint to return", secs(10), || {
         pm.h2load(&format!("--h1 -n 30 -c 1 {url}"))?;
         Ok(pm.outlier(2)?["state"] != "ejected")
     })?;
@@ -111,8 +127,22 @@ fn a_failing_endpoint_is_absorbed_by_retries_and_ejection_and_returns_after_its_
 
 #[test]
 fn the_retry_budget_bounds_load_when_every_endpoint_fails() -> Result<()> {
-    let spec = "  retries:\n    attempts: 3\n    conditions: [5xx]\n    budget: {ratio: 0.2, minPerSecond: 10, window: 10s}\n  outlierDetection: {consecutive5xx: 0}\n";
-    let pm = PolicyMesh::new("budget", 3, &["--fault", "fail_rate=1"], &policy(spec), &[])?;
+    let budget = RetryBudget {
+        ratio: 0.2,
+        min_per_second: 10,
+        window: secs(10),
+    };
+    let pm = PolicyMesh::new(
+        "budget",
+        3,
+        &["--fault", "fail_rate=1"],
+        policy(
+            api()
+                .retries(Retries::attempts(3).on([RetryOn::Status5xx]).budget(budget))
+                .outlier(OutlierDetection::new().consecutive_5xx(0)),
+        ),
+        &[],
+    )?;
     let before: u64 = pm.received_all()?.iter().sum();
     let r = pm.h2load(&format!("--h1 -n 1000 -c 4 -t 1 http://{}/", pm.ep(0)))?;
     assert_eq!(r.total, 1000);
@@ -130,8 +160,15 @@ fn the_retry_budget_bounds_load_when_every_endpoint_fails() -> Result<()> {
 
 #[test]
 fn a_post_is_never_executed_twice_while_gets_and_keyed_posts_are_retried() -> Result<()> {
-    let spec = "  retries: {attempts: 3, conditions: [reset, connect-failure, 5xx]}\n  loadBalancer: {algorithm: roundRobin}\n";
-    let mut pm = PolicyMesh::new("post", 3, &[], &policy(spec), &[])?;
+    let retries =
+        Retries::attempts(3).on([RetryOn::Reset, RetryOn::ConnectFailure, RetryOn::Status5xx]);
+    let mut pm = PolicyMesh::new(
+        "post",
+        3,
+        &[],
+        policy(api().retries(retries).load_balancer(Algorithm::RoundRobin)),
+        &[],
+    )?;
     // s0 reads each request, then drops the connection without answering.
     pm.fault(0, Fault::ResetRate(1.0))?;
     let url = format!("http://{}/", pm.ep(1));
@@ -193,12 +230,15 @@ fn a_post_is_never_executed_twice_while_gets_and_keyed_posts_are_retried() -> Re
 fn timeouts_bound_latency_and_grpc_deadlines_are_propagated() -> Result<()> {
     // perTry 400 ms: the first try times out, the retry starts before 425 ms (backoff at
     // most 25 ms) and is cut by the request timeout at 600 ms, whatever the jitter.
-    let spec = "  timeouts: {request: 600ms, perTry: 400ms}\n  retries: {attempts: 3, conditions: [5xx]}\n";
     let pm = PolicyMesh::new(
         "timeout",
         3,
         &["--fault", "latency_ms=1000"],
-        &policy(spec),
+        policy(
+            api()
+                .timeouts(Timeouts::new().request(ms(600)).per_try(ms(400)))
+                .retries(Retries::attempts(3).on([RetryOn::Status5xx])),
+        ),
         &[],
     )?;
     // Runs one curl to `authority` with `args`; checks the proxy's answer names `reason`
@@ -277,17 +317,20 @@ fn timeouts_bound_latency_and_grpc_deadlines_are_propagated() -> Result<()> {
 
 #[test]
 fn a_ten_times_slower_endpoint_is_ejected_as_a_latency_outlier() -> Result<()> {
-    let spec = "  loadBalancer: {algorithm: roundRobin}\n  outlierDetection:\n    latency: {factor: 3, requestVolume: 10}\n    interval: 1s\n";
     let pm = PolicyMesh::new(
         "latency",
         3,
         &["--fault", "latency_ms=5"],
-        &policy(spec),
+        policy(
+            api()
+                .load_balancer(Algorithm::RoundRobin)
+                .outlier(OutlierDetection::new().latency(3.0, 10).interval(secs(1))),
+        ),
         &[],
     )?;
-    pm.fault(2, Fault::Latency(Duration::from_millis(50)))?;
+    pm.fault(2, Fault::Latency(ms(50)))?;
     let url = format!("http://{}/", pm.ep(0));
-    wait_for("the latency ejection", Duration::from_secs(15), || {
+    wait_for("the latency ejection", secs(15), || {
         pm.h2load(&format!("--h1 -n 100 -c 4 -t 1 {url}"))?;
         Ok(pm.outlier(2)?["state"] == "ejected")
     })?;
@@ -315,15 +358,16 @@ fn a_ten_times_slower_endpoint_is_ejected_as_a_latency_outlier() -> Result<()> {
 
 #[test]
 fn hedging_cuts_the_tail_of_a_route_with_one_slow_endpoint_within_its_budget() -> Result<()> {
-    let plain = "  loadBalancer: {algorithm: roundRobin}\n  routes:\n    - name: reads\n      match: {pathPrefix: /, method: GET}\n";
+    let reads = || Route::new("reads").path_prefix("/").method("GET");
+    let plain = || api().load_balancer(Algorithm::RoundRobin);
     let pm = PolicyMesh::new(
         "hedge",
         3,
         &["--fault", "latency_ms=5"],
-        &policy(plain),
+        policy(plain().route(reads())),
         &[],
     )?;
-    pm.fault(2, Fault::Latency(Duration::from_millis(300)))?;
+    pm.fault(2, Fault::Latency(ms(300)))?;
     // Each phase dials its own replica's address (the Backend spreads them all the same),
     // so the proxy keeps one latency series per phase.
     let (without_hedging, warm_up, with_hedging) = (pm.ep(0), pm.ep(2), pm.ep(1));
@@ -333,9 +377,10 @@ fn hedging_cuts_the_tail_of_a_route_with_one_slow_endpoint_within_its_budget() -
     assert_eq!((without.status_class.as_str(), without.count), ("2xx", 30));
     assert!(without.p90_ms >= 300.0, "{without:?}");
 
-    pm.set_policy(&policy(&format!(
-        "{plain}      hedging: {{delay: 30ms, budgetRatio: 0.5}}\n"
-    )))?;
+    pm.set_policy(policy(plain().route(reads().hedging(Hedging {
+        delay: ms(30),
+        budget_ratio: 0.5,
+    }))))?;
     // Warm the hedge budget (it allows half of the requests seen, so not the very first).
     curls(&pm, 6, &url(&warm_up))?;
     let with = curls(&pm, 60, &url(&with_hedging))?;
@@ -363,11 +408,19 @@ fn hedging_cuts_the_tail_of_a_route_with_one_slow_endpoint_within_its_budget() -
 #[test]
 fn below_the_panic_threshold_ejections_are_ignored_and_said_so() -> Result<()> {
     let spec = |panic: u8| {
-        format!(
-            "  retries: {{attempts: 1}}\n  loadBalancer: {{algorithm: roundRobin}}\n  outlierDetection: {{consecutive5xx: 2, maxEjectionPercent: 100, panicThreshold: {panic}}}\n"
+        policy(
+            api()
+                .retries(Retries::attempts(1))
+                .load_balancer(Algorithm::RoundRobin)
+                .outlier(
+                    OutlierDetection::new()
+                        .consecutive_5xx(2)
+                        .max_ejection_percent(100)
+                        .panic_threshold(panic),
+                ),
         )
     };
-    let pm = PolicyMesh::new("panic", 3, &[], &policy(&spec(50)), &[])?;
+    let pm = PolicyMesh::new("panic", 3, &[], spec(50), &[])?;
     pm.fault(1, Fault::FailRate(1.0))?;
     pm.fault(2, Fault::FailRate(1.0))?;
     let url = format!("http://{}/", pm.ep(0));
@@ -410,7 +463,7 @@ fn below_the_panic_threshold_ejections_are_ignored_and_said_so() -> Result<()> {
     }
 
     // Threshold 0: ejections are honoured whatever is left; the one good endpoint takes all.
-    pm.set_policy(&policy(&spec(0)))?;
+    pm.set_policy(spec(0))?;
     let r = pm.h2load(&format!("--h1 -n 90 -c 1 {url}"))?;
     assert_eq!(r.ok, 90, "{r:?}");
     assert_eq!(pm.outliers()?[0]["panic"], false);
@@ -419,65 +472,48 @@ fn below_the_panic_threshold_ejections_are_ignored_and_said_so() -> Result<()> {
 
 #[test]
 fn a_saturated_bulkhead_fails_fast_and_leaves_other_backends_alone() -> Result<()> {
-    let yaml = r#"
-apiVersion: bulwark.dev/v1alpha1
-kind: Backend
-metadata: {name: slow, namespace: shop}
-spec:
-  endpoints: ["{ep0}"]
----
-apiVersion: bulwark.dev/v1alpha1
-kind: TrafficPolicy
-metadata: {name: slow, namespace: shop}
-spec:
-  targetRef: {kind: Backend, name: slow}
-  limits: {maxConcurrentRequests: 2, maxPending: 2, queueTimeout: 100ms}
----
-apiVersion: bulwark.dev/v1alpha1
-kind: Backend
-metadata: {name: fast, namespace: shop}
-spec:
-  endpoints: ["{ep1}"]
-"#;
-    let pm = PolicyMesh::new("bulkhead", 2, &[], yaml, &[])?;
-    pm.fault(0, Fault::Latency(Duration::from_secs(2)))?;
-    let slow_url = format!("http://{}/", pm.ep(0));
+    let limits = Limits {
+        max_concurrent_requests: 2,
+        max_pending: 2,
+        queue_timeout: ms(100),
+    };
+    let pm = PolicyMesh::new(
+        "bulkhead",
+        2,
+        &[],
+        Policy::new()
+            .with(Backend::new("slow").replicas([0]))
+            .with(TrafficPolicy::for_backend("slow").limits(limits))
+            .with(Backend::new("fast").replicas([1])),
+        &[],
+    )?;
+    pm.fault(0, Fault::Latency(secs(2)))?;
+    let slow = pm.ep(0);
     let flood = {
         let client = pm.client.clone();
-        std::thread::spawn(move || client.sh_ok(&format!("h2load --h1 -n 20 -c 20 {slow_url}")))
+        let url = format!("http://{slow}/");
+        std::thread::spawn(move || client.sh_ok(&format!("h2load --h1 -n 20 -c 20 {url}")))
     };
-    wait_for(
-        "the flood to fill the bulkhead",
-        Duration::from_secs(5),
-        || {
-            let active = pm
-                .client
-                .metric("bulwark_bulkhead_active{target=\"Backend/shop/slow\"}")?;
-            Ok(active == Some(2.0))
-        },
-    )?;
+    let metric = |name: &str, labels: &str| {
+        pm.client
+            .metric(&format!("{name}{{target=\"Backend/shop/slow\"{labels}}}"))
+    };
+    wait_for("the flood to fill the bulkhead", secs(5), || {
+        Ok(metric("bulwark_bulkhead_active", "")? == Some(2.0))
+    })?;
     let out = pm
         .client
-        .sh_ok(&format!("curl -s -D - -o /dev/null http://{}/", pm.ep(0)))?;
+        .sh_ok(&format!("curl -s -D - -o /dev/null http://{slow}/"))?;
     assert!(out.contains("503") && out.contains("bulkhead_"), "{out}");
     let fast = pm.h2load(&format!("--h1 -n 200 -c 4 http://{}/", pm.ep(1)))?;
     assert_eq!((fast.ok, fast.errored), (200, 0), "{fast:?}");
     let out = flood.join().expect("flood thread")?;
-    let slow = bulwark_tests::policy::LoadResult::parse(&out).unwrap_or(
-        bulwark_tests::policy::LoadResult {
-            total: 0,
-            ok: 0,
-            non_2xx: 0,
-            errored: 0,
-        },
-    );
-    assert!(slow.ok <= 4 && slow.non_2xx >= 16, "{out}");
+    let flooded = LoadResult::parse(&out).unwrap_or_default();
+    assert!(flooded.ok <= 4 && flooded.non_2xx >= 16, "{out}");
     // A reason's series exists once it counted; the two together must reach 16.
     let rejections = |reason: &str| -> Result<f64> {
-        let name = format!(
-            "bulwark_bulkhead_rejections_total{{target=\"Backend/shop/slow\",reason=\"{reason}\"}}"
-        );
-        Ok(pm.client.metric(&name)?.unwrap_or(0.0))
+        let labels = format!(",reason=\"{reason}\"");
+        Ok(metric("bulwark_bulkhead_rejections_total", &labels)?.unwrap_or(0.0))
     };
     let shed = rejections("bulkhead_full")? + rejections("bulkhead_queue_timeout")?;
     assert!(shed >= 16.0, "{shed}");
@@ -485,7 +521,7 @@ spec:
     // bulkhead answered, not the 2 s upstream.
     let refused = pm
         .client
-        .latency("outbound", &pm.ep(0))?
+        .latency("outbound", &slow)?
         .into_iter()
         .find(|l| l.status_class == "5xx")
         .expect("a 5xx series for the refusals");
@@ -496,9 +532,17 @@ spec:
 
 #[test]
 fn streamed_bodies_of_unknown_length_are_replayed_up_to_the_limit() -> Result<()> {
-    let spec =
-        "  retries: {attempts: 3, conditions: [reset]}\n  loadBalancer: {algorithm: roundRobin}\n";
-    let pm = PolicyMesh::new("replay", 3, &[], &policy(spec), &[])?;
+    let pm = PolicyMesh::new(
+        "replay",
+        3,
+        &[],
+        policy(
+            api()
+                .retries(Retries::attempts(3).on([RetryOn::Reset]))
+                .load_balancer(Algorithm::RoundRobin),
+        ),
+        &[],
+    )?;
     pm.fault(0, Fault::ResetRate(1.0))?;
     // HTTP/2 uploads from stdin carry no content-length: the proxy cannot know the size
     // up front, streams the body, and keeps a copy for a retry.
@@ -527,8 +571,29 @@ fn streamed_bodies_of_unknown_length_are_replayed_up_to_the_limit() -> Result<()
 
 #[test]
 fn hangs_error_bursts_and_a_crash_and_restart_are_ridden_out() -> Result<()> {
-    let spec = "  timeouts: {request: 2s, perTry: 150ms}\n  retries: {attempts: 3, conditions: [5xx, reset, connect-failure]}\n  outlierDetection: {consecutive5xx: 0, consecutiveGatewayErrors: 3, baseEjectionTime: 1s, interval: 1s}\n  loadBalancer: {algorithm: roundRobin}\n";
-    let mut pm = PolicyMesh::new("ridden", 3, &[], &policy(spec), &[])?;
+    let mut pm = PolicyMesh::new(
+        "ridden",
+        3,
+        &[],
+        policy(
+            api()
+                .timeouts(Timeouts::new().request(secs(2)).per_try(ms(150)))
+                .retries(Retries::attempts(3).on([
+                    RetryOn::Status5xx,
+                    RetryOn::Reset,
+                    RetryOn::ConnectFailure,
+                ]))
+                .outlier(
+                    OutlierDetection::new()
+                        .consecutive_5xx(0)
+                        .consecutive_gateway_errors(3)
+                        .base_ejection_time(secs(1))
+                        .interval(secs(1)),
+                )
+                .load_balancer(Algorithm::RoundRobin),
+        ),
+        &[],
+    )?;
     // s0 accepts and never answers; s1 fails the first 3 of every 10 requests.
     pm.fault(0, Fault::HangRate(1.0))?;
     pm.fault(1, Fault::Burst { fail: 3, every: 10 })?;
@@ -550,14 +615,10 @@ fn hangs_error_bursts_and_a_crash_and_restart_are_ridden_out() -> Result<()> {
     let pod = pm.servers[2].clone();
     pm.mesh
         .testserver(&pod, &["--http", "0.0.0.0:8080", "--name", "s2"])?;
-    wait_for(
-        "the restarted endpoint to serve again",
-        Duration::from_secs(15),
-        || {
-            pm.h2load(&format!("--h1 -n 30 -c 1 {url}"))?;
-            Ok(pm.received(2, "*")? > 0)
-        },
-    )?;
+    wait_for("the restarted endpoint to serve again", secs(15), || {
+        pm.h2load(&format!("--h1 -n 30 -c 1 {url}"))?;
+        Ok(pm.received(2, "*")? > 0)
+    })?;
     let r = pm.h2load(&format!("--h1 -n 150 -c 3 -t 1 {url}"))?;
     assert_eq!(r.ok, 150, "{r:?}");
     Ok(())
