@@ -10,6 +10,7 @@
 //! [`wait_for`]; [`policy`] a mesh with a control plane and replicas; [`resources`] the
 //! policy documents as typed values.
 
+use std::ffi::{OsStr, OsString};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -128,7 +129,7 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<boo
 }
 
 /// A fault the test server injects (its module documentation has the meanings): given at
-/// start with its `--fault` flag or at run time with [`policy::PolicyMesh::fault`].
+/// start with [`TestServerStart::fault`] or at run time with [`policy::PolicyMesh::fault`].
 /// Setting one kind leaves the others as they are.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fault {
@@ -165,24 +166,150 @@ impl std::fmt::Display for Fault {
     }
 }
 
-/// `bulwark-proxy run EXTRA` in `pod`, as the proxy's UID and GID with no capability but
-/// CAP_NET_ADMIN (so it can read its rules back for `/ready`), pinned to `cpu` if given.
-pub fn proxy_command(pod: &Pod, cpu: Option<&str>, extra: &[&str]) -> Command {
-    let mut c = match cpu {
-        Some(cpu) => {
-            let mut c = pod.cmd("taskset");
-            c.args(["-c", cpu, "setpriv"]);
-            c
+/// `bulwark-proxy run` in a pod, as the proxy's UID and GID with no capability but
+/// CAP_NET_ADMIN (so it can read its rules back for `/ready`). [`Mesh::proxy`] starts one
+/// and waits for it; this is for a run a test drives itself.
+#[derive(Debug, Clone)]
+pub struct ProxyCommand {
+    pod: Pod,
+    cpu: Option<String>,
+    flags: Vec<OsString>,
+}
+
+impl ProxyCommand {
+    /// The proxy with its defaults.
+    pub fn new(pod: &Pod) -> Self {
+        Self {
+            pod: pod.clone(),
+            cpu: None,
+            flags: Vec::new(),
         }
-        None => pod.cmd("setpriv"),
-    };
-    let uid = PROXY_UID.to_string();
-    c.args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
-        .args(["--inh-caps", "+net_admin", "--ambient-caps", "+net_admin"])
-        .arg(bin("bulwark-proxy"))
-        .arg("run")
-        .args(extra);
-    c
+    }
+
+    /// Runs it on one CPU (`taskset -c cpu`).
+    pub fn pinned_to(mut self, cpu: &str) -> Self {
+        self.cpu = Some(cpu.into());
+        self
+    }
+
+    /// Adds `name value` to its command line (e.g. `--shutdown-grace 10s`).
+    pub fn flag(mut self, name: &str, value: impl AsRef<OsStr>) -> Self {
+        self.flags.push(name.into());
+        self.flags.push(value.as_ref().into());
+        self
+    }
+
+    /// The command, ready to spawn or run.
+    pub fn command(&self) -> Command {
+        let mut c = match &self.cpu {
+            Some(cpu) => {
+                let mut c = self.pod.cmd("taskset");
+                c.args(["-c", cpu, "setpriv"]);
+                c
+            }
+            None => self.pod.cmd("setpriv"),
+        };
+        let uid = PROXY_UID.to_string();
+        c.args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
+            .args(["--inh-caps", "+net_admin", "--ambient-caps", "+net_admin"])
+            .arg(bin("bulwark-proxy"))
+            .arg("run")
+            .args(&self.flags);
+        c
+    }
+}
+
+/// A proxy about to be started by [`Mesh::proxy`].
+#[derive(Debug)]
+pub struct ProxyStart<'m> {
+    mesh: &'m mut Mesh,
+    proxy: ProxyCommand,
+    init: bool,
+}
+
+impl ProxyStart<'_> {
+    /// Adds `name value` to the proxy's command line.
+    pub fn flag(mut self, name: &str, value: impl AsRef<OsStr>) -> Self {
+        self.proxy = self.proxy.flag(name, value);
+        self
+    }
+
+    /// Leaves the pod's rules as the test set them (no `bulwark-proxy init`).
+    pub fn without_init(mut self) -> Self {
+        self.init = false;
+        self
+    }
+
+    /// Applies the rules (unless told not to), starts the proxy and waits until `/ready`
+    /// answers 200.
+    pub fn start(self) -> Result<ProxyPid> {
+        let pod = self.proxy.pod.clone();
+        if self.init {
+            self.mesh.init(&pod, &[])?;
+        }
+        let mut cmd = self.proxy.command();
+        cmd.env("BULWARK_LOG", "info,bulwark_proxy=debug");
+        // Hostname endpoints of example policies must not be looked up beyond the mesh:
+        // 10.77.0.1 is on the pods' subnet but nobody's (a `--dns-servers` flag wins).
+        cmd.env("BULWARK_DNS_SERVERS", "10.77.0.1");
+        let pid = self.mesh.spawn(&pod, &format!("proxy-{}", pod.ns), cmd)?;
+        self.mesh.wait_ready(&pod, pid)?;
+        Ok(ProxyPid(pid))
+    }
+}
+
+/// A test server about to be started by [`Mesh::testserver`].
+#[derive(Debug)]
+pub struct TestServerStart<'m> {
+    mesh: &'m mut Mesh,
+    pod: Pod,
+    args: Vec<String>,
+    ports: Vec<u16>,
+}
+
+impl TestServerStart<'_> {
+    fn listen(mut self, flag: &str, addr: &str) -> Self {
+        if let Some(port) = addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()) {
+            self.ports.push(port);
+        }
+        self.args.extend([flag.to_string(), addr.to_string()]);
+        self
+    }
+
+    /// Serves HTTP/1.1 and h2c on `addr` (e.g. `0.0.0.0:8080`, `[::]:8081`).
+    pub fn http(self, addr: &str) -> Self {
+        self.listen("--http", addr)
+    }
+
+    /// Serves the server-speaks-first banner service on `addr`.
+    pub fn banner(self, addr: &str) -> Self {
+        self.listen("--banner", addr)
+    }
+
+    /// The name it puts in its answers (`hello from NAME`).
+    pub fn name(mut self, name: &str) -> Self {
+        self.args.extend(["--name".into(), name.into()]);
+        self
+    }
+
+    /// A fault in force from the first request.
+    pub fn fault(mut self, fault: Fault) -> Self {
+        self.args.extend(["--fault".into(), fault.to_string()]);
+        self
+    }
+
+    /// Starts it; returns its PID once every address it was given is listening.
+    pub fn start(self) -> Result<u32> {
+        let mut cmd = self.pod.cmd(bin("bulwark-testserver"));
+        cmd.args(&self.args);
+        let pid = self
+            .mesh
+            .spawn(&self.pod, &format!("testserver-{}", self.pod.ns), cmd)?;
+        for port in self.ports {
+            self.mesh.wait_listening(&self.pod, port)?;
+        }
+        Ok(pid)
+    }
 }
 
 /// One series of the proxy's request latency, as `/stats` gives it (to response headers).
@@ -415,42 +542,24 @@ impl Mesh {
         Ok(())
     }
 
-    /// Starts the test upstream in the pod with `args`.
-    /// Returns once every address it was given (`--http`, `--banner`) is listening.
-    pub fn testserver(&mut self, pod: &Pod, args: &[&str]) -> Result<u32> {
-        let mut cmd = pod.cmd(bin("bulwark-testserver"));
-        cmd.args(args);
-        let pid = self.spawn(pod, &format!("testserver-{}", pod.ns), cmd)?;
-        let ports = args
-            .windows(2)
-            .filter(|w| w[0] == "--http" || w[0] == "--banner")
-            .filter_map(|w| {
-                w[1].rsplit_once(':')
-                    .and_then(|(_, p)| p.parse::<u16>().ok())
-            });
-        for port in ports {
-            self.wait_listening(pod, port)?;
+    /// The test upstream for `pod`, to be given listeners and started.
+    pub fn testserver(&mut self, pod: &Pod) -> TestServerStart<'_> {
+        TestServerStart {
+            mesh: self,
+            pod: pod.clone(),
+            args: Vec::new(),
+            ports: Vec::new(),
         }
-        Ok(pid)
     }
 
-    /// Applies the rules and starts the proxy as UID/GID 5102 (with CAP_NET_ADMIN only so it
-    /// can verify the rules), then waits until `/ready` answers 200.
-    pub fn proxy(&mut self, pod: &Pod, extra: &[&str]) -> Result<ProxyPid> {
-        self.init(pod, &[])?;
-        self.proxy_no_init(pod, extra)
-    }
-
-    /// Starts the proxy without touching the rules; waits for `/ready`.
-    pub fn proxy_no_init(&mut self, pod: &Pod, extra: &[&str]) -> Result<ProxyPid> {
-        let mut cmd = proxy_command(pod, None, extra);
-        cmd.env("BULWARK_LOG", "info,bulwark_proxy=debug");
-        // Hostname endpoints of example policies must not be looked up beyond the mesh:
-        // 10.77.0.1 is on the pods' subnet but nobody's (a flag given in `extra` wins).
-        cmd.env("BULWARK_DNS_SERVERS", "10.77.0.1");
-        let pid = self.spawn(pod, &format!("proxy-{}", pod.ns), cmd)?;
-        self.wait_ready(pod, pid)?;
-        Ok(ProxyPid(pid))
+    /// The proxy for `pod` (its rules applied first, then run as UID/GID 5102), to be given
+    /// flags and started.
+    pub fn proxy(&mut self, pod: &Pod) -> ProxyStart<'_> {
+        ProxyStart {
+            mesh: self,
+            proxy: ProxyCommand::new(pod),
+            init: true,
+        }
     }
 
     /// Waits up to 10 s for the pod's proxy to answer `/ready` with 200.

@@ -2,6 +2,7 @@
 //! whose proxy follows it, and replica pods running the test server on port 8080. The
 //! policy is a [`Policy`] whose Backends may name the replicas by index.
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -54,56 +55,106 @@ pub struct PolicyMesh {
     pub dir: PathBuf,
 }
 
-impl PolicyMesh {
-    /// Builds the mesh with `servers` upstreams (each started with `server_args` besides
-    /// `--http` and `--name sN`) and `policy`; returns once the client's proxy
-    /// has applied it. `proxy_args` are extra proxy flags.
-    pub fn new(
-        test: &str,
-        servers: usize,
-        server_args: &[&str],
-        policy: impl Into<Policy>,
-        proxy_args: &[&str],
-    ) -> Result<Self> {
-        let mut mesh = Mesh::new(test)?;
+/// What [`PolicyMesh::builder`] starts: see its methods.
+#[derive(Debug)]
+pub struct PolicyMeshBuilder {
+    test: String,
+    replicas: usize,
+    faults: Vec<Fault>,
+    banner: Option<String>,
+    policy: Policy,
+    proxy_flags: Vec<(String, OsString)>,
+}
+
+impl PolicyMeshBuilder {
+    /// Runs `n` replicas, `s0` to `s{n-1}` (none by default).
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
+    }
+
+    /// Every replica starts with `fault` in force.
+    pub fn replica_fault(mut self, fault: Fault) -> Self {
+        self.faults.push(fault);
+        self
+    }
+
+    /// Every replica also serves the banner service on `addr`.
+    pub fn replica_banner(mut self, addr: &str) -> Self {
+        self.banner = Some(addr.into());
+        self
+    }
+
+    /// The policy the control plane starts with.
+    pub fn policy(mut self, policy: impl Into<Policy>) -> Self {
+        self.policy = policy.into();
+        self
+    }
+
+    /// Adds `name value` to the client proxy's command line.
+    pub fn proxy_flag(mut self, name: &str, value: impl AsRef<OsStr>) -> Self {
+        self.proxy_flags.push((name.into(), value.as_ref().into()));
+        self
+    }
+
+    /// Builds the mesh; returns once the client's proxy has applied the policy.
+    pub fn start(self) -> Result<PolicyMesh> {
+        let mut mesh = Mesh::new(&self.test)?;
         let cp = mesh.pod("cp")?;
         let client = mesh.pod("client")?;
-        let mut pods = Vec::new();
-        let mut pids = Vec::new();
-        for i in 0..servers {
-            let pod = mesh.pod(&format!("s{i}"))?;
+        let mut servers = Vec::new();
+        let mut server_pids = Vec::new();
+        for i in 0..self.replicas {
             let name = format!("s{i}");
-            let mut args = vec!["--http", "0.0.0.0:8080", "--name", &name];
-            args.extend_from_slice(server_args);
-            pids.push(mesh.testserver(&pod, &args)?);
-            pods.push(pod);
+            let pod = mesh.pod(&name)?;
+            let mut server = mesh.testserver(&pod).http("0.0.0.0:8080").name(&name);
+            if let Some(addr) = &self.banner {
+                server = server.banner(addr);
+            }
+            for f in &self.faults {
+                server = server.fault(*f);
+            }
+            server_pids.push(server.start()?);
+            servers.push(pod);
         }
-        let dir = policy_dir(test)?;
-        let mut pm = Self {
+        let mut pm = PolicyMesh {
+            dir: policy_dir(&self.test)?,
             mesh,
             cp,
             client,
-            servers: pods,
-            server_pids: pids,
-            dir,
+            servers,
+            server_pids,
         };
-        pm.write_policy(&policy.into())?;
+        pm.write_policy(&self.policy)?;
         let cp = pm.cp.clone();
         start_control_plane(&mut pm.mesh, &cp, &pm.dir)?;
-        let endpoint = format!("http://{}:5170", pm.cp.ip);
-        let client_ip = pm.client.ip.to_string();
-        let mut flags = vec![
-            "--control-plane",
-            &endpoint,
-            "--workload",
-            "shop/client",
-            "--pod-ips",
-            &client_ip,
-        ];
-        flags.extend_from_slice(proxy_args);
         let client = pm.client.clone();
-        pm.mesh.proxy(&client, &flags)?;
+        let mut proxy = pm
+            .mesh
+            .proxy(&client)
+            .flag("--control-plane", format!("http://{}:5170", cp.ip))
+            .flag("--workload", "shop/client")
+            .flag("--pod-ips", client.ip.to_string());
+        for (name, value) in &self.proxy_flags {
+            proxy = proxy.flag(name, value);
+        }
+        proxy.start()?;
         Ok(pm)
+    }
+}
+
+impl PolicyMesh {
+    /// A mesh for the test `test`: say how many replicas, their faults and the policy, then
+    /// [`PolicyMeshBuilder::start`] it.
+    pub fn builder(test: &str) -> PolicyMeshBuilder {
+        PolicyMeshBuilder {
+            test: test.into(),
+            replicas: 0,
+            faults: Vec::new(),
+            banner: None,
+            policy: Policy::new(),
+            proxy_flags: Vec::new(),
+        }
     }
 
     fn write_policy(&self, policy: &Policy) -> Result<()> {

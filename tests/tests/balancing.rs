@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use bulwark_tests::policy::PolicyMesh;
 use bulwark_tests::resources::Backend;
-use bulwark_tests::{Fault, wait_for};
+use bulwark_tests::{Fault, ProxyCommand, wait_for};
 
 fn delta(after: &[u64], before: &[u64]) -> Vec<u64> {
     after.iter().zip(before).map(|(a, b)| a - b).collect()
@@ -15,13 +15,11 @@ fn delta(after: &[u64], before: &[u64]) -> Vec<u64> {
 
 #[test]
 fn endpoints_share_load_and_peak_ewma_moves_it_off_a_slow_endpoint() -> Result<()> {
-    let pm = PolicyMesh::new(
-        "balance",
-        3,
-        &["--fault", "latency_ms=5"],
-        Backend::new("api").replicas(0..3),
-        &[],
-    )?;
+    let pm = PolicyMesh::builder("balance")
+        .replicas(3)
+        .replica_fault(Fault::Latency(Duration::from_millis(5)))
+        .policy(Backend::new("api").replicas(0..3))
+        .start()?;
     // Clients dial one endpoint's address; the Backend spreads the requests.
     let before = pm.received_all()?;
     let r = pm.h2load(&format!("--h1 -n 600 -c 4 -t 1 http://{}/", pm.ep(0)))?;
@@ -51,13 +49,11 @@ fn endpoints_share_load_and_peak_ewma_moves_it_off_a_slow_endpoint() -> Result<(
 fn hostname_endpoints_follow_dns_answers_on_their_ttl() -> Result<()> {
     let records = std::env::temp_dir().join(format!("bulwark-dns-{}", std::process::id()));
     // The DNS pod is the control plane's: it is on the mesh and answers from a file.
-    let mut pm = PolicyMesh::new(
-        "dns",
-        2,
-        &[],
-        Backend::new("api").replicas(0..2),
-        &["--dns-servers", "10.77.0.2"],
-    )?;
+    let mut pm = PolicyMesh::builder("dns")
+        .replicas(2)
+        .policy(Backend::new("api").replicas(0..2))
+        .proxy_flag("--dns-servers", "10.77.0.2")
+        .start()?;
     std::fs::write(
         &records,
         format!("api.test.internal {} 1\n", pm.servers[0].ip),
@@ -116,13 +112,11 @@ fn hostname_endpoints_follow_dns_answers_on_their_ttl() -> Result<()> {
 
 #[test]
 fn opaque_connections_to_a_backend_are_balanced_and_a_crashed_endpoint_is_skipped() -> Result<()> {
-    let mut pm = PolicyMesh::new(
-        "opaque",
-        3,
-        &["--banner", "0.0.0.0:25"],
-        Backend::new("mail").replicas_on(0..3, 25),
-        &[],
-    )?;
+    let mut pm = PolicyMesh::builder("opaque")
+        .replicas(3)
+        .replica_banner("0.0.0.0:25")
+        .policy(Backend::new("mail").replicas_on(0..3, 25))
+        .start()?;
     let probe = |pm: &PolicyMesh, n: usize| -> Result<Vec<String>> {
         let out = pm.client.sh_ok(&format!(
             "{} {} names {} 25 {n}",
@@ -157,8 +151,10 @@ fn policy_files_work_without_a_control_plane_and_bad_ones_stop_the_proxy_with_th
         .map(|i| mesh.pod(&format!("s{i}")))
         .collect::<Result<_>>()?;
     for (i, s) in servers.iter().enumerate() {
-        let name = format!("s{i}");
-        mesh.testserver(s, &["--http", "0.0.0.0:8080", "--name", &name])?;
+        mesh.testserver(s)
+            .http("0.0.0.0:8080")
+            .name(&format!("s{i}"))
+            .start()?;
     }
     let dir = bulwark_tests::policy::policy_dir("localpolicy")?;
     let file = dir.join("api.yaml");
@@ -171,8 +167,10 @@ fn policy_files_work_without_a_control_plane_and_bad_ones_stop_the_proxy_with_th
             servers[0].ip, servers[1].ip
         ),
     )?;
-    let path = dir.display().to_string();
-    mesh.proxy(&client, &["--policy", &path, "--workload", "shop/client"])?;
+    mesh.proxy(&client)
+        .flag("--policy", &dir)
+        .flag("--workload", "shop/client")
+        .start()?;
     let out = client.sh_ok(&format!(
         "for i in $(seq 20); do curl -s http://{}:8080/; done",
         servers[0].ip
@@ -187,21 +185,13 @@ fn policy_files_work_without_a_control_plane_and_bad_ones_stop_the_proxy_with_th
         &file,
         std::fs::read_to_string(&file)?.replace("endpoints:", "endpoint:"),
     )?;
-    let run = bulwark_tests::proxy_command(
-        &client,
-        None,
-        &[
-            "--policy",
-            &path,
-            "--admin-addr",
-            "127.0.0.1:5192",
-            "--outbound-port",
-            "5150",
-            "--inbound-port",
-            "5153",
-        ],
-    )
-    .output()?;
+    let run = ProxyCommand::new(&client)
+        .flag("--policy", &dir)
+        .flag("--admin-addr", "127.0.0.1:5192")
+        .flag("--outbound-port", "5150")
+        .flag("--inbound-port", "5153")
+        .command()
+        .output()?;
     let err = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{err}");
     assert!(

@@ -100,25 +100,18 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     let cp = mesh.pod("cp")?;
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
-    mesh.testserver(&server, &["--http", "0.0.0.0:8080"])?;
+    mesh.testserver(&server).http("0.0.0.0:8080").start()?;
     let dir = example_policy_dir("live")?;
     let api = dir.join("api.yaml");
     std::fs::write(&api, api_policy(&server, 3)?)?;
     let cp_pid = start_control_plane(&mut mesh, &cp, &dir)?;
-    let endpoint = format!("http://{}:5170", cp.ip);
-    let client_ip = client.ip.to_string();
-    let flags = [
-        "--control-plane",
-        &endpoint,
-        "--workload",
-        "shop/web",
-        "--pod-ips",
-        &client_ip,
+    mesh.proxy(&client)
+        .flag("--control-plane", format!("http://{}:5170", cp.ip))
+        .flag("--workload", "shop/web")
+        .flag("--pod-ips", client.ip.to_string())
         // The example's three endpoints (two for legacy-db, one for api) and no more.
-        "--max-policy-endpoints",
-        "3",
-    ];
-    mesh.proxy(&client, &flags)?;
+        .flag("--max-policy-endpoints", "3")
+        .start()?;
 
     // The first snapshot: the shop namespace's documents (with api.yaml's two) and the
     // MeshConfig.

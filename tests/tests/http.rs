@@ -8,19 +8,13 @@ use bulwark_tests::{Mesh, Pod};
 fn two_pods(mesh: &mut Mesh) -> Result<(Pod, Pod)> {
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
-    mesh.testserver(
-        &server,
-        &[
-            "--http",
-            "0.0.0.0:8080",
-            "--http",
-            "[::]:8081",
-            "--name",
-            "server",
-        ],
-    )?;
-    mesh.proxy(&server, &[])?;
-    mesh.proxy(&client, &[])?;
+    mesh.testserver(&server)
+        .http("0.0.0.0:8080")
+        .http("[::]:8081")
+        .name("server")
+        .start()?;
+    mesh.proxy(&server).start()?;
+    mesh.proxy(&client).start()?;
     Ok((client, server))
 }
 
@@ -103,11 +97,11 @@ fn oversized_headers_get_431_and_the_connection_survives_limits() -> Result<()> 
     let mut mesh = Mesh::new("limits")?;
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
-    mesh.testserver(&server, &["--http", "0.0.0.0:8080"])?;
-    mesh.proxy(
-        &client,
-        &["--max-headers", "20", "--max-header-bytes", "16384"],
-    )?;
+    mesh.testserver(&server).http("0.0.0.0:8080").start()?;
+    mesh.proxy(&client)
+        .flag("--max-headers", "20")
+        .flag("--max-header-bytes", "16384")
+        .start()?;
     let url = format!("http://{}:8080/", server.ip);
     let big = "a".repeat(20_000);
     let code = client.sh_ok(&format!(
@@ -129,8 +123,10 @@ fn a_slow_request_head_is_cut_off_by_the_header_read_timeout() -> Result<()> {
     let mut mesh = Mesh::new("slowloris")?;
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
-    mesh.testserver(&server, &["--http", "0.0.0.0:8080"])?;
-    mesh.proxy(&client, &["--header-read-timeout", "2s"])?;
+    mesh.testserver(&server).http("0.0.0.0:8080").start()?;
+    mesh.proxy(&client)
+        .flag("--header-read-timeout", "2s")
+        .start()?;
     let py = bulwark_tests::python();
     let script = bulwark_tests::py_script("tcp_probe.py");
     let out = client.sh_ok(&format!(
@@ -234,7 +230,7 @@ fn connection_failures_are_answered_by_the_proxy_with_a_reason() -> Result<()> {
     let mut mesh = Mesh::new("refused")?;
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
-    mesh.proxy(&client, &[])?;
+    mesh.proxy(&client).start()?;
     // Nothing listens on 9999 in the server pod: the upstream connect is refused.
     let out = client.sh_ok(&format!("curl -s -i http://{}:9999/", server.ip))?;
     assert!(out.starts_with("HTTP/1.1 502"), "{out}");

@@ -65,7 +65,10 @@ fn skipped_cidrs_and_ports_bypass_the_proxy_and_the_rest_does_not() -> Result<()
     let server = mesh.pod("server")?;
     let other = mesh.pod("other")?;
     for pod in [&server, &other] {
-        mesh.testserver(pod, &["--http", "0.0.0.0:8080", "--http", "0.0.0.0:9090"])?;
+        mesh.testserver(pod)
+            .http("0.0.0.0:8080")
+            .http("0.0.0.0:9090")
+            .start()?;
     }
     mesh.init(
         &client,
@@ -76,7 +79,7 @@ fn skipped_cidrs_and_ports_bypass_the_proxy_and_the_rest_does_not() -> Result<()
             "9090",
         ],
     )?;
-    mesh.proxy_no_init(&client, &[])?;
+    mesh.proxy(&client).without_init().start()?;
     for url in [
         format!("http://{}:8080/", server.ip),
         format!("http://{}:8080/", other.ip),
@@ -106,9 +109,12 @@ fn the_proxys_own_traffic_and_direct_connections_do_not_loop() -> Result<()> {
     let mut mesh = Mesh::new("loops")?;
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
-    mesh.testserver(&server, &["--http", "0.0.0.0:8080"])?;
-    mesh.testserver(&client, &["--http", "0.0.0.0:8080", "--name", "self"])?;
-    mesh.proxy(&client, &[])?;
+    mesh.testserver(&server).http("0.0.0.0:8080").start()?;
+    mesh.testserver(&client)
+        .http("0.0.0.0:8080")
+        .name("self")
+        .start()?;
+    mesh.proxy(&client).start()?;
     // An app connecting straight to the outbound port (not redirected) is refused rather
     // than forwarded back into the proxy.
     let out = client.sh("curl -s -m 5 -o /dev/null -w '%{http_code}' http://127.0.0.1:5140/")?;
@@ -142,9 +148,9 @@ fn ipv6_traffic_is_intercepted_in_both_directions() -> Result<()> {
     let mut mesh = Mesh::new("ipv6")?;
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
-    mesh.testserver(&server, &["--http", "[::]:8081"])?;
-    mesh.proxy(&server, &["--ipv6", "true"])?;
-    mesh.proxy(&client, &["--ipv6", "true"])?;
+    mesh.testserver(&server).http("[::]:8081").start()?;
+    mesh.proxy(&server).flag("--ipv6", "true").start()?;
+    mesh.proxy(&client).flag("--ipv6", "true").start()?;
     let out = client.sh_ok(&format!(
         "curl -sf -g 'http://[{}]:8081/headers'",
         server.ip6

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use bulwark_tests::{Mesh, bin, wait_for};
+use bulwark_tests::{Mesh, ProxyCommand, bin, wait_for};
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -14,8 +14,11 @@ fn sigterm_lets_in_flight_requests_finish_and_refuses_new_ones() -> Result<()> {
     let mut mesh = Mesh::new("drain")?;
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
-    mesh.testserver(&server, &["--http", "0.0.0.0:8080"])?;
-    let proxy = mesh.proxy(&client, &["--shutdown-grace", "10s"])?;
+    mesh.testserver(&server).http("0.0.0.0:8080").start()?;
+    let proxy = mesh
+        .proxy(&client)
+        .flag("--shutdown-grace", "10s")
+        .start()?;
     let url = format!("http://{}:8080", server.ip);
     let in_background = |script: String| {
         let client = client.clone();
@@ -93,8 +96,7 @@ fn ready_waits_for_the_rules_and_await_waits_for_ready() -> Result<()> {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("started"));
 
     // Proxy started before init: /ready is 503 and names the missing rule.
-    let cmd = bulwark_tests::proxy_command(&pod, None, &[]);
-    let pid = mesh.spawn(&pod, "proxy-early", cmd)?;
+    let pid = mesh.spawn(&pod, "proxy-early", ProxyCommand::new(&pod).command())?;
     let mut ready = None;
     wait_for("the proxy to have checked its rules", secs(5), || {
         ready = pod
@@ -135,11 +137,14 @@ fn admin_shutdown_is_off_by_default_and_loopback_only_when_on() -> Result<()> {
     let mut mesh = Mesh::new("adminshut")?;
     let pod = mesh.pod("pod")?;
     let other = mesh.pod("other")?;
-    mesh.proxy(&pod, &[])?;
+    mesh.proxy(&pod).start()?;
     let code =
         pod.sh_ok("curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:5191/shutdown")?;
     assert_eq!(code, "404", "disabled by default");
-    let proxy = mesh.proxy(&other, &["--admin-shutdown", "true"])?;
+    let proxy = mesh
+        .proxy(&other)
+        .flag("--admin-shutdown", "true")
+        .start()?;
     let (pod, other) = (other, pod);
     let remote = other.sh_ok(&format!(
         "curl -s -o /dev/null -w '%{{http_code}}' -X POST http://{}:5191/shutdown",

@@ -30,8 +30,8 @@ fn grpc_pods(name: &str) -> Result<(Mesh, Pod, Pod)> {
 #[test]
 fn grpcio_unary_and_streaming_calls_keep_trailers_and_status() -> Result<()> {
     let (mut mesh, client, server) = grpc_pods("grpc")?;
-    mesh.proxy(&server, &[])?;
-    mesh.proxy(&client, &[])?;
+    mesh.proxy(&server).start()?;
+    mesh.proxy(&client).start()?;
     let out = client.sh_ok(&py("grpc_check.py", &format!("client {}:50051", server.ip)))?;
     assert!(out.contains("grpc ok"), "{out}");
     let opened = |pod: &Pod, direction: &str| {
@@ -60,8 +60,10 @@ fn a_grpc_status_in_the_trailers_counts_against_the_endpoint() -> Result<()> {
                 ),
         );
     std::fs::write(dir.join("api.yaml"), policy.to_yaml(&[])?)?;
-    let path = dir.display().to_string();
-    mesh.proxy(&client, &["--policy", &path, "--workload", "shop/client"])?;
+    mesh.proxy(&client)
+        .flag("--policy", &dir)
+        .flag("--workload", "shop/client")
+        .start()?;
     // Each stream sends its messages, then UNAVAILABLE in the trailers: no trailers-only
     // response, so the status is only known when the body ends.
     let out = client.sh_ok(&py(
@@ -87,8 +89,8 @@ fn websocket_upgrade_is_tunnelled() -> Result<()> {
     cmd.arg(py_script("ws_check.py")).args(["server", "8765"]);
     mesh.spawn(&server, "ws-server", cmd)?;
     mesh.wait_listening(&server, 8765)?;
-    mesh.proxy(&server, &[])?;
-    mesh.proxy(&client, &[])?;
+    mesh.proxy(&server).start()?;
+    mesh.proxy(&client).start()?;
     let out = client.sh_ok(&py(
         "ws_check.py",
         &format!("client ws://{}:8765/ 200", server.ip),
@@ -114,19 +116,13 @@ fn server_speaks_first_waits_only_until_the_port_is_learned() -> Result<()> {
     let mut mesh = Mesh::new("banner")?;
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
-    mesh.testserver(
-        &server,
-        &[
-            "--banner",
-            "0.0.0.0:7025",
-            "--banner",
-            "0.0.0.0:6379",
-            "--name",
-            "mail",
-        ],
-    )?;
-    mesh.proxy(&server, &[])?;
-    mesh.proxy(&client, &["--detect-timeout", "1s"])?;
+    mesh.testserver(&server)
+        .banner("0.0.0.0:7025")
+        .banner("0.0.0.0:6379")
+        .name("mail")
+        .start()?;
+    mesh.proxy(&server).start()?;
+    mesh.proxy(&client).flag("--detect-timeout", "1s").start()?;
 
     // Port 7025 is unknown: the first two connections wait for detection to time out
     // (threshold 2), then the port is learned and later connections do not wait at all.
@@ -225,8 +221,8 @@ fn tls_is_passed_through_untouched() -> Result<()> {
         .arg(&key);
     mesh.spawn(&server, "tls-server", cmd)?;
     mesh.wait_listening(&server, 8443)?;
-    mesh.proxy(&server, &[])?;
-    mesh.proxy(&client, &[])?;
+    mesh.proxy(&server).start()?;
+    mesh.proxy(&client).start()?;
     let out = client.sh_ok(&format!(
         "curl -s --cacert {} --resolve server.test:8443:{} https://server.test:8443/",
         cert.display(),

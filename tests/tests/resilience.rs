@@ -70,7 +70,10 @@ fn a_failing_endpoint_is_absorbed_by_retries_and_ejection_and_returns_after_its_
         .retries(Retries::attempts(1))
         .outlier(OutlierDetection::new().consecutive_5xx(0))
         .load_balancer(Algorithm::RoundRobin);
-    let pm = PolicyMesh::new("absorb", 3, &[], policy(baseline), &[])?;
+    let pm = PolicyMesh::builder("absorb")
+        .replicas(3)
+        .policy(policy(baseline))
+        .start()?;
     pm.fault(2, Fault::FailRate(1.0))?;
     let url = format!("http://{}/", pm.ep(0));
     let base = pm.h2load(&format!("--h1 -n 900 -c 3 -t 1 {url}"))?;
@@ -132,17 +135,15 @@ fn the_retry_budget_bounds_load_when_every_endpoint_fails() -> Result<()> {
         min_per_second: 10,
         window: secs(10),
     };
-    let pm = PolicyMesh::new(
-        "budget",
-        3,
-        &["--fault", "fail_rate=1"],
-        policy(
+    let pm = PolicyMesh::builder("budget")
+        .replicas(3)
+        .replica_fault(Fault::FailRate(1.0))
+        .policy(policy(
             api()
                 .retries(Retries::attempts(3).on([RetryOn::Status5xx]).budget(budget))
                 .outlier(OutlierDetection::new().consecutive_5xx(0)),
-        ),
-        &[],
-    )?;
+        ))
+        .start()?;
     let before: u64 = pm.received_all()?.iter().sum();
     let r = pm.h2load(&format!("--h1 -n 1000 -c 4 -t 1 http://{}/", pm.ep(0)))?;
     assert_eq!(r.total, 1000);
@@ -162,13 +163,12 @@ fn the_retry_budget_bounds_load_when_every_endpoint_fails() -> Result<()> {
 fn a_post_is_never_executed_twice_while_gets_and_keyed_posts_are_retried() -> Result<()> {
     let retries =
         Retries::attempts(3).on([RetryOn::Reset, RetryOn::ConnectFailure, RetryOn::Status5xx]);
-    let mut pm = PolicyMesh::new(
-        "post",
-        3,
-        &[],
-        policy(api().retries(retries).load_balancer(Algorithm::RoundRobin)),
-        &[],
-    )?;
+    let mut pm = PolicyMesh::builder("post")
+        .replicas(3)
+        .policy(policy(
+            api().retries(retries).load_balancer(Algorithm::RoundRobin),
+        ))
+        .start()?;
     // s0 reads each request, then drops the connection without answering.
     pm.fault(0, Fault::ResetRate(1.0))?;
     let url = format!("http://{}/", pm.ep(1));
@@ -230,17 +230,15 @@ fn a_post_is_never_executed_twice_while_gets_and_keyed_posts_are_retried() -> Re
 fn timeouts_bound_latency_and_grpc_deadlines_are_propagated() -> Result<()> {
     // perTry 400 ms: the first try times out, the retry starts before 425 ms (backoff at
     // most 25 ms) and is cut by the request timeout at 600 ms, whatever the jitter.
-    let pm = PolicyMesh::new(
-        "timeout",
-        3,
-        &["--fault", "latency_ms=1000"],
-        policy(
+    let pm = PolicyMesh::builder("timeout")
+        .replicas(3)
+        .replica_fault(Fault::Latency(secs(1)))
+        .policy(policy(
             api()
                 .timeouts(Timeouts::new().request(ms(600)).per_try(ms(400)))
                 .retries(Retries::attempts(3).on([RetryOn::Status5xx])),
-        ),
-        &[],
-    )?;
+        ))
+        .start()?;
     // Runs one curl to `authority` with `args`; checks the proxy's answer names `reason`
     // and carries `status`, and returns the proxy's one latency series for it. Each probe
     // dials its own replica's address (the Backend takes them all), so each has a series of
@@ -317,17 +315,13 @@ fn timeouts_bound_latency_and_grpc_deadlines_are_propagated() -> Result<()> {
 
 #[test]
 fn a_ten_times_slower_endpoint_is_ejected_as_a_latency_outlier() -> Result<()> {
-    let pm = PolicyMesh::new(
-        "latency",
-        3,
-        &["--fault", "latency_ms=5"],
-        policy(
-            api()
-                .load_balancer(Algorithm::RoundRobin)
-                .outlier(OutlierDetection::new().latency(3.0, 10).interval(secs(1))),
-        ),
-        &[],
-    )?;
+    let pm = PolicyMesh::builder("latency")
+        .replicas(3)
+        .replica_fault(Fault::Latency(ms(5)))
+        .policy(policy(api().load_balancer(Algorithm::RoundRobin).outlier(
+            OutlierDetection::new().latency(3.0, 10).interval(secs(1)),
+        )))
+        .start()?;
     pm.fault(2, Fault::Latency(ms(50)))?;
     let url = format!("http://{}/", pm.ep(0));
     wait_for("the latency ejection", secs(15), || {
@@ -360,13 +354,11 @@ fn a_ten_times_slower_endpoint_is_ejected_as_a_latency_outlier() -> Result<()> {
 fn hedging_cuts_the_tail_of_a_route_with_one_slow_endpoint_within_its_budget() -> Result<()> {
     let reads = || Route::new("reads").path_prefix("/").method("GET");
     let plain = || api().load_balancer(Algorithm::RoundRobin);
-    let pm = PolicyMesh::new(
-        "hedge",
-        3,
-        &["--fault", "latency_ms=5"],
-        policy(plain().route(reads())),
-        &[],
-    )?;
+    let pm = PolicyMesh::builder("hedge")
+        .replicas(3)
+        .replica_fault(Fault::Latency(ms(5)))
+        .policy(policy(plain().route(reads())))
+        .start()?;
     pm.fault(2, Fault::Latency(ms(300)))?;
     // Each phase dials its own replica's address (the Backend spreads them all the same),
     // so the proxy keeps one latency series per phase.
@@ -420,7 +412,10 @@ fn below_the_panic_threshold_ejections_are_ignored_and_said_so() -> Result<()> {
                 ),
         )
     };
-    let pm = PolicyMesh::new("panic", 3, &[], spec(50), &[])?;
+    let pm = PolicyMesh::builder("panic")
+        .replicas(3)
+        .policy(spec(50))
+        .start()?;
     pm.fault(1, Fault::FailRate(1.0))?;
     pm.fault(2, Fault::FailRate(1.0))?;
     let url = format!("http://{}/", pm.ep(0));
@@ -477,16 +472,15 @@ fn a_saturated_bulkhead_fails_fast_and_leaves_other_backends_alone() -> Result<(
         max_pending: 2,
         queue_timeout: ms(100),
     };
-    let pm = PolicyMesh::new(
-        "bulkhead",
-        2,
-        &[],
-        Policy::new()
-            .with(Backend::new("slow").replicas([0]))
-            .with(TrafficPolicy::for_backend("slow").limits(limits))
-            .with(Backend::new("fast").replicas([1])),
-        &[],
-    )?;
+    let pm = PolicyMesh::builder("bulkhead")
+        .replicas(2)
+        .policy(
+            Policy::new()
+                .with(Backend::new("slow").replicas([0]))
+                .with(TrafficPolicy::for_backend("slow").limits(limits))
+                .with(Backend::new("fast").replicas([1])),
+        )
+        .start()?;
     pm.fault(0, Fault::Latency(secs(2)))?;
     let slow = pm.ep(0);
     let flood = {
@@ -532,17 +526,14 @@ fn a_saturated_bulkhead_fails_fast_and_leaves_other_backends_alone() -> Result<(
 
 #[test]
 fn streamed_bodies_of_unknown_length_are_replayed_up_to_the_limit() -> Result<()> {
-    let pm = PolicyMesh::new(
-        "replay",
-        3,
-        &[],
-        policy(
+    let pm = PolicyMesh::builder("replay")
+        .replicas(3)
+        .policy(policy(
             api()
                 .retries(Retries::attempts(3).on([RetryOn::Reset]))
                 .load_balancer(Algorithm::RoundRobin),
-        ),
-        &[],
-    )?;
+        ))
+        .start()?;
     pm.fault(0, Fault::ResetRate(1.0))?;
     // HTTP/2 uploads from stdin carry no content-length: the proxy cannot know the size
     // up front, streams the body, and keeps a copy for a retry.
@@ -571,11 +562,9 @@ fn streamed_bodies_of_unknown_length_are_replayed_up_to_the_limit() -> Result<()
 
 #[test]
 fn hangs_error_bursts_and_a_crash_and_restart_are_ridden_out() -> Result<()> {
-    let mut pm = PolicyMesh::new(
-        "ridden",
-        3,
-        &[],
-        policy(
+    let mut pm = PolicyMesh::builder("ridden")
+        .replicas(3)
+        .policy(policy(
             api()
                 .timeouts(Timeouts::new().request(secs(2)).per_try(ms(150)))
                 .retries(Retries::attempts(3).on([
@@ -591,9 +580,8 @@ fn hangs_error_bursts_and_a_crash_and_restart_are_ridden_out() -> Result<()> {
                         .interval(secs(1)),
                 )
                 .load_balancer(Algorithm::RoundRobin),
-        ),
-        &[],
-    )?;
+        ))
+        .start()?;
     // s0 accepts and never answers; s1 fails the first 3 of every 10 requests.
     pm.fault(0, Fault::HangRate(1.0))?;
     pm.fault(1, Fault::Burst { fail: 3, every: 10 })?;
@@ -614,7 +602,10 @@ fn hangs_error_bursts_and_a_crash_and_restart_are_ridden_out() -> Result<()> {
     assert_eq!(r.ok, 100, "{r:?}");
     let pod = pm.servers[2].clone();
     pm.mesh
-        .testserver(&pod, &["--http", "0.0.0.0:8080", "--name", "s2"])?;
+        .testserver(&pod)
+        .http("0.0.0.0:8080")
+        .name("s2")
+        .start()?;
     wait_for("the restarted endpoint to serve again", secs(15), || {
         pm.h2load(&format!("--h1 -n 30 -c 1 {url}"))?;
         Ok(pm.received(2, "*")? > 0)

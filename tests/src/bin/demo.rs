@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use bulwark_tests::policy::snapshot_version;
+use bulwark_tests::policy::{snapshot_version, start_control_plane};
 use bulwark_tests::resources::{
     Algorithm, Backend, OutlierDetection, Policy, Retries, RetryBudget, RetryOn, Timeouts,
     TrafficPolicy,
@@ -148,12 +148,7 @@ fn main() -> Result<()> {
         &policy_file,
         checkout_policy(&endpoints, without_resilience())?,
     )?;
-    let mut serve = cp.cmd(bulwark_tests::bin("bulwark-control-plane"));
-    serve
-        .args(["serve", "--poll-interval", "100ms", "--policy-dir"])
-        .arg(&dir);
-    mesh.spawn(&cp, "control-plane", serve)?;
-    mesh.wait_listening(&cp, 5170)?;
+    start_control_plane(&mut mesh, &cp, &dir)?;
     println!(
         "    bulwark-control-plane serving the example policy and a Backend 'checkout' with the three replicas"
     );
@@ -162,21 +157,16 @@ fn main() -> Result<()> {
         2,
         "starting the apps: HTTP on :8080 in each replica (replica 2 with an injected fault), a server-speaks-first service on :7025",
     );
-    let fault = Fault::FailRate(args.fail_rate).to_string();
     for (i, pod) in replicas.iter().enumerate() {
-        let name = format!("checkout-{i}");
-        let mut a = vec![
-            "--http",
-            "0.0.0.0:8080",
-            "--banner",
-            "0.0.0.0:7025",
-            "--name",
-            &name,
-        ];
+        let mut server = mesh
+            .testserver(pod)
+            .http("0.0.0.0:8080")
+            .banner("0.0.0.0:7025")
+            .name(&format!("checkout-{i}"));
         if i == 2 {
-            a.extend(["--fault", &fault]);
+            server = server.fault(Fault::FailRate(args.fail_rate));
         }
-        mesh.testserver(pod, &a)?;
+        server.start()?;
     }
     println!(
         "    fault injected: checkout-2 answers {:.0}% of its requests with 503",
@@ -193,18 +183,11 @@ fn main() -> Result<()> {
         .map(|p| (p, "shop/checkout"))
         .chain(std::iter::once((&client, "shop/frontend")))
     {
-        let ip = pod.ip.to_string();
-        mesh.proxy(
-            pod,
-            &[
-                "--control-plane",
-                &endpoint,
-                "--workload",
-                workload,
-                "--pod-ips",
-                &ip,
-            ],
-        )?;
+        mesh.proxy(pod)
+            .flag("--control-plane", &endpoint)
+            .flag("--workload", workload)
+            .flag("--pod-ips", pod.ip.to_string())
+            .start()?;
     }
     let rules = client.sh_ok("iptables-save -t nat | grep -c '^-A.*BULWARK'")?;
     println!(
