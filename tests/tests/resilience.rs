@@ -44,8 +44,8 @@ fn curls(pm: &PolicyMesh, n: usize, args: &str) -> Result<Vec<u16>> {
 }
 
 /// A resilience counter of the `api` Backend. The proxy creates a reason's series on its
-/// first count, so a missing one is a zero; every caller asserts a count above zero, which
-/// a missing series (or a misspelt name) fails.
+/// first count, so a missing one is a zero; every caller bounds a count from below by more
+/// than zero, which a missing series (or a misspelt name) fails.
 fn counted(pm: &PolicyMesh, name: &str, reason: &str) -> Result<f64> {
     Ok(pm
         .client
@@ -391,8 +391,8 @@ fn hedging_cuts_the_tail_of_a_route_with_one_slow_endpoint_within_its_budget() -
     let won = counted(&pm, "hedges", "hedge_won")?;
     assert!(won >= 10.0, "hedges won {won}");
     assert!(
-        sent <= 0.5 * 66.0 + 1.0,
-        "{sent} hedges for 66 requests, budget 50 %"
+        (won..=0.5 * 66.0 + 1.0).contains(&sent),
+        "{sent} hedges sent ({won} won) for 66 requests, budget 50 %"
     );
     Ok(())
 }
