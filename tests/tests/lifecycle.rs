@@ -39,6 +39,7 @@ fn sigterm_lets_in_flight_requests_finish_and_refuses_new_ones() -> Result<()> {
     let h2 = in_background(format!(
         "h2load -n 300 -c 2 -m 4 {url}/delay/20 | grep -E '^(requests|status codes):'"
     ));
+    // Past the slow 30 and h2load's first window (2 connections × 4 streams).
     wait_for("h2load's requests to reach the upstream", secs(10), || {
         Ok(server.served("*")? > 30 + 8)
     })?;
