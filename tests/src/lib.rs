@@ -5,7 +5,12 @@
 //! `bulwark-proxy init` (real iptables), the proxy under its own UID (via `setpriv`), apps
 //! and clients. Dropping the mesh ends every process it started (by PID) and deletes its
 //! namespaces. Traffic never leaves the namespaces the mesh created.
+//!
+//! Layout: this file has pods, the mesh, the proxy and test server launchers, [`Fault`]s and
+//! [`wait_for`]; [`policy`] a mesh with a control plane and replicas; [`resources`] the
+//! policy documents as typed values.
 
+use std::ffi::{OsStr, OsString};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -13,8 +18,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use serde::Deserialize;
 
 pub mod policy;
+pub mod resources;
 
 /// UID and GID the proxy runs as in tests (the default of `bulwark-proxy`).
 pub const PROXY_UID: u32 = 5102;
@@ -106,24 +113,220 @@ fn reap_stale() {
     }
 }
 
-/// `bulwark-proxy run EXTRA` in `pod`, as the proxy's UID and GID with no capability but
-/// CAP_NET_ADMIN (so it can read its rules back for `/ready`), pinned to `cpu` if given.
-pub fn proxy_command(pod: &Pod, cpu: Option<&str>, extra: &[&str]) -> Command {
-    let mut c = match cpu {
-        Some(cpu) => {
-            let mut c = pod.cmd("taskset");
-            c.args(["-c", cpu, "setpriv"]);
-            c
+/// Calls `f` every 50 ms until it returns true, for at most `timeout`; an error from `f`
+/// ends the wait at once. The one way tests wait for something to happen.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f()? {
+            return Ok(());
         }
-        None => pod.cmd("setpriv"),
-    };
-    let uid = PROXY_UID.to_string();
-    c.args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
-        .args(["--inh-caps", "+net_admin", "--ambient-caps", "+net_admin"])
-        .arg(bin("bulwark-proxy"))
-        .arg("run")
-        .args(extra);
-    c
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A fault the test server injects (its module documentation has the meanings): given at
+/// start with [`TestServerStart::fault`] or at run time with [`policy::PolicyMesh::fault`].
+/// Setting one kind leaves the others as they are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    /// Added to every request before it is answered (in whole milliseconds).
+    Latency(Duration),
+    /// This share of requests (0 to 1, spread evenly) is answered 503.
+    FailRate(f64),
+    /// The first `fail` of every `every` requests are answered 503.
+    Burst {
+        /// Requests failed at the start of each run of `every`.
+        fail: u64,
+        /// Length of a run.
+        every: u64,
+    },
+    /// Ends [`Fault::Burst`].
+    NoBurst,
+    /// This share of requests is read whole, then the connection is closed unanswered.
+    ResetRate(f64),
+    /// This share of requests is held unanswered (accept-and-hang).
+    HangRate(f64),
+}
+
+impl std::fmt::Display for Fault {
+    /// The `key=value` the test server reads in `--fault` and `POST /_fault`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Latency(d) => write!(f, "latency_ms={}", d.as_millis()),
+            Self::FailRate(r) => write!(f, "fail_rate={r}"),
+            Self::Burst { fail, every } => write!(f, "burst={fail}/{every}"),
+            Self::NoBurst => f.write_str("burst=off"),
+            Self::ResetRate(r) => write!(f, "reset_rate={r}"),
+            Self::HangRate(r) => write!(f, "hang_rate={r}"),
+        }
+    }
+}
+
+/// `bulwark-proxy run` in a pod, as the proxy's UID and GID with no capability but
+/// CAP_NET_ADMIN (so it can read its rules back for `/ready`). [`Mesh::proxy`] starts one
+/// and waits for it; this is for a run a test drives itself.
+#[derive(Debug, Clone)]
+pub struct ProxyCommand {
+    pod: Pod,
+    cpu: Option<String>,
+    flags: Vec<OsString>,
+}
+
+impl ProxyCommand {
+    /// The proxy with its defaults.
+    pub fn new(pod: &Pod) -> Self {
+        Self {
+            pod: pod.clone(),
+            cpu: None,
+            flags: Vec::new(),
+        }
+    }
+
+    /// Runs it on one CPU (`taskset -c cpu`).
+    pub fn pinned_to(mut self, cpu: &str) -> Self {
+        self.cpu = Some(cpu.into());
+        self
+    }
+
+    /// Adds `name value` to its command line (e.g. `--shutdown-grace 10s`).
+    pub fn flag(mut self, name: &str, value: impl AsRef<OsStr>) -> Self {
+        self.flags.push(name.into());
+        self.flags.push(value.as_ref().into());
+        self
+    }
+
+    /// The command, ready to spawn or run.
+    pub fn command(&self) -> Command {
+        let mut c = match &self.cpu {
+            Some(cpu) => {
+                let mut c = self.pod.cmd("taskset");
+                c.args(["-c", cpu, "setpriv"]);
+                c
+            }
+            None => self.pod.cmd("setpriv"),
+        };
+        let uid = PROXY_UID.to_string();
+        c.args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
+            .args(["--inh-caps", "+net_admin", "--ambient-caps", "+net_admin"])
+            .arg(bin("bulwark-proxy"))
+            .arg("run")
+            .args(&self.flags);
+        c
+    }
+}
+
+/// A proxy about to be started by [`Mesh::proxy`].
+#[derive(Debug)]
+pub struct ProxyStart<'m> {
+    mesh: &'m mut Mesh,
+    proxy: ProxyCommand,
+    init: bool,
+}
+
+impl ProxyStart<'_> {
+    /// Adds `name value` to the proxy's command line.
+    pub fn flag(mut self, name: &str, value: impl AsRef<OsStr>) -> Self {
+        self.proxy = self.proxy.flag(name, value);
+        self
+    }
+
+    /// Leaves the pod's rules as the test set them (no `bulwark-proxy init`).
+    pub fn without_init(mut self) -> Self {
+        self.init = false;
+        self
+    }
+
+    /// Applies the rules (unless told not to), starts the proxy and waits until `/ready`
+    /// answers 200.
+    pub fn start(self) -> Result<ProxyPid> {
+        let pod = self.proxy.pod.clone();
+        if self.init {
+            self.mesh.init(&pod, &[])?;
+        }
+        let mut cmd = self.proxy.command();
+        cmd.env("BULWARK_LOG", "info,bulwark_proxy=debug");
+        // Hostname endpoints of example policies must not be looked up beyond the mesh:
+        // 10.77.0.1 is on the pods' subnet but nobody's (a `--dns-servers` flag wins).
+        cmd.env("BULWARK_DNS_SERVERS", "10.77.0.1");
+        let pid = self.mesh.spawn(&pod, &format!("proxy-{}", pod.ns), cmd)?;
+        self.mesh.wait_ready(&pod, pid)?;
+        Ok(ProxyPid(pid))
+    }
+}
+
+/// A test server about to be started by [`Mesh::testserver`].
+#[derive(Debug)]
+pub struct TestServerStart<'m> {
+    mesh: &'m mut Mesh,
+    pod: Pod,
+    args: Vec<String>,
+    ports: Vec<u16>,
+}
+
+impl TestServerStart<'_> {
+    fn listen(mut self, flag: &str, addr: &str) -> Self {
+        if let Some(port) = addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()) {
+            self.ports.push(port);
+        }
+        self.args.extend([flag.to_string(), addr.to_string()]);
+        self
+    }
+
+    /// Serves HTTP/1.1 and h2c on `addr` (e.g. `0.0.0.0:8080`, `[::]:8081`).
+    pub fn http(self, addr: &str) -> Self {
+        self.listen("--http", addr)
+    }
+
+    /// Serves the server-speaks-first banner service on `addr`.
+    pub fn banner(self, addr: &str) -> Self {
+        self.listen("--banner", addr)
+    }
+
+    /// The name it puts in its answers (`hello from NAME`).
+    pub fn name(mut self, name: &str) -> Self {
+        self.args.extend(["--name".into(), name.into()]);
+        self
+    }
+
+    /// A fault in force from the first request.
+    pub fn fault(mut self, fault: Fault) -> Self {
+        self.args.extend(["--fault".into(), fault.to_string()]);
+        self
+    }
+
+    /// Starts it; returns its PID once every address it was given is listening.
+    pub fn start(self) -> Result<u32> {
+        let mut cmd = self.pod.cmd(bin("bulwark-testserver"));
+        cmd.args(&self.args);
+        let pid = self
+            .mesh
+            .spawn(&self.pod, &format!("testserver-{}", self.pod.ns), cmd)?;
+        for port in self.ports {
+            self.mesh.wait_listening(&self.pod, port)?;
+        }
+        Ok(pid)
+    }
+}
+
+/// One series of the proxy's request latency, as `/stats` gives it (to response headers).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Latency {
+    /// `2xx`, `5xx`, …
+    pub status_class: String,
+    /// Requests recorded.
+    pub count: u64,
+    /// Median, in milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile, in milliseconds.
+    pub p90_ms: f64,
+    /// 99th percentile, in milliseconds.
+    pub p99_ms: f64,
+    /// The slowest, in milliseconds.
+    pub max_ms: f64,
 }
 
 /// One pod: a network namespace on the mesh bridge.
@@ -164,6 +367,20 @@ impl Pod {
         Ok((code.parse().unwrap_or(0), body.to_string()))
     }
 
+    /// Requests the test server on this pod's port 8080 received, by method (`"*"` for all),
+    /// from its `/_stats` (asked from inside the pod, so no proxy counts the asking).
+    pub fn served(&self, method: &str) -> Result<u64> {
+        let out = self.sh_ok("curl -sf -m 5 http://127.0.0.1:8080/_stats")?;
+        let v: serde_json::Value = serde_json::from_str(out.trim())?;
+        if method == "*" {
+            return v["requests"]
+                .as_u64()
+                .context("/_stats has a request count");
+        }
+        // A method is listed once the server has seen it.
+        Ok(v["by_method"][method].as_u64().unwrap_or(0))
+    }
+
     /// The proxy's peak resident memory (VmHWM) from `/stats`, in bytes.
     pub fn proxy_peak_rss(&self) -> Result<u64> {
         let (_, body) = self.admin("/stats")?;
@@ -173,25 +390,56 @@ impl Pod {
             .context("/stats has no peak_rss_bytes")
     }
 
-    /// Requests the pod's proxy recorded for one direction, authority and status class.
-    pub fn requests(&self, direction: &str, authority: &str, class: &str) -> Result<f64> {
+    /// Requests the pod's proxy recorded for one direction, authority and status class
+    /// (None: not one).
+    pub fn requests(&self, direction: &str, authority: &str, class: &str) -> Result<Option<f64>> {
         self.metric(&format!(
             "bulwark_request_duration_seconds_count{{direction=\"{direction}\",authority=\"{authority}\",status_class=\"{class}\"}}"
         ))
     }
 
-    /// The value of one sample of the proxy's Prometheus metrics (0 when absent).
-    pub fn metric(&self, name_and_labels: &str) -> Result<f64> {
+    /// Requests the pod's proxy recorded in one direction, over every authority and class.
+    pub fn requests_total(&self, direction: &str) -> Result<f64> {
         let (_, text) = self.admin("/metrics")?;
-        Ok(text
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(name_and_labels)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0))
+        let prefix = format!("bulwark_request_duration_seconds_count{{direction=\"{direction}\",");
+        text.lines()
+            .filter(|l| l.starts_with(&prefix))
+            .map(|l| sample_value(l).with_context(|| format!("unreadable sample {l:?}")))
+            .sum()
     }
+
+    /// The value of one sample of the proxy's Prometheus metrics, given as its name and
+    /// labels exactly as rendered; None when the proxy has no such series.
+    pub fn metric(&self, name_and_labels: &str) -> Result<Option<f64>> {
+        let (_, text) = self.admin("/metrics")?;
+        let Some(line) = text.lines().find(|l| {
+            l.strip_prefix(name_and_labels)
+                .is_some_and(|rest| rest.starts_with(' '))
+        }) else {
+            return Ok(None);
+        };
+        sample_value(line)
+            .map(Some)
+            .with_context(|| format!("unreadable sample {line:?}"))
+    }
+
+    /// The proxy's latency series for one direction and authority, one per status class,
+    /// from `/stats` (the proxy's own histogram, not the client's clock).
+    pub fn latency(&self, direction: &str, authority: &str) -> Result<Vec<Latency>> {
+        let (_, body) = self.admin("/stats")?;
+        let stats: serde_json::Value = serde_json::from_str(&body)?;
+        stats["latency"]
+            .as_array()
+            .context("/stats has no latency rows")?
+            .iter()
+            .filter(|r| r["direction"] == direction && r["authority"] == authority)
+            .map(|r| Ok(serde_json::from_value(r.clone())?))
+            .collect()
+    }
+}
+
+fn sample_value(line: &str) -> Option<f64> {
+    line.rsplit_once(' ')?.1.trim().parse().ok()
 }
 
 /// A set of pods on one bridge, and every process started in them.
@@ -294,77 +542,52 @@ impl Mesh {
         Ok(())
     }
 
-    /// Starts the test upstream in the pod with `args`.
-    /// Returns once every address it was given (`--http`, `--banner`) is listening.
-    pub fn testserver(&mut self, pod: &Pod, args: &[&str]) -> Result<u32> {
-        let mut cmd = pod.cmd(bin("bulwark-testserver"));
-        cmd.args(args);
-        let pid = self.spawn(pod, &format!("testserver-{}", pod.ns), cmd)?;
-        let ports = args
-            .windows(2)
-            .filter(|w| w[0] == "--http" || w[0] == "--banner")
-            .filter_map(|w| {
-                w[1].rsplit_once(':')
-                    .and_then(|(_, p)| p.parse::<u16>().ok())
-            });
-        for port in ports {
-            self.wait_listening(pod, port)?;
+    /// The test upstream for `pod`, to be given listeners and started.
+    pub fn testserver(&mut self, pod: &Pod) -> TestServerStart<'_> {
+        TestServerStart {
+            mesh: self,
+            pod: pod.clone(),
+            args: Vec::new(),
+            ports: Vec::new(),
         }
-        Ok(pid)
     }
 
-    /// Applies the rules and starts the proxy as UID/GID 5102 (with CAP_NET_ADMIN only so it
-    /// can verify the rules), then waits until `/ready` answers 200.
-    pub fn proxy(&mut self, pod: &Pod, extra: &[&str]) -> Result<ProxyPid> {
-        self.init(pod, &[])?;
-        self.proxy_no_init(pod, extra)
-    }
-
-    /// Starts the proxy without touching the rules; waits for `/ready`.
-    pub fn proxy_no_init(&mut self, pod: &Pod, extra: &[&str]) -> Result<ProxyPid> {
-        let mut cmd = proxy_command(pod, None, extra);
-        cmd.env("BULWARK_LOG", "info,bulwark_proxy=debug");
-        // Hostname endpoints of example policies must not be looked up beyond the mesh:
-        // 10.77.0.1 is on the pods' subnet but nobody's (a flag given in `extra` wins).
-        cmd.env("BULWARK_DNS_SERVERS", "10.77.0.1");
-        let pid = self.spawn(pod, &format!("proxy-{}", pod.ns), cmd)?;
-        self.wait_ready(pod, pid)?;
-        Ok(ProxyPid(pid))
+    /// The proxy for `pod` (its rules applied first, then run as UID/GID 5102), to be given
+    /// flags and started.
+    pub fn proxy(&mut self, pod: &Pod) -> ProxyStart<'_> {
+        ProxyStart {
+            mesh: self,
+            proxy: ProxyCommand::new(pod),
+            init: true,
+        }
     }
 
     /// Waits up to 10 s for the pod's proxy to answer `/ready` with 200.
     pub fn wait_ready(&self, pod: &Pod, pid: u32) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok((200, _)) = pod.admin("/ready") {
-                return Ok(());
-            }
-            if !pid_alive(pid) || Instant::now() > deadline {
-                bail!(
-                    "proxy in {} not ready: {}",
-                    pod.ns,
-                    self.log_of(&format!("proxy-{}", pod.ns))
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let ready = wait_for("/ready", Duration::from_secs(10), || {
+            ensure!(pid_alive(pid), "the proxy exited");
+            Ok(matches!(pod.admin("/ready"), Ok((200, _))))
+        });
+        ready.with_context(|| {
+            format!(
+                "proxy in {} not ready: {}",
+                pod.ns,
+                self.log_of(&format!("proxy-{}", pod.ns))
+            )
+        })
     }
 
     /// Waits until a TCP port is listening in the pod (for apps started with [`Mesh::spawn`]).
     pub fn wait_listening(&self, pod: &Pod, port: u16) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
+        let what = format!("a listener on port {port} in {}", pod.ns);
+        wait_for(&what, Duration::from_secs(10), || {
             let out = pod.sh_ok("ss -Htln")?;
-            if out.lines().any(|l| {
+            Ok(out.lines().any(|l| {
                 l.split_whitespace()
                     .nth(3)
                     .is_some_and(|a| a.ends_with(&format!(":{port}")))
-            }) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("nothing listens on port {port} in {}", pod.ns)
+            }))
+        })
     }
 
     /// The log of a process started under `label`.
@@ -381,16 +604,16 @@ impl Mesh {
             .find(|(_, c)| c.id() == pid)
             .context("not a process this mesh started")?;
         signal(pid, "TERM");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!("process {pid} still running {timeout:?} after SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut status = None;
+        wait_for(
+            &format!("process {pid} to exit after SIGTERM"),
+            timeout,
+            || {
+                status = child.try_wait()?;
+                Ok(status.is_some())
+            },
+        )?;
+        status.context("exited")
     }
 }
 

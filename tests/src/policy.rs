@@ -1,26 +1,15 @@
-//! A mesh with policy: a control plane serving a directory of YAML, a client pod whose proxy
-//! follows it, and upstream pods running the test server on port 8080. Policy text may
-//! name the upstreams as `{ep0}`, `{ep1}`, … (replaced by `10.77.0.N:8080`) or by address
-//! alone as `{ip0}`, `{ip1}`, ….
+//! A mesh with policy: a control plane serving a directory of policy files, a client pod
+//! whose proxy follows it, and replica pods running the test server on port 8080. The
+//! policy is a [`Policy`] whose Backends may name the replicas by index.
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
-use crate::{Mesh, Pod, bin};
-
-/// Calls `f` every 50 ms until it returns true, for at most `timeout`.
-pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("timed out after {timeout:?} waiting for {what}")
-}
+use crate::resources::Policy;
+use crate::{Fault, Mesh, Pod, bin, wait_for};
 
 /// The snapshot version the pod's proxy applied.
 pub fn snapshot_version(pod: &Pod) -> Result<u64> {
@@ -66,66 +55,112 @@ pub struct PolicyMesh {
     pub dir: PathBuf,
 }
 
-impl PolicyMesh {
-    /// Builds the mesh with `servers` upstreams (each started with `server_args` besides
-    /// `--http` and `--name sN`) and `policy` in `policy.yaml`; returns once the client's proxy
-    /// has applied it. `proxy_args` are extra proxy flags.
-    pub fn new(
-        test: &str,
-        servers: usize,
-        server_args: &[&str],
-        policy: &str,
-        proxy_args: &[&str],
-    ) -> Result<Self> {
-        let mut mesh = Mesh::new(test)?;
+/// What [`PolicyMesh::builder`] starts: see its methods.
+#[derive(Debug)]
+pub struct PolicyMeshBuilder {
+    test: String,
+    replicas: usize,
+    faults: Vec<Fault>,
+    banner: Option<String>,
+    policy: Policy,
+    proxy_flags: Vec<(String, OsString)>,
+}
+
+impl PolicyMeshBuilder {
+    /// Runs `n` replicas, `s0` to `s{n-1}` (none by default).
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
+    }
+
+    /// Every replica starts with `fault` in force.
+    pub fn replica_fault(mut self, fault: Fault) -> Self {
+        self.faults.push(fault);
+        self
+    }
+
+    /// Every replica also serves the banner service on `addr`.
+    pub fn replica_banner(mut self, addr: &str) -> Self {
+        self.banner = Some(addr.into());
+        self
+    }
+
+    /// The policy the control plane starts with.
+    pub fn policy(mut self, policy: impl Into<Policy>) -> Self {
+        self.policy = policy.into();
+        self
+    }
+
+    /// Adds `name value` to the client proxy's command line.
+    pub fn proxy_flag(mut self, name: &str, value: impl AsRef<OsStr>) -> Self {
+        self.proxy_flags.push((name.into(), value.as_ref().into()));
+        self
+    }
+
+    /// Builds the mesh; returns once the client's proxy has applied the policy.
+    pub fn start(self) -> Result<PolicyMesh> {
+        let mut mesh = Mesh::new(&self.test)?;
         let cp = mesh.pod("cp")?;
         let client = mesh.pod("client")?;
-        let mut pods = Vec::new();
-        let mut pids = Vec::new();
-        for i in 0..servers {
-            let pod = mesh.pod(&format!("s{i}"))?;
+        let mut servers = Vec::new();
+        let mut server_pids = Vec::new();
+        for i in 0..self.replicas {
             let name = format!("s{i}");
-            let mut args = vec!["--http", "0.0.0.0:8080", "--name", &name];
-            args.extend_from_slice(server_args);
-            pids.push(mesh.testserver(&pod, &args)?);
-            pods.push(pod);
+            let pod = mesh.pod(&name)?;
+            let mut server = mesh.testserver(&pod).http("0.0.0.0:8080").name(&name);
+            if let Some(addr) = &self.banner {
+                server = server.banner(addr);
+            }
+            for f in &self.faults {
+                server = server.fault(*f);
+            }
+            server_pids.push(server.start()?);
+            servers.push(pod);
         }
-        let dir = policy_dir(test)?;
-        let mut pm = Self {
+        let mut pm = PolicyMesh {
+            dir: policy_dir(&self.test)?,
             mesh,
             cp,
             client,
-            servers: pods,
-            server_pids: pids,
-            dir,
+            servers,
+            server_pids,
         };
-        std::fs::write(pm.dir.join("policy.yaml"), pm.expand(policy))?;
+        pm.write_policy(&self.policy)?;
         let cp = pm.cp.clone();
         start_control_plane(&mut pm.mesh, &cp, &pm.dir)?;
-        let endpoint = format!("http://{}:5170", pm.cp.ip);
-        let client_ip = pm.client.ip.to_string();
-        let mut flags = vec![
-            "--control-plane",
-            &endpoint,
-            "--workload",
-            "shop/client",
-            "--pod-ips",
-            &client_ip,
-        ];
-        flags.extend_from_slice(proxy_args);
         let client = pm.client.clone();
-        pm.mesh.proxy(&client, &flags)?;
+        let mut proxy = pm
+            .mesh
+            .proxy(&client)
+            .flag("--control-plane", format!("http://{}:5170", cp.ip))
+            .flag("--workload", "shop/client")
+            .flag("--pod-ips", client.ip.to_string());
+        for (name, value) in &self.proxy_flags {
+            proxy = proxy.flag(name, value);
+        }
+        proxy.start()?;
         Ok(pm)
     }
+}
 
-    /// `{epN}` → the address of upstream N, `{ipN}` → its IP.
-    pub fn expand(&self, policy: &str) -> String {
-        let mut s = policy.to_string();
-        for (i, p) in self.servers.iter().enumerate() {
-            s = s.replace(&format!("{{ep{i}}}"), &format!("{}:8080", p.ip));
-            s = s.replace(&format!("{{ip{i}}}"), &p.ip.to_string());
+impl PolicyMesh {
+    /// A mesh for the test `test`: say how many replicas, their faults and the policy, then
+    /// [`PolicyMeshBuilder::start`] it.
+    pub fn builder(test: &str) -> PolicyMeshBuilder {
+        PolicyMeshBuilder {
+            test: test.into(),
+            replicas: 0,
+            faults: Vec::new(),
+            banner: None,
+            policy: Policy::new(),
+            proxy_flags: Vec::new(),
         }
-        s
+    }
+
+    fn write_policy(&self, policy: &Policy) -> Result<()> {
+        let ips: Vec<_> = self.servers.iter().map(|p| p.ip).collect();
+        std::fs::write(self.dir.join("policy.yaml"), policy.to_yaml(&ips)?)?;
+        Ok(())
     }
 
     /// The address of upstream `i`.
@@ -134,9 +169,9 @@ impl PolicyMesh {
     }
 
     /// Replaces the policy and waits until the client's proxy applied it.
-    pub fn set_policy(&self, policy: &str) -> Result<()> {
+    pub fn set_policy(&self, policy: impl Into<Policy>) -> Result<()> {
         let before = snapshot_version(&self.client)?;
-        std::fs::write(self.dir.join("policy.yaml"), self.expand(policy))?;
+        self.write_policy(&policy.into())?;
         wait_for(
             "the policy to reach the proxy",
             Duration::from_secs(10),
@@ -144,23 +179,17 @@ impl PolicyMesh {
         )
     }
 
-    /// Sets faults on upstream `i` (`POST /_fault?query`, from its own pod).
-    pub fn fault(&self, i: usize, query: &str) -> Result<()> {
+    /// Sets a fault on replica `i` (`POST /_fault`, from its own pod, so no proxy sees it).
+    pub fn fault(&self, i: usize, fault: Fault) -> Result<()> {
         self.servers[i].sh_ok(&format!(
-            "curl -sf -m 5 -X POST 'http://127.0.0.1:8080/_fault?{query}' >/dev/null"
+            "curl -sf -m 5 -X POST 'http://127.0.0.1:8080/_fault?{fault}' >/dev/null"
         ))?;
         Ok(())
     }
 
     /// Requests upstream `i` received, by method (`"*"` for all).
     pub fn received(&self, i: usize, method: &str) -> Result<u64> {
-        let out = self.servers[i].sh_ok("curl -sf -m 5 http://127.0.0.1:8080/_stats")?;
-        let v: serde_json::Value = serde_json::from_str(out.trim())?;
-        Ok(if method == "*" {
-            v["requests"].as_u64().unwrap_or(0)
-        } else {
-            v["by_method"][method].as_u64().unwrap_or(0)
-        })
+        self.servers[i].served(method)
     }
 
     /// Requests every upstream received.
@@ -202,7 +231,7 @@ impl Drop for PolicyMesh {
 }
 
 /// What an h2load run came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadResult {
     /// Requests sent.
     pub total: u64,

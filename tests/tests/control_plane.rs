@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
-use bulwark_tests::policy::{policy_dir, snapshot_version, start_control_plane, wait_for};
-use bulwark_tests::{Mesh, Pod, bin, workspace_root};
+use anyhow::{Context, Result};
+use bulwark_tests::policy::{policy_dir, snapshot_version, start_control_plane};
+use bulwark_tests::resources::{Backend, Policy, Retries, RetryOn, TrafficPolicy};
+use bulwark_tests::{Mesh, Pod, bin, wait_for, workspace_root};
 
 fn example_policy_dir(test: &str) -> Result<PathBuf> {
     let dir = policy_dir(test)?;
@@ -19,11 +20,14 @@ fn example_policy_dir(test: &str) -> Result<PathBuf> {
 }
 
 /// A Backend for the test server, with a policy whose retry attempts the test edits.
-fn api_policy(server: &Pod, attempts: u32) -> String {
-    format!(
-        "apiVersion: bulwark.dev/v1alpha1\nkind: Backend\nmetadata: {{name: api, namespace: shop}}\nspec:\n  endpoints: [\"{}:8080\"]\n---\napiVersion: bulwark.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: api, namespace: shop}}\nspec:\n  targetRef: {{kind: Backend, name: api}}\n  retries: {{attempts: {attempts}, conditions: [5xx]}}\n",
-        server.ip
-    )
+fn api_policy(server: &Pod, attempts: u32) -> Result<String> {
+    Policy::new()
+        .with(Backend::new("api").endpoint(format!("{}:8080", server.ip)))
+        .with(
+            TrafficPolicy::for_backend("api")
+                .retries(Retries::attempts(attempts).on([RetryOn::Status5xx])),
+        )
+        .to_yaml(&[])
 }
 
 /// The effective retry attempts of the proxy's `Backend/shop/api` target.
@@ -96,25 +100,18 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     let cp = mesh.pod("cp")?;
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
-    mesh.testserver(&server, &["--http", "0.0.0.0:8080"])?;
+    mesh.testserver(&server).http("0.0.0.0:8080").start()?;
     let dir = example_policy_dir("live")?;
     let api = dir.join("api.yaml");
-    std::fs::write(&api, api_policy(&server, 3))?;
+    std::fs::write(&api, api_policy(&server, 3)?)?;
     let cp_pid = start_control_plane(&mut mesh, &cp, &dir)?;
-    let endpoint = format!("http://{}:5170", cp.ip);
-    let client_ip = client.ip.to_string();
-    let flags = [
-        "--control-plane",
-        &endpoint,
-        "--workload",
-        "shop/web",
-        "--pod-ips",
-        &client_ip,
+    mesh.proxy(&client)
+        .flag("--control-plane", format!("http://{}:5170", cp.ip))
+        .flag("--workload", "shop/web")
+        .flag("--pod-ips", client.ip.to_string())
         // The example's three endpoints (two for legacy-db, one for api) and no more.
-        "--max-policy-endpoints",
-        "3",
-    ];
-    mesh.proxy(&client, &flags)?;
+        .flag("--max-policy-endpoints", "3")
+        .start()?;
 
     // The first snapshot: the shop namespace's documents (with api.yaml's two) and the
     // MeshConfig.
@@ -132,7 +129,9 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     // A valid edit to the policy of the very traffic under load: it reaches the proxy, no
     // request fails and no connection is dropped (h2load does not reconnect; the proxy
     // accepts exactly its two connections).
-    let opened = client.metric(OPENED)?;
+    let opened = client
+        .metric(OPENED)?
+        .context("the proxy renders every protocol's connection counter")?;
     let sent = api_requests(&client)?;
     let load = {
         let client = client.clone();
@@ -143,8 +142,8 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
             ))
         })
     };
-    std::thread::sleep(Duration::from_millis(500));
-    std::fs::write(&api, api_policy(&server, 2))?;
+    wait("the load to flow", || Ok(api_requests(&client)? > sent))?;
+    std::fs::write(&api, api_policy(&server, 2)?)?;
     wait("the edit to reach the proxy", || {
         Ok(snapshot_version(&client)? > v1)
     })?;
@@ -153,8 +152,8 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     let out = load.join().expect("load thread")?;
     assert!(out.contains(" 0 failed, 0 errored"), "{out}");
     assert_eq!(
-        client.metric(OPENED)? - opened,
-        2.0,
+        client.metric(OPENED)?.map(|n| n - opened),
+        Some(2.0),
         "no connection was dropped"
     );
     assert_routed(&out, api_requests(&client)? - sent);
@@ -218,7 +217,7 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
             ))
         })
     };
-    std::thread::sleep(Duration::from_millis(500));
+    wait("the load to flow", || Ok(api_requests(&client)? > sent))?;
     mesh.kill(cp_pid)?;
     let out = load.join().expect("load thread")?;
     assert!(out.contains(" 0 failed, 0 errored"), "{out}");
@@ -231,11 +230,11 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     ))?;
     assert_eq!(snapshot_version(&client)?, v2);
     wait("the proxy to notice", || {
-        Ok(client.metric("bulwark_discovery_connected")? == 0.0)
+        Ok(client.metric("bulwark_discovery_connected")? == Some(0.0))
     })?;
     assert_eq!(
         client.metric("bulwark_discovery_snapshot_version")?,
-        v2 as f64
+        Some(v2 as f64)
     );
 
     // It comes back (with the file fixed): the proxy reconnects and takes the new version.
@@ -251,15 +250,11 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
     // A valid policy this proxy cannot take (a fourth endpoint): it NACKs with the reason,
     // the control plane shows it, and the proxy keeps the snapshot it has.
     let v3 = snapshot_version(&client)?;
-    std::fs::write(
-        dir.join("extra.yaml"),
-        format!(
-            "apiVersion: bulwark.dev/v1alpha1\nkind: Backend\nmetadata: {{name: extra, namespace: shop}}\nspec:\n  endpoints: [\"{}:9090\"]\n",
-            server.ip
-        ),
-    )?;
+    let extra = Policy::from(Backend::new("extra").endpoint(format!("{}:9090", server.ip)));
+    std::fs::write(dir.join("extra.yaml"), extra.to_yaml(&[])?)?;
     wait("the NACK", || {
-        Ok(client.metric("bulwark_discovery_snapshots_rejected_total")? >= 1.0)
+        let rejected = client.metric("bulwark_discovery_snapshots_rejected_total")?;
+        Ok(rejected.is_some_and(|n| n >= 1.0))
     })?;
     // The proxy counts the rejection just before it sends the NACK.
     wait("the control plane to hear of it", || {

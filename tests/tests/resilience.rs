@@ -4,56 +4,77 @@
 //! around, the panic threshold behaves as documented, and a bulkhead keeps a slow backend
 //! from hurting another.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Result;
-use bulwark_tests::policy::{PolicyMesh, wait_for};
+use anyhow::{Context, Result};
+use bulwark_tests::policy::{LoadResult, PolicyMesh};
+use bulwark_tests::resources::{
+    Algorithm, Backend, Hedging, Limits, OutlierDetection, Policy, Retries, RetryBudget, RetryOn,
+    Route, Timeouts, TrafficPolicy,
+};
+use bulwark_tests::{Fault, Latency, wait_for};
 
-const BACKEND: &str = r#"
-apiVersion: bulwark.dev/v1alpha1
-kind: Backend
-metadata: {name: api, namespace: shop}
-spec:
-  endpoints: ["{ep0}", "{ep1}", "{ep2}"]
----
-"#;
-
-/// The Backend plus a TrafficPolicy whose spec is `spec` (indented by two spaces).
-fn policy(spec: &str) -> String {
-    format!(
-        "{BACKEND}apiVersion: bulwark.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: api, namespace: shop}}\nspec:\n  targetRef: {{kind: Backend, name: api}}\n{spec}"
-    )
+/// The Backend `api` over the three replicas, with `policy` for it.
+fn policy(policy: TrafficPolicy) -> Policy {
+    Policy::new()
+        .with(Backend::new("api").replicas(0..3))
+        .with(policy)
 }
 
-/// Runs `n` sequential curls from the client and returns (status, seconds) per request.
-fn curls(pm: &PolicyMesh, n: usize, args: &str) -> Result<Vec<(u16, f64)>> {
+fn api() -> TrafficPolicy {
+    TrafficPolicy::for_backend("api")
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Runs `n` sequential curls from the client and returns the status of each.
+fn curls(pm: &PolicyMesh, n: usize, args: &str) -> Result<Vec<u16>> {
     let out = pm.client.sh_ok(&format!(
-        "for i in $(seq {n}); do curl -s -o /dev/null -m 5 -w '%{{http_code}} %{{time_total}}\\n' {args}; done"
+        "for i in $(seq {n}); do curl -s -o /dev/null -m 5 -w '%{{http_code}}\\n' {args}; done"
     ))?;
-    Ok(out
-        .lines()
-        .filter_map(|l| {
-            let (c, t) = l.split_once(' ')?;
-            Some((c.parse().ok()?, t.parse().ok()?))
-        })
-        .collect())
+    out.lines()
+        .map(|l| l.parse().with_context(|| format!("curl wrote {l:?}")))
+        .collect()
 }
 
-fn metric(pm: &PolicyMesh, name: &str, reason: &str) -> Result<f64> {
-    pm.client.metric(&format!(
-        "bulwark_{name}_total{{target=\"Backend/shop/api\",reason=\"{reason}\"}}"
-    ))
+/// A resilience counter of the `api` Backend. The proxy creates a reason's series on its
+/// first count, so a missing one is a zero; every caller bounds a count from below by more
+/// than zero, which a missing series (or a misspelt name) fails.
+fn counted(pm: &PolicyMesh, name: &str, reason: &str) -> Result<f64> {
+    Ok(pm
+        .client
+        .metric(&format!(
+            "bulwark_{name}_total{{target=\"Backend/shop/api\",reason=\"{reason}\"}}"
+        ))?
+        .unwrap_or(0.0))
+}
+
+/// The client proxy's only latency series for requests dialled to `authority`.
+fn only_series(pm: &PolicyMesh, authority: &str) -> Result<Latency> {
+    let mut rows = pm.client.latency("outbound", authority)?;
+    anyhow::ensure!(rows.len() == 1, "one series for {authority}: {rows:?}");
+    Ok(rows.remove(0))
 }
 
 #[test]
 fn a_failing_endpoint_is_absorbed_by_retries_and_ejection_and_returns_after_its_ejection()
 -> Result<()> {
     // Baseline: no retries, no ejection, round robin — a third of the requests fail.
-    let baseline = policy(
-        "  retries: {attempts: 1}\n  outlierDetection: {consecutive5xx: 0}\n  loadBalancer: {algorithm: roundRobin}\n",
-    );
-    let pm = PolicyMesh::new("absorb", 3, &[], &baseline, &[])?;
-    pm.fault(2, "fail_rate=1")?;
+    let baseline = api()
+        .retries(Retries::attempts(1))
+        .outlier(OutlierDetection::new().consecutive_5xx(0))
+        .load_balancer(Algorithm::RoundRobin);
+    let pm = PolicyMesh::builder("absorb")
+        .replicas(3)
+        .policy(policy(baseline))
+        .start()?;
+    pm.fault(2, Fault::FailRate(1.0))?;
     let url = format!("http://{}/", pm.ep(0));
     let base = pm.h2load(&format!("--h1 -n 900 -c 3 -t 1 {url}"))?;
     let base_rate = base.ok as f64 / base.total as f64;
@@ -61,8 +82,16 @@ fn a_failing_endpoint_is_absorbed_by_retries_and_ejection_and_returns_after_its_
 
     // Round robin keeps sending to the bad endpoint until it is ejected (peak-EWMA would
     // already steer away from it through its failure penalty, hiding the ejection).
-    pm.set_policy(&policy(
-        "  retries: {attempts: 3, conditions: [5xx]}\n  outlierDetection: {consecutive5xx: 3, baseEjectionTime: 2s, interval: 1s}\n  loadBalancer: {algorithm: roundRobin}\n",
+    pm.set_policy(policy(
+        api()
+            .retries(Retries::attempts(3).on([RetryOn::Status5xx]))
+            .outlier(
+                OutlierDetection::new()
+                    .consecutive_5xx(3)
+                    .base_ejection_time(secs(2))
+                    .interval(secs(1)),
+            )
+            .load_balancer(Algorithm::RoundRobin),
     ))?;
     let r = pm.h2load(&format!("--h1 -n 2000 -c 4 -t 1 {url}"))?;
     let rate = r.ok as f64 / r.total as f64;
@@ -80,13 +109,13 @@ fn a_failing_endpoint_is_absorbed_by_retries_and_ejection_and_returns_after_its_
             .contains("3 consecutive 5xx"),
         "{e}"
     );
-    assert!(metric(&pm, "outlier_ejections", "consecutive_5xx")? >= 1.0);
-    assert!(metric(&pm, "retries", "status")? >= 1.0);
+    assert!(counted(&pm, "outlier_ejections", "consecutive_5xx")? >= 1.0);
+    assert!(counted(&pm, "retries", "status")? >= 1.0);
 
     // Fixed: after its ejection time the endpoint is back (probation) and serves again.
-    pm.fault(2, "fail_rate=0")?;
+    pm.fault(2, Fault::FailRate(0.0))?;
     let before = pm.received(2, "*")?;
-    wait_for("the endpoint to return", Duration::from_secs(10), || {
+    wait_for("the endpoint to return", secs(10), || {
         pm.h2load(&format!("--h1 -n 30 -c 1 {url}"))?;
         Ok(pm.outlier(2)?["state"] != "ejected")
     })?;
@@ -101,8 +130,20 @@ fn a_failing_endpoint_is_absorbed_by_retries_and_ejection_and_returns_after_its_
 
 #[test]
 fn the_retry_budget_bounds_load_when_every_endpoint_fails() -> Result<()> {
-    let spec = "  retries:\n    attempts: 3\n    conditions: [5xx]\n    budget: {ratio: 0.2, minPerSecond: 10, window: 10s}\n  outlierDetection: {consecutive5xx: 0}\n";
-    let pm = PolicyMesh::new("budget", 3, &["--fail-rate", "1"], &policy(spec), &[])?;
+    let budget = RetryBudget {
+        ratio: 0.2,
+        min_per_second: 10,
+        window: secs(10),
+    };
+    let pm = PolicyMesh::builder("budget")
+        .replicas(3)
+        .replica_fault(Fault::FailRate(1.0))
+        .policy(policy(
+            api()
+                .retries(Retries::attempts(3).on([RetryOn::Status5xx]).budget(budget))
+                .outlier(OutlierDetection::new().consecutive_5xx(0)),
+        ))
+        .start()?;
     let before: u64 = pm.received_all()?.iter().sum();
     let r = pm.h2load(&format!("--h1 -n 1000 -c 4 -t 1 http://{}/", pm.ep(0)))?;
     assert_eq!(r.total, 1000);
@@ -114,16 +155,22 @@ fn the_retry_budget_bounds_load_when_every_endpoint_fails() -> Result<()> {
         "endpoints saw {seen} for 1000 requests (bound {bound})"
     );
     assert!(seen >= 1150, "retries did happen, up to the budget: {seen}");
-    assert!(metric(&pm, "retry_budget_exhausted", "status")? > 0.0);
+    assert!(counted(&pm, "retry_budget_exhausted", "status")? > 0.0);
     Ok(())
 }
 
 #[test]
 fn a_post_is_never_executed_twice_while_gets_and_keyed_posts_are_retried() -> Result<()> {
-    let spec = "  retries: {attempts: 3, conditions: [reset, connect-failure, 5xx]}\n  loadBalancer: {algorithm: roundRobin}\n";
-    let mut pm = PolicyMesh::new("post", 3, &[], &policy(spec), &[])?;
+    let retries =
+        Retries::attempts(3).on([RetryOn::Reset, RetryOn::ConnectFailure, RetryOn::Status5xx]);
+    let mut pm = PolicyMesh::builder("post")
+        .replicas(3)
+        .policy(policy(
+            api().retries(retries).load_balancer(Algorithm::RoundRobin),
+        ))
+        .start()?;
     // s0 reads each request, then drops the connection without answering.
-    pm.fault(0, "reset_rate=1")?;
+    pm.fault(0, Fault::ResetRate(1.0))?;
     let url = format!("http://{}/", pm.ep(1));
     let posts = curls(&pm, 60, &format!("-X POST -d order=1 {url}"))?;
     let post_receipts: u64 = (0..3)
@@ -133,16 +180,19 @@ fn a_post_is_never_executed_twice_while_gets_and_keyed_posts_are_retried() -> Re
         post_receipts, 60,
         "every POST reached the application exactly once"
     );
-    let failed = posts.iter().filter(|p| p.0 != 200).count();
+    let failed = posts.iter().filter(|&&code| code != 200).count();
     assert!(
         failed >= 10,
         "POSTs hitting the resetting endpoint are not replayed: {failed} failed"
     );
-    assert!(posts.iter().all(|p| p.0 == 200 || p.0 == 502), "{posts:?}");
+    assert!(
+        posts.iter().all(|&code| code == 200 || code == 502),
+        "{posts:?}"
+    );
 
     let gets = curls(&pm, 60, &url)?;
     assert!(
-        gets.iter().all(|g| g.0 == 200),
+        gets.iter().all(|&code| code == 200),
         "GETs are retried: {gets:?}"
     );
     let get_receipts: u64 = (0..3).map(|i| pm.received(i, "GET")).sum::<Result<u64>>()?;
@@ -153,12 +203,12 @@ fn a_post_is_never_executed_twice_while_gets_and_keyed_posts_are_retried() -> Re
         &format!("-X POST -H 'Idempotency-Key: k' -d x {url}"),
     )?;
     assert!(
-        keyed.iter().all(|p| p.0 == 200),
+        keyed.iter().all(|&code| code == 200),
         "an Idempotency-Key makes a POST retryable: {keyed:?}"
     );
 
     // A crashed endpoint refuses connections: the POST never left, so it is retried.
-    pm.fault(0, "reset_rate=0")?;
+    pm.fault(0, Fault::ResetRate(0.0))?;
     let pid = pm.server_pids[1];
     pm.mesh.kill(pid)?;
     let before: u64 = [0, 2]
@@ -166,13 +216,13 @@ fn a_post_is_never_executed_twice_while_gets_and_keyed_posts_are_retried() -> Re
         .map(|&i| pm.received(i, "POST"))
         .sum::<Result<u64>>()?;
     let posts = curls(&pm, 30, &format!("-X POST -d x {url}"))?;
-    assert!(posts.iter().all(|p| p.0 == 200), "{posts:?}");
+    assert!(posts.iter().all(|&code| code == 200), "{posts:?}");
     let after: u64 = [0, 2]
         .iter()
         .map(|&i| pm.received(i, "POST"))
         .sum::<Result<u64>>()?;
     assert_eq!(after - before, 30);
-    assert!(metric(&pm, "retries", "connect_failure")? >= 1.0);
+    assert!(counted(&pm, "retries", "connect_failure")? >= 1.0);
     Ok(())
 }
 
@@ -180,14 +230,23 @@ fn a_post_is_never_executed_twice_while_gets_and_keyed_posts_are_retried() -> Re
 fn timeouts_bound_latency_and_grpc_deadlines_are_propagated() -> Result<()> {
     // perTry 400 ms: the first try times out, the retry starts before 425 ms (backoff at
     // most 25 ms) and is cut by the request timeout at 600 ms, whatever the jitter.
-    let spec = "  timeouts: {request: 600ms, perTry: 400ms}\n  retries: {attempts: 3, conditions: [5xx]}\n";
-    let pm = PolicyMesh::new("timeout", 3, &["--latency-ms", "1000"], &policy(spec), &[])?;
-    let url = format!("http://{}/", pm.ep(0));
-    // Runs one curl with `args`; checks the proxy's answer names `reason` and carries
-    // `status`, and returns the client's latency in seconds.
-    let timed = |args: &str, status: &str, reason: &str| -> Result<f64> {
+    let pm = PolicyMesh::builder("timeout")
+        .replicas(3)
+        .replica_fault(Fault::Latency(secs(1)))
+        .policy(policy(
+            api()
+                .timeouts(Timeouts::new().request(ms(600)).per_try(ms(400)))
+                .retries(Retries::attempts(3).on([RetryOn::Status5xx])),
+        ))
+        .start()?;
+    // Runs one curl to `authority` with `args`; checks the proxy's answer names `reason`
+    // and carries `status`, and returns the proxy's one latency series for it. Each probe
+    // dials its own replica's address (the Backend takes them all), so each has a series of
+    // its own. The client's clock also says it was answered before the upstream's 1 s:
+    // that is what the caller sees, so it stays a wall-clock check.
+    let timed = |authority: &str, args: &str, status: &str, reason: &str| -> Result<Latency> {
         let out = pm.client.sh_ok(&format!(
-            "curl -s -D - -o /dev/null -w 'time %{{time_total}}\\n' {args} {url}"
+            "curl -s -D - -o /dev/null -w 'time %{{time_total}}\\n' {args} http://{authority}/"
         ))?;
         anyhow::ensure!(
             out.contains(status)
@@ -196,35 +255,40 @@ fn timeouts_bound_latency_and_grpc_deadlines_are_propagated() -> Result<()> {
                     .contains(&format!("x-bulwark-error: {reason}")),
             "{out}"
         );
-        Ok(out
+        let client_s: f64 = out
             .lines()
             .find_map(|l| l.strip_prefix("time "))
             .unwrap_or("0")
             .trim()
-            .parse()?)
+            .parse()?;
+        anyhow::ensure!(client_s < 0.95, "the client waited {client_s}s");
+        let series = only_series(&pm, authority)?;
+        anyhow::ensure!(series.count == 1, "{series:?}");
+        Ok(series)
     };
-    let t = timed("", "HTTP/1.1 504", "request_timeout")?;
+    let l = timed(&pm.ep(0), "", "HTTP/1.1 504", "request_timeout")?;
     assert!(
-        (0.6..0.66).contains(&t),
-        "latency {t}s must be within 10 % of the 600 ms timeout"
+        (600.0..660.0).contains(&l.max_ms),
+        "latency {l:?} must be within 10 % of the 600 ms timeout"
     );
 
     // gRPC: the caller's 300 ms deadline is shorter than the per-try (400 ms) and request
     // (600 ms) timeouts; it wins, is named, and comes back as DEADLINE_EXCEEDED.
-    let t = timed(
+    let l = timed(
+        &pm.ep(1),
         "--http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' -H 'grpc-timeout: 300m' -d ''",
         "grpc-status: 4",
         "caller_deadline",
     )?;
     assert!(
-        (0.3..0.33).contains(&t),
-        "latency {t}s must be within 10 % of the caller's 300 ms"
+        (300.0..330.0).contains(&l.max_ms),
+        "latency {l:?} must be within 10 % of the caller's 300 ms"
     );
 
     // The deadline travels on: the caller's 2 s is capped by the 600 ms request timeout,
     // and a 250 ms one (shorter than the policy's) goes on less the time already spent.
     for i in 0..3 {
-        pm.fault(i, "latency_ms=0")?;
+        pm.fault(i, Fault::Latency(Duration::ZERO))?;
     }
     let forwarded = |caller: &str| -> Result<u64> {
         let out = pm.client.sh_ok(&format!(
@@ -251,11 +315,16 @@ fn timeouts_bound_latency_and_grpc_deadlines_are_propagated() -> Result<()> {
 
 #[test]
 fn a_ten_times_slower_endpoint_is_ejected_as_a_latency_outlier() -> Result<()> {
-    let spec = "  loadBalancer: {algorithm: roundRobin}\n  outlierDetection:\n    latency: {factor: 3, requestVolume: 10}\n    interval: 1s\n";
-    let pm = PolicyMesh::new("latency", 3, &["--latency-ms", "5"], &policy(spec), &[])?;
-    pm.fault(2, "latency_ms=50")?;
+    let pm = PolicyMesh::builder("latency")
+        .replicas(3)
+        .replica_fault(Fault::Latency(ms(5)))
+        .policy(policy(api().load_balancer(Algorithm::RoundRobin).outlier(
+            OutlierDetection::new().latency(3.0, 10).interval(secs(1)),
+        )))
+        .start()?;
+    pm.fault(2, Fault::Latency(ms(50)))?;
     let url = format!("http://{}/", pm.ep(0));
-    wait_for("the latency ejection", Duration::from_secs(15), || {
+    wait_for("the latency ejection", secs(15), || {
         pm.h2load(&format!("--h1 -n 100 -c 4 -t 1 {url}"))?;
         Ok(pm.outlier(2)?["state"] == "ejected")
     })?;
@@ -281,45 +350,49 @@ fn a_ten_times_slower_endpoint_is_ejected_as_a_latency_outlier() -> Result<()> {
     Ok(())
 }
 
-fn p90(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[(v.len() * 9 / 10).min(v.len() - 1)]
-}
-
 #[test]
 fn hedging_cuts_the_tail_of_a_route_with_one_slow_endpoint_within_its_budget() -> Result<()> {
-    let plain = "  loadBalancer: {algorithm: roundRobin}\n  routes:\n    - name: reads\n      match: {pathPrefix: /, method: GET}\n";
-    let pm = PolicyMesh::new("hedge", 3, &["--latency-ms", "5"], &policy(plain), &[])?;
-    pm.fault(2, "latency_ms=300")?;
-    let url = format!("http://{}/", pm.ep(0));
-    let without: Vec<f64> = curls(&pm, 30, &url)?.into_iter().map(|r| r.1).collect();
-    assert!(p90(without.clone()) >= 0.3, "{without:?}");
+    let reads = || Route::new("reads").path_prefix("/").method("GET");
+    let plain = || api().load_balancer(Algorithm::RoundRobin);
+    let pm = PolicyMesh::builder("hedge")
+        .replicas(3)
+        .replica_fault(Fault::Latency(ms(5)))
+        .policy(policy(plain().route(reads())))
+        .start()?;
+    pm.fault(2, Fault::Latency(ms(300)))?;
+    // Each phase dials its own replica's address (the Backend spreads them all the same),
+    // so the proxy keeps one latency series per phase.
+    let (without_hedging, warm_up, with_hedging) = (pm.ep(0), pm.ep(2), pm.ep(1));
+    let url = |authority: &str| format!("http://{authority}/");
+    curls(&pm, 30, &url(&without_hedging))?;
+    let without = only_series(&pm, &without_hedging)?;
+    assert_eq!((without.status_class.as_str(), without.count), ("2xx", 30));
+    assert!(without.p90_ms >= 300.0, "{without:?}");
 
-    pm.set_policy(&policy(&format!(
-        "{plain}      hedging: {{delay: 30ms, budgetRatio: 0.5}}\n"
-    )))?;
+    pm.set_policy(policy(plain().route(reads().hedging(Hedging {
+        delay: ms(30),
+        budget_ratio: 0.5,
+    }))))?;
     // Warm the hedge budget (it allows half of the requests seen, so not the very first).
-    curls(&pm, 6, &url)?;
-    let with = curls(&pm, 60, &url)?;
-    assert!(with.iter().all(|r| r.0 == 200), "{with:?}");
-    let with: Vec<f64> = with.into_iter().map(|r| r.1).collect();
-    let p99 = with.iter().copied().fold(0.0, f64::max);
+    curls(&pm, 6, &url(&warm_up))?;
+    let with = curls(&pm, 60, &url(&with_hedging))?;
+    assert!(with.iter().all(|&code| code == 200), "{with:?}");
+    let with = only_series(&pm, &with_hedging)?;
+    assert_eq!(with.count, 60, "{with:?}");
     assert!(
-        p99 < 0.25,
-        "hedged p99 (the slowest of 60) {p99} vs ≥ 0.3 s without"
+        with.max_ms < 250.0,
+        "hedged: the slowest of 60 {with:?} vs ≥ 300 ms without"
     );
     assert!(
-        p90(with.clone()) < 0.15,
-        "hedged p90 {} vs {} without",
-        p90(with.clone()),
-        p90(without)
+        with.p90_ms < 150.0,
+        "hedged p90 {with:?} vs {without:?} without"
     );
-    let sent = metric(&pm, "hedges", "sent")?;
-    let won = metric(&pm, "hedges", "hedge_won")?;
+    let sent = counted(&pm, "hedges", "sent")?;
+    let won = counted(&pm, "hedges", "hedge_won")?;
     assert!(won >= 10.0, "hedges won {won}");
     assert!(
-        sent <= 0.5 * 66.0 + 1.0,
-        "{sent} hedges for 66 requests, budget 50 %"
+        (won..=0.5 * 66.0 + 1.0).contains(&sent),
+        "{sent} hedges sent ({won} won) for 66 requests, budget 50 %"
     );
     Ok(())
 }
@@ -327,13 +400,24 @@ fn hedging_cuts_the_tail_of_a_route_with_one_slow_endpoint_within_its_budget() -
 #[test]
 fn below_the_panic_threshold_ejections_are_ignored_and_said_so() -> Result<()> {
     let spec = |panic: u8| {
-        format!(
-            "  retries: {{attempts: 1}}\n  loadBalancer: {{algorithm: roundRobin}}\n  outlierDetection: {{consecutive5xx: 2, maxEjectionPercent: 100, panicThreshold: {panic}}}\n"
+        policy(
+            api()
+                .retries(Retries::attempts(1))
+                .load_balancer(Algorithm::RoundRobin)
+                .outlier(
+                    OutlierDetection::new()
+                        .consecutive_5xx(2)
+                        .max_ejection_percent(100)
+                        .panic_threshold(panic),
+                ),
         )
     };
-    let pm = PolicyMesh::new("panic", 3, &[], &policy(&spec(50)), &[])?;
-    pm.fault(1, "fail_rate=1")?;
-    pm.fault(2, "fail_rate=1")?;
+    let pm = PolicyMesh::builder("panic")
+        .replicas(3)
+        .policy(spec(50))
+        .start()?;
+    pm.fault(1, Fault::FailRate(1.0))?;
+    pm.fault(2, Fault::FailRate(1.0))?;
     let url = format!("http://{}/", pm.ep(0));
     pm.h2load(&format!("--h1 -n 60 -c 1 {url}"))?;
     let before = pm.received_all()?;
@@ -346,16 +430,16 @@ fn below_the_panic_threshold_ejections_are_ignored_and_said_so() -> Result<()> {
         "ejected endpoints still get traffic in panic"
     );
     assert!(r.non_2xx > 30, "{r:?}");
-    assert!(metric(&pm, "balancer_panic", "panic")? > 0.0);
+    assert!(counted(&pm, "balancer_panic", "panic")? > 0.0);
     assert_eq!(
         pm.client
             .metric("bulwark_balancer_panic{target=\"Backend/shop/api\"}")?,
-        1.0
+        Some(1.0)
     );
     assert_eq!(
         pm.client
             .metric("bulwark_endpoints{target=\"Backend/shop/api\",state=\"ejected\"}")?,
-        2.0
+        Some(2.0)
     );
     // The resilience families parse with the reference Prometheus parser.
     let out = pm.client.sh_ok(&format!(
@@ -374,7 +458,7 @@ fn below_the_panic_threshold_ejections_are_ignored_and_said_so() -> Result<()> {
     }
 
     // Threshold 0: ejections are honoured whatever is left; the one good endpoint takes all.
-    pm.set_policy(&policy(&spec(0)))?;
+    pm.set_policy(spec(0))?;
     let r = pm.h2load(&format!("--h1 -n 90 -c 1 {url}"))?;
     assert_eq!(r.ok, 90, "{r:?}");
     assert_eq!(pm.outliers()?[0]["panic"], false);
@@ -383,64 +467,74 @@ fn below_the_panic_threshold_ejections_are_ignored_and_said_so() -> Result<()> {
 
 #[test]
 fn a_saturated_bulkhead_fails_fast_and_leaves_other_backends_alone() -> Result<()> {
-    let yaml = r#"
-apiVersion: bulwark.dev/v1alpha1
-kind: Backend
-metadata: {name: slow, namespace: shop}
-spec:
-  endpoints: ["{ep0}"]
----
-apiVersion: bulwark.dev/v1alpha1
-kind: TrafficPolicy
-metadata: {name: slow, namespace: shop}
-spec:
-  targetRef: {kind: Backend, name: slow}
-  limits: {maxConcurrentRequests: 2, maxPending: 2, queueTimeout: 100ms}
----
-apiVersion: bulwark.dev/v1alpha1
-kind: Backend
-metadata: {name: fast, namespace: shop}
-spec:
-  endpoints: ["{ep1}"]
-"#;
-    let pm = PolicyMesh::new("bulkhead", 2, &[], yaml, &[])?;
-    pm.fault(0, "latency_ms=2000")?;
-    let slow_url = format!("http://{}/", pm.ep(0));
+    let limits = Limits {
+        max_concurrent_requests: 2,
+        max_pending: 2,
+        queue_timeout: ms(100),
+    };
+    let pm = PolicyMesh::builder("bulkhead")
+        .replicas(2)
+        .policy(
+            Policy::new()
+                .with(Backend::new("slow").replicas([0]))
+                .with(TrafficPolicy::for_backend("slow").limits(limits))
+                .with(Backend::new("fast").replicas([1])),
+        )
+        .start()?;
+    pm.fault(0, Fault::Latency(secs(2)))?;
+    let slow = pm.ep(0);
     let flood = {
         let client = pm.client.clone();
-        std::thread::spawn(move || client.sh_ok(&format!("h2load --h1 -n 20 -c 20 {slow_url}")))
+        let url = format!("http://{slow}/");
+        std::thread::spawn(move || client.sh_ok(&format!("h2load --h1 -n 20 -c 20 {url}")))
     };
-    std::thread::sleep(Duration::from_millis(300));
-    let started = Instant::now();
+    let metric = |name: &str, labels: &str| {
+        pm.client
+            .metric(&format!("{name}{{target=\"Backend/shop/slow\"{labels}}}"))
+    };
+    wait_for("the flood to fill the bulkhead", secs(5), || {
+        Ok(metric("bulwark_bulkhead_active", "")? == Some(2.0))
+    })?;
     let out = pm
         .client
-        .sh_ok(&format!("curl -s -D - -o /dev/null http://{}/", pm.ep(0)))?;
+        .sh_ok(&format!("curl -s -D - -o /dev/null http://{slow}/"))?;
     assert!(out.contains("503") && out.contains("bulkhead_"), "{out}");
-    assert!(started.elapsed() < Duration::from_millis(500), "fails fast");
     let fast = pm.h2load(&format!("--h1 -n 200 -c 4 http://{}/", pm.ep(1)))?;
     assert_eq!((fast.ok, fast.errored), (200, 0), "{fast:?}");
     let out = flood.join().expect("flood thread")?;
-    let slow = bulwark_tests::policy::LoadResult::parse(&out).unwrap_or(
-        bulwark_tests::policy::LoadResult {
-            total: 0,
-            ok: 0,
-            non_2xx: 0,
-            errored: 0,
-        },
-    );
-    assert!(slow.ok <= 4 && slow.non_2xx >= 16, "{out}");
-    let shed = pm.client.metric("bulwark_bulkhead_rejections_total{target=\"Backend/shop/slow\",reason=\"bulkhead_full\"}")?
-        + pm.client.metric("bulwark_bulkhead_rejections_total{target=\"Backend/shop/slow\",reason=\"bulkhead_queue_timeout\"}")?;
+    let flooded = LoadResult::parse(&out).unwrap_or_default();
+    assert!(flooded.ok <= 4 && flooded.non_2xx >= 16, "{out}");
+    // A reason's series exists once it counted; the two together must reach 16.
+    let rejections = |reason: &str| -> Result<f64> {
+        let labels = format!(",reason=\"{reason}\"");
+        Ok(metric("bulwark_bulkhead_rejections_total", &labels)?.unwrap_or(0.0))
+    };
+    let shed = rejections("bulkhead_full")? + rejections("bulkhead_queue_timeout")?;
     assert!(shed >= 16.0, "{shed}");
+    // Every refusal (the probe's and the flood's) was fast by the proxy's own clock: the
+    // bulkhead answered, not the 2 s upstream.
+    let refused = pm
+        .client
+        .latency("outbound", &slow)?
+        .into_iter()
+        .find(|l| l.status_class == "5xx")
+        .expect("a 5xx series for the refusals");
+    assert!(refused.count >= 17, "{refused:?}");
+    assert!(refused.max_ms < 500.0, "fails fast: {refused:?}");
     Ok(())
 }
 
 #[test]
 fn streamed_bodies_of_unknown_length_are_replayed_up_to_the_limit() -> Result<()> {
-    let spec =
-        "  retries: {attempts: 3, conditions: [reset]}\n  loadBalancer: {algorithm: roundRobin}\n";
-    let pm = PolicyMesh::new("replay", 3, &[], &policy(spec), &[])?;
-    pm.fault(0, "reset_rate=1")?;
+    let pm = PolicyMesh::builder("replay")
+        .replicas(3)
+        .policy(policy(
+            api()
+                .retries(Retries::attempts(3).on([RetryOn::Reset]))
+                .load_balancer(Algorithm::RoundRobin),
+        ))
+        .start()?;
+    pm.fault(0, Fault::ResetRate(1.0))?;
     // HTTP/2 uploads from stdin carry no content-length: the proxy cannot know the size
     // up front, streams the body, and keeps a copy for a retry.
     let url = format!("http://{}/echo", pm.ep(1));
@@ -454,7 +548,7 @@ fn streamed_bodies_of_unknown_length_are_replayed_up_to_the_limit() -> Result<()
         "9",
         "every PUT came back whole, the reset ones after a retry"
     );
-    assert!(metric(&pm, "retries", "reset")? >= 3.0);
+    assert!(counted(&pm, "retries", "reset")? >= 3.0);
 
     // Past maxBufferedBodyBytes (64 KiB) the copy is gone: the reset attempt is not retried.
     let big = pm.client.sh_ok(&format!(
@@ -462,43 +556,60 @@ fn streamed_bodies_of_unknown_length_are_replayed_up_to_the_limit() -> Result<()
          curl -s -o /dev/null -w '%{{http_code}}\\n' --http2-prior-knowledge -X PUT -T - {url} < /tmp/bw-big-$$; done; rm -f /tmp/bw-big-$$"
     ))?;
     assert!(big.lines().any(|l| l == "502"), "{big}");
-    assert!(metric(&pm, "retries_skipped", "body_not_replayable")? >= 1.0);
+    assert!(counted(&pm, "retries_skipped", "body_not_replayable")? >= 1.0);
     Ok(())
 }
 
 #[test]
 fn hangs_error_bursts_and_a_crash_and_restart_are_ridden_out() -> Result<()> {
-    let spec = "  timeouts: {request: 2s, perTry: 150ms}\n  retries: {attempts: 3, conditions: [5xx, reset, connect-failure]}\n  outlierDetection: {consecutive5xx: 0, consecutiveGatewayErrors: 3, baseEjectionTime: 1s, interval: 1s}\n  loadBalancer: {algorithm: roundRobin}\n";
-    let mut pm = PolicyMesh::new("ridden", 3, &[], &policy(spec), &[])?;
+    let mut pm = PolicyMesh::builder("ridden")
+        .replicas(3)
+        .policy(policy(
+            api()
+                .timeouts(Timeouts::new().request(secs(2)).per_try(ms(150)))
+                .retries(Retries::attempts(3).on([
+                    RetryOn::Status5xx,
+                    RetryOn::Reset,
+                    RetryOn::ConnectFailure,
+                ]))
+                .outlier(
+                    OutlierDetection::new()
+                        .consecutive_5xx(0)
+                        .consecutive_gateway_errors(3)
+                        .base_ejection_time(secs(1))
+                        .interval(secs(1)),
+                )
+                .load_balancer(Algorithm::RoundRobin),
+        ))
+        .start()?;
     // s0 accepts and never answers; s1 fails the first 3 of every 10 requests.
-    pm.fault(0, "hang_rate=1")?;
-    pm.fault(1, "burst=3/10")?;
+    pm.fault(0, Fault::HangRate(1.0))?;
+    pm.fault(1, Fault::Burst { fail: 3, every: 10 })?;
     let url = format!("http://{}/", pm.ep(2));
     let r = pm.h2load(&format!("--h1 -n 300 -c 3 -t 1 {url}"))?;
     assert_eq!((r.ok, r.errored), (300, 0), "{r:?}");
     let e = pm.outlier(0)?;
     assert_eq!(e["ejection"]["reason"], "consecutive_gateway_errors", "{e}");
-    assert!(metric(&pm, "retries", "per_try_timeout")? >= 1.0);
-    assert!(metric(&pm, "retries", "status")? >= 1.0);
+    assert!(counted(&pm, "retries", "per_try_timeout")? >= 1.0);
+    assert!(counted(&pm, "retries", "status")? >= 1.0);
 
     // s2 crashes: its connects are refused and retried elsewhere; it restarts and is used again.
-    pm.fault(0, "hang_rate=0")?;
-    pm.fault(1, "burst=off")?;
+    pm.fault(0, Fault::HangRate(0.0))?;
+    pm.fault(1, Fault::NoBurst)?;
     let pid = pm.server_pids[2];
     pm.mesh.kill(pid)?;
     let r = pm.h2load(&format!("--h1 -n 100 -c 2 -t 1 {url}"))?;
     assert_eq!(r.ok, 100, "{r:?}");
     let pod = pm.servers[2].clone();
     pm.mesh
-        .testserver(&pod, &["--http", "0.0.0.0:8080", "--name", "s2"])?;
-    wait_for(
-        "the restarted endpoint to serve again",
-        Duration::from_secs(15),
-        || {
-            pm.h2load(&format!("--h1 -n 30 -c 1 {url}"))?;
-            Ok(pm.received(2, "*")? > 0)
-        },
-    )?;
+        .testserver(&pod)
+        .http("0.0.0.0:8080")
+        .name("s2")
+        .start()?;
+    wait_for("the restarted endpoint to serve again", secs(15), || {
+        pm.h2load(&format!("--h1 -n 30 -c 1 {url}"))?;
+        Ok(pm.received(2, "*")? > 0)
+    })?;
     let r = pm.h2load(&format!("--h1 -n 150 -c 3 -t 1 {url}"))?;
     assert_eq!(r.ok, 150, "{r:?}");
     Ok(())

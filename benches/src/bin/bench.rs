@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bulwark_benches::{Report, add_pairs, b2_policy, histogram};
-use bulwark_tests::{Mesh, Pod, bin};
+use bulwark_tests::{Mesh, Pod, ProxyCommand, bin};
 use clap::Parser;
 use hdrhistogram::Histogram;
 
@@ -125,11 +125,15 @@ fn pinned(pod: &Pod, cpu: &str, program: impl AsRef<std::ffi::OsStr>) -> Command
     c
 }
 
-fn start_proxy(mesh: &mut Mesh, pod: &Pod, extra: &[&str]) -> Result<u32> {
+fn start_proxy(mesh: &mut Mesh, pod: &Pod, extra: &[(&str, &str)]) -> Result<u32> {
     mesh.init(pod, &[])?;
-    let mut args = vec!["--worker-threads", "1"];
-    args.extend_from_slice(extra);
-    let mut c = bulwark_tests::proxy_command(pod, Some("1"), &args);
+    let mut proxy = ProxyCommand::new(pod)
+        .pinned_to("1")
+        .flag("--worker-threads", "1");
+    for (name, value) in extra {
+        proxy = proxy.flag(name, value);
+    }
+    let mut c = proxy.command();
     c.env("BULWARK_LOG", "warn");
     let pid = mesh.spawn(pod, &format!("proxy-{}", pod.ns), c)?;
     mesh.wait_ready(pod, pid)?;
@@ -164,7 +168,7 @@ fn setup(mesh: &mut Mesh, body: usize) -> Result<Vec<Topo>> {
     let bppid = start_proxy(
         mesh,
         &bp,
-        &["--policy", &policy_arg, "--workload", "bench/client"],
+        &[("--policy", &policy_arg), ("--workload", "bench/client")],
     )?;
     let mut topos = vec![
         Topo {

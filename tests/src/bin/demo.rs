@@ -3,10 +3,16 @@
 //! load runs without and then with a resilience policy (pushed live), then the demo prints
 //! what retries and outlier detection did and what each proxy saw.
 
-use std::time::Instant;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use bulwark_tests::{Mesh, Pod};
+use bulwark_tests::policy::{snapshot_version, start_control_plane};
+use bulwark_tests::resources::{
+    Algorithm, Backend, OutlierDetection, Policy, Retries, RetryBudget, RetryOn, Timeouts,
+    TrafficPolicy,
+};
+use bulwark_tests::{Fault, Mesh, Pod, wait_for};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -70,43 +76,41 @@ fn print_stats(pod: &Pod, who: &str) -> Result<()> {
     Ok(())
 }
 
-/// The demo's Backend: three replicas of `checkout`, and how clients call them. `{resilience}`
-/// is replaced by the phase's retry and outlier settings.
-const CHECKOUT: &str = r#"# Written by the demo: three checkout replicas and the policy for calling them.
-apiVersion: bulwark.dev/v1alpha1
-kind: Backend
-metadata:
-  name: checkout
-  namespace: shop
-spec:
-  endpoints: [{endpoints}]
----
-apiVersion: bulwark.dev/v1alpha1
-kind: TrafficPolicy
-metadata:
-  name: checkout
-  namespace: shop
-spec:
-  targetRef:
-    kind: Backend
-    name: checkout
-  timeouts:
-    request: 2s
-{resilience}"#;
-
-const WITHOUT: &str = "  retries:\n    attempts: 1\n  outlierDetection:\n    consecutive5xx: 0\n  loadBalancer:\n    algorithm: roundRobin\n";
-const WITH: &str = "  retries:\n    attempts: 3\n    conditions: [5xx, reset, connect-failure]\n    budget:\n      ratio: 0.2\n      minPerSecond: 10\n  outlierDetection:\n    consecutive5xx: 2\n    interval: 5s\n    baseEjectionTime: 30s\n  loadBalancer:\n    algorithm: roundRobin\n";
-
-fn write_policy(dir: &std::path::Path, endpoints: &str, resilience: &str) -> Result<()> {
-    let text = CHECKOUT
-        .replace("{endpoints}", endpoints)
-        .replace("{resilience}", resilience);
-    std::fs::write(dir.join("checkout.yaml"), text)?;
-    Ok(())
+/// The demo's policy: the Backend `checkout` over the replicas at `endpoints`, called with a
+/// 2 s request timeout and `resilience`'s retries, outlier detection and balancing.
+fn checkout_policy(endpoints: &[Ipv4Addr], resilience: TrafficPolicy) -> Result<String> {
+    Policy::new()
+        .with(Backend::new("checkout").replicas(0..endpoints.len()))
+        .with(resilience.timeouts(Timeouts::new().request(Duration::from_secs(2))))
+        .to_yaml(endpoints)
 }
 
-fn snapshot_version(pod: &Pod) -> Result<u64> {
-    bulwark_tests::policy::snapshot_version(pod)
+/// No retries, no outlier detection, round robin.
+fn without_resilience() -> TrafficPolicy {
+    TrafficPolicy::for_backend("checkout")
+        .retries(Retries::attempts(1))
+        .outlier(OutlierDetection::new().consecutive_5xx(0))
+        .load_balancer(Algorithm::RoundRobin)
+}
+
+/// Retries on 5xx, resets and refused connects within a 20 % budget; ejection after two
+/// 5xx in a row; still round robin, so it is the ejection that takes the bad replica out.
+fn with_resilience() -> TrafficPolicy {
+    let retries = Retries::attempts(3)
+        .on([RetryOn::Status5xx, RetryOn::Reset, RetryOn::ConnectFailure])
+        .budget(RetryBudget {
+            ratio: 0.2,
+            min_per_second: 10,
+            window: Duration::from_secs(10),
+        });
+    let outliers = OutlierDetection::new()
+        .consecutive_5xx(2)
+        .interval(Duration::from_secs(5))
+        .base_ejection_time(Duration::from_secs(30));
+    TrafficPolicy::for_backend("checkout")
+        .retries(retries)
+        .outlier(outliers)
+        .load_balancer(Algorithm::RoundRobin)
 }
 
 fn main() -> Result<()> {
@@ -138,18 +142,13 @@ fn main() -> Result<()> {
     for f in ["mesh.yaml", "web.yaml", "legacy-db.yaml"] {
         std::fs::copy(examples.join(f), dir.join(f))?;
     }
-    let endpoints = replicas
-        .iter()
-        .map(|p| format!("\"{}:8080\"", p.ip))
-        .collect::<Vec<_>>()
-        .join(", ");
-    write_policy(&dir, &endpoints, WITHOUT)?;
-    let mut serve = cp.cmd(bulwark_tests::bin("bulwark-control-plane"));
-    serve
-        .args(["serve", "--poll-interval", "100ms", "--policy-dir"])
-        .arg(&dir);
-    mesh.spawn(&cp, "control-plane", serve)?;
-    mesh.wait_listening(&cp, 5170)?;
+    let endpoints: Vec<Ipv4Addr> = replicas.iter().map(|p| p.ip).collect();
+    let policy_file = dir.join("checkout.yaml");
+    std::fs::write(
+        &policy_file,
+        checkout_policy(&endpoints, without_resilience())?,
+    )?;
+    start_control_plane(&mut mesh, &cp, &dir)?;
     println!(
         "    bulwark-control-plane serving the example policy and a Backend 'checkout' with the three replicas"
     );
@@ -158,21 +157,16 @@ fn main() -> Result<()> {
         2,
         "starting the apps: HTTP on :8080 in each replica (replica 2 with an injected fault), a server-speaks-first service on :7025",
     );
-    let fail = format!("{}", args.fail_rate);
     for (i, pod) in replicas.iter().enumerate() {
-        let name = format!("checkout-{i}");
-        let mut a = vec![
-            "--http",
-            "0.0.0.0:8080",
-            "--banner",
-            "0.0.0.0:7025",
-            "--name",
-            &name,
-        ];
+        let mut server = mesh
+            .testserver(pod)
+            .http("0.0.0.0:8080")
+            .banner("0.0.0.0:7025")
+            .name(&format!("checkout-{i}"));
         if i == 2 {
-            a.extend(["--fail-rate", &fail]);
+            server = server.fault(Fault::FailRate(args.fail_rate));
         }
-        mesh.testserver(pod, &a)?;
+        server.start()?;
     }
     println!(
         "    fault injected: checkout-2 answers {:.0}% of its requests with 503",
@@ -189,18 +183,11 @@ fn main() -> Result<()> {
         .map(|p| (p, "shop/checkout"))
         .chain(std::iter::once((&client, "shop/frontend")))
     {
-        let ip = pod.ip.to_string();
-        mesh.proxy(
-            pod,
-            &[
-                "--control-plane",
-                &endpoint,
-                "--workload",
-                workload,
-                "--pod-ips",
-                &ip,
-            ],
-        )?;
+        mesh.proxy(pod)
+            .flag("--control-plane", &endpoint)
+            .flag("--workload", workload)
+            .flag("--pod-ips", pod.ip.to_string())
+            .start()?;
     }
     let rules = client.sh_ok("iptables-save -t nat | grep -c '^-A.*BULWARK'")?;
     println!(
@@ -222,11 +209,15 @@ fn main() -> Result<()> {
         "the policy is edited live: retries on 5xx within a 20 % budget and outlier detection (still round robin, so it is the ejection that takes the bad replica out)",
     );
     let before = snapshot_version(&client)?;
-    write_policy(&dir, &endpoints, WITH)?;
-    let deadline = Instant::now() + std::time::Duration::from_secs(10);
-    while snapshot_version(&client)? <= before && Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    std::fs::write(
+        &policy_file,
+        checkout_policy(&endpoints, with_resilience())?,
+    )?;
+    wait_for(
+        "the client proxy to take the edit",
+        Duration::from_secs(10),
+        || Ok(snapshot_version(&client)? > before),
+    )?;
     println!(
         "    the client proxy moved from version {before} to {} without dropping a connection",
         snapshot_version(&client)?

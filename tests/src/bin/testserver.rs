@@ -3,10 +3,9 @@
 //!
 //! HTTP paths: `/` hello, `/status/N`, `/delay/MS`, `/echo` (streams the body back),
 //! `/bytes/N` (N bytes), `/upload` (counts body bytes), `/headers` (received headers as JSON), `/count`.
-//! Flags: `--fail-rate F` answers that fraction of `/` with 503 (a faulty endpoint).
 //!
-//! Faults, set with flags at start or at run time with `POST /_fault?k=v&…` (from the
-//! server's own pod, so no proxy counts it): `latency_ms` added to every request,
+//! Faults, set at start with `--fault k=v&…` or at run time with `POST /_fault?k=v&…` (from
+//! the server's own pod, so no proxy counts it): `latency_ms` added to every request,
 //! `fail_rate` (503s), `burst` `N/M` (the first N of every M requests fail with 503),
 //! `reset_rate` (the request is read whole, then the connection is closed with no
 //! response), `hang_rate` (the request is held unanswered for up to an hour:
@@ -42,12 +41,9 @@ struct Args {
     /// Name returned in responses.
     #[arg(long, default_value = "testserver")]
     name: String,
-    /// Fraction of `/` requests answered 503.
-    #[arg(long, default_value_t = 0.0)]
-    fail_rate: f64,
-    /// Latency added to every request, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    latency_ms: u64,
+    /// Faults in force from the start, as `POST /_fault` takes them (`k=v&…`).
+    #[arg(long)]
+    fault: Vec<String>,
     /// UDP address to answer DNS A queries on.
     #[arg(long)]
     dns: Option<SocketAddr>,
@@ -340,14 +336,16 @@ async fn serve_dns(socket: tokio::net::UdpSocket, file: std::path::PathBuf) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let mut faults = Faults::default();
+    for f in &args.fault {
+        faults
+            .set(f)
+            .map_err(|e| anyhow::anyhow!("--fault {f}: {e}"))?;
+    }
     let state = Arc::new(State {
         name: args.name.clone(),
         requests: AtomicU64::new(0),
-        faults: Mutex::new(Faults {
-            latency_ms: args.latency_ms,
-            fail_rate: args.fail_rate,
-            ..Default::default()
-        }),
+        faults: Mutex::new(faults),
         by_method: Mutex::new(Default::default()),
     });
     let mut tasks = Vec::new();
