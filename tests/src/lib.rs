@@ -174,6 +174,7 @@ pub struct ProxyCommand {
     pod: Pod,
     cpu: Option<String>,
     flags: Vec<OsString>,
+    binary: Option<PathBuf>,
 }
 
 impl ProxyCommand {
@@ -183,7 +184,14 @@ impl ProxyCommand {
             pod: pod.clone(),
             cpu: None,
             flags: Vec::new(),
+            binary: None,
         }
+    }
+
+    /// Runs this build of the proxy instead of the workspace's (a benchmark comparing two).
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
     }
 
     /// Runs it on one CPU (`taskset -c cpu`).
@@ -212,7 +220,7 @@ impl ProxyCommand {
         let uid = PROXY_UID.to_string();
         c.args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
             .args(["--inh-caps", "+net_admin", "--ambient-caps", "+net_admin"])
-            .arg(bin("bulwark-proxy"))
+            .arg(self.binary.clone().unwrap_or_else(|| bin("bulwark-proxy")))
             .arg("run")
             .args(&self.flags);
         c

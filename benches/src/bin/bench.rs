@@ -35,6 +35,14 @@ struct Args {
     /// Where to write the Markdown report.
     #[arg(long, default_value = "bench-report.md")]
     out: PathBuf,
+    /// Another build of the proxy to run beside this one (B0 and B20 repeat B and B2 with
+    /// it), so two revisions compare in one interleaved run.
+    #[arg(long)]
+    baseline_proxy: Option<PathBuf>,
+    /// Only these topologies (A, the direct connection, is always run: added latency is
+    /// measured against it).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -126,10 +134,23 @@ fn pinned(pod: &Pod, cpu: &str, program: impl AsRef<std::ffi::OsStr>) -> Command
 }
 
 fn start_proxy(mesh: &mut Mesh, pod: &Pod, extra: &[(&str, &str)]) -> Result<u32> {
+    start_build(mesh, pod, extra, None)
+}
+
+/// Starts `binary` (the workspace's proxy when `None`) in `pod`, pinned to CPU 1.
+fn start_build(
+    mesh: &mut Mesh,
+    pod: &Pod,
+    extra: &[(&str, &str)],
+    binary: Option<&std::path::Path>,
+) -> Result<u32> {
     mesh.init(pod, &[])?;
     let mut proxy = ProxyCommand::new(pod)
         .pinned_to("1")
         .flag("--worker-threads", "1");
+    if let Some(b) = binary {
+        proxy = proxy.binary(b);
+    }
     for (name, value) in extra {
         proxy = proxy.flag(name, value);
     }
@@ -140,7 +161,7 @@ fn start_proxy(mesh: &mut Mesh, pod: &Pod, extra: &[(&str, &str)]) -> Result<u32
     Ok(pid)
 }
 
-fn setup(mesh: &mut Mesh, body: usize) -> Result<Vec<Topo>> {
+fn setup(mesh: &mut Mesh, body: usize, baseline: Option<&std::path::Path>) -> Result<Vec<Topo>> {
     let srv = mesh.pod("srv")?;
     let srvm = mesh.pod("srvm")?;
     for s in [&srv, &srvm] {
@@ -204,6 +225,32 @@ fn setup(mesh: &mut Mesh, body: usize) -> Result<Vec<Topo>> {
             h2: true,
         },
     ];
+    if let Some(base) = baseline {
+        let b0 = mesh.pod("b0")?;
+        let pid = start_build(mesh, &b0, &[], Some(base))?;
+        topos.push(Topo {
+            key: "B0",
+            name: "baseline build, one hop",
+            client: b0,
+            url: direct.clone(),
+            pids: vec![pid],
+            h2: true,
+        });
+        let b20 = mesh.pod("b20")?;
+        let policy = [
+            ("--policy", policy_arg.as_str()),
+            ("--workload", "bench/client"),
+        ];
+        let pid = start_build(mesh, &b20, &policy, Some(base))?;
+        topos.push(Topo {
+            key: "B20",
+            name: "baseline build, one hop, Backend with retries, timeouts, outlier detection",
+            client: b20,
+            url: direct.clone(),
+            pids: vec![pid],
+            h2: true,
+        });
+    }
     let dir = std::env::temp_dir().join(format!("bulwark-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     if installed("haproxy") {
@@ -354,7 +401,8 @@ fn main() -> Result<()> {
         ]
     };
     let mut mesh = Mesh::new("bench")?;
-    let topos = setup(&mut mesh, args.body)?;
+    let mut topos = setup(&mut mesh, args.body, args.baseline_proxy.as_deref())?;
+    topos.retain(|t| t.key == "A" || args.only.is_empty() || args.only.iter().any(|k| k == t.key));
     let idle_rss: BTreeMap<&str, Vec<u64>> = topos
         .iter()
         .map(|t| {
