@@ -34,6 +34,7 @@ pub mod target;
 pub(crate) mod test_util;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,15 +73,14 @@ pub struct PooledUpstream<'a> {
 impl Upstream<Incoming> for PooledUpstream<'_> {
     type Body = Incoming;
 
-    async fn send(
+    /// Hands the request to the pool at once (no future of its own to move it through).
+    fn send(
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
         req: Request<AttemptBody>,
-    ) -> Result<Response<Incoming>, Error> {
-        self.pools
-            .send(addr, self.version, connect_timeout, req)
-            .await
+    ) -> impl Future<Output = Result<Response<Incoming>, Error>> + Send {
+        self.pools.send(addr, self.version, connect_timeout, req)
     }
 }
 
