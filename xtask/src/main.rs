@@ -28,6 +28,10 @@ enum Cmd {
         /// One short round with debug binaries, to prove the harness works (part of `test`).
         #[arg(long)]
         smoke: bool,
+        /// Instructions per request under callgrind (B and B2) instead of the timed run; the
+        /// extra arguments go to bulwark-callgrind (e.g. --proxy OTHER-BUILD).
+        #[arg(long, conflicts_with = "smoke")]
+        callgrind: bool,
         /// Extra arguments for bulwark-bench (e.g. --rounds 5 --seconds 10).
         #[arg(last = true)]
         rest: Vec<String>,
@@ -285,6 +289,19 @@ fn bench(smoke: bool, rest: &[String]) -> Result<()> {
     ))
 }
 
+/// `bulwark-callgrind` on release binaries: the repeatable figure (instructions per
+/// request), unlike times on a shared machine.
+fn bench_callgrind(rest: &[String]) -> Result<()> {
+    ensure!(
+        is_root(),
+        "the benchmark creates network namespaces and iptables rules: run it as root"
+    );
+    ensure_packages(&[])?;
+    ensure_packages(&["valgrind"])?;
+    run(cargo().args(["build", "--release", "--bins"]))?;
+    run(Command::new(target_dir().join("release/bulwark-callgrind")).args(rest))
+}
+
 fn demo(requests: u32) -> Result<()> {
     if !is_root() {
         bail!("the demo creates network namespaces and iptables rules: run it as root");
@@ -301,7 +318,17 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Test { no_install } => test(no_install),
         Cmd::Demo { requests } => demo(requests),
-        Cmd::Bench { smoke, rest } => bench(smoke, &rest),
+        Cmd::Bench {
+            smoke,
+            callgrind,
+            rest,
+        } => {
+            if callgrind {
+                bench_callgrind(&rest)
+            } else {
+                bench(smoke, &rest)
+            }
+        }
         Cmd::Codegen { check } => codegen(check),
     }
 }

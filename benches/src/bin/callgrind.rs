@@ -1,7 +1,7 @@
 //! Instructions per request, the figure that repeats on a noisy machine: one Bulwark hop
 //! (B: plain forwarding; B2: the upstream as a Backend under a typical policy) runs under
 //! `valgrind --tool=callgrind` in network-namespace pods with real redirection, serves N
-//! HTTP/1.1 requests with 1 KiB bodies from h2load, and the instructions of a run of 16
+//! HTTP/1.1 (or HTTP/2) requests with 1 KiB bodies from h2load, and the instructions of a run of 16
 //! requests (start-up and shutdown) are subtracted. `--proxy` measures another build of
 //! the proxy the same way, so two revisions compare in one sitting.
 
@@ -27,6 +27,10 @@ struct Args {
     /// Topologies to measure: B, B2 or both.
     #[arg(long, value_delimiter = ',', default_value = "B,B2")]
     topologies: Vec<String>,
+    /// HTTP/1.1 (`h1`) or HTTP/2 with prior knowledge (`h2`, one stream at a time per
+    /// connection).
+    #[arg(long, default_value = "h1", value_parser = ["h1", "h2"])]
+    proto: String,
     /// Keep the callgrind outputs in this directory (for callgrind_annotate).
     #[arg(long)]
     keep: Option<PathBuf>,
@@ -50,90 +54,112 @@ fn main() -> Result<()> {
             "B2" => true,
             other => bail!("unknown topology {other} (B or B2)"),
         };
-        let keep = args.keep.as_deref();
-        let full = instructions(&proxy, policy, args.requests, args.conns, keep)?;
-        let base = instructions(&proxy, policy, BASELINE, args.conns.min(BASELINE), keep)?;
+        let run = Run {
+            proxy: &proxy,
+            policy,
+            h2: args.proto == "h2",
+            keep: args.keep.as_deref(),
+        };
+        let full = run.instructions(args.requests, args.conns)?;
+        let base = run.instructions(BASELINE, args.conns.min(BASELINE))?;
         let per = full.saturating_sub(base) as f64 / f64::from(args.requests - BASELINE);
         println!("| {topo} | {per:.0} |");
     }
     Ok(())
 }
 
-/// Instructions the proxy executed in a whole run that served `requests` requests.
-fn instructions(
-    proxy: &Path,
+/// One measured configuration.
+#[derive(Debug, Clone, Copy)]
+struct Run<'a> {
+    proxy: &'a Path,
+    /// B2 (the upstream as a Backend under policy) rather than B.
     policy: bool,
-    requests: u32,
-    conns: u32,
-    keep: Option<&Path>,
-) -> Result<u64> {
-    let started = Instant::now();
-    let mut mesh = Mesh::new("callgrind")?;
-    let srv = mesh.pod("srv")?;
-    let mut server = srv.cmd(bin("bulwark-testserver"));
-    server.args(["--http", "0.0.0.0:8080"]);
-    mesh.spawn(&srv, "server", server)?;
-    mesh.wait_listening(&srv, 8080)?;
-    let client = mesh.pod("client")?;
-    mesh.init(&client, &[])?;
-    let dir = std::env::temp_dir().join(format!("bulwark-callgrind-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let out = dir.join(format!("out-{policy}-{requests}"));
-    let policy_file = dir.join("policy.yaml");
-    std::fs::write(&policy_file, b2_policy(&format!("{}:8080", srv.ip)))?;
-    // The proxy file is read by the proxy's UID; the output is written by it.
-    set_mode(&dir, 0o777)?;
-    set_mode(&policy_file, 0o644)?;
-    let pid = {
-        let uid = PROXY_UID.to_string();
-        let mut c = client.cmd("setpriv");
-        c.args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
-            .arg("valgrind")
-            .args(["--tool=callgrind", "-q"])
-            .arg(format!("--callgrind-out-file={}", out.display()))
-            .arg(proxy)
-            .args(["run", "--worker-threads", "1", "--verify-redirect", "false"])
-            .args(["--shutdown-grace", "1s"])
-            .env("BULWARK_LOG", "warn");
-        if policy {
-            c.arg("--policy")
-                .arg(&policy_file)
-                .args(["--workload", "bench/client"]);
+    h2: bool,
+    keep: Option<&'a Path>,
+}
+
+impl Run<'_> {
+    /// Instructions the proxy executed in a whole run that served `requests` requests.
+    fn instructions(&self, requests: u32, conns: u32) -> Result<u64> {
+        let Run {
+            proxy,
+            policy,
+            h2,
+            keep,
+        } = *self;
+        let started = Instant::now();
+        let mut mesh = Mesh::new("callgrind")?;
+        let srv = mesh.pod("srv")?;
+        let mut server = srv.cmd(bin("bulwark-testserver"));
+        server.args(["--http", "0.0.0.0:8080"]);
+        mesh.spawn(&srv, "server", server)?;
+        mesh.wait_listening(&srv, 8080)?;
+        let client = mesh.pod("client")?;
+        mesh.init(&client, &[])?;
+        let dir = std::env::temp_dir().join(format!("bulwark-callgrind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let out = dir.join(format!("out-{policy}-{requests}"));
+        let policy_file = dir.join("policy.yaml");
+        std::fs::write(&policy_file, b2_policy(&format!("{}:8080", srv.ip)))?;
+        // The proxy file is read by the proxy's UID; the output is written by it.
+        set_mode(&dir, 0o777)?;
+        set_mode(&policy_file, 0o644)?;
+        let pid = {
+            let uid = PROXY_UID.to_string();
+            let mut c = client.cmd("setpriv");
+            c.args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
+                .arg("valgrind")
+                .args(["--tool=callgrind", "-q"])
+                .arg(format!("--callgrind-out-file={}", out.display()))
+                .arg(proxy)
+                .args(["run", "--worker-threads", "1", "--verify-redirect", "false"])
+                .args(["--shutdown-grace", "1s"])
+                .env("BULWARK_LOG", "warn");
+            if policy {
+                c.arg("--policy")
+                    .arg(&policy_file)
+                    .args(["--workload", "bench/client"]);
+            }
+            mesh.spawn(&client, "proxy", c)?
+        };
+        wait_ready(&client, Duration::from_secs(60))?;
+        let url = format!("http://{}:8080/bytes/1024", srv.ip);
+        let load = client.sh_ok(&format!(
+            "h2load {} -n {requests} -c {conns} -m 1 {url} | grep -E '^requests:'",
+            if h2 { "" } else { "--h1" }
+        ))?;
+        ensure!(
+            load.contains(&format!("{requests} succeeded")),
+            "h2load: {load}"
+        );
+        mesh.terminate(pid, Duration::from_secs(60))?;
+        let text =
+            std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+        if let Some(keep) = keep {
+            std::fs::create_dir_all(keep)?;
+            let name = format!(
+                "callgrind.{}.{}.{requests}",
+                if policy { "B2" } else { "B" },
+                if h2 { "h2" } else { "h1" }
+            );
+            std::fs::copy(&out, keep.join(name))?;
         }
-        mesh.spawn(&client, "proxy", c)?
-    };
-    wait_ready(&client, Duration::from_secs(60))?;
-    let url = format!("http://{}:8080/bytes/1024", srv.ip);
-    let load = client.sh_ok(&format!(
-        "h2load --h1 -n {requests} -c {conns} -m 1 {url} | grep -E '^requests:'"
-    ))?;
-    ensure!(
-        load.contains(&format!("{requests} succeeded")),
-        "h2load: {load}"
-    );
-    mesh.terminate(pid, Duration::from_secs(60))?;
-    let text =
-        std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
-    if let Some(keep) = keep {
-        std::fs::create_dir_all(keep)?;
-        let name = format!("callgrind.{}.{requests}", if policy { "B2" } else { "B" });
-        std::fs::copy(&out, keep.join(name))?;
+        let _ = std::fs::remove_dir_all(&dir);
+        let total = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("summary: ")
+                    .or_else(|| l.strip_prefix("totals: "))
+            })
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .context("no instruction total in the callgrind output")?;
+        eprintln!(
+            "{} requests, policy {policy}: {total} instructions ({:.0} s)",
+            requests,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(total)
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    let total = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("summary: ")
-                .or_else(|| l.strip_prefix("totals: "))
-        })
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no instruction total in the callgrind output")?;
-    eprintln!(
-        "{} requests, policy {policy}: {total} instructions ({:.0} s)",
-        requests,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(total)
 }
 
 fn wait_ready(pod: &Pod, timeout: Duration) -> Result<()> {
