@@ -65,8 +65,13 @@ const APT_PACKAGES: &[&str] = &[
     "openssl",
 ];
 
+/// The workspace root. `cargo run` (which `cargo xtask` is) names the package's directory
+/// at run time; the one compiled in is only a fallback, because a build cache shared by two
+/// checkouts can hand one checkout the other's binary.
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()

@@ -21,6 +21,38 @@ pub const MAX_DETECT_BYTES: usize = 8 * 1024;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// The request methods of RFC 9110 §9.3 and PATCH (RFC 5789). A connection that begins with
+/// one of them and a space is HTTP/1, whatever follows: its head is then hyper's to accept
+/// or refuse (400, 431), so a malformed request meets the proxy's checks instead of being
+/// forwarded as opaque bytes past them.
+const METHODS: [&[u8]; 9] = [
+    b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH",
+];
+
+/// How `buf` relates to "a known method and a space": `Some(true)` it begins so,
+/// `Some(false)` it could still (it is a proper prefix of one), `None` it cannot.
+fn http1_method_start(buf: &[u8]) -> Option<bool> {
+    let mut could = false;
+    for m in METHODS {
+        if buf.len() > m.len() {
+            if buf.starts_with(m) && buf[m.len()] == b' ' {
+                return Some(true);
+            }
+        } else if m.starts_with(buf) {
+            could = true;
+        }
+    }
+    could.then_some(false)
+}
+
+/// Whether bytes that stopped arriving before the detection timeout are the start of an
+/// HTTP/1 request (a known method, or a prefix of one): such a connection is served as
+/// HTTP, so a client that trickles its head meets the header-read timeout from its first
+/// byte instead of being switched to raw TCP.
+pub fn begins_like_http1(buf: &[u8]) -> bool {
+    !buf.is_empty() && http1_method_start(buf).is_some()
+}
+
 /// What a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,6 +107,12 @@ pub fn classify(buf: &[u8]) -> Verdict {
     if buf.starts_with(H2_PREFACE) {
         return Verdict::Known(Protocol::Http2);
     }
+    match http1_method_start(buf) {
+        Some(true) => return Verdict::Known(Protocol::Http1),
+        Some(false) => return Verdict::NeedMore,
+        None => {}
+    }
+    // Other methods: HTTP/1 when the request line parses.
     let mut headers = [httparse::EMPTY_HEADER; 16];
     let mut req = httparse::Request::new(&mut headers);
     let verdict = match req.parse(buf) {
@@ -130,6 +168,9 @@ pub async fn detect<T: AsyncRead + Unpin>(
             Ok(Ok(0)) => return Ok((Detection::Closed, buf.freeze())),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
+            Err(_) if begins_like_http1(&buf) => {
+                return Ok((Detection::Detected(Protocol::Http1), buf.freeze()));
+            }
             Err(_) => return Ok((Detection::TimedOut, buf.freeze())),
         }
     }

@@ -16,8 +16,44 @@ fn classifies_http1_request_lines() {
     );
     // The request line alone is enough; headers may still be in flight.
     assert_eq!(classify(b"GET /x HTTP/1.0\r\nHost"), known(Protocol::Http1));
-    assert_eq!(classify(b"GET /x HT"), Verdict::NeedMore);
     assert_eq!(classify(b"G"), Verdict::NeedMore);
+    assert_eq!(classify(b"GET"), Verdict::NeedMore);
+    assert_eq!(
+        classify(b"PROPFIND /x HTTP/1.1\r\n"),
+        known(Protocol::Http1)
+    );
+}
+
+#[test]
+fn a_known_method_and_a_space_is_http1_however_malformed_the_rest() {
+    // Each of these once fell back to opaque TCP and reached the app untouched.
+    for head in [
+        &b"GET / HTTP/1.1\r\nX-Nul: a\0b\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nX-Fold: a\r\n b\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length : 5\r\n\r\nhello",
+        b"GET /x HT",
+        b"GET ",
+        b"DELETE \x01",
+    ] {
+        assert_eq!(classify(head), known(Protocol::Http1), "{head:?}");
+    }
+    // Text protocols that merely start with a word are not taken for HTTP.
+    assert_eq!(classify(b"SET key value\r\n"), known(Protocol::Opaque));
+    assert!(begins_like_http1(b"PO"));
+    assert!(begins_like_http1(b"GET"));
+    assert!(!begins_like_http1(b""), "silence is not a request");
+    assert!(!begins_like_http1(b"HELO"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_that_trickles_from_its_first_byte_is_still_http1() {
+    use tokio::io::AsyncWriteExt;
+
+    let (mut client, mut server) = tokio::io::duplex(64);
+    client.write_all(b"PU").await.unwrap();
+    let (outcome, bytes) = detect(&mut server, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(outcome, Detection::Detected(Protocol::Http1));
+    assert_eq!(&bytes[..], b"PU");
 }
 
 #[test]
@@ -53,7 +89,12 @@ fn classifies_tls_and_opaque() {
 
 #[test]
 fn an_endless_request_line_is_bounded() {
+    // A known method is HTTP/1 at once: hyper's head limit (431) bounds the rest.
     let mut line = b"GET /".to_vec();
+    line.resize(MAX_DETECT_BYTES, b'a');
+    assert_eq!(classify(&line), known(Protocol::Http1));
+    // Another method is HTTP/1 only once its request line parses, within the bound.
+    let mut line = b"PROPFIND /".to_vec();
     line.resize(MAX_DETECT_BYTES, b'a');
     assert_eq!(classify(&line), known(Protocol::Opaque));
 }

@@ -1,0 +1,142 @@
+//! A malformed or trickled HTTP/1 head meets the proxy's checks: it is answered 400, or
+//! closed at the header-read timeout, and never reaches the application as raw bytes. On
+//! the outbound path (the app's own proxy) and the inbound path (a client outside the mesh
+//! dialling the pod), against an upstream that records every byte it receives.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use bulwark_tests::{Mesh, Pod, py_script, python, wait_for};
+
+/// Heads that once fell back to opaque TCP and were forwarded untouched.
+const MALFORMED: [(&str, &[u8]); 4] = [
+    (
+        "NUL in a header value",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\0b\r\n\r\n",
+    ),
+    (
+        "obs-fold",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\r\n b\r\n\r\n",
+    ),
+    (
+        "whitespace before the colon",
+        b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+    ),
+    (
+        "bare CR in a value",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n",
+    ),
+];
+
+fn probe(pod: &Pod, args: &str) -> Result<String> {
+    let cmd = format!(
+        "{} {} {args}",
+        python().display(),
+        py_script("tcp_probe.py").display()
+    );
+    Ok(pod.sh_ok(&cmd)?.trim().to_string())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An upstream on port 8080 of `pod` that records what it receives and answers nothing.
+fn recorder(mesh: &mut Mesh, pod: &Pod, test: &str) -> Result<PathBuf> {
+    let file = std::env::temp_dir().join(format!("bulwark-recorded-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let mut c = pod.cmd(python());
+    c.arg(py_script("tcp_probe.py"))
+        .args(["record", "8080"])
+        .arg(&file);
+    mesh.spawn(pod, "recorder", c)?;
+    mesh.wait_listening(pod, 8080)?;
+    Ok(file)
+}
+
+fn recorded(file: &PathBuf) -> Vec<u8> {
+    std::fs::read(file).unwrap_or_default()
+}
+
+/// Every malformed head sent from `client` to `target:8080` gets 400 and nothing reaches
+/// the recorder; then a well-formed one does reach it, so the check can fail.
+fn malformed_heads_are_refused(client: &Pod, target: &Pod, file: &PathBuf) -> Result<()> {
+    for (what, head) in MALFORMED {
+        let line = probe(client, &format!("raw {} 8080 {}", target.ip, hex(head)))?;
+        assert!(
+            line.starts_with("HTTP/1.1 400"),
+            "{what}: answered {line:?}, expected 400"
+        );
+        assert!(
+            recorded(file).is_empty(),
+            "{what}: the upstream received {:?}",
+            String::from_utf8_lossy(&recorded(file))
+        );
+    }
+    // The recorder never answers: the probe gives up after a few seconds.
+    let good = hex(b"GET /good HTTP/1.1\r\nHost: a\r\n\r\n");
+    let _ = client.sh(&format!(
+        "timeout 3 {} {} raw {} 8080 {good}",
+        python().display(),
+        py_script("tcp_probe.py").display(),
+        target.ip
+    ));
+    wait_for(
+        "the well-formed request at the upstream",
+        Duration::from_secs(10),
+        || Ok(String::from_utf8_lossy(&recorded(file)).contains("GET /good HTTP/1.1")),
+    )
+}
+
+#[test]
+fn a_malformed_head_from_the_app_is_refused_by_its_proxy() -> Result<()> {
+    let mut mesh = Mesh::new("malformed-out")?;
+    let client = mesh.pod("client")?;
+    let server = mesh.pod("server")?;
+    let file = recorder(&mut mesh, &server, "out")?;
+    mesh.proxy(&client).start()?;
+    malformed_heads_are_refused(&client, &server, &file)?;
+    let _ = std::fs::remove_file(&file);
+    Ok(())
+}
+
+#[test]
+fn a_malformed_head_from_outside_the_mesh_is_refused_by_the_inbound_proxy() -> Result<()> {
+    let mut mesh = Mesh::new("malformed-in")?;
+    let outside = mesh.pod("outside")?;
+    let server = mesh.pod("server")?;
+    let file = recorder(&mut mesh, &server, "in")?;
+    mesh.proxy(&server).start()?;
+    malformed_heads_are_refused(&outside, &server, &file)?;
+    let _ = std::fs::remove_file(&file);
+    Ok(())
+}
+
+#[test]
+fn a_head_trickled_from_its_first_byte_meets_the_header_timeout() -> Result<()> {
+    let mut mesh = Mesh::new("trickle")?;
+    let client = mesh.pod("client")?;
+    let server = mesh.pod("server")?;
+    let file = recorder(&mut mesh, &server, "trickle")?;
+    mesh.proxy(&client)
+        .flag("--header-read-timeout", "3s")
+        .start()?;
+    // One byte every 0.4 s: the detection timeout (1 s) passes after "GE", long before
+    // the head is whole. The client's clock: it is the client that must see the close.
+    let out = probe(&client, &format!("trickle {} 8080 0.4", server.ip))?;
+    let secs: f64 = out
+        .parse()
+        .map_err(|_| anyhow::anyhow!("the connection was still open after 20 s: {out}"))?;
+    assert!(
+        (2.5..9.0).contains(&secs),
+        "closed after {secs}s, expected the 3 s header timeout after detection"
+    );
+    assert!(
+        recorded(&file).is_empty(),
+        "the trickled head reached the upstream as raw bytes: {:?}",
+        String::from_utf8_lossy(&recorded(&file))
+    );
+    let _ = std::fs::remove_file(&file);
+    Ok(())
+}
