@@ -47,6 +47,9 @@ pub enum Kind {
     NoEndpoints,
     /// The client's request body failed (an aborted upload, a client that went away).
     DownstreamAborted,
+    /// A request head hyper accepted but whose framing a proxy must not pass on (a
+    /// transfer coding stacked or repeated).
+    MalformedRequest,
     /// A connection that dialled the proxy port directly: forwarding it would loop.
     NotRedirected,
     /// An opaque connection carried no bytes for the idle timeout.
@@ -55,7 +58,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, for tests and documentation.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::ConnectRefused,
         Kind::ConnectTimeout,
         Kind::RefusedStream,
@@ -68,6 +71,7 @@ impl Kind {
         Kind::BulkheadQueueTimeout,
         Kind::NoEndpoints,
         Kind::DownstreamAborted,
+        Kind::MalformedRequest,
         Kind::NotRedirected,
         Kind::IdleTimeout,
     ];
@@ -87,6 +91,7 @@ impl Kind {
             Kind::BulkheadQueueTimeout => "bulkhead_queue_timeout",
             Kind::NoEndpoints => "no_endpoints",
             Kind::DownstreamAborted => "downstream_aborted",
+            Kind::MalformedRequest => "malformed_request",
             Kind::NotRedirected => "not_redirected",
             Kind::IdleTimeout => "idle_timeout",
         }
@@ -99,9 +104,10 @@ impl Kind {
             | Kind::RefusedStream
             | Kind::UpstreamReset
             | Kind::PerTryTimeout => Side::Upstream,
-            Kind::CallerDeadline | Kind::DownstreamAborted | Kind::NotRedirected => {
-                Side::Downstream
-            }
+            Kind::CallerDeadline
+            | Kind::DownstreamAborted
+            | Kind::MalformedRequest
+            | Kind::NotRedirected => Side::Downstream,
             Kind::RequestTimeout
             | Kind::ResponseHeadersTimeout
             | Kind::BulkheadFull
@@ -153,6 +159,12 @@ impl Error {
         self.kind.reason()
     }
 
+    /// Whether the connection must close after the proxy's answer: the request's framing
+    /// is in doubt, so nothing after it may be read as another request.
+    pub fn closes_connection(&self) -> bool {
+        self.kind == Kind::MalformedRequest
+    }
+
     /// Whether the request provably never reached the application (so even a request that
     /// is not replay-safe may be sent again).
     pub fn never_reached_app(&self) -> bool {
@@ -175,16 +187,18 @@ impl Error {
             | Kind::BulkheadFull
             | Kind::BulkheadQueueTimeout
             | Kind::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
-            Kind::DownstreamAborted => StatusCode::BAD_REQUEST,
+            Kind::DownstreamAborted | Kind::MalformedRequest => StatusCode::BAD_REQUEST,
             Kind::NotRedirected | Kind::IdleTimeout => StatusCode::BAD_GATEWAY,
         }
     }
 
     /// The gRPC status a gRPC caller gets: DEADLINE_EXCEEDED for every timeout, CANCELLED
-    /// for a call the client abandoned, else UNAVAILABLE (which gRPC clients may retry).
+    /// for a call the client abandoned, INTERNAL for a malformed request, else UNAVAILABLE
+    /// (which gRPC clients may retry).
     pub fn grpc_status(&self) -> u32 {
         match self.kind {
             Kind::DownstreamAborted => 1,
+            Kind::MalformedRequest => 13,
             _ if self.status() == StatusCode::GATEWAY_TIMEOUT => 4,
             _ => 14,
         }

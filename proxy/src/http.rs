@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use self::body::{BodyEnd, Hold, ProxyBody};
 use crate::config::{HttpConfig, TcpConfig};
 use crate::drain::Drain;
-use crate::error::Error;
+use crate::error::{Error, Kind};
 use crate::metrics::{Direction, Metrics};
 use crate::pool::{Pools, Version};
 
@@ -92,16 +92,27 @@ impl Forwarded {
 impl Hop {
     /// Reads the head and rewrites it for the next hop: hop-by-hop fields removed (an
     /// Upgrade keeps `Connection: upgrade`), the URI made absolute with the request's own
-    /// authority (the pools dial `dst` whatever it says).
+    /// authority (the pools dial `dst` whatever it says). A head whose framing is in doubt
+    /// is refused: the error comes back with what was read, for [`Hop::finish`].
     pub fn prepare(
         &self,
         req: &mut Request<Incoming>,
         version: Version,
         dst: SocketAddr,
-    ) -> Prepared {
+    ) -> Result<Prepared, (Prepared, Error)> {
         let start = Instant::now();
         let authority = headers::authority_of(req).unwrap_or_else(|| dst.to_string());
         let grpc = headers::is_grpc(req.headers());
+        if let Some(doubt) = headers::framing_doubt(req.headers()) {
+            tracing::info!(%dst, %authority, doubt, "request refused: its framing is in doubt");
+            let p = Prepared {
+                authority,
+                grpc,
+                upgrade: None,
+                start,
+            };
+            return Err((p, Kind::MalformedRequest.into()));
+        }
         let upgrade = match version {
             Version::Http1 => headers::upgrade_protocol(req.headers()),
             Version::Http2 => None,
@@ -114,12 +125,12 @@ impl Hop {
             hyper::upgrade::on(&mut *req)
         });
         *req.uri_mut() = headers::absolute_uri(std::mem::take(req.uri_mut()), &authority, dst);
-        Prepared {
+        Ok(Prepared {
             authority,
             grpc,
             upgrade,
             start,
-        }
+        })
     }
 
     /// Records the request and turns what forwarding came to into the downstream response:

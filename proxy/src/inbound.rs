@@ -26,9 +26,14 @@ impl Room for Inbound {
         let forward = move |mut req| {
             let this = self.clone();
             async move {
-                let p = this.hop.prepare(&mut req, version, dst);
-                let result = this.hop.passthrough(req, version, dst).await;
-                Ok::<_, Infallible>(this.hop.finish(p, dst, result))
+                let resp = match this.hop.prepare(&mut req, version, dst) {
+                    Ok(p) => {
+                        let result = this.hop.passthrough(req, version, dst).await;
+                        this.hop.finish(p, dst, result)
+                    }
+                    Err((p, e)) => this.hop.finish(p, dst, Err(e)),
+                };
+                Ok::<_, Infallible>(resp)
             }
         };
         server::serve(io, version, &limits, &drain, forward).await;

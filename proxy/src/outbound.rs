@@ -93,7 +93,10 @@ impl Outbound {
         version: Version,
         dst: SocketAddr,
     ) -> Response<ProxyBody> {
-        let p = self.hop.prepare(&mut req, version, dst);
+        let p = match self.hop.prepare(&mut req, version, dst) {
+            Ok(p) => p,
+            Err((p, e)) => return self.hop.finish(p, dst, Err(e)),
+        };
         let snapshot = self.snapshot.load();
         let result = match snapshot.lookup(dst, Some(&p.authority)) {
             Some((target, state)) => {

@@ -10,7 +10,31 @@ use anyhow::Result;
 use bulwark_tests::{Mesh, Pod, py_script, python, wait_for};
 
 /// Heads that once fell back to opaque TCP and were forwarded untouched.
-const MALFORMED: [(&str, &[u8]); 4] = [
+const MALFORMED: [(&str, &[u8]); 10] = [
+    (
+        "two Content-Lengths",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nhello",
+    ),
+    (
+        "an invalid Content-Length",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello",
+    ),
+    (
+        "an unknown transfer coding",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+    ),
+    (
+        "stacked transfer codings",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+    ),
+    (
+        "a chunk size that overflows",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nx\r\n0\r\n\r\n",
+    ),
+    (
+        "a bare LF in a chunk line",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+    ),
     (
         "NUL in a header value",
         b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\0b\r\n\r\n",
@@ -109,6 +133,42 @@ fn a_malformed_head_from_outside_the_mesh_is_refused_by_the_inbound_proxy() -> R
     let file = recorder(&mut mesh, &server, "in")?;
     mesh.proxy(&server).start()?;
     malformed_heads_are_refused(&outside, &server, &file)?;
+    let _ = std::fs::remove_file(&file);
+    Ok(())
+}
+
+/// Content-Length with Transfer-Encoding (the CL.TE smuggling shape) is settled as RFC 9112
+/// §6.3 says, by hyper: the chunked framing wins, the length is dropped, and the connection
+/// closes after the response, so what follows the chunked body is never read as a second
+/// request. Only one request reaches the upstream, without the length.
+#[test]
+fn content_length_with_transfer_encoding_smuggles_nothing() -> Result<()> {
+    let mut mesh = Mesh::new("cl-te")?;
+    let client = mesh.pod("client")?;
+    let server = mesh.pod("server")?;
+    let file = recorder(&mut mesh, &server, "clte")?;
+    mesh.proxy(&client).start()?;
+    let head = b"POST /first HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let _ = client.sh(&format!(
+        "timeout 3 {} {} raw {} 8080 {}",
+        python().display(),
+        py_script("tcp_probe.py").display(),
+        server.ip,
+        hex(head)
+    ));
+    wait_for(
+        "the first request at the upstream",
+        Duration::from_secs(10),
+        || Ok(String::from_utf8_lossy(&recorded(&file)).contains("POST /first")),
+    )?;
+    // The smuggled request would have gone out on the same pooled connection at once.
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = String::from_utf8_lossy(&recorded(&file)).to_ascii_lowercase();
+    assert!(!seen.contains("/smuggled"), "smuggled: {seen:?}");
+    assert!(
+        !seen.contains("content-length"),
+        "the length went on: {seen:?}"
+    );
     let _ = std::fs::remove_file(&file);
     Ok(())
 }

@@ -45,6 +45,25 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     }
 }
 
+/// Why a request head hyper accepted must still not be forwarded: its body's framing is
+/// in doubt. `Transfer-Encoding` must say `chunked` once and nothing else (hyper refuses a
+/// final coding other than chunked; a stacked or repeated coding it passes, and two hops
+/// could read the body differently). Hyper itself settles `Content-Length` with
+/// `Transfer-Encoding` as RFC 9112 §6.3 says: the chunked framing wins, the length is
+/// dropped, and the connection closes after the response.
+pub fn framing_doubt(headers: &HeaderMap) -> Option<&'static str> {
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
+    let first = codings.next()?;
+    if codings.next().is_some() {
+        return Some("Transfer-Encoding given twice");
+    }
+    let value = first.to_str().unwrap_or("");
+    if !value.trim().eq_ignore_ascii_case("chunked") {
+        return Some("a transfer coding other than a single chunked");
+    }
+    None
+}
+
 /// Removes hop-by-hop fields (RFC 9110 §7.6.1): `Connection` and every field it names,
 /// `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, and `TE` unless it is
 /// exactly `trailers` (which gRPC needs end to end).
@@ -128,6 +147,25 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.get(TE).unwrap(), "trailers");
         assert!(is_grpc(&h));
+    }
+
+    #[test]
+    fn transfer_codings_must_be_one_chunked() {
+        assert_eq!(framing_doubt(&headers(&[("host", "a")])), None);
+        assert_eq!(
+            framing_doubt(&headers(&[("transfer-encoding", "Chunked")])),
+            None
+        );
+        for bad in [
+            &[("transfer-encoding", "chunked, chunked")][..],
+            &[("transfer-encoding", "gzip, chunked")],
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
+        ] {
+            assert!(framing_doubt(&headers(bad)).is_some(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -15,7 +15,10 @@ pub const ERROR_HEADER: &str = "x-bulwark-error";
 /// The response for `e`, to a gRPC caller if `grpc`.
 pub fn error_response(e: &Error, grpc: bool) -> Response<ProxyBody> {
     let reason = e.reason();
-    let b = Response::builder().header(ERROR_HEADER, reason);
+    let mut b = Response::builder().header(ERROR_HEADER, reason);
+    if e.closes_connection() {
+        b = b.header(http::header::CONNECTION, "close");
+    }
     if grpc {
         return b
             .status(StatusCode::OK)
