@@ -50,6 +50,9 @@ pub enum Kind {
     /// A request head hyper accepted but whose framing a proxy must not pass on (a
     /// transfer coding stacked or repeated).
     MalformedRequest,
+    /// An HTTP/2 request with more header fields than `--max-headers` (HTTP/1 heads are
+    /// bounded by hyper itself).
+    TooManyHeaders,
     /// A connection that dialled the proxy port directly: forwarding it would loop.
     NotRedirected,
     /// An opaque connection carried no bytes for the idle timeout.
@@ -58,7 +61,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, for tests and documentation.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::ConnectRefused,
         Kind::ConnectTimeout,
         Kind::RefusedStream,
@@ -72,6 +75,7 @@ impl Kind {
         Kind::NoEndpoints,
         Kind::DownstreamAborted,
         Kind::MalformedRequest,
+        Kind::TooManyHeaders,
         Kind::NotRedirected,
         Kind::IdleTimeout,
     ];
@@ -92,6 +96,7 @@ impl Kind {
             Kind::NoEndpoints => "no_endpoints",
             Kind::DownstreamAborted => "downstream_aborted",
             Kind::MalformedRequest => "malformed_request",
+            Kind::TooManyHeaders => "too_many_headers",
             Kind::NotRedirected => "not_redirected",
             Kind::IdleTimeout => "idle_timeout",
         }
@@ -107,6 +112,7 @@ impl Kind {
             Kind::CallerDeadline
             | Kind::DownstreamAborted
             | Kind::MalformedRequest
+            | Kind::TooManyHeaders
             | Kind::NotRedirected => Side::Downstream,
             Kind::RequestTimeout
             | Kind::ResponseHeadersTimeout
@@ -188,17 +194,20 @@ impl Error {
             | Kind::BulkheadQueueTimeout
             | Kind::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
             Kind::DownstreamAborted | Kind::MalformedRequest => StatusCode::BAD_REQUEST,
+            Kind::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Kind::NotRedirected | Kind::IdleTimeout => StatusCode::BAD_GATEWAY,
         }
     }
 
     /// The gRPC status a gRPC caller gets: DEADLINE_EXCEEDED for every timeout, CANCELLED
-    /// for a call the client abandoned, INTERNAL for a malformed request, else UNAVAILABLE
-    /// (which gRPC clients may retry).
+    /// for a call the client abandoned, INTERNAL for a malformed request,
+    /// RESOURCE_EXHAUSTED for too many headers, else UNAVAILABLE (which gRPC clients may
+    /// retry).
     pub fn grpc_status(&self) -> u32 {
         match self.kind {
             Kind::DownstreamAborted => 1,
             Kind::MalformedRequest => 13,
+            Kind::TooManyHeaders => 8,
             _ if self.status() == StatusCode::GATEWAY_TIMEOUT => 4,
             _ => 14,
         }

@@ -103,15 +103,30 @@ impl Hop {
         let start = Instant::now();
         let authority = headers::authority_of(req).unwrap_or_else(|| dst.to_string());
         let grpc = headers::is_grpc(req.headers());
-        if let Some(doubt) = headers::framing_doubt(req.headers()) {
+        let refused = if let Some(doubt) = headers::framing_doubt(req.headers()) {
             tracing::info!(%dst, %authority, doubt, "request refused: its framing is in doubt");
+            Some(Kind::MalformedRequest)
+        } else if version == Version::Http2 && req.headers().len() > self.limits.max_headers {
+            // hyper bounds an HTTP/1 head's fields itself, an HTTP/2 header list only in bytes.
+            Some(Kind::TooManyHeaders)
+        } else {
+            None
+        };
+        if let Some(kind) = refused {
             let p = Prepared {
                 authority,
                 grpc,
                 upgrade: None,
                 start,
             };
-            return Err((p, Kind::MalformedRequest.into()));
+            return Err((p, kind.into()));
+        }
+        if version == Version::Http1 && req.uri().authority().is_some() {
+            // An absolute-form target wins over `Host` (RFC 9112 §3.2.2): the upstream is
+            // told the authority the proxy routed and labelled the request by.
+            if let Ok(v) = http::HeaderValue::from_str(&authority) {
+                req.headers_mut().insert(http::header::HOST, v);
+            }
         }
         let upgrade = match version {
             Version::Http1 => headers::upgrade_protocol(req.headers()),

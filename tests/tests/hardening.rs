@@ -173,6 +173,35 @@ fn content_length_with_transfer_encoding_smuggles_nothing() -> Result<()> {
     Ok(())
 }
 
+/// An absolute-form target wins over `Host` (RFC 9112 §3.2.2): the upstream is told the
+/// authority the proxy routed and labelled the request by, not the other one.
+#[test]
+fn an_absolute_form_target_wins_over_host() -> Result<()> {
+    let mut mesh = Mesh::new("absolute")?;
+    let client = mesh.pod("client")?;
+    let server = mesh.pod("server")?;
+    let file = recorder(&mut mesh, &server, "absolute")?;
+    mesh.proxy(&client).start()?;
+    let head = b"GET http://routed.example/x HTTP/1.1\r\nHost: other.example\r\n\r\n";
+    let _ = client.sh(&format!(
+        "timeout 3 {} {} raw {} 8080 {}",
+        python().display(),
+        py_script("tcp_probe.py").display(),
+        server.ip,
+        hex(head)
+    ));
+    wait_for(
+        "the request at the upstream",
+        Duration::from_secs(10),
+        || Ok(String::from_utf8_lossy(&recorded(&file)).contains("GET /x")),
+    )?;
+    let seen = String::from_utf8_lossy(&recorded(&file)).to_ascii_lowercase();
+    assert!(seen.contains("host: routed.example"), "{seen:?}");
+    assert!(!seen.contains("other.example"), "{seen:?}");
+    let _ = std::fs::remove_file(&file);
+    Ok(())
+}
+
 #[test]
 fn a_head_trickled_from_its_first_byte_meets_the_header_timeout() -> Result<()> {
     let mut mesh = Mesh::new("trickle")?;

@@ -115,6 +115,15 @@ fn oversized_headers_get_431_and_the_connection_survives_limits() -> Result<()> 
     assert_eq!(code, "431", "more than 20 header fields");
     let code = client.sh_ok(&format!("curl -s -o /dev/null -w '%{{http_code}}' {url}"))?;
     assert_eq!(code, "200", "a normal request still passes");
+    // HTTP/2 meets the same field count (its header list is otherwise bounded in bytes).
+    let code = client.sh_ok(&format!(
+        "curl -s --http2-prior-knowledge -o /dev/null -w '%{{http_code}}'{many} {url}"
+    ))?;
+    assert_eq!(code, "431", "more than 20 header fields over HTTP/2");
+    let code = client.sh_ok(&format!(
+        "curl -s --http2-prior-knowledge -o /dev/null -w '%{{http_code}}' {url}"
+    ))?;
+    assert_eq!(code, "200", "a normal HTTP/2 request still passes");
     Ok(())
 }
 
