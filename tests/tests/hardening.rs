@@ -83,6 +83,31 @@ fn recorded(file: &PathBuf) -> Vec<u8> {
     std::fs::read(file).unwrap_or_default()
 }
 
+/// Sends `bytes` from `client` to `target:8080` through the proxy and waits until the
+/// recorder has `marker`; returns everything it has, lower-cased. The recorder never
+/// answers, so the probe gives up after a few seconds.
+fn forwarded(
+    client: &Pod,
+    target: &Pod,
+    file: &PathBuf,
+    bytes: &[u8],
+    marker: &str,
+) -> Result<String> {
+    let _ = client.sh(&format!(
+        "timeout 3 {} {} raw {} 8080 {}",
+        python().display(),
+        py_script("tcp_probe.py").display(),
+        target.ip,
+        hex(bytes)
+    ));
+    wait_for(
+        &format!("{marker} at the upstream"),
+        Duration::from_secs(10),
+        || Ok(String::from_utf8_lossy(&recorded(file)).contains(marker)),
+    )?;
+    Ok(String::from_utf8_lossy(&recorded(file)).to_ascii_lowercase())
+}
+
 /// Every malformed head sent from `client` to `target:8080` gets 400 and nothing reaches
 /// the recorder; then a well-formed one does reach it, so the check can fail.
 fn malformed_heads_are_refused(client: &Pod, target: &Pod, file: &PathBuf) -> Result<()> {
@@ -98,19 +123,8 @@ fn malformed_heads_are_refused(client: &Pod, target: &Pod, file: &PathBuf) -> Re
             String::from_utf8_lossy(&recorded(file))
         );
     }
-    // The recorder never answers: the probe gives up after a few seconds.
-    let good = hex(b"GET /good HTTP/1.1\r\nHost: a\r\n\r\n");
-    let _ = client.sh(&format!(
-        "timeout 3 {} {} raw {} 8080 {good}",
-        python().display(),
-        py_script("tcp_probe.py").display(),
-        target.ip
-    ));
-    wait_for(
-        "the well-formed request at the upstream",
-        Duration::from_secs(10),
-        || Ok(String::from_utf8_lossy(&recorded(file)).contains("GET /good HTTP/1.1")),
-    )
+    let good = b"GET /good HTTP/1.1\r\nHost: a\r\n\r\n";
+    forwarded(client, target, file, good, "GET /good HTTP/1.1").map(|_| ())
 }
 
 #[test]
@@ -149,18 +163,7 @@ fn content_length_with_transfer_encoding_smuggles_nothing() -> Result<()> {
     let file = recorder(&mut mesh, &server, "clte")?;
     mesh.proxy(&client).start()?;
     let head = b"POST /first HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
-    let _ = client.sh(&format!(
-        "timeout 3 {} {} raw {} 8080 {}",
-        python().display(),
-        py_script("tcp_probe.py").display(),
-        server.ip,
-        hex(head)
-    ));
-    wait_for(
-        "the first request at the upstream",
-        Duration::from_secs(10),
-        || Ok(String::from_utf8_lossy(&recorded(&file)).contains("POST /first")),
-    )?;
+    forwarded(&client, &server, &file, head, "POST /first")?;
     // The smuggled request would have gone out on the same pooled connection at once.
     std::thread::sleep(Duration::from_millis(500));
     let seen = String::from_utf8_lossy(&recorded(&file)).to_ascii_lowercase();
@@ -183,19 +186,7 @@ fn an_absolute_form_target_wins_over_host() -> Result<()> {
     let file = recorder(&mut mesh, &server, "absolute")?;
     mesh.proxy(&client).start()?;
     let head = b"GET http://routed.example/x HTTP/1.1\r\nHost: other.example\r\n\r\n";
-    let _ = client.sh(&format!(
-        "timeout 3 {} {} raw {} 8080 {}",
-        python().display(),
-        py_script("tcp_probe.py").display(),
-        server.ip,
-        hex(head)
-    ));
-    wait_for(
-        "the request at the upstream",
-        Duration::from_secs(10),
-        || Ok(String::from_utf8_lossy(&recorded(&file)).contains("GET /x")),
-    )?;
-    let seen = String::from_utf8_lossy(&recorded(&file)).to_ascii_lowercase();
+    let seen = forwarded(&client, &server, &file, head, "GET /x")?;
     assert!(seen.contains("host: routed.example"), "{seen:?}");
     assert!(!seen.contains("other.example"), "{seen:?}");
     let _ = std::fs::remove_file(&file);
