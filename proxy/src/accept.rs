@@ -17,6 +17,7 @@ use crate::error::Kind;
 use crate::metrics::{DetectLabel, Direction, Metrics};
 use crate::pool::Version;
 use crate::snapshot::SharedSnapshot;
+use crate::transport::copy::{OnFirstByte, Speaker};
 use crate::transport::detect::{self, Detection, OpaqueLearner, Prefixed, Protocol};
 use crate::transport::{orig_dst, socket};
 
@@ -32,8 +33,14 @@ pub trait Room: Send + Sync + 'static {
         version: Version,
         dst: SocketAddr,
     ) -> impl Future<Output = ()> + Send;
-    /// Forwards an opaque (or TLS passthrough) connection to `dst`.
-    fn opaque(self: Arc<Self>, io: Conn, dst: SocketAddr) -> impl Future<Output = ()> + Send;
+    /// Forwards an opaque (or TLS passthrough) connection to `dst`; `learn`, after a
+    /// detection timeout, is told who speaks first.
+    fn opaque(
+        self: Arc<Self>,
+        io: Conn,
+        dst: SocketAddr,
+        learn: Option<OnFirstByte>,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 /// What the accept loop takes.
@@ -109,7 +116,7 @@ async fn handle<R: Room>(mut stream: TcpStream, peer: SocketAddr, a: &Accept, ro
     let (label, prefix) = match skip_detection(a, dst.port()) {
         Some(label) => (label, Bytes::new()),
         None => match detect::detect(&mut stream, a.detect.timeout).await {
-            Ok((detection, prefix)) => (learn(a, detection, dst.port()), prefix),
+            Ok((detection, prefix)) => (label(a, detection, dst.port()), prefix),
             Err(e) => {
                 tracing::debug!(error = %e, %peer, "read failed during detection");
                 a.metrics.connection_opened(direction, Protocol::Opaque);
@@ -123,31 +130,45 @@ async fn handle<R: Room>(mut stream: TcpStream, peer: SocketAddr, a: &Accept, ro
     };
     a.metrics.detected(direction, label);
     a.metrics.connection_opened(direction, protocol);
+    // A time-out alone proves nothing (a silent client, a peer's idle pooled connection):
+    // the port is learned only when the server then speaks before the client does.
+    let learn =
+        (label == DetectLabel::Timeout && prefix.is_empty()).then(|| evidence(a, dst.port()));
     let io = Prefixed::new(prefix, stream);
     match protocol {
         Protocol::Http1 => room.http(io, Version::Http1, dst).await,
         Protocol::Http2 => room.http(io, Version::Http2, dst).await,
-        Protocol::Tls | Protocol::Opaque => room.opaque(io, dst).await,
+        Protocol::Tls | Protocol::Opaque => room.opaque(io, dst, learn).await,
     }
 }
 
-/// Tells the learner how detection on `port` went, and labels it.
-fn learn(a: &Accept, detection: Detection, port: u16) -> DetectLabel {
+/// What the learner makes of the first byte on a connection whose detection timed out:
+/// the server speaking first is a vote for server-speaks-first, the client speaking first
+/// (it was only slow) a vote against.
+fn evidence(a: &Accept, port: u16) -> OnFirstByte {
+    let (learner, direction) = (a.learner.clone(), a.direction);
+    Box::new(move |first| match first {
+        Speaker::Server => {
+            if learner.record_timeout(port, Instant::now()) {
+                tracing::info!(
+                    port,
+                    ?direction,
+                    "learned opaque port: the server spoke first after clients waited"
+                );
+            }
+        }
+        Speaker::Client => learner.record_detected(port),
+    })
+}
+
+/// Labels how detection on `port` went; a detected protocol resets the learner's count.
+fn label(a: &Accept, detection: Detection, port: u16) -> DetectLabel {
     match detection {
         Detection::Detected(p) => {
             a.learner.record_detected(port);
             DetectLabel::Detected(p)
         }
-        Detection::TimedOut => {
-            if a.learner.record_timeout(port, Instant::now()) {
-                tracing::info!(
-                    port,
-                    direction = ?a.direction,
-                    "learned opaque port: clients wait for the server to speak first"
-                );
-            }
-            DetectLabel::Timeout
-        }
+        Detection::TimedOut => DetectLabel::Timeout,
         Detection::Closed => DetectLabel::Closed,
     }
 }

@@ -27,8 +27,8 @@ pub const DEFAULT_PROXY_GID: u32 = 5102;
 /// How long to wait for a client's first bytes before forwarding the connection as opaque
 /// TCP. Linkerd waits 10 s; a short wait bounds the stall of server-speaks-first protocols.
 pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Consecutive detection time-outs on a destination port after which that port is treated
-/// as opaque without waiting.
+/// Consecutive connections to a destination port whose detection timed out and whose
+/// server then spoke first, after which that port is treated as opaque without waiting.
 pub const DEFAULT_DETECT_LEARN_THRESHOLD: u32 = 2;
 /// How long a learned opaque port stays opaque before detection is tried again.
 pub const DEFAULT_DETECT_LEARN_TTL: Duration = Duration::from_secs(600);

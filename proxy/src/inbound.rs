@@ -11,6 +11,7 @@ use crate::accept::{Conn, Room};
 use crate::http::{Hop, server};
 use crate::pool::Version;
 use crate::tcp;
+use crate::transport::copy::OnFirstByte;
 use crate::transport::socket;
 
 /// What the inbound direction takes.
@@ -39,10 +40,10 @@ impl Room for Inbound {
         server::serve(io, version, &limits, &drain, forward).await;
     }
 
-    async fn opaque(self: Arc<Self>, io: Conn, dst: SocketAddr) {
+    async fn opaque(self: Arc<Self>, io: Conn, dst: SocketAddr, learn: Option<OnFirstByte>) {
         let tcp = &self.hop.tcp;
         match socket::connect(dst, tcp.connect_timeout, tcp.keepalive).await {
-            Ok(upstream) => tcp::copy(&self.hop, io, upstream, dst).await,
+            Ok(upstream) => tcp::copy(&self.hop, io, upstream, dst, learn).await,
             Err(e) => tcp::connect_failed(&self.hop, &e),
         }
     }

@@ -91,7 +91,8 @@ struct RunArgs {
         default_values_t = config::DEFAULT_OPAQUE_PORTS
     )]
     opaque_ports: Vec<u16>,
-    /// Consecutive detection time-outs after which a port is learned as opaque (0: never).
+    /// Consecutive detection time-outs, each followed by the server speaking first, after
+    /// which a port is learned as opaque (0: never).
     #[arg(long, env = "BULWARK_DETECT_LEARN_THRESHOLD", default_value_t = config::DEFAULT_DETECT_LEARN_THRESHOLD)]
     detect_learn_threshold: u32,
     /// How long a learned opaque port stays opaque.

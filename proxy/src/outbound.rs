@@ -50,6 +50,7 @@ use crate::http::{Forwarded, Hop, server};
 use crate::pool::{Pools, Version};
 use crate::snapshot::SharedSnapshot;
 use crate::tcp;
+use crate::transport::copy::OnFirstByte;
 use call::{Call, Upstream};
 
 /// What the outbound direction takes.
@@ -138,11 +139,11 @@ impl Room for Outbound {
         server::serve(io, version, &limits, &drain, forward).await;
     }
 
-    async fn opaque(self: Arc<Self>, io: Conn, dst: SocketAddr) {
+    async fn opaque(self: Arc<Self>, io: Conn, dst: SocketAddr, learn: Option<OnFirstByte>) {
         let snapshot = self.snapshot.load_full();
         let connected = opaque::connect(dst, &snapshot, &self.hop.tcp, &self.hop.metrics).await;
         match connected {
-            Ok((upstream, _in_flight)) => tcp::copy(&self.hop, io, upstream, dst).await,
+            Ok((upstream, _in_flight)) => tcp::copy(&self.hop, io, upstream, dst, learn).await,
             Err(e) => tcp::connect_failed(&self.hop, &e),
         }
     }

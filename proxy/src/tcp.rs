@@ -9,13 +9,20 @@ use tokio::net::TcpStream;
 use crate::accept::Conn;
 use crate::error::Kind;
 use crate::http::Hop;
-use crate::transport::copy;
+use crate::transport::copy::{self, OnFirstByte};
 use crate::transport::socket::ConnectError;
 
-/// Copies `io` ⇄ `upstream` until both sides close or the connection idles out.
-pub async fn copy(hop: &Hop, io: Conn, upstream: TcpStream, dst: SocketAddr) {
+/// Copies `io` ⇄ `upstream` until both sides close or the connection idles out; `learn`
+/// hears who sent the first byte.
+pub async fn copy(
+    hop: &Hop,
+    io: Conn,
+    upstream: TcpStream,
+    dst: SocketAddr,
+    learn: Option<OnFirstByte>,
+) {
     let bytes = hop.metrics.bytes(hop.direction);
-    match copy::bidirectional(io, upstream, hop.tcp.idle_timeout, bytes).await {
+    match copy::bidirectional_noting(io, upstream, hop.tcp.idle_timeout, bytes, learn).await {
         Ok(_) => {}
         Err(copy::CopyError::Idle(d)) => {
             hop.metrics.error(hop.direction, Kind::IdleTimeout);

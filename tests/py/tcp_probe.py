@@ -9,6 +9,7 @@ raw HOST PORT HEX      send the bytes HEX, then print the first line of what com
                        (empty when the peer closed without a word), within 10 s
 trickle HOST PORT S    send a request head one byte every S seconds; print the seconds
                        until the peer closes, or "open" after 20 s
+silent HOST PORT N S   open N connections one after another, each silent for S seconds
 record PORT FILE       accept connections on PORT for 120 s at most and append every byte
                        they carry to FILE, answering nothing
 """
@@ -87,6 +88,12 @@ def trickle(host, port, every):
     print(round(time.monotonic() - start, 3))
 
 
+def silent(host, port, n, secs):
+    for _ in range(n):
+        with socket.create_connection((host, port), timeout=10):
+            time.sleep(secs)
+
+
 def record(port, path):
     srv = socket.create_server(("0.0.0.0", port))
     srv.settimeout(1)
@@ -124,6 +131,8 @@ if __name__ == "__main__":
         raw(sys.argv[2], int(sys.argv[3]), bytes.fromhex(sys.argv[4]))
     elif sys.argv[1] == "trickle":
         trickle(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+    elif sys.argv[1] == "silent":
+        silent(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
     elif sys.argv[1] == "record":
         record(int(sys.argv[2]), sys.argv[3])
     else:

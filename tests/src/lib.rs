@@ -43,9 +43,14 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// The workspace root (for the Python helpers under tests/py).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // Cargo names the running test's package directory (tests/ or benches/) at run time;
+    // the one compiled in is only a fallback, because a build cache shared by two
+    // checkouts can hand one checkout the other's library.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
-        .expect("tests/ has a parent")
+        .expect("a package directory has a parent")
         .to_path_buf()
 }
 

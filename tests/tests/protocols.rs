@@ -181,6 +181,53 @@ fn server_speaks_first_waits_only_until_the_port_is_learned() -> Result<()> {
     Ok(())
 }
 
+/// Silence proves nothing: connections that say nothing to a port whose server does not
+/// speak first either (an HTTP server) must not teach either proxy that the port is
+/// server-speaks-first, or HTTP handling would be switched off there for everyone.
+#[test]
+fn silent_clients_do_not_teach_a_port_to_be_opaque() -> Result<()> {
+    let mut mesh = Mesh::new("poison")?;
+    let client = mesh.pod("client")?;
+    let outside = mesh.pod("outside")?;
+    let server = mesh.pod("server")?;
+    mesh.testserver(&server).http("0.0.0.0:8080").start()?;
+    mesh.proxy(&server).start()?;
+    mesh.proxy(&client).start()?;
+    // Three each (the threshold is two), each silent well past the 1 s detection timeout
+    // (timers run late on a loaded machine): from the meshed client through both proxies,
+    // and from outside straight to the inbound one, at the same time.
+    let silent = py("tcp_probe.py", &format!("silent {} 8080 3 2.5", server.ip));
+    std::thread::scope(|s| {
+        let runs: Vec<_> = [&client, &outside]
+            .into_iter()
+            .map(|pod| s.spawn(|| pod.sh_ok(&silent)))
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("a probe thread"))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    // Both proxies saw the connections time out, so their learners were asked, and said no.
+    for (pod, direction) in [(&client, "outbound"), (&server, "inbound")] {
+        let (_, learned) = pod.admin("/detect")?;
+        assert_eq!(learned.trim(), "[]", "{} learned: {learned}", pod.ns);
+        let timeouts = pod.metric(&format!(
+            "bulwark_detect_total{{direction=\"{direction}\",outcome=\"timeout\"}}"
+        ))?;
+        assert!(
+            timeouts.is_some_and(|n| n >= 3.0),
+            "the silent connections timed out at {}: {timeouts:?}",
+            pod.ns
+        );
+    }
+    // HTTP still works there, detected as HTTP.
+    let code = client.sh_ok(&format!(
+        "curl -s -o /dev/null -w '%{{http_code}}' http://{}:8080/",
+        server.ip
+    ))?;
+    assert_eq!(code, "200");
+    Ok(())
+}
+
 #[test]
 fn tls_is_passed_through_untouched() -> Result<()> {
     let mut mesh = Mesh::new("tls")?;

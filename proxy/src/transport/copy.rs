@@ -3,8 +3,8 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,24 +22,59 @@ pub enum CopyError {
     Io(#[from] io::Error),
 }
 
-/// Last time either side of a connection moved a byte, shared by both legs.
-#[derive(Debug)]
+/// Which side of a connection sent the first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaker {
+    /// The downstream client.
+    Client = 1,
+    /// The upstream server.
+    Server = 2,
+}
+
+/// Told once, with the side that sent the first byte.
+pub type OnFirstByte = Box<dyn FnOnce(Speaker) + Send>;
+
+/// Last time either side of a connection moved a byte, shared by both legs, and who moved
+/// the first one.
 pub struct Activity {
     origin: Instant,
     last_ms: AtomicU64,
+    first: AtomicU8,
+    on_first: Mutex<Option<OnFirstByte>>,
+}
+
+impl std::fmt::Debug for Activity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activity")
+            .field("last_ms", &self.last_ms)
+            .field("first", &self.first)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(on_first: Option<OnFirstByte>) -> Self {
         Self {
             origin: Instant::now(),
             last_ms: AtomicU64::new(0),
+            first: AtomicU8::new(0),
+            on_first: Mutex::new(on_first),
         }
     }
 
-    fn touch(&self) {
+    fn touch(&self, from: Speaker) {
         let ms = self.origin.elapsed().as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
+        if self.first.load(Ordering::Relaxed) == 0
+            && self
+                .first
+                .compare_exchange(0, from as u8, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            if let Some(f) = crate::lock::lock(&self.on_first).take() {
+                f(from);
+            }
+        }
     }
 
     fn idle_for(&self) -> Duration {
@@ -54,6 +89,7 @@ pub struct Metered<'a, T> {
     inner: T,
     counter: &'a AtomicU64,
     activity: Arc<Activity>,
+    side: Speaker,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Metered<'_, T> {
@@ -67,7 +103,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Metered<'_, T> {
         let n = buf.filled().len() - before;
         if n > 0 {
             self.counter.fetch_add(n as u64, Ordering::Relaxed);
-            self.activity.touch();
+            self.activity.touch(self.side);
         }
         res
     }
@@ -113,16 +149,33 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let activity = Arc::new(Activity::new());
+    bidirectional_noting(client, server, idle, counters, None).await
+}
+
+/// [`bidirectional`], telling `on_first` which side sent the first byte when it does.
+pub async fn bidirectional_noting<C, S>(
+    client: C,
+    server: S,
+    idle: Duration,
+    counters: &ByteCounters,
+    on_first: Option<OnFirstByte>,
+) -> Result<(u64, u64), CopyError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let activity = Arc::new(Activity::new(on_first));
     let mut client = Metered {
         inner: client,
         counter: &counters.from_client,
         activity: activity.clone(),
+        side: Speaker::Client,
     };
     let mut server = Metered {
         inner: server,
         counter: &counters.from_server,
         activity: activity.clone(),
+        side: Speaker::Server,
     };
     let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
     tokio::pin!(copy);
@@ -175,6 +228,32 @@ mod tests {
         assert_eq!(res.unwrap(), (7, 11));
         assert_eq!(counters.from_client.load(Ordering::Relaxed), 7);
         assert_eq!(counters.from_server.load(Ordering::Relaxed), 11);
+    }
+
+    #[tokio::test]
+    async fn the_first_speaker_is_told_once() {
+        let (_app, proxy_client) = tokio::io::duplex(1024);
+        let (proxy_server, mut upstream) = tokio::io::duplex(1024);
+        let counters = ByteCounters::default();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let note: OnFirstByte = Box::new(move |who| s.lock().unwrap().push(who));
+        let copy = bidirectional_noting(
+            proxy_client,
+            proxy_server,
+            Duration::from_secs(5),
+            &counters,
+            Some(note),
+        );
+        let peers = async {
+            upstream.write_all(b"220 banner\r\n").await.unwrap();
+            upstream.shutdown().await.unwrap();
+        };
+        let (_, ()) = tokio::join!(
+            tokio::time::timeout(Duration::from_millis(300), copy),
+            peers
+        );
+        assert_eq!(*seen.lock().unwrap(), [Speaker::Server]);
     }
 
     #[tokio::test(start_paused = true)]

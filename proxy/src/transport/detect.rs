@@ -288,7 +288,8 @@ impl OpaqueLearner {
             .is_some_and(|until| now < until)
     }
 
-    /// Records a detection time-out on `port`; returns true when this one made it opaque.
+    /// Records a connection to `port` whose detection timed out and whose server then
+    /// spoke first; returns true when this one made the port opaque.
     pub fn record_timeout(&self, port: u16, now: Instant) -> bool {
         if self.threshold == 0 {
             return false;
