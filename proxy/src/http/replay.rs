@@ -99,6 +99,13 @@ impl<B: Body> ReplayBody<B> {
         })
     }
 
+    /// Whether another attempt could have the body, asked without taking it (taking it, as
+    /// [`ReplayBody::replay`] does, would stop the attempt in flight from reading on).
+    pub fn can_replay(&self) -> bool {
+        let s = self.lock();
+        !s.overflow && !s.failed
+    }
+
     /// Whether the whole body has arrived and is in the copy (needed to send two attempts
     /// at once, as a hedge does).
     pub fn is_complete(&self) -> bool {

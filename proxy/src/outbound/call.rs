@@ -78,7 +78,7 @@ impl<B: Body> Bodies<B> {
     /// Whether another attempt could have the body.
     pub fn can_replay(&self) -> bool {
         match self {
-            Bodies::Replayable(r) => r.replay().is_some(),
+            Bodies::Replayable(r) => r.can_replay(),
             Bodies::Streamed(_) => false,
         }
     }
