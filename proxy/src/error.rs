@@ -171,15 +171,6 @@ impl Error {
         self.kind == Kind::MalformedRequest
     }
 
-    /// Whether the request provably never reached the application (so even a request that
-    /// is not replay-safe may be sent again).
-    pub fn never_reached_app(&self) -> bool {
-        matches!(
-            self.kind,
-            Kind::ConnectRefused | Kind::ConnectTimeout | Kind::RefusedStream
-        )
-    }
-
     /// The HTTP status of the response the proxy makes for it.
     pub fn status(&self) -> StatusCode {
         match self.kind {
@@ -226,9 +217,6 @@ mod tests {
             assert!(reasons.insert(e.reason()), "{k:?} shares its reason");
             if e.retryable {
                 assert_eq!(e.side, Side::Upstream, "{k:?}");
-            }
-            if e.never_reached_app() {
-                assert!(e.retryable, "{k:?}");
             }
         }
     }
