@@ -67,6 +67,15 @@ pub fn py_script(name: &str) -> PathBuf {
     workspace_root().join("tests/py").join(name)
 }
 
+/// The shell command that runs the helper `script` under tests/py with `args`.
+pub fn py_command(script: &str, args: &str) -> String {
+    format!(
+        "{} {} {args}",
+        python().display(),
+        py_script(script).display()
+    )
+}
+
 fn run(cmd: &mut Command) -> Result<Output> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     Ok(out)

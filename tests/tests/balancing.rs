@@ -118,12 +118,10 @@ fn opaque_connections_to_a_backend_are_balanced_and_a_crashed_endpoint_is_skippe
         .policy(Backend::new("mail").replicas_on(0..3, 25))
         .start()?;
     let probe = |pm: &PolicyMesh, n: usize| -> Result<Vec<String>> {
-        let out = pm.client.sh_ok(&format!(
-            "{} {} names {} 25 {n}",
-            bulwark_tests::python().display(),
-            bulwark_tests::py_script("tcp_probe.py").display(),
-            pm.servers[0].ip
-        ))?;
+        let args = format!("names {} 25 {n}", pm.servers[0].ip);
+        let out = pm
+            .client
+            .sh_ok(&bulwark_tests::py_command("tcp_probe.py", &args))?;
         Ok(serde_json::from_str(out.trim())?)
     };
     let seen = probe(&pm, 30)?;

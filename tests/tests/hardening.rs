@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use bulwark_tests::{Mesh, Pod, py_script, python, wait_for};
+use bulwark_tests::{Mesh, Pod, py_command, py_script, python, wait_for};
 
 /// Heads that once fell back to opaque TCP and were forwarded untouched.
 const MALFORMED: [(&str, &[u8]); 10] = [
@@ -54,12 +54,10 @@ const MALFORMED: [(&str, &[u8]); 10] = [
 ];
 
 fn probe(pod: &Pod, args: &str) -> Result<String> {
-    let cmd = format!(
-        "{} {} {args}",
-        python().display(),
-        py_script("tcp_probe.py").display()
-    );
-    Ok(pod.sh_ok(&cmd)?.trim().to_string())
+    Ok(pod
+        .sh_ok(&py_command("tcp_probe.py", args))?
+        .trim()
+        .to_string())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -93,13 +91,11 @@ fn forwarded(
     bytes: &[u8],
     marker: &str,
 ) -> Result<String> {
-    let _ = client.sh(&format!(
-        "timeout 3 {} {} raw {} 8080 {}",
-        python().display(),
-        py_script("tcp_probe.py").display(),
-        target.ip,
-        hex(bytes)
-    ));
+    let raw = py_command(
+        "tcp_probe.py",
+        &format!("raw {} 8080 {}", target.ip, hex(bytes)),
+    );
+    let _ = client.sh(&format!("timeout 3 {raw}"));
     wait_for(
         &format!("{marker} at the upstream"),
         Duration::from_secs(10),

@@ -4,15 +4,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use bulwark_tests::resources::{Backend, OutlierDetection, Policy, Retries, TrafficPolicy};
-use bulwark_tests::{Mesh, Pod, py_script, python, wait_for};
-
-fn py(script: &str, args: &str) -> String {
-    format!(
-        "{} {} {args}",
-        python().display(),
-        py_script(script).display()
-    )
-}
+use bulwark_tests::{Mesh, Pod, py_command, py_script, python, wait_for};
 
 /// A mesh with a client pod and a server pod running the grpcio echo server on :50051.
 fn grpc_pods(name: &str) -> Result<(Mesh, Pod, Pod)> {
@@ -32,7 +24,10 @@ fn grpcio_unary_and_streaming_calls_keep_trailers_and_status() -> Result<()> {
     let (mut mesh, client, server) = grpc_pods("grpc")?;
     mesh.proxy(&server).start()?;
     mesh.proxy(&client).start()?;
-    let out = client.sh_ok(&py("grpc_check.py", &format!("client {}:50051", server.ip)))?;
+    let out = client.sh_ok(&py_command(
+        "grpc_check.py",
+        &format!("client {}:50051", server.ip),
+    ))?;
     assert!(out.contains("grpc ok"), "{out}");
     let opened = |pod: &Pod, direction: &str| {
         pod.metric(&format!(
@@ -66,7 +61,7 @@ fn a_grpc_status_in_the_trailers_counts_against_the_endpoint() -> Result<()> {
         .start()?;
     // Each stream sends its messages, then UNAVAILABLE in the trailers: no trailers-only
     // response, so the status is only known when the body ends.
-    let out = client.sh_ok(&py(
+    let out = client.sh_ok(&py_command(
         "grpc_check.py",
         &format!("stream-fail {}:50051 3", server.ip),
     ))?;
@@ -91,7 +86,7 @@ fn websocket_upgrade_is_tunnelled() -> Result<()> {
     mesh.wait_listening(&server, 8765)?;
     mesh.proxy(&server).start()?;
     mesh.proxy(&client).start()?;
-    let out = client.sh_ok(&py(
+    let out = client.sh_ok(&py_command(
         "ws_check.py",
         &format!("client ws://{}:8765/ 200", server.ip),
     ))?;
@@ -126,7 +121,10 @@ fn server_speaks_first_waits_only_until_the_port_is_learned() -> Result<()> {
 
     // Port 7025 is unknown: the first two connections wait for detection to time out
     // (threshold 2), then the port is learned and later connections do not wait at all.
-    let out = client.sh_ok(&py("tcp_probe.py", &format!("banner {} 7025 5", server.ip)))?;
+    let out = client.sh_ok(&py_command(
+        "tcp_probe.py",
+        &format!("banner {} 7025 5", server.ip),
+    ))?;
     // Waits as the client sees them: opaque connections have no latency series in the
     // proxy, and the wait for the banner is the client's.
     let waits: Vec<f64> = serde_json::from_str(out.trim())?;
@@ -160,7 +158,10 @@ fn server_speaks_first_waits_only_until_the_port_is_learned() -> Result<()> {
     );
 
     // 6379 (Redis) is on the default opaque list: no wait even the first time.
-    let out = client.sh_ok(&py("tcp_probe.py", &format!("banner {} 6379 2", server.ip)))?;
+    let out = client.sh_ok(&py_command(
+        "tcp_probe.py",
+        &format!("banner {} 6379 2", server.ip),
+    ))?;
     let waits: Vec<f64> = serde_json::from_str(out.trim())?;
     assert!(waits.iter().all(|w| *w < 0.3), "{waits:?}");
     assert_eq!(
@@ -196,7 +197,7 @@ fn silent_clients_do_not_teach_a_port_to_be_opaque() -> Result<()> {
     // Three each (the threshold is two), each silent well past the 1 s detection timeout
     // (timers run late on a loaded machine): from the meshed client through both proxies,
     // and from outside straight to the inbound one, at the same time.
-    let silent = py("tcp_probe.py", &format!("silent {} 8080 3 2.5", server.ip));
+    let silent = py_command("tcp_probe.py", &format!("silent {} 8080 3 2.5", server.ip));
     std::thread::scope(|s| {
         let runs: Vec<_> = [&client, &outside]
             .into_iter()
