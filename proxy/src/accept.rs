@@ -146,10 +146,12 @@ async fn handle<R: Room>(mut stream: TcpStream, peer: SocketAddr, a: &Accept, ro
 /// the server speaking first is a vote for server-speaks-first, the client speaking first
 /// (it was only slow) a vote against.
 fn evidence(a: &Accept, port: u16) -> OnFirstByte {
-    let (learner, direction) = (a.learner.clone(), a.direction);
+    let (learner, direction, metrics) = (a.learner.clone(), a.direction, a.metrics.clone());
     Box::new(move |first| match first {
         Speaker::Server => {
-            if learner.record_timeout(port, Instant::now()) {
+            let learned = learner.record_timeout(port, Instant::now());
+            metrics.learn_evidence(direction, true, learned);
+            if learned {
                 tracing::info!(
                     port,
                     ?direction,
@@ -157,7 +159,10 @@ fn evidence(a: &Accept, port: u16) -> OnFirstByte {
                 );
             }
         }
-        Speaker::Client => learner.record_detected(port),
+        Speaker::Client => {
+            metrics.learn_evidence(direction, false, false);
+            learner.record_detected(port);
+        }
     })
 }
 

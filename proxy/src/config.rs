@@ -54,6 +54,20 @@ pub const DEFAULT_H2_MAX_PENDING_RESETS: usize = 20;
 /// Stream resets the proxy itself may send because of peer errors before it closes the
 /// connection (the 2024 h2 "local error reset" flood bound).
 pub const DEFAULT_H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// Streams an HTTP/2 client may reset before their answer, once they are at least half of
+/// its recent streams, before the connection is closed: as Envoy bounds rapid reset since
+/// 1.27.1 (half of 500), but counted from the concurrency limit, so an attacker's resets
+/// cost upstreams about one connection's worth of streams before it is closed.
+pub const DEFAULT_H2_MAX_PREMATURE_RESETS: u64 = 100;
+/// HTTP/2 DATA, HEADERS or CONTINUATION frames in a row with no payload and no END_STREAM
+/// (Envoy's `max_consecutive_inbound_frames_with_empty_payload`, 1).
+pub const H2_MAX_EMPTY_FRAMES: u32 = 1;
+/// HTTP/2 PRIORITY frames per stream the client opened (Envoy's
+/// `max_inbound_priority_frames_per_stream`, 100).
+pub const H2_MAX_PRIORITY_PER_STREAM: u64 = 100;
+/// HTTP/2 WINDOW_UPDATE frames per DATA frame the proxy sent (Envoy's
+/// `max_inbound_window_update_frames_per_data_frame_sent`, 10).
+pub const H2_MAX_WINDOW_UPDATES_PER_DATA_FRAME: u64 = 10;
 /// Idle upstream connections are closed after this long in the pool.
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per upstream endpoint.
@@ -158,6 +172,20 @@ pub struct TcpConfig {
     pub keepalive: Duration,
 }
 
+/// The HTTP/2 flood limits of one downstream connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct H2Limits {
+    /// Streams the client may reset before the proxy answers them, once they are at least
+    /// half of its recent streams; then the connection is closed.
+    pub max_premature_resets: u64,
+    /// DATA, HEADERS or CONTINUATION frames in a row with no payload and no END_STREAM.
+    pub max_empty_frames: u32,
+    /// PRIORITY frames allowed per stream the client opened (plus one stream's worth).
+    pub max_priority_per_stream: u64,
+    /// WINDOW_UPDATE frames allowed per DATA frame the proxy sent.
+    pub max_window_updates_per_data_frame: u64,
+}
+
 /// HTTP limits.
 #[derive(Debug, Clone, Serialize)]
 pub struct HttpConfig {
@@ -174,6 +202,8 @@ pub struct HttpConfig {
     pub h2_max_pending_resets: usize,
     /// HTTP/2 local-error-reset bound.
     pub h2_max_local_error_resets: usize,
+    /// HTTP/2 flood bounds the proxy keeps itself.
+    pub h2_flood: H2Limits,
     /// Pool idle timeout.
     #[serde(with = "duration_str")]
     pub pool_idle_timeout: Duration,
@@ -255,6 +285,12 @@ impl Default for Config {
                 h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
                 h2_max_pending_resets: DEFAULT_H2_MAX_PENDING_RESETS,
                 h2_max_local_error_resets: DEFAULT_H2_MAX_LOCAL_ERROR_RESETS,
+                h2_flood: H2Limits {
+                    max_premature_resets: DEFAULT_H2_MAX_PREMATURE_RESETS,
+                    max_empty_frames: H2_MAX_EMPTY_FRAMES,
+                    max_priority_per_stream: H2_MAX_PRIORITY_PER_STREAM,
+                    max_window_updates_per_data_frame: H2_MAX_WINDOW_UPDATES_PER_DATA_FRAME,
+                },
                 pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
                 pool_max_idle_per_endpoint: DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT,
                 pool_max_endpoints: DEFAULT_POOL_MAX_ENDPOINTS,
@@ -298,6 +334,10 @@ impl Config {
             (
                 "--h2-max-concurrent-streams",
                 self.http.h2_max_concurrent_streams == 0,
+            ),
+            (
+                "--h2-max-premature-resets",
+                self.http.h2_flood.max_premature_resets == 0,
             ),
             ("--pool-max-endpoints", self.http.pool_max_endpoints == 0),
             (

@@ -7,6 +7,7 @@
 //! records it and hands the response (or the proxy's error) back downstream.
 
 pub mod body;
+pub mod h2_guard;
 pub mod headers;
 pub mod replay;
 pub mod respond;

@@ -23,9 +23,9 @@ pub struct Inbound {
 
 impl Room for Inbound {
     async fn http(self: Arc<Self>, io: Conn, version: Version, dst: SocketAddr) {
-        let (limits, drain) = (self.hop.limits.clone(), self.hop.drain.clone());
+        let room = self.clone();
         let forward = move |mut req| {
-            let this = self.clone();
+            let this = room.clone();
             async move {
                 let resp = match this.hop.prepare(&mut req, version, dst) {
                     Ok(p) => {
@@ -37,7 +37,7 @@ impl Room for Inbound {
                 Ok::<_, Infallible>(resp)
             }
         };
-        server::serve(io, version, &limits, &drain, forward).await;
+        server::serve(io, version, &self.hop, forward).await;
     }
 
     async fn opaque(self: Arc<Self>, io: Conn, dst: SocketAddr, learn: Option<OnFirstByte>) {

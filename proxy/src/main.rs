@@ -125,6 +125,10 @@ struct RunArgs {
     /// HTTP/2 resets the proxy sends for peer errors before it closes the connection.
     #[arg(long, env = "BULWARK_H2_MAX_LOCAL_ERROR_RESETS", default_value_t = config::DEFAULT_H2_MAX_LOCAL_ERROR_RESETS)]
     h2_max_local_error_resets: usize,
+    /// HTTP/2 streams a client may reset before their answer, once they are half of its
+    /// recent streams, before the connection is closed (rapid reset).
+    #[arg(long, env = "BULWARK_H2_MAX_PREMATURE_RESETS", default_value_t = config::DEFAULT_H2_MAX_PREMATURE_RESETS)]
+    h2_max_premature_resets: u64,
     /// Idle upstream connections close after this long.
     #[arg(long, env = "BULWARK_POOL_IDLE_TIMEOUT", default_value_t = Dur(config::DEFAULT_POOL_IDLE_TIMEOUT))]
     pool_idle_timeout: Dur,
@@ -195,6 +199,7 @@ impl RunArgs {
         c.http.h2_max_concurrent_streams = self.h2_max_concurrent_streams;
         c.http.h2_max_pending_resets = self.h2_max_pending_resets;
         c.http.h2_max_local_error_resets = self.h2_max_local_error_resets;
+        c.http.h2_flood.max_premature_resets = self.h2_max_premature_resets;
         c.http.pool_idle_timeout = self.pool_idle_timeout.0;
         c.http.pool_max_idle_per_endpoint = self.pool_max_idle_per_endpoint;
         c.http.pool_max_endpoints = self.pool_max_endpoints;

@@ -93,6 +93,10 @@ struct DirectionCounters {
     closed: AtomicU64,
     bytes: ByteCounters,
     detect: [AtomicU64; 8],
+    h2_client_resets: AtomicU64,
+    /// After a detection time-out, who spoke first: [server, client].
+    learn_evidence: [AtomicU64; 2],
+    ports_learned: AtomicU64,
 }
 
 /// The discovery client's state, as metrics.
@@ -130,6 +134,7 @@ pub struct Metrics {
     requests: Mutex<HashMap<String, Series>>,
     directions: [DirectionCounters; 2],
     errors: Mutex<HashMap<(Direction, Kind), u64>>,
+    limited: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     resilience: Mutex<BTreeMap<(Resilience, String, &'static str), u64>>,
     /// The discovery client's state.
     pub discovery: DiscoveryCounters,
@@ -143,6 +148,7 @@ impl Metrics {
             requests: Mutex::new(HashMap::new()),
             directions: Default::default(),
             errors: Mutex::new(HashMap::new()),
+            limited: Mutex::new(BTreeMap::new()),
             resilience: Mutex::new(BTreeMap::new()),
             discovery: DiscoveryCounters::default(),
         }
@@ -193,6 +199,31 @@ impl Metrics {
     /// Byte counters for opaque connections in `direction`.
     pub fn bytes(&self, direction: Direction) -> &ByteCounters {
         &self.directions[direction.index()].bytes
+    }
+
+    /// Counts an HTTP connection the proxy ended because the client broke a limit;
+    /// `reason` is a fixed label.
+    pub fn http_connection_limited(&self, direction: Direction, reason: &'static str) {
+        *lock(&self.limited)
+            .entry((direction.as_str(), reason))
+            .or_default() += 1;
+    }
+
+    /// Counts an RST_STREAM from an HTTP/2 client.
+    pub fn h2_client_reset(&self, direction: Direction) {
+        self.directions[direction.index()]
+            .h2_client_resets
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts who spoke first on a connection whose detection timed out; `learned` when
+    /// that vote made the port opaque.
+    pub fn learn_evidence(&self, direction: Direction, server_first: bool, learned: bool) {
+        let c = &self.directions[direction.index()];
+        c.learn_evidence[usize::from(!server_first)].fetch_add(1, Ordering::Relaxed);
+        if learned {
+            c.ports_learned.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Counts a detection outcome.

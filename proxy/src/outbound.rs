@@ -131,12 +131,12 @@ impl Outbound {
 
 impl Room for Outbound {
     async fn http(self: Arc<Self>, io: Conn, version: Version, dst: SocketAddr) {
-        let (limits, drain) = (self.hop.limits.clone(), self.hop.drain.clone());
+        let room = self.clone();
         let forward = move |req| {
-            let this = self.clone();
+            let this = room.clone();
             async move { Ok::<_, Infallible>(this.forward(req, version, dst).await) }
         };
-        server::serve(io, version, &limits, &drain, forward).await;
+        server::serve(io, version, &self.hop, forward).await;
     }
 
     async fn opaque(self: Arc<Self>, io: Conn, dst: SocketAddr, learn: Option<OnFirstByte>) {

@@ -182,14 +182,32 @@ impl Pools {
     }
 }
 
+/// Why the client's body failed: its framing was broken (a chunk line hyper's decoder
+/// refuses: an overflowing size, a bare LF), or it stopped before its end.
+fn client_body_failure(e: &DownstreamBodyError) -> Kind {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            ) {
+                return Kind::MalformedRequest;
+            }
+        }
+        source = err.source();
+    }
+    Kind::DownstreamAborted
+}
+
 /// Sorts a client error by whose fault it is: the client's body failed (its upload was
 /// aborted), a connect failed (the request never left), an HTTP/2 stream was refused (never
 /// processed), or else the upstream connection broke.
 pub fn error_of(e: &hyper_util::client::legacy::Error) -> Error {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
-        if err.downcast_ref::<DownstreamBodyError>().is_some() {
-            return Kind::DownstreamAborted.into();
+        if let Some(b) = err.downcast_ref::<DownstreamBodyError>() {
+            return client_body_failure(b).into();
         }
         if let Some(c) = err.downcast_ref::<ConnectError>() {
             return c.kind().into();
@@ -230,9 +248,10 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    /// A request whose body fails mid-upload, sent over `version` by a real hyper client to
-    /// a real socket that reads everything: the error must say the client failed.
-    async fn aborted_upload(version: Version) -> Error {
+    /// A request whose body fails mid-upload with `kind`, sent over `version` by a real
+    /// hyper client to a real socket that reads everything: the error must say the client
+    /// failed.
+    async fn aborted_upload(version: Version, kind: std::io::ErrorKind) -> Error {
         use bytes::Bytes;
         use http_body_util::StreamBody;
         use hyper::body::Frame;
@@ -265,10 +284,7 @@ mod tests {
         });
         let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
             Ok(Frame::data(Bytes::from_static(b"part of an upload"))),
-            Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "client went away",
-            )),
+            Err(std::io::Error::new(kind, "client went away")),
         ];
         let body = AttemptBody::Streamed(StreamBody::new(tokio_stream::iter(frames)));
         let mut b = Client::builder(TokioExecutor::new());
@@ -292,8 +308,21 @@ mod tests {
     #[tokio::test]
     async fn an_aborted_upload_is_the_clients_fault() {
         for version in [Version::Http1, Version::Http2] {
-            let e = aborted_upload(version).await;
+            let e = aborted_upload(version, std::io::ErrorKind::ConnectionReset).await;
             assert_eq!(e.kind, Kind::DownstreamAborted, "{version:?}");
+            assert_eq!(e.side, crate::error::Side::Downstream);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_whose_framing_breaks_is_a_malformed_request() {
+        // hyper's chunked decoder fails with InvalidInput or InvalidData.
+        for kind in [
+            std::io::ErrorKind::InvalidInput,
+            std::io::ErrorKind::InvalidData,
+        ] {
+            let e = aborted_upload(Version::Http1, kind).await;
+            assert_eq!(e.kind, Kind::MalformedRequest, "{kind:?}");
             assert_eq!(e.side, crate::error::Side::Downstream);
         }
     }

@@ -106,7 +106,13 @@ fn forwarded(
 
 /// Every malformed head sent from `client` to `target:8080` gets 400 and nothing reaches
 /// the recorder; then a well-formed one does reach it, so the check can fail.
-fn malformed_heads_are_refused(client: &Pod, target: &Pod, file: &PathBuf) -> Result<()> {
+fn malformed_heads_are_refused(
+    client: &Pod,
+    target: &Pod,
+    proxy: &Pod,
+    dir: &str,
+    file: &PathBuf,
+) -> Result<()> {
     for (what, head) in MALFORMED {
         let line = probe(client, &format!("raw {} 8080 {}", target.ip, hex(head)))?;
         assert!(
@@ -119,6 +125,28 @@ fn malformed_heads_are_refused(client: &Pod, target: &Pod, file: &PathBuf) -> Re
             String::from_utf8_lossy(&recorded(file))
         );
     }
+    // Each refusal is counted: hyper's (a head it cannot parse) as a limited connection,
+    // the proxy's own (framing in doubt) as an error it answered.
+    let counted = || -> Result<(Option<f64>, Option<f64>)> {
+        Ok((
+            proxy.metric(&format!(
+                "bulwark_http_connections_limited_total{{direction=\"{dir}\",reason=\"malformed_head\"}}"
+            ))?,
+            proxy.metric(&format!(
+                "bulwark_proxy_errors_total{{direction=\"{dir}\",reason=\"malformed_request\"}}"
+            ))?,
+        ))
+    };
+    let all = MALFORMED.len() as f64;
+    let sum = |(h, o): (Option<f64>, Option<f64>)| h.unwrap_or(0.0) + o.unwrap_or(0.0);
+    let waited = wait_for("every refusal counted", Duration::from_secs(5), || {
+        Ok(sum(counted()?) == all)
+    });
+    let (hyper, ours) = counted()?;
+    assert!(
+        waited.is_ok(),
+        "hyper's {hyper:?}, the proxy's {ours:?} of {all}"
+    );
     let good = b"GET /good HTTP/1.1\r\nHost: a\r\n\r\n";
     forwarded(client, target, file, good, "GET /good HTTP/1.1").map(|_| ())
 }
@@ -130,7 +158,7 @@ fn a_malformed_head_from_the_app_is_refused_by_its_proxy() -> Result<()> {
     let server = mesh.pod("server")?;
     let file = recorder(&mut mesh, &server, "out")?;
     mesh.proxy(&client).start()?;
-    malformed_heads_are_refused(&client, &server, &file)?;
+    malformed_heads_are_refused(&client, &server, &client, "outbound", &file)?;
     let _ = std::fs::remove_file(&file);
     Ok(())
 }
@@ -142,7 +170,7 @@ fn a_malformed_head_from_outside_the_mesh_is_refused_by_the_inbound_proxy() -> R
     let server = mesh.pod("server")?;
     let file = recorder(&mut mesh, &server, "in")?;
     mesh.proxy(&server).start()?;
-    malformed_heads_are_refused(&outside, &server, &file)?;
+    malformed_heads_are_refused(&outside, &server, &server, "inbound", &file)?;
     let _ = std::fs::remove_file(&file);
     Ok(())
 }
@@ -213,6 +241,11 @@ fn a_head_trickled_from_its_first_byte_meets_the_header_timeout() -> Result<()> 
         "the trickled head reached the upstream as raw bytes: {:?}",
         String::from_utf8_lossy(&recorded(&file))
     );
+    wait_for("the close counted", Duration::from_secs(5), || {
+        Ok(client.metric(
+            "bulwark_http_connections_limited_total{direction=\"outbound\",reason=\"header_timeout\"}",
+        )? == Some(1.0))
+    })?;
     let _ = std::fs::remove_file(&file);
     Ok(())
 }

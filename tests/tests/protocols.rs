@@ -148,6 +148,18 @@ fn server_speaks_first_waits_only_until_the_port_is_learned() -> Result<()> {
     }
     let (_, learned) = client.admin("/detect")?;
     assert!(learned.contains("\"port\": 7025"), "{learned}");
+    // The evidence: two connections on which the server spoke first, one of them the vote
+    // that taught the port.
+    assert_eq!(
+        client.metric(
+            "bulwark_detect_learn_evidence_total{direction=\"outbound\",first=\"server\"}"
+        )?,
+        Some(2.0)
+    );
+    assert_eq!(
+        client.metric("bulwark_detect_ports_learned_total{direction=\"outbound\"}")?,
+        Some(1.0)
+    );
     assert_eq!(
         client.metric("bulwark_detect_learned_opaque_port{port=\"7025\"}")?,
         Some(1.0)
@@ -219,6 +231,11 @@ fn silent_clients_do_not_teach_a_port_to_be_opaque() -> Result<()> {
             "the silent connections timed out at {}: {timeouts:?}",
             pod.ns
         );
+        // Nobody spoke first on them, so no vote was cast either way.
+        let server_first = pod.metric(&format!(
+            "bulwark_detect_learn_evidence_total{{direction=\"{direction}\",first=\"server\"}}"
+        ))?;
+        assert_eq!(server_first, Some(0.0), "{}", pod.ns);
     }
     // HTTP still works there, detected as HTTP.
     let code = client.sh_ok(&format!(

@@ -107,6 +107,67 @@ impl Metrics {
         }
         header(
             &mut o,
+            "bulwark_detect_learn_evidence_total",
+            "counter",
+            "Connections whose detection timed out, by who then spoke first: the server (a vote to learn the port as opaque) or the client (a vote against).",
+        );
+        for d in [Direction::Inbound, Direction::Outbound] {
+            let c = &self.directions[d.index()].learn_evidence;
+            for (first, v) in [("server", &c[0]), ("client", &c[1])] {
+                let _ = writeln!(
+                    o,
+                    "bulwark_detect_learn_evidence_total{{direction=\"{}\",first=\"{first}\"}} {}",
+                    d.as_str(),
+                    v.load(Ordering::Relaxed)
+                );
+            }
+        }
+        header(
+            &mut o,
+            "bulwark_detect_ports_learned_total",
+            "counter",
+            "Times a destination port was learned as opaque (server speaks first).",
+        );
+        for d in [Direction::Inbound, Direction::Outbound] {
+            let v = self.directions[d.index()]
+                .ports_learned
+                .load(Ordering::Relaxed);
+            let _ = writeln!(
+                o,
+                "bulwark_detect_ports_learned_total{{direction=\"{}\"}} {v}",
+                d.as_str()
+            );
+        }
+        header(
+            &mut o,
+            "bulwark_h2_client_resets_total",
+            "counter",
+            "RST_STREAM frames HTTP/2 clients sent: streams they gave up before the answer.",
+        );
+        for d in [Direction::Inbound, Direction::Outbound] {
+            let v = self.directions[d.index()]
+                .h2_client_resets
+                .load(Ordering::Relaxed);
+            let _ = writeln!(
+                o,
+                "bulwark_h2_client_resets_total{{direction=\"{}\"}} {v}",
+                d.as_str()
+            );
+        }
+        header(
+            &mut o,
+            "bulwark_http_connections_limited_total",
+            "counter",
+            "Downstream HTTP connections the proxy ended because the client broke a limit or the protocol, by reason.",
+        );
+        for ((d, reason), v) in lock(&self.limited).iter() {
+            let _ = writeln!(
+                o,
+                "bulwark_http_connections_limited_total{{direction=\"{d}\",reason=\"{reason}\"}} {v}"
+            );
+        }
+        header(
+            &mut o,
             "bulwark_detect_learned_opaque_port",
             "gauge",
             "Destination ports learned as opaque (server speaks first); 1 while learned.",
