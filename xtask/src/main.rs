@@ -42,6 +42,15 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
+    /// Fuzz the parsers and decisions (proxy/fuzz) with libFuzzer on the stable toolchain,
+    /// each target over a copy of its committed seed corpus.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// Only these targets (default: all).
+        targets: Vec<String>,
+    },
     /// The local mesh demo (builds release binaries, needs root).
     Demo {
         /// Requests per load phase.
@@ -52,7 +61,8 @@ enum Cmd {
 
 /// Debian packages the tests and the demo drive: iptables and iproute2 for the pods, curl
 /// and nghttp2-client (nghttp, h2load) as clients, python3-venv for grpcio and websockets,
-/// util-linux for setpriv, procps for process checks, openssl for the TLS passthrough test.
+/// util-linux for setpriv, procps for process checks, openssl for the TLS passthrough test,
+/// g++ for libFuzzer (built from source by the fuzz targets' libfuzzer-sys).
 const APT_PACKAGES: &[&str] = &[
     "iptables",
     "iproute2",
@@ -63,6 +73,7 @@ const APT_PACKAGES: &[&str] = &[
     "procps",
     "ca-certificates",
     "openssl",
+    "g++",
 ];
 
 /// The workspace root. `cargo run` (which `cargo xtask` is) names the package's directory
@@ -226,8 +237,116 @@ fn test(no_install: bool) -> Result<()> {
         ]);
     }
     run(t.env("BULWARK_TEST_PYTHON", &python))?;
+    fuzz(FUZZ_SMOKE_SECONDS, &[])?;
     bench(true, &[])?;
     println!("all checks passed in {:.0}s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_SMOKE_SECONDS: u64 = 15;
+/// The fuzz targets, as proxy/fuzz/Cargo.toml names them.
+const FUZZ_TARGETS: [&str; 7] = [
+    "detect",
+    "http_head",
+    "grpc_timeout",
+    "route",
+    "policy_yaml",
+    "snapshot",
+    "h2_frames",
+];
+
+/// Builds the fuzz targets with libFuzzer's coverage instrumentation (what cargo-fuzz
+/// passes, minus the sanitizer, which needs a nightly compiler) and runs each for
+/// `seconds` over a scratch copy of its seeds, so a run never writes into the checkout. A
+/// crash fails the run and leaves its input under the scratch directory, named.
+fn fuzz(seconds: u64, only: &[String]) -> Result<()> {
+    let dir = root().join("proxy/fuzz");
+    let host = String::from_utf8(Command::new("rustc").arg("-vV").output()?.stdout)?
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .context("rustc -vV names the host")?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join("fuzz");
+    let flags = [
+        "-Cpasses=sancov-module",
+        "-Cllvm-args=-sanitizer-coverage-level=4",
+        "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
+        "-Cllvm-args=-sanitizer-coverage-pc-table",
+        "-Cllvm-args=-sanitizer-coverage-trace-compares",
+        "--cfg=fuzzing",
+        "-Cdebug-assertions",
+        "-Coverflow-checks",
+    ];
+    // --target keeps the flags off build scripts and proc macros, as cargo-fuzz does.
+    run(cargo()
+        .args([
+            "build",
+            "--release",
+            "--bins",
+            "--target",
+            &host,
+            "--manifest-path",
+        ])
+        .arg(dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTFLAGS", flags.join(" ")))?;
+    let targets: Vec<&str> = if only.is_empty() {
+        FUZZ_TARGETS.to_vec()
+    } else {
+        only.iter().map(String::as_str).collect()
+    };
+    let scratch = std::env::temp_dir().join(format!("bulwark-fuzz-{}", std::process::id()));
+    for (i, t) in targets.iter().enumerate() {
+        ensure!(
+            FUZZ_TARGETS.contains(t),
+            "no fuzz target {t:?}: {FUZZ_TARGETS:?}"
+        );
+        println!("fuzz {}/{}: {t} for {seconds}s", i + 1, targets.len());
+        let corpus = scratch.join(t);
+        std::fs::create_dir_all(&corpus)?;
+        for seed in std::fs::read_dir(dir.join("corpus").join(t))
+            .with_context(|| format!("seeds of {t} in proxy/fuzz/corpus/{t}"))?
+        {
+            let seed = seed?.path();
+            std::fs::copy(&seed, corpus.join(seed.file_name().context("a seed file")?))?;
+        }
+        let artifacts = scratch.join(format!("{t}-crash-"));
+        let log_path = scratch.join(format!("{t}.log"));
+        let status = Command::new(target_dir.join(&host).join("release").join(t))
+            .arg(&corpus)
+            .arg(format!("-max_total_time={seconds}"))
+            .arg(format!("-artifact_prefix={}", artifacts.display()))
+            .args(["-print_final_stats=1", "-max_len=16384"])
+            .stderr(std::fs::File::create(&log_path)?)
+            .status()?;
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if !status.success() {
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            for line in tail.into_iter().rev() {
+                eprintln!("  {line}");
+            }
+            bail!(
+                "fuzz target {t} failed ({status}): its input is at {}*",
+                artifacts.display()
+            );
+        }
+        let stat = |name: &str| {
+            log.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+                .unwrap_or_else(|| "?".into())
+        };
+        println!(
+            "  {} runs, {} new inputs, {} MB peak",
+            stat("stat::number_of_executed_units:"),
+            stat("stat::new_units_added:"),
+            stat("stat::peak_rss_mb:")
+        );
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }
 
@@ -335,5 +454,6 @@ fn main() -> Result<()> {
             }
         }
         Cmd::Codegen { check } => codegen(check),
+        Cmd::Fuzz { seconds, targets } => fuzz(seconds, &targets),
     }
 }

@@ -189,6 +189,15 @@ impl Ledger {
     }
 }
 
+/// The first limit a client's byte stream (from its preface) breaks, judged as the guard
+/// judges it, in pieces of `piece` bytes: the decision without the I/O.
+pub fn first_flood(limits: H2Limits, client: &[u8], piece: usize) -> Option<Flood> {
+    let (mut ledger, mut scanner) = (Ledger::new(limits), Scanner::new(PREFACE_LEN));
+    client
+        .chunks(piece.max(1))
+        .find_map(|c| scanner.scan(c, |f| ledger.received(f)).err())
+}
+
 /// Finds frame headers in a byte stream handed over in pieces of any size.
 #[derive(Debug)]
 struct Scanner {

@@ -112,21 +112,22 @@ pub fn classify(buf: &[u8]) -> Verdict {
         Some(false) => return Verdict::NeedMore,
         None => {}
     }
-    // Other methods: HTTP/1 when the request line parses.
-    let mut headers = [httparse::EMPTY_HEADER; 16];
+    // Other methods: HTTP/1 when the whole request line parses (the fields after it are
+    // hyper's to judge), opaque when it does not. Only a whole line decides, so the verdict
+    // is the same however the bytes were split into reads.
+    // A byte no request line can hold decides at once: binary protocols are not kept
+    // waiting for a line end.
+    let end = buf.iter().position(|&b| b == b'\n');
+    let line = end.map_or(buf, |e| &buf[..=e]);
+    let mut headers = [httparse::EMPTY_HEADER; 1];
     let mut req = httparse::Request::new(&mut headers);
-    let verdict = match req.parse(buf) {
-        Ok(httparse::Status::Complete(_)) => Verdict::Known(Protocol::Http1),
-        Ok(httparse::Status::Partial) if req.version.is_some() => Verdict::Known(Protocol::Http1),
-        Ok(httparse::Status::Partial) => Verdict::NeedMore,
-        // The request line parsed; only the header count exceeded our small scratch array.
-        Err(httparse::Error::TooManyHeaders) => Verdict::Known(Protocol::Http1),
-        Err(_) => Verdict::Known(Protocol::Opaque),
-    };
-    if verdict == Verdict::NeedMore && buf.len() >= MAX_DETECT_BYTES {
-        return Verdict::Known(Protocol::Opaque);
+    match (req.parse(line), end) {
+        (Ok(httparse::Status::Partial), Some(_)) if req.version.is_some() => {
+            Verdict::Known(Protocol::Http1)
+        }
+        (Ok(httparse::Status::Partial), None) if buf.len() < MAX_DETECT_BYTES => Verdict::NeedMore,
+        _ => Verdict::Known(Protocol::Opaque),
     }
-    verdict
 }
 
 /// How detection ended.

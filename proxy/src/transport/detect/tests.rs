@@ -56,6 +56,36 @@ async fn a_head_that_trickles_from_its_first_byte_is_still_http1() {
     assert_eq!(&bytes[..], b"PU");
 }
 
+/// Found by the `detect` fuzz target: an unlisted method's head was HTTP/1 when its
+/// request line arrived in one read and opaque when more of it did. Only a whole request
+/// line decides now.
+#[test]
+fn the_verdict_does_not_depend_on_how_the_head_was_split() {
+    for head in [
+        &b"PRI * HTTP/1.0\r\n\xff\xff\xff\xff\r\n\r\nI * HT\n"[..],
+        b"PROPFIND /x HTTP/1.1\r\nBad Header: x\r\n\r\n",
+    ] {
+        assert_eq!(classify(head), known(Protocol::Http1));
+        for cut in 1..head.iter().position(|&b| b == b'\n').unwrap() {
+            assert_eq!(classify(&head[..cut]), Verdict::NeedMore, "cut at {cut}");
+        }
+    }
+    for line in [
+        &b"$RI * HTTP/1.0\rccc(\n"[..],
+        b"PRI * HTTP/1.0~\n",
+        b"HELLO there\r\n",
+    ] {
+        assert_eq!(classify(line), known(Protocol::Opaque));
+        for cut in 1..line.len() {
+            assert_ne!(
+                classify(&line[..cut]),
+                known(Protocol::Http1),
+                "cut at {cut}"
+            );
+        }
+    }
+}
+
 #[test]
 fn classifies_h2_preface_byte_by_byte() {
     for n in 1..H2_PREFACE.len() {
