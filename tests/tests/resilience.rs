@@ -614,3 +614,41 @@ fn hangs_error_bursts_and_a_crash_and_restart_are_ridden_out() -> Result<()> {
     assert_eq!(r.ok, 150, "{r:?}");
     Ok(())
 }
+
+/// Gray failure under the default balancer: peak-EWMA starves a slow endpoint of traffic,
+/// too few of its requests fall in any one interval to reach `requestVolume`, and yet its
+/// share holds the client's p99 at its latency. Its latency samples are carried across
+/// intervals until there are enough to judge, so it is ejected, and the tail drops.
+#[test]
+fn a_slow_endpoint_starved_by_peak_ewma_is_still_ejected_and_the_tail_drops() -> Result<()> {
+    let pm = PolicyMesh::builder("gray")
+        .replicas(4)
+        .replica_fault(Fault::Latency(ms(5)))
+        .policy(
+            Policy::new()
+                .with(Backend::new("api").replicas(0..4))
+                .with(api().outlier(OutlierDetection::new().latency(3.0, 50).interval(secs(2)))),
+        )
+        .start()?;
+    pm.fault(3, Fault::Latency(ms(50)))?;
+    let url = format!("http://{}/", pm.ep(0));
+    wait_for("the latency ejection", secs(40), || {
+        pm.h2load(&format!("--h1 -n 800 -c 4 -t 1 {url}"))?;
+        Ok(pm.outlier(3)?["state"] == "ejected")
+    })?;
+    let e = pm.outlier(3)?;
+    assert_eq!(e["ejection"]["reason"], "latency", "{e}");
+    // A fresh authority, so the proxy keeps this phase's latency apart.
+    let before = pm.received(3, "*")?;
+    let after = pm.h2load(&format!("--h1 -n 1000 -c 4 -t 1 http://{}/", pm.ep(1)))?;
+    assert_eq!(after.ok, 1000, "{after:?}");
+    assert_eq!(pm.received(3, "*")?, before, "no traffic while ejected");
+    let tail = only_series(&pm, &pm.ep(1))?;
+    let with_slow = only_series(&pm, &pm.ep(0))?;
+    eprintln!("until the ejection: {with_slow:?}; after it: {tail:?}");
+    assert!(
+        tail.p99_ms < 25.0,
+        "p99 with the slow endpoint out: {tail:?}"
+    );
+    Ok(())
+}

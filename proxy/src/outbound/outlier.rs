@@ -16,8 +16,13 @@ mod peers;
 
 pub use self::peers::{ejection_cap, evaluate, in_panic};
 
-/// Latencies kept per endpoint and interval for the latency detector.
+/// Latencies kept per endpoint for the latency detector.
 pub const LATENCY_SAMPLES: usize = 256;
+/// Intervals an endpoint's latency samples are carried into while they are too few to be
+/// judged. The balancer sends a slow endpoint so little traffic that it may never reach
+/// `requestVolume` in one interval, yet enough to hold the tail at its latency; carried
+/// samples get it judged. Past this many intervals they are dropped as stale.
+pub const LATENCY_CARRY_INTERVALS: u32 = 10;
 
 /// Why an endpoint was ejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,6 +124,8 @@ pub struct State {
     failures: u32,
     latencies: Vec<u32>,
     next_latency: usize,
+    /// Intervals the latency samples have been carried through unjudged.
+    latency_carried: u32,
     /// Ejections so far that still weigh on the next ejection's length.
     pub ejection_count: u32,
     /// Ejections ever.
@@ -144,6 +151,7 @@ impl Default for State {
             failures: 0,
             latencies: Vec::with_capacity(LATENCY_SAMPLES),
             next_latency: 0,
+            latency_carried: 0,
             ejection_count: 0,
             total_ejections: 0,
             ejected: None,
@@ -277,6 +285,8 @@ impl State {
             self.probation = true;
             self.successes = 0;
             self.failures = 0;
+            // Judged afresh on what it does now, not on what got it ejected.
+            self.clear_latencies();
             return true;
         }
         false
@@ -301,11 +311,24 @@ impl State {
         self.successes + self.failures
     }
 
+    /// Whether there are enough latency samples to judge, `volume` being the least.
+    fn latency_judgeable(&self, volume: u32) -> bool {
+        self.latencies.len() as u32 >= volume.max(1)
+    }
+
+    fn clear_latencies(&mut self) {
+        self.latencies.clear();
+        self.next_latency = 0;
+        self.latency_carried = 0;
+    }
+
     /// Starts a new interval: counters reset. On probation, an interval of real requests
     /// without a failure ends it (a quiet one proves nothing, so probation goes on); after
     /// that, each clean interval takes one ejection off the count (so ejections lengthen
-    /// only for repeat offenders).
-    fn new_interval(&mut self) {
+    /// only for repeat offenders). Latency samples too few to have been judged against
+    /// `latency_volume` are carried into the next interval, for at most
+    /// [`LATENCY_CARRY_INTERVALS`].
+    fn new_interval(&mut self, latency_volume: u32) {
         if !self.is_ejected() && self.failures == 0 {
             if !self.probation {
                 self.ejection_count = self.ejection_count.saturating_sub(1);
@@ -317,8 +340,11 @@ impl State {
         self.tripped = None;
         self.successes = 0;
         self.failures = 0;
-        self.latencies.clear();
-        self.next_latency = 0;
+        self.latency_carried += 1;
+        if self.latency_judgeable(latency_volume) || self.latency_carried >= LATENCY_CARRY_INTERVALS
+        {
+            self.clear_latencies();
+        }
     }
 }
 

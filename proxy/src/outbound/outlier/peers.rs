@@ -51,7 +51,7 @@ pub fn evaluate(states: &mut [&mut State], p: &OutlierPolicy) -> Vec<(usize, Rea
     if let Some((factor, volume)) = p.latency {
         let p90s: Vec<(usize, u32)> = judged
             .iter()
-            .filter(|&&i| states[i].latencies.len() as u32 >= volume.max(1))
+            .filter(|&&i| states[i].latency_judgeable(volume))
             .filter_map(|&i| states[i].p90().map(|v| (i, v)))
             .collect();
         for &(i, mine) in &p90s {
@@ -75,8 +75,10 @@ pub fn evaluate(states: &mut [&mut State], p: &OutlierPolicy) -> Vec<(usize, Rea
             }
         }
     }
+    // With latency detection off, samples are never judged: each interval drops them.
+    let latency_volume = p.latency.map_or(u32::MAX, |(_, v)| v);
     for s in states.iter_mut() {
-        s.new_interval();
+        s.new_interval(latency_volume);
     }
     out
 }

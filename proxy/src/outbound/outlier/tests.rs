@@ -194,3 +194,56 @@ fn ejection_cap_and_panic_threshold() {
     assert!(!in_panic(4, 2, 50), "exactly at the threshold is not panic");
     assert!(!in_panic(3, 0, 0), "threshold 0 turns panic mode off");
 }
+
+/// Gray failure under peak-EWMA: the slow endpoint gets a handful of requests an interval,
+/// never `requestVolume` in one, and is judged once its carried samples are enough.
+#[test]
+fn a_starved_slow_endpoint_is_judged_on_samples_carried_across_intervals() {
+    let mut p = policy();
+    p.latency = Some((3.0, 50));
+    let (mut a, mut b, mut slow) = (State::default(), State::default(), State::default());
+    let mut ejected_at = None;
+    for interval in 1..=LATENCY_CARRY_INTERVALS {
+        feed(&mut a, 200, 0, MS * 5, &p);
+        feed(&mut b, 200, 0, MS * 5, &p);
+        feed(&mut slow, 8, 0, MS * 50, &p);
+        let v = evaluate(&mut [&mut a, &mut b, &mut slow], &p);
+        if let Some(e) = v.first() {
+            assert_eq!((e.0, e.1), (2, Reason::Latency), "{v:?}");
+            ejected_at = Some(interval);
+            break;
+        }
+    }
+    // 8 a interval: the 50th sample arrives in the 7th.
+    assert_eq!(ejected_at, Some(7));
+}
+
+#[test]
+fn carried_samples_are_dropped_when_they_never_reach_the_volume() {
+    let mut p = policy();
+    p.latency = Some((3.0, 50));
+    let mut slow = State::default();
+    let mut peer = State::default();
+    feed(&mut slow, 40, 0, MS * 50, &p);
+    for _ in 0..LATENCY_CARRY_INTERVALS {
+        feed(&mut peer, 100, 0, MS, &p);
+        assert!(evaluate(&mut [&mut peer, &mut slow], &p).is_empty());
+    }
+    // Ten quiet intervals later the old samples are gone: ten more fast ones and the
+    // endpoint is healthy on what it does now.
+    feed(&mut slow, 50, 0, MS, &p);
+    feed(&mut peer, 100, 0, MS, &p);
+    assert!(evaluate(&mut [&mut peer, &mut slow], &p).is_empty());
+    assert_eq!(slow.latencies.len(), 0, "judged, then cleared");
+}
+
+#[test]
+fn a_returning_endpoint_is_judged_afresh() {
+    let p = policy();
+    let mut s = State::default();
+    feed(&mut s, 30, 0, MS * 50, &p);
+    let t0 = Instant::now();
+    s.eject(Reason::Latency, "slow".into(), t0, &p, 0.0);
+    assert!(s.release_if_due(t0 + p.max_ejection * 2));
+    assert!(s.latencies.is_empty());
+}
