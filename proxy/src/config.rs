@@ -68,6 +68,9 @@ pub const H2_MAX_PRIORITY_PER_STREAM: u64 = 100;
 /// HTTP/2 WINDOW_UPDATE frames per DATA frame the proxy sent (Envoy's
 /// `max_inbound_window_update_frames_per_data_frame_sent`, 10).
 pub const H2_MAX_WINDOW_UPDATES_PER_DATA_FRAME: u64 = 10;
+/// A downstream connection with requests open and nothing of them moving for this long is
+/// closed (Envoy's `stream_idle_timeout`, 5 min).
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Idle upstream connections are closed after this long in the pool.
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per upstream endpoint.
@@ -204,6 +207,9 @@ pub struct HttpConfig {
     pub h2_max_local_error_resets: usize,
     /// HTTP/2 flood bounds the proxy keeps itself.
     pub h2_flood: H2Limits,
+    /// Requests open with nothing moving: the connection is closed.
+    #[serde(with = "duration_str")]
+    pub stream_idle_timeout: Duration,
     /// Pool idle timeout.
     #[serde(with = "duration_str")]
     pub pool_idle_timeout: Duration,
@@ -291,6 +297,7 @@ impl Default for Config {
                     max_priority_per_stream: H2_MAX_PRIORITY_PER_STREAM,
                     max_window_updates_per_data_frame: H2_MAX_WINDOW_UPDATES_PER_DATA_FRAME,
                 },
+                stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
                 pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
                 pool_max_idle_per_endpoint: DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT,
                 pool_max_endpoints: DEFAULT_POOL_MAX_ENDPOINTS,
@@ -330,6 +337,10 @@ impl Config {
                 self.http.header_read_timeout.is_zero(),
             ),
             ("--max-header-bytes", self.http.max_header_bytes == 0),
+            (
+                "--stream-idle-timeout",
+                self.http.stream_idle_timeout.is_zero(),
+            ),
             ("--max-headers", self.http.max_headers == 0),
             (
                 "--h2-max-concurrent-streams",

@@ -6,6 +6,7 @@
 //! head, the direction decides where the request goes and sends it, [`Hop::finish`]
 //! records it and hands the response (or the proxy's error) back downstream.
 
+pub mod activity;
 pub mod body;
 pub mod h2_guard;
 pub mod headers;
@@ -25,6 +26,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
+use self::activity::Open;
 use self::body::{BodyEnd, Hold, ProxyBody};
 use crate::config::{HttpConfig, TcpConfig};
 use crate::drain::Drain;
@@ -60,6 +62,8 @@ pub struct Prepared {
     pub upgrade: Option<OnUpgrade>,
     /// When the request arrived.
     pub start: Instant,
+    /// Holds the request open on its connection until the response body ends.
+    pub open: Open,
 }
 
 /// An upstream response with what must outlive its body.
@@ -100,6 +104,7 @@ impl Hop {
         req: &mut Request<Incoming>,
         version: Version,
         dst: SocketAddr,
+        open: Open,
     ) -> Result<Prepared, (Prepared, Error)> {
         let start = Instant::now();
         let authority = headers::authority_of(req).unwrap_or_else(|| dst.to_string());
@@ -119,6 +124,7 @@ impl Hop {
                 grpc,
                 upgrade: None,
                 start,
+                open,
             };
             return Err((p, kind.into()));
         }
@@ -146,6 +152,7 @@ impl Hop {
             grpc,
             upgrade,
             start,
+            open,
         })
     }
 
@@ -187,7 +194,7 @@ impl Hop {
         } else {
             headers::strip_hop_by_hop(resp.headers_mut());
         }
-        resp.map(|b| ProxyBody::timed(b, f.deadline, f.idle, f.hold, f.on_end))
+        resp.map(|b| ProxyBody::timed(b, f.deadline, f.idle, f.hold, f.on_end).held_open(p.open))
     }
 
     /// One attempt straight to `dst` with the proxy's own limits: what a request with no

@@ -24,10 +24,10 @@ pub struct Inbound {
 impl Room for Inbound {
     async fn http(self: Arc<Self>, io: Conn, version: Version, dst: SocketAddr) {
         let room = self.clone();
-        let forward = move |mut req| {
+        let forward = move |mut req, open| {
             let this = room.clone();
             async move {
-                let resp = match this.hop.prepare(&mut req, version, dst) {
+                let resp = match this.hop.prepare(&mut req, version, dst, open) {
                     Ok(p) => {
                         let result = this.hop.passthrough(req, version, dst).await;
                         this.hop.finish(p, dst, result)

@@ -125,6 +125,9 @@ struct RunArgs {
     /// HTTP/2 resets the proxy sends for peer errors before it closes the connection.
     #[arg(long, env = "BULWARK_H2_MAX_LOCAL_ERROR_RESETS", default_value_t = config::DEFAULT_H2_MAX_LOCAL_ERROR_RESETS)]
     h2_max_local_error_resets: usize,
+    /// A connection with requests open and nothing of them moving for this long is closed.
+    #[arg(long, env = "BULWARK_STREAM_IDLE_TIMEOUT", default_value_t = Dur(config::DEFAULT_STREAM_IDLE_TIMEOUT))]
+    stream_idle_timeout: Dur,
     /// HTTP/2 streams a client may reset before their answer, once they are half of its
     /// recent streams, before the connection is closed (rapid reset).
     #[arg(long, env = "BULWARK_H2_MAX_PREMATURE_RESETS", default_value_t = config::DEFAULT_H2_MAX_PREMATURE_RESETS)]
@@ -200,6 +203,7 @@ impl RunArgs {
         c.http.h2_max_pending_resets = self.h2_max_pending_resets;
         c.http.h2_max_local_error_resets = self.h2_max_local_error_resets;
         c.http.h2_flood.max_premature_resets = self.h2_max_premature_resets;
+        c.http.stream_idle_timeout = self.stream_idle_timeout.0;
         c.http.pool_idle_timeout = self.pool_idle_timeout.0;
         c.http.pool_max_idle_per_endpoint = self.pool_max_idle_per_endpoint;
         c.http.pool_max_endpoints = self.pool_max_endpoints;

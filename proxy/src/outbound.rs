@@ -44,6 +44,7 @@ use hyper::body::Incoming;
 
 use crate::accept::{Conn, Room};
 use crate::error::Error;
+use crate::http::activity::Open;
 use crate::http::body::AttemptBody;
 use crate::http::body::{BodyEnd, Hold, ProxyBody};
 use crate::http::{Forwarded, Hop, server};
@@ -93,8 +94,9 @@ impl Outbound {
         mut req: Request<Incoming>,
         version: Version,
         dst: SocketAddr,
+        open: Open,
     ) -> Response<ProxyBody> {
-        let p = match self.hop.prepare(&mut req, version, dst) {
+        let p = match self.hop.prepare(&mut req, version, dst, open) {
             Ok(p) => p,
             Err((p, e)) => return self.hop.finish(p, dst, Err(e)),
         };
@@ -132,9 +134,9 @@ impl Outbound {
 impl Room for Outbound {
     async fn http(self: Arc<Self>, io: Conn, version: Version, dst: SocketAddr) {
         let room = self.clone();
-        let forward = move |req| {
+        let forward = move |req, open| {
             let this = room.clone();
-            async move { Ok::<_, Infallible>(this.forward(req, version, dst).await) }
+            async move { Ok::<_, Infallible>(this.forward(req, version, dst, open).await) }
         };
         server::serve(io, version, &self.hop, forward).await;
     }

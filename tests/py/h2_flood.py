@@ -10,6 +10,8 @@ KIND is one of
   continuation   a HEADERS without END_HEADERS, then COUNT CONTINUATION frames of 16 KiB
   ping           COUNT PINGs, never reading the answers (for 10 s at most)
   good           COUNT GETs of / one after another, each read to its end (the control)
+  zero-window    a window of 0 bytes, then GET /bytes/COUNT, never granting more, with a
+                 PING every 0.5 s; for 20 s at most
 
 Prints JSON: frames written before the peer stopped taking them, whether the peer closed the
 connection, the GOAWAY error code if it sent one, and responses completed.
@@ -127,14 +129,32 @@ def good(r, host, count):
                 r.send(WindowUpdateFrame(0, 65535).serialize())
 
 
+def zero_window(r, host, count):
+    """Asks for a body it never makes room for; reports when the peer gave up on it."""
+    settings = SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0})
+    h = HeadersFrame(1, head_block(Encoder(), host, "GET", f"/bytes/{count}"))
+    h.flags.add("END_HEADERS")
+    h.flags.add("END_STREAM")
+    r.send(settings.serialize() + h.serialize())
+    started = time.monotonic()
+    while not r.closed and time.monotonic() - started < 20:
+        r.pump(0.5)
+        if not r.closed:
+            r.send(PingFrame(0, b"stillhr!").serialize())
+    return round(time.monotonic() - started, 3)
+
+
 def main():
     kind, host, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     sock = socket.create_connection((host, port), timeout=10)
     r = Reader(sock)
     r.send(PREFACE + SettingsFrame(0).serialize())
     written = 0
+    seconds = None
     if kind == "good":
         good(r, host, count)
+    elif kind == "zero-window":
+        seconds = zero_window(r, host, count)
     else:
         started = time.monotonic()
         sock.settimeout(10)
@@ -164,6 +184,7 @@ def main():
                 "closed": r.closed,
                 "goaway": r.goaway,
                 "completed": r.completed,
+                "seconds": seconds,
             }
         )
     )

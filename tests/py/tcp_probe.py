@@ -10,6 +10,8 @@ raw HOST PORT HEX      send the bytes HEX, then print the first line of what com
 trickle HOST PORT S    send a request head one byte every S seconds; print the seconds
                        until the peer closes, or "open" after 20 s
 silent HOST PORT N S   open N connections one after another, each silent for S seconds
+body HOST PORT N S     POST N body bytes, one every S seconds; print JSON: the seconds taken
+                       and the first line of the answer (empty when the peer closed first)
 record PORT FILE       accept connections on PORT for 120 s at most and append every byte
                        they carry to FILE, answering nothing
 """
@@ -88,6 +90,32 @@ def trickle(host, port, every):
     print(round(time.monotonic() - start, 3))
 
 
+def body(host, port, n, every):
+    head = f"POST /upload HTTP/1.1\r\nHost: body\r\nContent-Length: {n}\r\n\r\n"
+    start = time.monotonic()
+    answer = b""
+    with socket.create_connection((host, port), timeout=30) as s:
+        s.sendall(head.encode())
+        s.settimeout(every)
+        try:
+            for _ in range(n):
+                if time.monotonic() - start > 20:
+                    break
+                s.sendall(b"x")
+                try:
+                    answer = s.recv(1024)
+                    break  # an answer, or the close (b""), before the body was whole
+                except socket.timeout:
+                    continue
+            else:
+                s.settimeout(10)
+                answer = s.recv(1024)
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            pass
+    line = answer.split(b"\r\n")[0].decode(errors="replace")
+    print(json.dumps({"seconds": round(time.monotonic() - start, 3), "answer": line}))
+
+
 def silent(host, port, n, secs):
     for _ in range(n):
         with socket.create_connection((host, port), timeout=10):
@@ -133,6 +161,8 @@ if __name__ == "__main__":
         trickle(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     elif sys.argv[1] == "silent":
         silent(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
+    elif sys.argv[1] == "body":
+        body(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
     elif sys.argv[1] == "record":
         record(int(sys.argv[2]), sys.argv[3])
     else:

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
+use super::activity::Open;
 use super::replay::ReplayBody;
 
 /// Told how a streamed response body ended (a gRPC call's status comes in its trailers).
@@ -61,6 +62,7 @@ pub struct Timed {
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
     _hold: Option<Hold>,
     outcome: Option<Box<dyn BodyEnd>>,
+    _open: Option<Open>,
 }
 
 impl ProxyBody {
@@ -84,7 +86,17 @@ impl ProxyBody {
             idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
             _hold: hold,
             outcome,
+            _open: None,
         }))
+    }
+
+    /// The body keeps its request open on the connection (for the stream idle timeout)
+    /// until it ends or drops.
+    pub fn held_open(mut self, open: Open) -> Self {
+        if let ProxyBody::Upstream(t) = &mut self {
+            t._open = Some(open);
+        }
+        self
     }
 
     /// A body the proxy wrote.

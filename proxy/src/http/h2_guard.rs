@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::activity::Activity;
 pub use crate::config::H2Limits;
 use crate::metrics::{Direction, Metrics};
 
@@ -198,6 +199,19 @@ pub fn first_flood(limits: H2Limits, client: &[u8], piece: usize) -> Option<Floo
         .find_map(|c| scanner.scan(c, |f| ledger.received(f)).err())
 }
 
+fn note_stream_frame(activity: Option<&Activity>) {
+    if let Some(a) = activity {
+        a.moved();
+    }
+}
+
+fn sent(ledger: &mut Ledger, activity: Option<&Activity>, f: FrameHead) {
+    ledger.sent(f);
+    if matches!(f.kind, DATA | HEADERS) {
+        note_stream_frame(activity);
+    }
+}
+
 /// Finds frame headers in a byte stream handed over in pieces of any size.
 #[derive(Debug)]
 struct Scanner {
@@ -260,6 +274,7 @@ pub struct FrameGuard<I> {
     broken: Option<Flood>,
     metrics: Arc<Metrics>,
     direction: Direction,
+    activity: Option<Arc<Activity>>,
 }
 
 impl<I> FrameGuard<I> {
@@ -273,7 +288,15 @@ impl<I> FrameGuard<I> {
             broken: None,
             metrics,
             direction,
+            activity: None,
         }
+    }
+
+    /// Counts the HEADERS and DATA frames either way into `activity` (the stream idle
+    /// timeout's notion of movement: control frames do not count).
+    pub fn counting(mut self, activity: Arc<Activity>) -> Self {
+        self.activity = Some(activity);
+        self
     }
 
     fn refused(flood: Flood) -> io::Error {
@@ -297,9 +320,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for FrameGuard<I> {
         let before = buf.filled().len();
         std::task::ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
         let (ledger, metrics, direction) = (&mut this.ledger, &this.metrics, this.direction);
+        let activity = this.activity.as_deref();
         let scanned = this.read.scan(&buf.filled()[before..], |f| {
-            if f.kind == RST_STREAM {
-                metrics.h2_client_reset(direction);
+            match f.kind {
+                RST_STREAM => metrics.h2_client_reset(direction),
+                DATA | HEADERS => note_stream_frame(activity),
+                _ => {}
             }
             ledger.received(f)
         });
@@ -339,9 +365,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FrameGuard<I> {
             return Poll::Ready(Err(Self::refused(f)));
         }
         let n = std::task::ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
-        let ledger = &mut this.ledger;
+        let (ledger, activity) = (&mut this.ledger, this.activity.as_deref());
         let _ = this.write.scan::<()>(&buf[..n], |f| {
-            ledger.sent(f);
+            sent(ledger, activity, f);
             Ok(())
         });
         Poll::Ready(Ok(n))
@@ -357,14 +383,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FrameGuard<I> {
             return Poll::Ready(Err(Self::refused(f)));
         }
         let n = std::task::ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
-        let (mut left, ledger) = (n, &mut this.ledger);
+        let (mut left, ledger, activity) = (n, &mut this.ledger, this.activity.as_deref());
         for b in bufs {
             if left == 0 {
                 break;
             }
             let take = left.min(b.len());
             let _ = this.write.scan::<()>(&b[..take], |f| {
-                ledger.sent(f);
+                sent(ledger, activity, f);
                 Ok(())
             });
             left -= take;

@@ -1,10 +1,13 @@
 //! Serves one detected HTTP connection with hyper's server, HTTP/1.1 (keep-alive, Upgrade)
 //! or HTTP/2 (h2c prior knowledge), within the configured limits, until the client closes
-//! it or the proxy drains (HTTP/1 finishes its request and closes, HTTP/2 sends GOAWAY).
+//! it or the proxy drains (HTTP/1 finishes its request and closes, HTTP/2 sends GOAWAY),
+//! or its open requests stop moving for the stream idle timeout ([`super::activity`]).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -13,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Hop;
+use super::activity::{Activity, Counted, Open};
 use super::body::ProxyBody;
 use super::h2_guard::FrameGuard;
 use crate::drain::Drain;
@@ -20,17 +24,20 @@ use crate::metrics::{Direction, Metrics};
 use crate::pool::Version;
 
 /// Serves `io` as `version` within `hop`'s limits, answering every request with `forward`
-/// (which cannot fail: a failure is a response the proxy makes). `forward` is hyper's
-/// service as it is, with no wrapper future around it: a future is moved whole through
-/// every layer.
+/// (which cannot fail: a failure is a response the proxy makes), given the guard that
+/// holds the request open on the connection. `forward`'s future is hyper's service future
+/// as it is, with no wrapper around it: a future is moved whole through every layer.
 pub async fn serve<I, F, Fut>(io: I, version: Version, hop: &Hop, forward: F)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    F: Fn(Request<Incoming>, Open) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 {
     let (limits, drain) = (&hop.limits, &hop.drain);
-    let svc = service_fn(forward);
+    let activity = Arc::new(Activity::default());
+    let opener = activity.clone();
+    let svc = service_fn(move |req| forward(req, opener.open()));
+    let idle = (activity.clone(), limits.stream_idle_timeout);
     let result = match version {
         Version::Http1 => {
             let mut b = hyper::server::conn::http1::Builder::new();
@@ -39,8 +46,9 @@ where
                 .max_buf_size(limits.max_header_bytes.max(8192))
                 .max_headers(limits.max_headers)
                 .keep_alive(true);
+            let io = Counted::new(io, activity);
             let conn = b.serve_connection(TokioIo::new(io), svc).with_upgrades();
-            until_drained(conn, drain, |c| c.graceful_shutdown()).await
+            until_drained(conn, drain, idle, |c| c.graceful_shutdown()).await
         }
         Version::Http2 => {
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -49,10 +57,15 @@ where
                 .max_pending_accept_reset_streams(limits.h2_max_pending_resets)
                 .max_local_error_reset_streams(limits.h2_max_local_error_resets)
                 .max_header_list_size(limits.max_header_bytes as u32);
-            let io = FrameGuard::new(io, limits.h2_flood, hop.metrics.clone(), hop.direction);
+            let io = FrameGuard::new(io, limits.h2_flood, hop.metrics.clone(), hop.direction)
+                .counting(activity);
             let conn = b.serve_connection(TokioIo::new(io), svc);
-            until_drained(conn, drain, |c| c.graceful_shutdown()).await
+            until_drained(conn, drain, idle, |c| c.graceful_shutdown()).await
         }
+    };
+    let Some(result) = result else {
+        record_limited(&hop.metrics, hop.direction, "stream_idle");
+        return;
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "downstream HTTP connection ended with an error");
@@ -99,17 +112,20 @@ fn record_limited(metrics: &Metrics, direction: Direction, reason: &'static str)
 }
 
 /// Runs `conn` to its end; when the drain starts, asks it to finish gracefully first.
+/// `None` when its open requests stalled for the idle timeout: the connection is dropped.
 async fn until_drained<C: Future>(
     conn: C,
     drain: &Drain,
+    (activity, idle): (Arc<Activity>, Duration),
     graceful: impl FnOnce(Pin<&mut C>),
-) -> C::Output {
+) -> Option<C::Output> {
     tokio::pin!(conn);
     tokio::select! {
-        r = conn.as_mut() => r,
+        r = conn.as_mut() => Some(r),
+        _ = activity.stalled(idle) => None,
         _ = drain.signaled() => {
             graceful(conn.as_mut());
-            conn.await
+            Some(conn.await)
         }
     }
 }
