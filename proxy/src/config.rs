@@ -87,6 +87,9 @@ pub const DEFAULT_MAX_POLICY_ENDPOINTS: usize = 10_000;
 pub const DEFAULT_DNS_MIN_REFRESH: Duration = Duration::from_secs(1);
 /// Longest time a DNS answer is used, whatever its TTL.
 pub const DEFAULT_DNS_MAX_REFRESH: Duration = Duration::from_secs(300);
+/// Runtime worker threads. A sidecar gets a CPU limit of one core or less; each worker
+/// beyond the cores it may use only adds contention.
+pub const DEFAULT_WORKER_THREADS: usize = 1;
 /// On SIGTERM, in-flight requests and connections get this long to finish.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -131,6 +134,8 @@ pub struct Config {
     /// Grace period for in-flight work on shutdown.
     #[serde(with = "duration_str")]
     pub shutdown_grace: Duration,
+    /// Runtime worker threads.
+    pub worker_threads: usize,
 }
 
 /// The workload this proxy serves.
@@ -310,6 +315,7 @@ impl Default for Config {
                 max_refresh: DEFAULT_DNS_MAX_REFRESH,
             },
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            worker_threads: DEFAULT_WORKER_THREADS,
         }
     }
 }
@@ -356,6 +362,7 @@ impl Config {
                 self.metrics_max_authorities == 0,
             ),
             ("--max-policy-endpoints", self.max_policy_endpoints == 0),
+            ("--worker-threads", self.worker_threads == 0),
         ];
         if self.control_plane.is_some() && !self.policy_paths.is_empty() {
             return Err(ConfigError::TwoPolicySources);

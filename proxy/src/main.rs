@@ -158,8 +158,8 @@ struct RunArgs {
     /// Longest time a DNS answer is used, whatever its TTL.
     #[arg(long, env = "BULWARK_DNS_MAX_REFRESH", default_value_t = Dur(config::DEFAULT_DNS_MAX_REFRESH))]
     dns_max_refresh: Dur,
-    /// Runtime worker threads (a sidecar rarely needs more than one or two).
-    #[arg(long, env = "BULWARK_WORKER_THREADS", default_value_t = 2)]
+    /// Runtime worker threads: match the pod's CPU limit (one for most sidecars).
+    #[arg(long, env = "BULWARK_WORKER_THREADS", default_value_t = config::DEFAULT_WORKER_THREADS)]
     worker_threads: usize,
     /// On SIGTERM, how long in-flight requests get to finish.
     #[arg(long, env = "BULWARK_SHUTDOWN_GRACE", default_value_t = Dur(config::DEFAULT_SHUTDOWN_GRACE))]
@@ -204,6 +204,7 @@ impl RunArgs {
         c.http.h2_max_local_error_resets = self.h2_max_local_error_resets;
         c.http.h2_flood.max_premature_resets = self.h2_max_premature_resets;
         c.http.stream_idle_timeout = self.stream_idle_timeout.0;
+        c.worker_threads = self.worker_threads;
         c.http.pool_idle_timeout = self.pool_idle_timeout.0;
         c.http.pool_max_idle_per_endpoint = self.pool_max_idle_per_endpoint;
         c.http.pool_max_endpoints = self.pool_max_endpoints;
@@ -307,7 +308,11 @@ fn main() -> ExitCode {
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.into_config();
+    // Validated before the runtime is sized by it; app::run validates the rest again.
+    cfg.validate()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.worker_threads)
+        .thread_name("bulwark-worker")
         .enable_all()
         .build()?;
     rt.block_on(async {

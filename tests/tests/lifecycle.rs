@@ -161,3 +161,26 @@ fn admin_shutdown_is_off_by_default_and_loopback_only_when_on() -> Result<()> {
     assert!(status.success());
     Ok(())
 }
+
+/// The runtime has the workers `--worker-threads` asks for (one by default), no more: a
+/// sidecar limited to one core gains nothing from a worker per host CPU.
+#[test]
+fn the_runtime_runs_as_many_workers_as_asked() -> Result<()> {
+    let workers = |pod: &bulwark_tests::Pod| -> Result<u64> {
+        let (_, body) = pod.admin("/stats")?;
+        let stats: serde_json::Value = serde_json::from_str(&body)?;
+        stats["process"]["runtime_workers"]
+            .as_u64()
+            .context("/stats says how many workers run")
+    };
+    let mut mesh = Mesh::new("workers")?;
+    let one = mesh.pod("one")?;
+    let three = mesh.pod("three")?;
+    mesh.proxy(&one).start()?;
+    mesh.proxy(&three).flag("--worker-threads", "3").start()?;
+    // The runtime's own count: not one per host CPU (this host has two).
+    assert_eq!((workers(&one)?, workers(&three)?), (1, 3));
+    let (_, dump) = three.admin("/config_dump")?;
+    assert!(dump.contains("\"worker_threads\": 3"), "{dump}");
+    Ok(())
+}

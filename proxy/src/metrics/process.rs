@@ -18,12 +18,17 @@ pub struct ProcessStats {
     pub open_fds: u64,
     /// User + system CPU time in seconds.
     pub cpu_seconds: f64,
+    /// Worker threads of the runtime that serves traffic (`--worker-threads`).
+    pub runtime_workers: usize,
 }
 
 impl ProcessStats {
-    /// Reads the current values; missing files leave zeros.
+    /// Reads the current values; missing files leave zeros. Called on the runtime.
     pub fn read() -> Self {
         let mut s = Self::default();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            s.runtime_workers = rt.metrics().num_workers();
+        }
         if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
             for line in status.lines() {
                 let kb = |l: &str| {
