@@ -60,9 +60,9 @@ struct RunArgs {
     /// GID whose traffic the rules exempt.
     #[arg(long, env = "BULWARK_PROXY_GID", default_value_t = config::DEFAULT_PROXY_GID)]
     proxy_gid: u32,
-    /// The control plane's gRPC endpoint, e.g. http://bulwark-control-plane:5170. Without it
-    /// the proxy runs on its flags alone, as a transparent proxy.
-    #[arg(long, env = "BULWARK_CONTROL_PLANE")]
+    /// The control plane's gRPC address, e.g. bulwark-control-plane:5170 (or with http://).
+    /// Without it the proxy runs on its flags alone, as a transparent proxy.
+    #[arg(long, env = "BULWARK_CONTROL_PLANE", value_parser = bulwark_api::endpoint::control_plane_uri)]
     control_plane: Option<String>,
     /// Policy YAML files or directories, read once at start, instead of a control plane
     /// (run-locally mode). Documents of the workload's namespace and the MeshConfig apply.
@@ -284,8 +284,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("BULWARK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: escapes must not reach `kubectl logs`.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if cli.log_format == "json" {
         builder.json().init();

@@ -132,7 +132,8 @@ impl PolicyMeshBuilder {
         let mut proxy = pm
             .mesh
             .proxy(&client)
-            .flag("--control-plane", format!("http://{}:5170", cp.ip))
+            // Bare host:port, as other address flags take it (control_plane.rs uses http://).
+            .flag("--control-plane", format!("{}:5170", cp.ip))
             .flag("--workload", "shop/client")
             .flag("--pod-ips", client.ip.to_string());
         for (name, value) in &self.proxy_flags {

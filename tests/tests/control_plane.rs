@@ -84,7 +84,7 @@ const OPENED: &str = "bulwark_connections_opened_total{direction=\"outbound\",pr
 fn status(cp: &Pod) -> Result<String> {
     let out = cp
         .cmd(bin("bulwarkctl"))
-        .args(["status", "--control-plane", "http://127.0.0.1:5170"])
+        .args(["status", "--control-plane", "127.0.0.1:5170"])
         .output()?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }

@@ -182,5 +182,12 @@ fn the_runtime_runs_as_many_workers_as_asked() -> Result<()> {
     assert_eq!((workers(&one)?, workers(&three)?), (1, 3));
     let (_, dump) = three.admin("/config_dump")?;
     assert!(dump.contains("\"worker_threads\": 3"), "{dump}");
+    // Its log goes to a file, not a terminal: plain text, no colour escapes.
+    let log = mesh.log_of(&format!("proxy-{}", one.ns));
+    assert!(log.contains("INFO"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "colour escapes in a log file: {log:?}"
+    );
     Ok(())
 }

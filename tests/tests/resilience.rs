@@ -433,7 +433,7 @@ fn below_the_panic_threshold_ejections_are_ignored_and_said_so() -> Result<()> {
     assert!(counted(&pm, "balancer_panic", "panic")? > 0.0);
     assert_eq!(
         pm.client
-            .metric("bulwark_balancer_panic{target=\"Backend/shop/api\"}")?,
+            .metric("bulwark_balancer_in_panic{target=\"Backend/shop/api\"}")?,
         Some(1.0)
     );
     assert_eq!(
@@ -450,7 +450,8 @@ fn below_the_panic_threshold_ejections_are_ignored_and_said_so() -> Result<()> {
     let parsed: serde_json::Value = serde_json::from_str(&out)?;
     for (family, kind) in [
         ("bulwark_outlier_ejections", "counter"),
-        ("bulwark_balancer_panic", "gauge"),
+        ("bulwark_balancer_in_panic", "gauge"),
+        ("bulwark_balancer_panic", "counter"),
         ("bulwark_endpoints", "gauge"),
         ("bulwark_retries", "counter"),
     ] {

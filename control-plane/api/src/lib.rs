@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - [`duration`]: durations written `250ms`, `10s`, `5m` in flags and YAML.
+//! - [`endpoint`]: the control plane's address as the binaries' flags take it.
 //! - [`policy`]: the policy kinds users write (`apiVersion: bulwark.dev/v1alpha1`): one Rust
 //!   type per kind, with serde (unknown fields rejected) and schemars (the CRD schemas are
 //!   generated from these types), and [`policy::validate`] for the rules a schema cannot say.
@@ -12,6 +13,7 @@
 
 pub mod crd;
 pub mod duration;
+pub mod endpoint;
 pub mod load;
 pub mod locate;
 pub mod policy;

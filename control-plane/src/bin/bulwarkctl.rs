@@ -25,11 +25,12 @@ enum Command {
     /// Show the policy being served, the last rejected change, and every connected proxy
     /// with the versions it was sent and acknowledged and why it rejected one.
     Status {
-        /// The control plane's gRPC address.
+        /// The control plane's gRPC address: host:port, or with http://.
         #[arg(
             long,
             env = "BULWARK_CONTROL_PLANE",
-            default_value = "http://127.0.0.1:5170"
+            default_value = "127.0.0.1:5170",
+            value_parser = bulwark_api::endpoint::control_plane_uri
         )]
         control_plane: String,
     },

@@ -321,14 +321,14 @@ fn render_targets(o: &mut String, targets: &[TargetGauges]) {
     }
     header(
         o,
-        "bulwark_balancer_panic",
+        "bulwark_balancer_in_panic",
         "gauge",
         "1 while a target has too few healthy endpoints and ignores ejections.",
     );
     for t in targets.iter().filter(|t| t.endpoints.is_some()) {
         let _ = writeln!(
             o,
-            "bulwark_balancer_panic{{target=\"{}\"}} {}",
+            "bulwark_balancer_in_panic{{target=\"{}\"}} {}",
             escape(&t.target),
             u8::from(t.panic)
         );

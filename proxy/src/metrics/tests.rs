@@ -67,3 +67,40 @@ fn percentiles_come_from_the_histogram() {
     assert!((s.p99_ms - 9.9).abs() < 0.15, "{}", s.p99_ms);
     assert!((s.max_ms - 10.0).abs() < 0.1, "{}", s.max_ms);
 }
+
+/// One name, one family: a counter `x_total` is the family `x`, so a gauge `x` beside it is
+/// a second family of the same name, which the OpenMetrics parser refuses.
+#[test]
+fn no_two_families_share_a_name() {
+    let m = Metrics::new(10);
+    m.record_request(Direction::Outbound, "web:80", 200, Duration::from_millis(1));
+    for name in Resilience::ALL {
+        m.count(name, "Backend/shop/api", "reason");
+    }
+    let gauges = [TargetGauges {
+        target: "Backend/shop/api".into(),
+        endpoints: Some([1, 0, 1]),
+        panic: true,
+        bulkhead_active: Some(1),
+    }];
+    let text = m.render(&[], &ProcessStats::default(), &gauges);
+    let mut families = std::collections::BTreeMap::new();
+    for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let (name, kind) = line.split_once(' ').expect("a TYPE line names a kind");
+        let family = match kind {
+            "counter" => name.strip_suffix("_total").unwrap_or(name),
+            _ => name,
+        };
+        if let Some(other) = families.insert(family.to_string(), name.to_string()) {
+            panic!("{name} and {other} are both the family {family}");
+        }
+    }
+    assert!(
+        families.contains_key("bulwark_balancer_panic"),
+        "{families:?}"
+    );
+    assert!(
+        families.contains_key("bulwark_balancer_in_panic"),
+        "{families:?}"
+    );
+}
