@@ -30,6 +30,15 @@ fn the_demo_shows_the_injected_fault_absorbed() -> Result<()> {
         text.contains("ejected") && text.contains("consecutive_5xx"),
         "{text}"
     );
+    assert!(
+        text.contains("two Content-Lengths: HTTP/1.1 400"),
+        "the smuggling-shaped head is refused: {text}"
+    );
+    assert!(
+        text.contains("before its proxy cut it off (")
+            && text.contains("reason=\"premature_resets\"} 1"),
+        "the rapid reset is cut off and counted: {text}"
+    );
     assert!(text.contains("done in"), "{text}");
     Ok(())
 }

@@ -134,20 +134,39 @@ fn pinned(pod: &Pod, cpu: &str, program: impl AsRef<std::ffi::OsStr>) -> Command
 }
 
 fn start_proxy(mesh: &mut Mesh, pod: &Pod, extra: &[(&str, &str)]) -> Result<u32> {
-    start_build(mesh, pod, extra, None)
+    start_build(mesh, pod, extra, None, ONE_WORKER)
 }
 
-/// Starts `binary` (the workspace's proxy when `None`) in `pod`, pinned to CPU 1.
+/// Where a proxy runs and with how many workers.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    cpus: &'static str,
+    workers: &'static str,
+}
+
+/// One worker on CPU 1, beside the upstream: the per-request cost, as a sidecar runs.
+const ONE_WORKER: Placement = Placement {
+    cpus: "1",
+    workers: "1",
+};
+/// Two workers free to run on both CPUs: what a second worker adds at saturation.
+const TWO_WORKERS: Placement = Placement {
+    cpus: "0,1",
+    workers: "2",
+};
+
+/// Starts `binary` (the workspace's proxy when `None`) in `pod`, placed as `at` says.
 fn start_build(
     mesh: &mut Mesh,
     pod: &Pod,
     extra: &[(&str, &str)],
     binary: Option<&std::path::Path>,
+    at: Placement,
 ) -> Result<u32> {
     mesh.init(pod, &[])?;
     let mut proxy = ProxyCommand::new(pod)
-        .pinned_to("1")
-        .flag("--worker-threads", "1");
+        .pinned_to(at.cpus)
+        .flag("--worker-threads", at.workers);
     if let Some(b) = binary {
         proxy = proxy.binary(b);
     }
@@ -191,6 +210,8 @@ fn setup(mesh: &mut Mesh, body: usize, baseline: Option<&std::path::Path>) -> Re
         &bp,
         &[("--policy", &policy_arg), ("--workload", "bench/client")],
     )?;
+    let bw = mesh.pod("bw")?;
+    let bwpid = start_build(mesh, &bw, &[], None, TWO_WORKERS)?;
     let mut topos = vec![
         Topo {
             key: "A",
@@ -217,6 +238,14 @@ fn setup(mesh: &mut Mesh, body: usize, baseline: Option<&std::path::Path>) -> Re
             h2: true,
         },
         Topo {
+            key: "BW2",
+            name: "Bulwark, one hop, 2 workers on both CPUs (shared with the load generator and the upstream)",
+            client: bw,
+            url: direct.clone(),
+            pids: vec![bwpid],
+            h2: true,
+        },
+        Topo {
             key: "C",
             name: "Bulwark, mesh hop (2 proxies)",
             client: c,
@@ -227,7 +256,7 @@ fn setup(mesh: &mut Mesh, body: usize, baseline: Option<&std::path::Path>) -> Re
     ];
     if let Some(base) = baseline {
         let b0 = mesh.pod("b0")?;
-        let pid = start_build(mesh, &b0, &[], Some(base))?;
+        let pid = start_build(mesh, &b0, &[], Some(base), ONE_WORKER)?;
         topos.push(Topo {
             key: "B0",
             name: "baseline build, one hop",
@@ -241,7 +270,7 @@ fn setup(mesh: &mut Mesh, body: usize, baseline: Option<&std::path::Path>) -> Re
             ("--policy", policy_arg.as_str()),
             ("--workload", "bench/client"),
         ];
-        let pid = start_build(mesh, &b20, &policy, Some(base))?;
+        let pid = start_build(mesh, &b20, &policy, Some(base), ONE_WORKER)?;
         topos.push(Topo {
             key: "B20",
             name: "baseline build, one hop, Backend with retries, timeouts, outlier detection",
@@ -468,7 +497,7 @@ fn main() -> Result<()> {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "Machine: {}. Rounds: {rounds}, {seconds} s measured per run after {warmup} s warm-up, interleaved. Load generator pinned to CPU 0; upstream and proxies to CPU 1; proxies run one worker thread. Response body {} bytes. Latency from the request's scheduled send time (open loop, coordinated omission corrected).\n",
+        "Machine: {}. Rounds: {rounds}, {seconds} s measured per run after {warmup} s warm-up, interleaved. Load generator pinned to CPU 0; upstream and proxies to CPU 1; proxies run one worker thread (BW2: two workers, on both CPUs). Response body {} bytes. Latency from the request's scheduled send time (open loop, coordinated omission corrected).\n",
         machine(),
         args.body
     );

@@ -259,7 +259,45 @@ fn main() -> Result<()> {
     let learned: serde_json::Value = serde_json::from_str(&learned)?;
     println!("    learned opaque ports (GET /detect): {learned}");
 
-    step(9, "what the proxies saw (GET /stats on each admin port)");
+    step(
+        9,
+        "hostile clients meet the limits: a smuggling-shaped head, and an HTTP/2 rapid reset of streams already forwarded",
+    );
+    let smuggle = "504f5354202f20485454502f312e310d0a486f73743a20630d0a436f6e74656e742d4c656e6774683a20330d0a436f6e74656e742d4c656e6774683a20350d0a0d0a68656c6c6f";
+    let answer = client.sh_ok(&format!(
+        "{py} {} raw {} 8080 {smuggle}",
+        bulwark_tests::py_script("tcp_probe.py").display(),
+        replicas[0].ip
+    ))?;
+    println!("    two Content-Lengths: {}", answer.trim());
+    let upstream_total = || -> Result<u64> {
+        replicas
+            .iter()
+            .try_fold(0, |sum, r| Ok::<_, anyhow::Error>(sum + r.served("*")?))
+    };
+    let before = upstream_total()?;
+    let attack = client.sh_ok(&format!(
+        "{} {}:8080 --streams 2000 --batch 50 --hold-ms 300 --path /delay/2000",
+        bulwark_tests::bin("bulwark-rapid-reset").display(),
+        replicas[0].ip
+    ))?;
+    let attack: serde_json::Value = serde_json::from_str(attack.trim())?;
+    println!(
+        "    rapid reset: the client opened {} streams and reset {} before its proxy cut it off ({}); the replicas received {} of them",
+        attack["opened"],
+        attack["reset"],
+        attack["refused"].as_str().unwrap_or("not cut off"),
+        upstream_total()? - before
+    );
+    let (_, metrics) = client.admin("/metrics")?;
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("bulwark_http_connections_limited_total{"))
+    {
+        println!("    {line}");
+    }
+
+    step(10, "what the proxies saw (GET /stats on each admin port)");
     print_stats(&client, "client proxy")?;
     print_stats(&replicas[2], "checkout-2 proxy (the faulty replica)")?;
     let _ = std::fs::remove_dir_all(&dir);
