@@ -132,14 +132,20 @@ fn frame_floods_close_the_connection_and_others_are_served() -> Result<()> {
         "{good}"
     );
 
-    for (kind, count, reason) in [
-        ("empty-data", 10, "empty_frames"),
-        ("priority", 5_000, "priority_flood"),
-        ("window-update", 1_000, "window_update_flood"),
+    // The empty-DATA client stops at the frame that breaks the limit and reads: it must see
+    // the GOAWAY. The others go on flooding, and may have their socket reset first.
+    for (kind, count, reason, told) in [
+        ("empty-data", 2, "empty_frames", true),
+        ("priority", 5_000, "priority_flood", false),
+        ("window-update", 1_000, "window_update_flood", false),
     ] {
         let r = flood(&outside, &server, kind, count)?;
         assert_eq!(r["closed"], true, "{kind}: still open: {r}");
-        assert_eq!(r["goaway"].as_u64(), Some(ENHANCE_YOUR_CALM), "{kind}: {r}");
+        let goaway = r["goaway"].as_u64();
+        assert!(
+            goaway == Some(ENHANCE_YOUR_CALM) || (!told && goaway.is_none()),
+            "{kind}: {r}"
+        );
         assert_eq!(
             server.metric(&format!(
                 "bulwark_http_connections_limited_total{{direction=\"inbound\",reason=\"{reason}\"}}"

@@ -1,7 +1,7 @@
 //! The stream idle timeout of one downstream connection: while any request on it is open
 //! (from its head until its response body ends), something must move, or the connection
 //! is closed when `--stream-idle-timeout` passes. What counts as moving: request or
-//! response bytes (HTTP/1, counted at the socket by [`Counted`]), HEADERS and DATA frames
+//! response bytes (HTTP/1, counted at the socket: [`Counted`]), HEADERS and DATA frames
 //! either way (HTTP/2, counted by the frame guard); PINGs and other control frames do not,
 //! so a client that grants no flow-control window cannot keep its buffers held by pinging.
 //!
@@ -9,15 +9,13 @@
 //! on its connection move lives until they stop too. Per-stream timers would cost a timer
 //! per request; what they would add is bounded anyway by the stream's flow-control window.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+
+use crate::transport::watched::{Observer, Refusal, Watched};
 
 /// What is open and what has moved on one connection.
 #[derive(Debug, Default)]
@@ -68,72 +66,29 @@ impl Drop for Open {
 
 /// A downstream HTTP/1 connection's I/O, every byte of which belongs to a request or a
 /// response: any read or write that moves bytes is activity.
+pub type Counted<I> = Watched<I, ByteMoves>;
+
+/// Counts what moves through `io` into `activity`.
+pub fn counted<I>(io: I, activity: Arc<Activity>) -> Counted<I> {
+    Watched::new(io, ByteMoves(activity))
+}
+
+/// The HTTP/1 observer: bytes either way are movement.
 #[derive(Debug)]
-pub struct Counted<I> {
-    io: I,
-    activity: Arc<Activity>,
-}
+pub struct ByteMoves(Arc<Activity>);
 
-impl<I> Counted<I> {
-    /// Counts what moves through `io` into `activity`.
-    pub fn new(io: I, activity: Arc<Activity>) -> Self {
-        Self { io, activity }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.moved();
+impl Observer for ByteMoves {
+    fn read(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
+        if !bytes.is_empty() {
+            self.0.moved();
         }
-        r
+        Ok(())
     }
-}
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.io).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.moved();
+    fn wrote(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.0.moved();
         }
-        r
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.moved();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

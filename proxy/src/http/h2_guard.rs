@@ -6,21 +6,18 @@
 //! written).
 //!
 //! [`FrameGuard`] reads the 9-byte frame headers as the bytes pass between the socket and
-//! h2, in both directions, and feeds them to a [`Ledger`], which decides. When the ledger
-//! says a limit is broken the guard writes a GOAWAY (ENHANCE_YOUR_CALM) if it can and fails
-//! the connection's reads and writes, so h2 ends it; frames after the breaking one are never
-//! handed to h2, so streams they would open are never forwarded.
+//! h2, in both directions ([`H2Frames`] watching the socket), and feeds them to a
+//! [`Ledger`], which decides. When the ledger says a limit is broken the guard writes a
+//! GOAWAY (ENHANCE_YOUR_CALM) if it can and fails the connection's reads and writes, so h2
+//! ends it; the read that broke the limit is never handed to h2, so streams it would open
+//! are never forwarded.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::activity::Activity;
 pub use crate::config::H2Limits;
 use crate::metrics::{Direction, Metrics};
+use crate::transport::watched::{Observer, Refusal, Watched};
 
 /// The client connection preface, which precedes the client's first frame.
 const PREFACE_LEN: usize = 24;
@@ -199,19 +196,6 @@ pub fn first_flood(limits: H2Limits, client: &[u8], piece: usize) -> Option<Floo
         .find_map(|c| scanner.scan(c, |f| ledger.received(f)).err())
 }
 
-fn note_stream_frame(activity: Option<&Activity>) {
-    if let Some(a) = activity {
-        a.moved();
-    }
-}
-
-fn sent(ledger: &mut Ledger, activity: Option<&Activity>, f: FrameHead) {
-    ledger.sent(f);
-    if matches!(f.kind, DATA | HEADERS) {
-        note_stream_frame(activity);
-    }
-}
-
 /// Finds frame headers in a byte stream handed over in pieces of any size.
 #[derive(Debug)]
 struct Scanner {
@@ -264,150 +248,88 @@ impl Scanner {
     }
 }
 
-/// A downstream HTTP/2 connection's I/O, with its frames counted against [`H2Limits`].
-#[derive(Debug)]
-pub struct FrameGuard<I> {
+/// A downstream HTTP/2 connection's I/O, its frames counted against [`H2Limits`].
+pub type FrameGuard<I> = Watched<I, H2Frames>;
+
+/// Guards `io`, whose first bytes are the client preface; HEADERS and DATA frames either
+/// way are counted into `activity` (the stream idle timeout's notion of movement: control
+/// frames do not count).
+pub fn guard<I>(
     io: I,
-    ledger: Ledger,
-    read: Scanner,
-    write: Scanner,
-    broken: Option<Flood>,
+    limits: H2Limits,
     metrics: Arc<Metrics>,
     direction: Direction,
-    activity: Option<Arc<Activity>>,
-}
-
-impl<I> FrameGuard<I> {
-    /// Guards `io`, whose first bytes are the client preface.
-    pub fn new(io: I, limits: H2Limits, metrics: Arc<Metrics>, direction: Direction) -> Self {
-        Self {
-            io,
+    activity: Arc<Activity>,
+) -> FrameGuard<I> {
+    Watched::new(
+        io,
+        H2Frames {
             ledger: Ledger::new(limits),
             read: Scanner::new(PREFACE_LEN),
             write: Scanner::new(0),
-            broken: None,
             metrics,
             direction,
-            activity: None,
-        }
-    }
-
-    /// Counts the HEADERS and DATA frames either way into `activity` (the stream idle
-    /// timeout's notion of movement: control frames do not count).
-    pub fn counting(mut self, activity: Arc<Activity>) -> Self {
-        self.activity = Some(activity);
-        self
-    }
-
-    fn refused(flood: Flood) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            format!("HTTP/2 limit: {}", flood.reason()),
-        )
-    }
+            activity,
+        },
+    )
 }
 
-impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for FrameGuard<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(f) = this.broken {
-            return Poll::Ready(Err(Self::refused(f)));
-        }
-        let before = buf.filled().len();
-        std::task::ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        let (ledger, metrics, direction) = (&mut this.ledger, &this.metrics, this.direction);
-        let activity = this.activity.as_deref();
-        let scanned = this.read.scan(&buf.filled()[before..], |f| {
+/// The frame guard's observer: the frames read and written, and the ledger that judges
+/// them.
+#[derive(Debug)]
+pub struct H2Frames {
+    ledger: Ledger,
+    read: Scanner,
+    write: Scanner,
+    metrics: Arc<Metrics>,
+    direction: Direction,
+    activity: Arc<Activity>,
+}
+
+impl Observer for H2Frames {
+    fn read(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
+        let (ledger, metrics, direction) = (&mut self.ledger, &self.metrics, self.direction);
+        let activity = &self.activity;
+        let scanned = self.read.scan(bytes, |f| {
             match f.kind {
                 RST_STREAM => metrics.h2_client_reset(direction),
-                DATA | HEADERS => note_stream_frame(activity),
+                DATA | HEADERS => activity.moved(),
                 _ => {}
             }
             ledger.received(f)
         });
         let Err(flood) = scanned else {
-            return Poll::Ready(Ok(()));
+            return Ok(());
         };
         // Nothing of this read reaches h2: streams the breaking frames would open are not
         // forwarded.
-        buf.set_filled(before);
-        this.broken = Some(flood);
-        this.metrics
+        self.metrics
             .http_connection_limited(direction, flood.reason());
         tracing::info!(
             ?direction,
             reason = flood.reason(),
-            resets = this.ledger.resets(),
+            resets = self.ledger.resets(),
             "HTTP/2 client broke a flood limit; connection closed"
         );
-        if this.write.at_boundary() {
-            // Best effort: a client that reads learns why; one that does not is closed anyway.
-            let frame = goaway(this.ledger.last_stream);
-            let _ = Pin::new(&mut this.io).poll_write(cx, &frame);
-            let _ = Pin::new(&mut this.io).poll_flush(cx);
-        }
-        Poll::Ready(Err(Self::refused(flood)))
+        Err(Refusal {
+            why: flood.reason(),
+            // Only between frames: a GOAWAY inside one of h2's would be garbage.
+            farewell: self
+                .write
+                .at_boundary()
+                .then(|| goaway(self.ledger.last_stream)),
+        })
     }
-}
 
-impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FrameGuard<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(f) = this.broken {
-            return Poll::Ready(Err(Self::refused(f)));
-        }
-        let n = std::task::ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
-        let (ledger, activity) = (&mut this.ledger, this.activity.as_deref());
-        let _ = this.write.scan::<()>(&buf[..n], |f| {
-            sent(ledger, activity, f);
+    fn wrote(&mut self, bytes: &[u8]) {
+        let (ledger, activity) = (&mut self.ledger, &self.activity);
+        let _ = self.write.scan::<()>(bytes, |f| {
+            ledger.sent(f);
+            if matches!(f.kind, DATA | HEADERS) {
+                activity.moved();
+            }
             Ok(())
         });
-        Poll::Ready(Ok(n))
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(f) = this.broken {
-            return Poll::Ready(Err(Self::refused(f)));
-        }
-        let n = std::task::ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
-        let (mut left, ledger, activity) = (n, &mut this.ledger, this.activity.as_deref());
-        for b in bufs {
-            if left == 0 {
-                break;
-            }
-            let take = left.min(b.len());
-            let _ = this.write.scan::<()>(&b[..take], |f| {
-                sent(ledger, activity, f);
-                Ok(())
-            });
-            left -= take;
-        }
-        Poll::Ready(Ok(n))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

@@ -16,9 +16,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Hop;
-use super::activity::{Activity, Counted, Open};
+use super::activity::{self, Activity, Open};
 use super::body::ProxyBody;
-use super::h2_guard::FrameGuard;
+use super::h2_guard;
 use crate::drain::Drain;
 use crate::metrics::{Direction, Metrics};
 use crate::pool::Version;
@@ -46,7 +46,7 @@ where
                 .max_buf_size(limits.max_header_bytes.max(8192))
                 .max_headers(limits.max_headers)
                 .keep_alive(true);
-            let io = Counted::new(io, activity);
+            let io = activity::counted(io, activity);
             let conn = b.serve_connection(TokioIo::new(io), svc).with_upgrades();
             until_drained(conn, drain, idle, |c| c.graceful_shutdown()).await
         }
@@ -57,8 +57,8 @@ where
                 .max_pending_accept_reset_streams(limits.h2_max_pending_resets)
                 .max_local_error_reset_streams(limits.h2_max_local_error_resets)
                 .max_header_list_size(limits.max_header_bytes as u32);
-            let io = FrameGuard::new(io, limits.h2_flood, hop.metrics.clone(), hop.direction)
-                .counting(activity);
+            let (metrics, direction) = (hop.metrics.clone(), hop.direction);
+            let io = h2_guard::guard(io, limits.h2_flood, metrics, direction, activity);
             let conn = b.serve_connection(TokioIo::new(io), svc);
             until_drained(conn, drain, idle, |c| c.graceful_shutdown()).await
         }

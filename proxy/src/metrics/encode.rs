@@ -3,10 +3,12 @@
 //! targets' endpoint gauges and the process. Label values are escaped.
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::latency::{BUCKETS_US, sorted_series};
-use super::{DETECT_LABELS, Direction, Metrics, ProcessStats, Resilience, TargetGauges};
+use super::{
+    DETECT_LABELS, Direction, DirectionCounters, Metrics, ProcessStats, Resilience, TargetGauges,
+};
 use crate::lock::lock;
 use crate::transport::detect::LearnedPort;
 
@@ -58,20 +60,12 @@ impl Metrics {
                 );
             }
         }
-        header(
+        self.per_direction(
             &mut o,
             "bulwark_connections_closed_total",
-            "counter",
             "Connections finished.",
+            |c| &c.closed,
         );
-        for d in [Direction::Inbound, Direction::Outbound] {
-            let v = self.directions[d.index()].closed.load(Ordering::Relaxed);
-            let _ = writeln!(
-                o,
-                "bulwark_connections_closed_total{{direction=\"{}\"}} {v}",
-                d.as_str()
-            );
-        }
         header(
             &mut o,
             "bulwark_tcp_bytes_total",
@@ -122,38 +116,18 @@ impl Metrics {
                 );
             }
         }
-        header(
+        self.per_direction(
             &mut o,
             "bulwark_detect_ports_learned_total",
-            "counter",
             "Times a destination port was learned as opaque (server speaks first).",
+            |c| &c.ports_learned,
         );
-        for d in [Direction::Inbound, Direction::Outbound] {
-            let v = self.directions[d.index()]
-                .ports_learned
-                .load(Ordering::Relaxed);
-            let _ = writeln!(
-                o,
-                "bulwark_detect_ports_learned_total{{direction=\"{}\"}} {v}",
-                d.as_str()
-            );
-        }
-        header(
+        self.per_direction(
             &mut o,
             "bulwark_h2_client_resets_total",
-            "counter",
             "RST_STREAM frames HTTP/2 clients sent: streams they gave up before the answer.",
+            |c| &c.h2_client_resets,
         );
-        for d in [Direction::Inbound, Direction::Outbound] {
-            let v = self.directions[d.index()]
-                .h2_client_resets
-                .load(Ordering::Relaxed);
-            let _ = writeln!(
-                o,
-                "bulwark_h2_client_resets_total{{direction=\"{}\"}} {v}",
-                d.as_str()
-            );
-        }
         header(
             &mut o,
             "bulwark_http_connections_limited_total",
@@ -238,6 +212,21 @@ impl Metrics {
         render_targets(&mut o, targets);
         process.render(&mut o);
         o
+    }
+
+    /// A counter with one sample per direction.
+    fn per_direction(
+        &self,
+        o: &mut String,
+        name: &str,
+        help: &str,
+        counter: impl Fn(&DirectionCounters) -> &AtomicU64,
+    ) {
+        header(o, name, "counter", help);
+        for d in [Direction::Inbound, Direction::Outbound] {
+            let v = counter(&self.directions[d.index()]).load(Ordering::Relaxed);
+            let _ = writeln!(o, "{name}{{direction=\"{}\"}} {v}", d.as_str());
+        }
     }
 
     fn render_requests(&self, o: &mut String) {
