@@ -94,6 +94,44 @@ impl Forwarded {
     }
 }
 
+/// Counts a gRPC call's status when its body ends, then tells whoever else waits for it
+/// (the engine's outlier accounting).
+#[derive(Debug)]
+struct GrpcStatusCount {
+    metrics: Arc<Metrics>,
+    direction: Direction,
+    authority: String,
+    next: Option<Box<dyn BodyEnd>>,
+}
+
+impl BodyEnd for GrpcStatusCount {
+    /// A missing `grpc-status` is UNKNOWN, as gRPC clients read it.
+    fn trailers(self: Box<Self>, trailers: &http::HeaderMap) {
+        let code = headers::grpc_status(trailers).unwrap_or(2);
+        self.metrics
+            .record_grpc(self.direction, &self.authority, Some(code));
+        if let Some(n) = self.next {
+            n.trailers(trailers);
+        }
+    }
+
+    fn no_trailers(self: Box<Self>) {
+        self.metrics
+            .record_grpc(self.direction, &self.authority, Some(2));
+        if let Some(n) = self.next {
+            n.no_trailers();
+        }
+    }
+
+    fn failed(self: Box<Self>) {
+        self.metrics
+            .record_grpc(self.direction, &self.authority, None);
+        if let Some(n) = self.next {
+            n.failed();
+        }
+    }
+}
+
 impl Hop {
     /// Reads the head and rewrites it for the next hop: hop-by-hop fields removed (an
     /// Upgrade keeps `Connection: upgrade`), the URI made absolute with the request's own
@@ -177,12 +215,32 @@ impl Hop {
                     p.start.elapsed(),
                 );
                 tracing::info!(%dst, authority = %p.authority, reason = e.reason(), side = ?e.side, "request failed");
+                if p.grpc {
+                    self.metrics
+                        .record_grpc(d, &p.authority, Some(e.grpc_status()));
+                }
                 return respond::error_response(&e, p.grpc);
             }
         };
         let mut resp = f.resp;
         self.metrics
             .record_request(d, &p.authority, resp.status().as_u16(), p.start.elapsed());
+        let mut on_end = f.on_end;
+        if p.grpc {
+            // Trailers-only (an error before any message): the status is in the headers.
+            // Otherwise it comes in the trailers, when the body ends.
+            match headers::grpc_status(resp.headers()) {
+                Some(code) => self.metrics.record_grpc(d, &p.authority, Some(code)),
+                None => {
+                    on_end = Some(Box::new(GrpcStatusCount {
+                        metrics: self.metrics.clone(),
+                        direction: d,
+                        authority: p.authority.clone(),
+                        next: on_end,
+                    }))
+                }
+            }
+        }
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(down) = p.upgrade {
                 let up = hyper::upgrade::on(&mut resp);
@@ -194,7 +252,7 @@ impl Hop {
         } else {
             headers::strip_hop_by_hop(resp.headers_mut());
         }
-        resp.map(|b| ProxyBody::timed(b, f.deadline, f.idle, f.hold, f.on_end).held_open(p.open))
+        resp.map(|b| ProxyBody::timed(b, f.deadline, f.idle, f.hold, on_end).held_open(p.open))
     }
 
     /// One attempt straight to `dst` with the proxy's own limits: what a request with no

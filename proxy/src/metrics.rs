@@ -114,6 +114,9 @@ pub struct DiscoveryCounters {
     pub disconnects: AtomicU64,
 }
 
+/// gRPC outcomes counted: the 17 status codes, and a stream that failed without one.
+pub const GRPC_OUTCOMES: usize = 18;
+
 /// One policy target's gauges, as the scrape finds them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetGauges {
@@ -135,6 +138,7 @@ pub struct Metrics {
     directions: [DirectionCounters; 2],
     errors: Mutex<HashMap<(Direction, Kind), u64>>,
     limited: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    grpc: Mutex<HashMap<(Direction, String), [u64; GRPC_OUTCOMES]>>,
     resilience: Mutex<BTreeMap<(Resilience, String, &'static str), u64>>,
     /// The discovery client's state.
     pub discovery: DiscoveryCounters,
@@ -149,6 +153,7 @@ impl Metrics {
             directions: Default::default(),
             errors: Mutex::new(HashMap::new()),
             limited: Mutex::new(BTreeMap::new()),
+            grpc: Mutex::new(HashMap::new()),
             resilience: Mutex::new(BTreeMap::new()),
             discovery: DiscoveryCounters::default(),
         }
@@ -207,6 +212,29 @@ impl Metrics {
         *lock(&self.limited)
             .entry((direction.as_str(), reason))
             .or_default() += 1;
+    }
+
+    /// Counts how a gRPC call ended, by its status (`None`: the stream failed before one
+    /// came). Authorities are bounded as the request series are.
+    pub fn record_grpc(&self, direction: Direction, authority: &str, status: Option<u32>) {
+        let i = match status {
+            Some(code) if code <= 16 => code as usize,
+            Some(_) => 2, // not a gRPC code: UNKNOWN, as clients read it
+            None => GRPC_OUTCOMES - 1,
+        };
+        let mut map = lock(&self.grpc);
+        let key = (direction, authority.to_string());
+        if let Some(v) = map.get_mut(&key) {
+            v[i] += 1;
+            return;
+        }
+        let distinct = map.keys().filter(|(d, _)| *d == direction).count();
+        let key = if distinct < self.max_authorities && authority.len() <= 255 {
+            key
+        } else {
+            (direction, "other".to_string())
+        };
+        map.entry(key).or_insert([0; GRPC_OUTCOMES])[i] += 1;
     }
 
     /// Counts an RST_STREAM from an HTTP/2 client.

@@ -36,6 +36,19 @@ fn grpcio_unary_and_streaming_calls_keep_trailers_and_status() -> Result<()> {
     };
     assert!(opened(&client, "outbound")?.is_some_and(|n| n >= 1.0));
     assert!(opened(&server, "inbound")?.is_some_and(|n| n >= 1.0));
+    // Every call counted by the status it ended with, on both proxies: 22 OK (20 unary, a
+    // server stream, a bidi stream) and the FAILED_PRECONDITION (9), all HTTP 200.
+    for (pod, direction) in [(&client, "outbound"), (&server, "inbound")] {
+        let grpc = |code: &str| {
+            pod.metric(&format!(
+                "bulwark_grpc_responses_total{{direction=\"{direction}\",authority=\"{}:50051\",grpc_status=\"{code}\"}}",
+                server.ip
+            ))
+        };
+        wait_for("every call's status", Duration::from_secs(5), || {
+            Ok(grpc("0")? == Some(22.0) && grpc("9")? == Some(1.0))
+        })?;
+    }
     Ok(())
 }
 
@@ -66,6 +79,16 @@ fn a_grpc_status_in_the_trailers_counts_against_the_endpoint() -> Result<()> {
         &format!("stream-fail {}:50051 3", server.ip),
     ))?;
     assert!(out.contains("stream-fail ok"), "{out}");
+    // HTTP said 200 each time; the trailers said UNAVAILABLE, and that is what is counted.
+    let unavailable = format!(
+        "bulwark_grpc_responses_total{{direction=\"outbound\",authority=\"{}:50051\",grpc_status=\"14\"}}",
+        server.ip
+    );
+    wait_for(
+        "the UNAVAILABLE calls counted",
+        Duration::from_secs(5),
+        || Ok(client.metric(&unavailable)? == Some(3.0)),
+    )?;
     let (_, body) = client.admin("/outliers")?;
     let v: serde_json::Value = serde_json::from_str(&body)?;
     let ep = &v[0]["endpoints"][0];

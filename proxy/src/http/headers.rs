@@ -19,6 +19,11 @@ pub fn authority_of<B>(req: &Request<B>) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The `grpc-status` of a response's headers or trailers.
+pub fn grpc_status(h: &HeaderMap) -> Option<u32> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
 /// Whether the request is gRPC (`content-type: application/grpc…`).
 pub fn is_grpc(headers: &HeaderMap) -> bool {
     headers

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::latency::{BUCKETS_US, sorted_series};
 use super::{
-    DETECT_LABELS, Direction, DirectionCounters, Metrics, ProcessStats, Resilience, TargetGauges,
+    DETECT_LABELS, Direction, DirectionCounters, GRPC_OUTCOMES, Metrics, ProcessStats, Resilience,
+    TargetGauges,
 };
 use crate::lock::lock;
 use crate::transport::detect::LearnedPort;
@@ -128,6 +129,32 @@ impl Metrics {
             "RST_STREAM frames HTTP/2 clients sent: streams they gave up before the answer.",
             |c| &c.h2_client_resets,
         );
+        header(
+            &mut o,
+            "bulwark_grpc_responses_total",
+            "counter",
+            "gRPC calls by the status they ended with (grpc_status 0-16; reset: the stream failed before a status came), whatever their HTTP status.",
+        );
+        {
+            let map = lock(&self.grpc);
+            let mut rows: Vec<_> = map.iter().collect();
+            rows.sort_by(|a, b| (a.0.0.as_str(), &a.0.1).cmp(&(b.0.0.as_str(), &b.0.1)));
+            for ((d, authority), counts) in rows {
+                for (code, n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+                    let status = if code == GRPC_OUTCOMES - 1 {
+                        "reset".to_string()
+                    } else {
+                        code.to_string()
+                    };
+                    let _ = writeln!(
+                        o,
+                        "bulwark_grpc_responses_total{{direction=\"{}\",authority=\"{}\",grpc_status=\"{status}\"}} {n}",
+                        d.as_str(),
+                        escape(authority)
+                    );
+                }
+            }
+        }
         header(
             &mut o,
             "bulwark_http_connections_limited_total",

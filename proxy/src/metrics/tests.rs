@@ -104,3 +104,34 @@ fn no_two_families_share_a_name() {
         "{families:?}"
     );
 }
+
+#[test]
+fn grpc_calls_are_counted_by_status_and_authorities_stay_bounded() {
+    let m = Metrics::new(2);
+    m.record_grpc(Direction::Outbound, "echo:50051", Some(0));
+    m.record_grpc(Direction::Outbound, "echo:50051", Some(14));
+    m.record_grpc(Direction::Outbound, "echo:50051", Some(99));
+    m.record_grpc(Direction::Outbound, "echo:50051", None);
+    for a in ["b", "c", "d"] {
+        m.record_grpc(Direction::Outbound, a, Some(0));
+    }
+    let text = m.render(&[], &ProcessStats::default(), &[]);
+    let line = |a: &str, s: &str| {
+        format!(
+            "bulwark_grpc_responses_total{{direction=\"outbound\",authority=\"{a}\",grpc_status=\"{s}\"}}"
+        )
+    };
+    for (a, s, n) in [
+        ("echo:50051", "0", 1),
+        ("echo:50051", "14", 1),
+        ("echo:50051", "2", 1), // 99 is no gRPC code: UNKNOWN
+        ("echo:50051", "reset", 1),
+        ("b", "0", 1),
+        ("other", "0", 2),
+    ] {
+        assert!(
+            text.contains(&format!("{} {n}\n", line(a, s))),
+            "{a} {s}: {text}"
+        );
+    }
+}

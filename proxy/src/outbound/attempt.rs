@@ -18,6 +18,7 @@ use super::retry::Failure;
 use super::target::TargetState;
 use crate::error::{Error, Kind, Side};
 use crate::http::body::{AttemptBody, BodyEnd};
+use crate::http::headers::grpc_status;
 
 /// Latency charged to an endpoint's estimate for a 5xx, connect failure or reset, so the
 /// balancer steers away from a fast-failing endpoint (which would otherwise look like the
@@ -69,11 +70,6 @@ pub fn response_failure<B>(resp: &Response<B>, p: &RequestPolicy, grpc: bool) ->
         }
     }
     (s >= 500 || p.retry.status_codes.contains(&s)).then_some(Failure::Status(s))
-}
-
-/// The `grpc-status` of a response's headers or trailers.
-pub fn grpc_status(h: &HeaderMap) -> Option<u32> {
-    h.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 /// Sends one attempt and records what it came to on the endpoint.
