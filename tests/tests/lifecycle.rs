@@ -163,9 +163,10 @@ fn admin_shutdown_is_off_by_default_and_loopback_only_when_on() -> Result<()> {
 }
 
 /// The runtime has the workers `--worker-threads` asks for (one by default), no more: a
-/// sidecar limited to one core gains nothing from a worker per host CPU.
+/// sidecar limited to one core gains nothing from a worker per host CPU. The process says
+/// when it started and which build it is, and logs to a file without colour escapes.
 #[test]
-fn the_runtime_runs_as_many_workers_as_asked() -> Result<()> {
+fn the_runtime_runs_as_many_workers_as_asked_and_the_process_describes_itself() -> Result<()> {
     let workers = |pod: &bulwark_tests::Pod| -> Result<u64> {
         let (_, body) = pod.admin("/stats")?;
         let stats: serde_json::Value = serde_json::from_str(&body)?;
@@ -182,6 +183,20 @@ fn the_runtime_runs_as_many_workers_as_asked() -> Result<()> {
     assert_eq!((workers(&one)?, workers(&three)?), (1, 3));
     let (_, dump) = three.admin("/config_dump")?;
     assert!(dump.contains("\"worker_threads\": 3"), "{dump}");
+    // It says when it started and what it is.
+    let started = one.metric("process_start_time_seconds")?.unwrap_or(0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
+    assert!(
+        (now - started).abs() < 120.0,
+        "started {started}, now {now}"
+    );
+    let build = format!(
+        "bulwark_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(one.metric(&build)?, Some(1.0));
     // Its log goes to a file, not a terminal: plain text, no colour escapes.
     let log = mesh.log_of(&format!("proxy-{}", one.ns));
     assert!(log.contains("INFO"), "{log}");

@@ -20,6 +20,8 @@ pub struct ProcessStats {
     pub cpu_seconds: f64,
     /// Worker threads of the runtime that serves traffic (`--worker-threads`).
     pub runtime_workers: usize,
+    /// When the process started, in seconds since the Unix epoch.
+    pub start_time_seconds: f64,
 }
 
 impl ProcessStats {
@@ -59,6 +61,14 @@ impl ProcessStats {
                 .flatten()
                 .unwrap_or(100) as f64;
             s.cpu_seconds = (ticks(11) + ticks(12)) as f64 / hz;
+            // starttime (field 22) counts ticks since boot; /proc/stat's btime is the boot.
+            let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<u64>().ok())
+            });
+            if let Some(boot) = boot {
+                s.start_time_seconds = boot as f64 + ticks(19) as f64 / hz;
+            }
         }
         s
     }
@@ -91,5 +101,23 @@ impl ProcessStats {
             "User and system CPU time in seconds.",
         );
         let _ = writeln!(o, "process_cpu_seconds_total {}", self.cpu_seconds);
+        header(
+            o,
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch, in seconds.",
+        );
+        let _ = writeln!(o, "process_start_time_seconds {}", self.start_time_seconds);
+        header(
+            o,
+            "bulwark_build_info",
+            "gauge",
+            "1, labelled with the proxy's version.",
+        );
+        let _ = writeln!(
+            o,
+            "bulwark_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
     }
 }
