@@ -81,6 +81,17 @@ fn assert_routed(h2load: &str, routed: u64) {
 
 const OPENED: &str = "bulwark_connections_opened_total{direction=\"outbound\",protocol=\"http1\"}";
 
+/// `bulwarkctl status -o json`, and its exit code.
+fn status_json(cp: &Pod) -> Result<(serde_json::Value, Option<i32>)> {
+    let out = cp
+        .cmd(bin("bulwarkctl"))
+        .args(["status", "-o", "json", "--control-plane", "127.0.0.1:5170"])
+        .output()?;
+    let doc = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("status -o json printed {:?}", out.stdout))?;
+    Ok((doc, out.status.code()))
+}
+
 fn status(cp: &Pod) -> Result<String> {
     let out = cp
         .cmd(bin("bulwarkctl"))
@@ -169,6 +180,16 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
         "sent and acknowledged: {st}"
     );
     assert!(line.contains(" yes "), "in sync: {st}");
+    let (doc, code) = status_json(&cp)?;
+    assert_eq!(code, Some(0), "every proxy in sync: {doc}");
+    assert_eq!(doc["policy"]["version"], v2, "{doc}");
+    assert_eq!(doc["proxies"][0]["workload"], "shop/web", "{doc}");
+    assert_eq!(doc["proxies"][0]["acked_version"], v2, "{doc}");
+    assert_eq!(
+        doc["proxies"][0]["nacked_version"],
+        serde_json::Value::Null,
+        "{doc}"
+    );
 
     // The control plane's own admin port: ready, and its metrics parse with the reference
     // Prometheus parser, the push-to-ACK latency as a histogram with the push in it.
@@ -272,6 +293,16 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
         .find(|l| l.contains("shop/web"))
         .unwrap_or_default();
     assert!(line.contains(" no "), "not in sync: {st}");
+    // A deploy gate: the proxy refused its policy, so status fails.
+    let (doc, code) = status_json(&cp)?;
+    assert_eq!(code, Some(3), "{doc}");
+    assert_eq!(doc["healthy"], false, "{doc}");
+    assert!(
+        doc["proxies"][0]["nack_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("--max-policy-endpoints 3")),
+        "{doc}"
+    );
     assert_eq!(snapshot_version(&client)?, v3);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -33,14 +33,22 @@ enum Command {
             value_parser = bulwark_api::endpoint::control_plane_uri
         )]
         control_plane: String,
+        /// `text` for people, `json` for scripts (the schema is in docs/configuration.md).
+        #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json"])]
+        output: String,
     },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Validate { paths } => validate(&paths),
-        Command::Status { control_plane } => match status(&control_plane) {
-            Ok(()) => ExitCode::SUCCESS,
+        Command::Status {
+            control_plane,
+            output,
+        } => match status(&control_plane, &output) {
+            Ok(true) => ExitCode::SUCCESS,
+            // Reached, but some proxy is behind or refused its policy: a deploy gate fails.
+            Ok(false) => ExitCode::from(3),
             Err(e) => {
                 eprintln!("bulwarkctl status: {e:#}");
                 ExitCode::FAILURE
@@ -71,7 +79,9 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn status(addr: &str) -> anyhow::Result<()> {
+/// Prints the control plane's status; `Ok(false)` when some proxy is out of sync or has
+/// rejected the version it was sent.
+fn status(addr: &str, output: &str) -> anyhow::Result<bool> {
     use anyhow::Context;
     use bulwark_api::wire::{StatusRequest, admin_client::AdminClient};
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -85,6 +95,44 @@ fn status(addr: &str) -> anyhow::Result<()> {
             .with_context(|| format!("cannot reach the control plane at {addr}"))?;
         anyhow::Ok(client.status(StatusRequest {}).await?.into_inner())
     })?;
+    let refused = |p: &bulwark_api::wire::ProxyStatus| {
+        p.nacked_version != 0 && p.nacked_version == p.sent_version
+    };
+    let healthy = st.proxies.iter().all(|p| p.in_sync && !refused(p));
+    if output == "json" {
+        let proxies: Vec<serde_json::Value> = st
+            .proxies
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "workload": p.workload,
+                    "namespace": p.namespace,
+                    "pod_ips": p.pod_ips,
+                    "proxy_version": p.proxy_version,
+                    "sent_version": p.sent_version,
+                    "acked_version": p.acked_version,
+                    "nacked_version": (p.nacked_version != 0).then_some(p.nacked_version),
+                    "nack_reason": (!p.nack_reason.is_empty()).then_some(&p.nack_reason),
+                    "connected_seconds": p.connected_seconds,
+                    "in_sync": p.in_sync,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "policy": (st.policy_version != 0).then(|| serde_json::json!({
+                "version": st.policy_version,
+                "age_seconds": st.policy_age_seconds,
+            })),
+            "rejected_change": (!st.rejected_reason.is_empty()).then(|| serde_json::json!({
+                "reason": st.rejected_reason,
+                "age_seconds": st.rejected_age_seconds,
+            })),
+            "proxies": proxies,
+            "healthy": healthy,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(healthy);
+    }
     if st.policy_version == 0 {
         println!("policy: none loaded");
     } else {
@@ -127,5 +175,5 @@ fn status(addr: &str) -> anyhow::Result<()> {
             p.nack_reason
         );
     }
-    Ok(())
+    Ok(healthy)
 }
