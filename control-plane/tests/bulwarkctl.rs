@@ -45,7 +45,7 @@ fn every_mistake_is_reported_with_file_line_field_and_reason() {
     let file = file.display();
     assert!(
         err.contains(&format!(
-            "error: {file}:21:5: spec.retries.atempts: unknown field `atempts`"
+            "error: {file}:21:5: spec.retries.atempts: unknown field `atempts` (did you mean `attempts`?), expected one of"
         )),
         "{err}"
     );
@@ -74,4 +74,44 @@ fn a_missing_path_is_an_error_not_an_empty_success() {
     let (code, _, err) = bulwarkctl(&[Path::new("/nonexistent/policy")]);
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/policy: cannot read"), "{err}");
+}
+
+#[test]
+fn standard_input_is_read_and_empty_input_fails() {
+    use std::io::Write;
+    let run = |input: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bulwarkctl"))
+            .args(["validate", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let web = std::fs::read_to_string(examples().join("web.yaml")).unwrap();
+    let (code, out) = run(&web);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 files, 1 documents: valid"), "{out}");
+    let (code, out) = run(&web.replace("kind: TrafficPolicy", "kind: TraficPolicy"));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("error: <stdin>:7:1: kind: must be one of Backend, TrafficPolicy, MeshConfig, got \"TraficPolicy\"; did you mean TrafficPolicy?"),
+        "{out}"
+    );
+    let (code, out) = run("");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("error: no policy documents in - (1 files read)"),
+        "{out}"
+    );
 }

@@ -86,6 +86,10 @@ fn is_yaml(p: &Path) -> bool {
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Diagnostic> {
     let mut out = Vec::new();
     for p in paths {
+        if p == Path::new("-") {
+            out.push(p.clone());
+            continue;
+        }
         let meta = std::fs::metadata(p).map_err(|e| Diagnostic {
             file: p.clone(),
             position: None,
@@ -125,8 +129,24 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Loads and validates every document under `paths`, then checks the documents against
-/// each other.
+/// The candidate `word` was most likely meant as, if one is close (a typo, a wrong case):
+/// at most a third of its letters apart.
+fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| {
+            (
+                strsim::levenshtein(&word.to_ascii_lowercase(), &c.to_ascii_lowercase()),
+                *c,
+            )
+        })
+        .filter(|(d, c)| *d <= (c.len() / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Loads and validates every document under `paths` (`-` is standard input), then checks
+/// the documents against each other.
 pub fn load_paths(paths: &[PathBuf]) -> Loaded {
     let mut loaded = Loaded::default();
     let files = match expand(paths) {
@@ -138,7 +158,15 @@ pub fn load_paths(paths: &[PathBuf]) -> Loaded {
     };
     for file in files {
         loaded.files += 1;
-        match std::fs::read_to_string(&file) {
+        let text = if file == Path::new("-") {
+            std::io::read_to_string(std::io::stdin())
+        } else {
+            std::fs::read_to_string(&file)
+        };
+        match text {
+            Ok(text) if file == Path::new("-") => {
+                load_str(Path::new("<stdin>"), &text, &mut loaded)
+            }
             Ok(text) => load_str(&file, &text, &mut loaded),
             Err(e) => loaded.diagnostics.push(Diagnostic {
                 file,
@@ -158,12 +186,21 @@ fn typed<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, (String, S
         if path == "." {
             path.clear();
         }
-        let reason = e.inner().to_string();
+        let mut reason = e.inner().to_string();
         // serde names an unknown field in the message; point at the field itself.
         if let Some(name) = reason
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next())
+            .map(str::to_string)
         {
+            // "unknown field `x`, expected one of `a`, `b`": the candidates are quoted.
+            let expected = reason.split_once(", expected").map_or("", |(_, e)| e);
+            let fields: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            if let Some(near) = closest(&name, &fields) {
+                reason =
+                    format!("unknown field `{name}` (did you mean `{near}`?), expected{expected}");
+            }
+            let name = name.as_str();
             if !path.ends_with(name) {
                 path = if path.is_empty() {
                     name.to_string()
@@ -196,7 +233,13 @@ pub fn document(value: &serde_json::Value) -> Result<Document, (String, String)>
         "MeshConfig" => typed::<MeshConfig>(value).map(Document::MeshConfig),
         other => Err((
             "kind".to_string(),
-            format!("must be one of {}, got {other:?}", KINDS.join(", ")),
+            match closest(other, &KINDS) {
+                Some(near) => format!(
+                    "must be one of {}, got {other:?}; did you mean {near}?",
+                    KINDS.join(", ")
+                ),
+                None => format!("must be one of {}, got {other:?}", KINDS.join(", ")),
+            },
         )),
     }
 }

@@ -18,7 +18,7 @@ enum Command {
     /// Check policy files or directories (searched for *.yaml and *.yml). Prints every
     /// problem as FILE:LINE:COLUMN: FIELD: REASON and exits 1 if there is any.
     Validate {
-        /// Files or directories.
+        /// Files or directories; `-` reads standard input.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
@@ -64,6 +64,19 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
     }
     let docs = loaded.documents.len();
     let errors = loaded.diagnostics.len();
+    if errors == 0 && docs == 0 {
+        // Nothing to check is not a pass: a wrong path or an empty pipe would go unnoticed.
+        eprintln!(
+            "error: no policy documents in {} ({} files read)",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            loaded.files
+        );
+        return ExitCode::FAILURE;
+    }
     if errors == 0 {
         println!("{} files, {docs} documents: valid", loaded.files);
         ExitCode::SUCCESS

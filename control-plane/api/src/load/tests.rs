@@ -60,7 +60,9 @@ fn an_unknown_field_is_an_error_at_that_field() {
     let text = POLICY.replace("    attempts: 3", "    attempts: 3\n    atempts: 4");
     let e = only_error(&text);
     assert!(
-        e.starts_with("policy.yaml:11:5: spec.retries.atempts: unknown field `atempts`"),
+        e.starts_with(
+            "policy.yaml:11:5: spec.retries.atempts: unknown field `atempts` (did you mean `attempts`?), expected one of `attempts`"
+        ),
         "{e}"
     );
 }
