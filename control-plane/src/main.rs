@@ -21,6 +21,9 @@ use clap::{Parser, Subcommand};
     about = "Bulwark control plane"
 )]
 struct Cli {
+    /// Log format: `text` (coloured only on a terminal) or `json`, one object per line.
+    #[arg(long, env = "BULWARK_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,20 +49,25 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logger = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BULWARK_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logger.json().init();
+    } else {
+        logger.init();
+    }
     let Command::Serve {
         policy_dir,
         grpc_addr,
         admin_addr,
         poll_interval,
-    } = Cli::parse().command;
+    } = cli.command;
     let state = Arc::new(State::new());
     if let Err(problems) = source::reload(&state, &policy_dir) {
         bail!(

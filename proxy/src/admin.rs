@@ -77,6 +77,16 @@ pub struct Admin {
     pub drain: Drain,
     /// Readiness inputs.
     pub readiness: Arc<Readiness>,
+    /// The log filter, when it may be changed at run time (`/log-level`).
+    pub log: Option<Arc<dyn LogControl>>,
+}
+
+/// The process's log filter, read and replaced at run time.
+pub trait LogControl: Send + Sync + std::fmt::Debug {
+    /// The filter in force, as `BULWARK_LOG` writes it.
+    fn current(&self) -> String;
+    /// Replaces it; an error says why the filter does not parse.
+    fn set(&self, filter: &str) -> Result<(), String>;
 }
 
 /// Serves the admin port until the process exits (it keeps answering while draining, so
@@ -132,6 +142,9 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
     let method = req.method();
     if path == "/shutdown" {
         return shutdown(admin, peer, method);
+    }
+    if path == "/log-level" {
+        return log_level(admin, peer, method, req.uri().query());
     }
     if method != Method::GET && method != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n");
@@ -196,8 +209,61 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "endpoints: /metrics /stats /ready /live /config_dump /detect /outliers /shutdown\n",
+            "endpoints: /metrics /stats /ready /live /config_dump /detect /outliers /log-level /shutdown\n",
         ),
+    }
+}
+
+/// `GET /log-level`: the filter in force. `PUT /log-level?level=FILTER` (loopback only, as
+/// any app in the pod could otherwise turn on debug logs of every request): replaces it.
+fn log_level(
+    admin: &Admin,
+    peer: SocketAddr,
+    method: &Method,
+    query: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let Some(log) = &admin.log else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "no run-time log control\n",
+        );
+    };
+    if method == Method::GET {
+        return reply(StatusCode::OK, "text/plain", format!("{}\n", log.current()));
+    }
+    if method != Method::PUT && method != Method::POST {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET, or PUT /log-level?level=FILTER\n",
+        );
+    }
+    if !peer.ip().is_loopback() {
+        return reply(
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            "the log level is changed from loopback only\n",
+        );
+    }
+    let Some(filter) = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("level="))
+    else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "say the filter: /log-level?level=debug (or info,bulwark_proxy=debug)\n",
+        );
+    };
+    let filter = filter.replace("%2C", ",").replace("%3D", "=");
+    match log.set(&filter) {
+        Ok(()) => {
+            tracing::info!(%peer, filter = %filter, "log filter changed on the admin port");
+            reply(StatusCode::OK, "text/plain", format!("{filter}\n"))
+        }
+        Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
     }
 }
 

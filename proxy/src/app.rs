@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::accept::{self, Accept};
-use crate::admin::{self, Admin, Readiness, RedirectState};
+use crate::admin::{self, Admin, LogControl, Readiness, RedirectState};
 use crate::config::Config;
 use crate::discovery;
 use crate::drain::Drain;
@@ -88,8 +88,12 @@ fn listener_addrs(cfg: &Config) -> Vec<(&'static str, Direction, SocketAddr)> {
 }
 
 /// Runs the proxy until `shutdown` resolves (or `POST /shutdown`), then drains for at most
-/// the grace period.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+/// the grace period. `log`, when given, lets the admin port change the log filter.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()>,
+    log: Option<Arc<dyn LogControl>>,
+) -> Result<(), AppError> {
     cfg.validate()?;
     let cfg = Arc::new(cfg);
     let drain = Drain::new();
@@ -145,6 +149,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             registry: registry.clone(),
             drain: drain.clone(),
             readiness: readiness.clone(),
+            log,
         }),
     ));
     let pools = Arc::new(Pools::new(cfg.http.clone(), cfg.tcp.clone()));

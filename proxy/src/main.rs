@@ -1,9 +1,15 @@
 //! `bulwark-proxy`: `run` the sidecar, `init` the pod's iptables rules, or `await` readiness
 //! before starting the app.
 
+use std::sync::Arc;
+
+use bulwark_proxy::admin::LogControl;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use tokio::time::Instant;
 
@@ -280,22 +286,45 @@ struct AwaitArgs {
     cmd: Vec<String>,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BULWARK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// The log filter behind a reload handle, so the admin port can change it.
+#[derive(Debug)]
+struct ReloadableFilter(reload::Handle<EnvFilter, Registry>);
+
+impl LogControl for ReloadableFilter {
+    fn current(&self) -> String {
+        self.0
+            .with_current(|f| f.to_string())
+            .unwrap_or_else(|e| e.to_string())
+    }
+
+    fn set(&self, filter: &str) -> Result<(), String> {
+        let f = EnvFilter::try_new(filter).map_err(|e| format!("{filter:?}: {e}"))?;
+        self.0.reload(f).map_err(|e| e.to_string())
+    }
+}
+
+/// Installs the logger: `BULWARK_LOG`'s filter (reloadable), text or JSON on stderr.
+fn init_logging(format: &str) -> ReloadableFilter {
+    let filter = EnvFilter::try_from_env("BULWARK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
     // Colour only on a terminal: escapes must not reach `kubectl logs`.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    if cli.log_format == "json" {
-        builder.json().init();
+    let registry = tracing_subscriber::registry().with(filter);
+    if format == "json" {
+        registry.with(fmt.json()).init();
     } else {
-        builder.init();
+        registry.with(fmt).init();
     }
+    ReloadableFilter(handle)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log = init_logging(&cli.log_format);
     let result = match cli.command {
-        Command::Run(args) => run(*args),
+        Command::Run(args) => run(*args, log),
         Command::Init(args) => init_cmd(args),
         Command::Await(args) => await_cmd(args),
     };
@@ -308,7 +337,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+fn run(args: RunArgs, log: ReloadableFilter) -> anyhow::Result<ExitCode> {
     let cfg = args.into_config();
     // Validated before the runtime is sized by it; app::run validates the rest again.
     cfg.validate()?;
@@ -327,7 +356,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 _ = int.recv() => {}
             }
         };
-        bulwark_proxy::app::run(cfg, shutdown).await
+        bulwark_proxy::app::run(cfg, shutdown, Some(Arc::new(log))).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

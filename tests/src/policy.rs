@@ -20,11 +20,19 @@ pub fn snapshot_version(pod: &Pod) -> Result<u64> {
         .context("config_dump has a snapshot version")
 }
 
-/// Starts `bulwark-control-plane serve` on `dir` in `pod` (polling every 100 ms).
+/// Starts `bulwark-control-plane serve` on `dir` in `pod` (polling every 100 ms), logging
+/// JSON lines to the mesh's `control-plane` log.
 pub fn start_control_plane(mesh: &mut Mesh, pod: &Pod, dir: &Path) -> Result<u32> {
     let mut cmd = pod.cmd(bin("bulwark-control-plane"));
-    cmd.args(["serve", "--poll-interval", "100ms", "--policy-dir"])
-        .arg(dir);
+    cmd.args([
+        "--log-format",
+        "json",
+        "serve",
+        "--poll-interval",
+        "100ms",
+        "--policy-dir",
+    ])
+    .arg(dir);
     let pid = mesh.spawn(pod, "control-plane", cmd)?;
     mesh.wait_listening(pod, 5170)?;
     Ok(pid)

@@ -304,6 +304,21 @@ fn policy_reaches_proxies_live_invalid_edits_are_rejected_and_proxies_outlive_th
         "{doc}"
     );
     assert_eq!(snapshot_version(&client)?, v3);
+    // The control plane logged one JSON object per line, the rejection among them.
+    let log = mesh.log_of("control-plane");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("control-plane log: {log}"))?;
+    assert!(lines.len() >= 3, "{log}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["fields"].is_object()),
+        "{log}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -206,3 +206,47 @@ fn the_runtime_runs_as_many_workers_as_asked_and_the_process_describes_itself() 
     );
     Ok(())
 }
+
+/// The log filter changes at run time from loopback (Linkerd's `/proxy-log-level`), never
+/// from another pod, and a filter that does not parse is refused with the reason.
+#[test]
+fn the_log_level_changes_at_run_time_from_loopback_only() -> Result<()> {
+    let mut mesh = Mesh::new("loglevel")?;
+    let pod = mesh.pod("pod")?;
+    let other = mesh.pod("other")?;
+    mesh.proxy(&pod).start()?;
+    let put = |from: &bulwark_tests::Pod, host: &str, level: &str| {
+        from.sh_ok(&format!(
+            "curl -s -w ' %{{http_code}}' -X PUT 'http://{host}:5191/log-level?level={level}'"
+        ))
+    };
+    let level = || -> Result<String> { Ok(pod.admin("/log-level")?.1.trim().to_string()) };
+    // The harness starts proxies with BULWARK_LOG=info,bulwark_proxy=debug; the filter
+    // reads back as tracing writes it (most specific directive first).
+    let started = "bulwark_proxy=debug,info";
+    assert_eq!(level()?, started);
+    let remote = put(&other, &pod.ip.to_string(), "info")?;
+    assert!(remote.ends_with(" 403"), "{remote}");
+    let bad = put(&pod, "127.0.0.1", "bulwark_proxy=loud")?;
+    assert!(bad.ends_with(" 400") && bad.contains("loud"), "{bad}");
+    assert_eq!(level()?, started);
+
+    let log = || mesh.log_of(&format!("proxy-{}", pod.ns));
+    // Dialling the proxy's own outbound port is refused with a debug line (not redirected).
+    let poke = || pod.sh("curl -s -o /dev/null -m 2 http://127.0.0.1:5140/");
+    let set = put(&pod, "127.0.0.1", "info")?;
+    assert!(set.ends_with(" 200"), "{set}");
+    assert_eq!(level()?, "info");
+    let mark = log().len();
+    poke()?;
+    // A negative check: what the request would have logged at debug has had time to land.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!log()[mark..].contains("DEBUG"), "debug lines at info");
+    let set = put(&pod, "127.0.0.1", "info,bulwark_proxy=debug")?;
+    assert!(set.ends_with(" 200"), "{set}");
+    poke()?;
+    wait_for("debug lines again", secs(5), || {
+        Ok(log()[mark..].contains("DEBUG"))
+    })?;
+    Ok(())
+}
