@@ -647,8 +647,10 @@ fn a_slow_endpoint_starved_by_peak_ewma_is_still_ejected_and_the_tail_drops() ->
     let tail = only_series(&pm, &pm.ep(1))?;
     let with_slow = only_series(&pm, &pm.ep(0))?;
     eprintln!("until the ejection: {with_slow:?}; after it: {tail:?}");
+    // Below the slow endpoint's 50 ms with margin for a loaded machine (the peers answer
+    // in 5 ms); while it took traffic, the p99 was its latency.
     assert!(
-        tail.p99_ms < 25.0,
+        tail.p99_ms < 40.0,
         "p99 with the slow endpoint out: {tail:?}"
     );
     Ok(())

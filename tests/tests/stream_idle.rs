@@ -23,17 +23,23 @@ fn open_requests_that_stop_moving_are_closed_at_the_stream_idle_timeout() -> Res
     let client = mesh.pod("client")?;
     let outside = mesh.pod("outside")?;
     let server = mesh.pod("server")?;
+    // Each case crosses one proxy only, so that proxy's clock is the one that fires: the
+    // uploads go from the meshed client to an unmeshed server, the HTTP/2 client from
+    // outside the mesh to a meshed one.
+    let plain = mesh.pod("plain")?;
     mesh.testserver(&server).http("0.0.0.0:8080").start()?;
+    mesh.testserver(&plain).http("0.0.0.0:8080").start()?;
     mesh.proxy(&server)
         .flag("--stream-idle-timeout", "2s")
         .start()?;
     mesh.proxy(&client)
         .flag("--stream-idle-timeout", "2s")
         .start()?;
+    let unmeshed = format!("{} 8080", plain.ip);
     let target = format!("{} 8080", server.ip);
 
     // The control: eight body bytes, one every 0.5 s, take twice the timeout and arrive.
-    let slow = json(&client, "tcp_probe.py", &format!("body {target} 8 0.5"))?;
+    let slow = json(&client, "tcp_probe.py", &format!("body {unmeshed} 8 0.5"))?;
     assert!(
         slow["answer"]
             .as_str()
@@ -44,7 +50,7 @@ fn open_requests_that_stop_moving_are_closed_at_the_stream_idle_timeout() -> Res
     assert!(seconds(&slow) >= 3.5, "{slow}");
 
     // An upload that stops after its first byte: closed by the app's proxy after 2 s.
-    let stalled = json(&client, "tcp_probe.py", &format!("body {target} 1000 30"))?;
+    let stalled = json(&client, "tcp_probe.py", &format!("body {unmeshed} 1000 30"))?;
     assert_eq!(stalled["answer"], "", "{stalled}");
     assert!((1.9..6.0).contains(&seconds(&stalled)), "{stalled}");
     assert_eq!(

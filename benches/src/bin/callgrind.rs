@@ -3,7 +3,8 @@
 //! `valgrind --tool=callgrind` in network-namespace pods with real redirection, serves N
 //! HTTP/1.1 (or HTTP/2) requests with 1 KiB bodies from h2load, and the instructions of a run of 16
 //! requests (start-up and shutdown) are subtracted. `--proxy` measures another build of
-//! the proxy the same way, so two revisions compare in one sitting.
+//! the proxy the same way, so two revisions compare in one sitting. `--tool dhat` counts
+//! heap allocations per request the same way (valgrind's DHAT), as repeatable.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -34,6 +35,9 @@ struct Args {
     /// Keep the callgrind outputs in this directory (for callgrind_annotate).
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// `callgrind` (instructions) or `dhat` (heap allocations and bytes allocated).
+    #[arg(long, default_value = "callgrind", value_parser = ["callgrind", "dhat"])]
+    tool: String,
 }
 
 /// Requests of the run that is subtracted: start-up, connection set-up and shutdown.
@@ -47,7 +51,14 @@ fn main() -> Result<()> {
     );
     let proxy = args.proxy.clone().unwrap_or_else(|| bin("bulwark-proxy"));
     ensure!(proxy.exists(), "no proxy binary at {}", proxy.display());
-    println!("| topology | instructions per request |\n|---|---:|");
+    let dhat = args.tool == "dhat";
+    if dhat {
+        println!(
+            "| topology | allocations per request | bytes allocated per request |\n|---|---:|---:|"
+        );
+    } else {
+        println!("| topology | instructions per request |\n|---|---:|");
+    }
     for topo in &args.topologies {
         let policy = match topo.as_str() {
             "B" => false,
@@ -59,11 +70,17 @@ fn main() -> Result<()> {
             policy,
             h2: args.proto == "h2",
             keep: args.keep.as_deref(),
+            dhat,
         };
-        let full = run.instructions(args.requests, args.conns)?;
-        let base = run.instructions(BASELINE, args.conns.min(BASELINE))?;
-        let per = full.saturating_sub(base) as f64 / f64::from(args.requests - BASELINE);
-        println!("| {topo} | {per:.0} |");
+        let full = run.measure(args.requests, args.conns)?;
+        let base = run.measure(BASELINE, args.conns.min(BASELINE))?;
+        let per =
+            |i: usize| full[i].saturating_sub(base[i]) as f64 / f64::from(args.requests - BASELINE);
+        if dhat {
+            println!("| {topo} | {:.1} | {:.0} |", per(0), per(1));
+        } else {
+            println!("| {topo} | {:.0} |", per(0));
+        }
     }
     Ok(())
 }
@@ -76,16 +93,20 @@ struct Run<'a> {
     policy: bool,
     h2: bool,
     keep: Option<&'a Path>,
+    /// DHAT (allocations) instead of callgrind (instructions).
+    dhat: bool,
 }
 
 impl Run<'_> {
-    /// Instructions the proxy executed in a whole run that served `requests` requests.
-    fn instructions(&self, requests: u32, conns: u32) -> Result<u64> {
+    /// What the proxy did in a whole run that served `requests` requests: `[instructions]`
+    /// under callgrind, `[allocations, bytes]` under DHAT.
+    fn measure(&self, requests: u32, conns: u32) -> Result<[u64; 2]> {
         let Run {
             proxy,
             policy,
             h2,
             keep,
+            dhat,
         } = *self;
         let started = Instant::now();
         let mut mesh = Mesh::new("callgrind")?;
@@ -108,10 +129,16 @@ impl Run<'_> {
             let uid = PROXY_UID.to_string();
             let mut c = client.cmd("setpriv");
             c.args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
-                .arg("valgrind")
-                .args(["--tool=callgrind", "-q"])
-                .arg(format!("--callgrind-out-file={}", out.display()))
-                .arg(proxy)
+                .arg("valgrind");
+            if dhat {
+                // Not -q: DHAT's totals are in its summary on stderr.
+                c.arg("--tool=dhat")
+                    .arg(format!("--dhat-out-file={}", out.display()));
+            } else {
+                c.args(["--tool=callgrind", "-q"])
+                    .arg(format!("--callgrind-out-file={}", out.display()));
+            }
+            c.arg(proxy)
                 .args(["run", "--worker-threads", "1", "--verify-redirect", "false"])
                 .args(["--shutdown-grace", "1s"])
                 .env("BULWARK_LOG", "warn");
@@ -133,6 +160,10 @@ impl Run<'_> {
             "h2load: {load}"
         );
         mesh.terminate(pid, Duration::from_secs(60))?;
+        if dhat {
+            let _ = std::fs::remove_dir_all(&dir);
+            return dhat_totals(&mesh.log_of("proxy"));
+        }
         let text =
             std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
         if let Some(keep) = keep {
@@ -158,7 +189,24 @@ impl Run<'_> {
             requests,
             started.elapsed().as_secs_f64()
         );
-        Ok(total)
+        Ok([total, 0])
+    }
+}
+
+/// DHAT's `Total: B bytes in N blocks` line: [blocks, bytes].
+fn dhat_totals(log: &str) -> Result<[u64; 2]> {
+    let line = log
+        .lines()
+        .find_map(|l| l.split_once("Total:").map(|(_, t)| t.trim()))
+        .with_context(|| format!("no DHAT total in the proxy's log: {log}"))?;
+    let num = |s: &str| s.replace(',', "").parse::<u64>().ok();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        [bytes, "bytes", "in", blocks, "blocks", ..] => Ok([
+            num(blocks).context("DHAT's block count")?,
+            num(bytes).context("DHAT's byte count")?,
+        ]),
+        _ => bail!("unreadable DHAT total {line:?}"),
     }
 }
 
