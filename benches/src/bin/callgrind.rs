@@ -32,7 +32,7 @@ struct Args {
     /// connection).
     #[arg(long, default_value = "h1", value_parser = ["h1", "h2"])]
     proto: String,
-    /// Keep the callgrind outputs in this directory (for callgrind_annotate).
+    /// Keep the outputs in this directory (callgrind_annotate, or DHAT's viewer).
     #[arg(long)]
     keep: Option<PathBuf>,
     /// `callgrind` (instructions) or `dhat` (heap allocations and bytes allocated).
@@ -160,21 +160,22 @@ impl Run<'_> {
             "h2load: {load}"
         );
         mesh.terminate(pid, Duration::from_secs(60))?;
+        if let Some(keep) = keep {
+            std::fs::create_dir_all(keep)?;
+            let name = format!(
+                "{}.{}.{}.{requests}",
+                if dhat { "dhat" } else { "callgrind" },
+                if policy { "B2" } else { "B" },
+                if h2 { "h2" } else { "h1" }
+            );
+            std::fs::copy(&out, keep.join(name))?;
+        }
         if dhat {
             let _ = std::fs::remove_dir_all(&dir);
             return dhat_totals(&mesh.log_of("proxy"));
         }
         let text =
             std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
-        if let Some(keep) = keep {
-            std::fs::create_dir_all(keep)?;
-            let name = format!(
-                "callgrind.{}.{}.{requests}",
-                if policy { "B2" } else { "B" },
-                if h2 { "h2" } else { "h1" }
-            );
-            std::fs::copy(&out, keep.join(name))?;
-        }
         let _ = std::fs::remove_dir_all(&dir);
         let total = text
             .lines()
