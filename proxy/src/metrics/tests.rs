@@ -135,3 +135,31 @@ fn grpc_calls_are_counted_by_status_and_authorities_stay_bounded() {
         );
     }
 }
+
+/// docs/operations.md lists every family the proxy exports, and nothing else.
+#[test]
+fn every_exported_family_is_documented_and_every_documented_one_exported() {
+    let doc = include_str!("../../../docs/operations.md");
+    let documented: std::collections::BTreeSet<&str> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(name, _)| name))
+        .filter(|name| name.starts_with("bulwark_") || name.starts_with("process_"))
+        .collect();
+    let text = Metrics::new(10).render(&[], &ProcessStats::default(), &[]);
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert_eq!(
+        exported.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&&str>::new(),
+        "exported but not in docs/operations.md"
+    );
+    assert_eq!(
+        documented.difference(&exported).collect::<Vec<_>>(),
+        Vec::<&&str>::new(),
+        "in docs/operations.md but not exported"
+    );
+}
