@@ -374,68 +374,10 @@ impl Config {
     }
 }
 
-/// Durations are read and written the same way in flags and in policy YAML.
-pub use bulwark_api::duration::{format as format_duration, parse as parse_duration};
+mod duration;
 
-/// A duration as flags and environment variables write it (`250ms`, `10s`, `5m`), so clap
-/// can show and parse the `DEFAULT_*` constants themselves rather than a copy as text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dur(pub Duration);
-
-impl std::fmt::Display for Dur {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&format_duration(self.0))
-    }
-}
-
-impl std::str::FromStr for Dur {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        parse_duration(s).map(Dur).map_err(|e| e.to_string())
-    }
-}
-
-mod duration_str {
-    use std::time::Duration;
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_duration(*d))
-    }
-}
+use self::duration::duration_str;
+pub use self::duration::{Dur, format_duration, parse_duration};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_validate() {
-        Config::default().validate().unwrap();
-    }
-
-    #[test]
-    fn clashing_ports_are_rejected() {
-        let mut c = Config::default();
-        c.admin_addr.set_port(DEFAULT_INBOUND_PORT);
-        assert_eq!(
-            c.validate(),
-            Err(ConfigError::PortClash {
-                a: "--inbound-port",
-                b: "--admin-addr",
-                addr: c.inbound_addr
-            })
-        );
-    }
-
-    #[test]
-    fn zero_bounds_are_rejected() {
-        let mut c = Config::default();
-        c.http.max_headers = 0;
-        assert_eq!(
-            c.validate(),
-            Err(ConfigError::Zero {
-                field: "--max-headers"
-            })
-        );
-    }
-}
+mod tests;

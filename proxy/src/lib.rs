@@ -17,8 +17,8 @@
 //!   requests for a target with policy run through [`outbound::engine`]; the files of
 //!   [`outbound`] are its stages, in request order.
 //! - Every proxy-made failure is one [`error::Error`] that says whose fault it was.
-//! - [`metrics`] records what happened; [`admin`] serves it with readiness, the config
-//!   and the outlier reports.
+//! - [`metrics`] records what happened; [`admin`] serves it with readiness, the config,
+//!   the outlier reports and the log filter ([`logging`]).
 //!
 //! Policy arrives as one [`snapshot::Snapshot`], built whole and read per connection from
 //! an `ArcSwap`; [`discovery`] keeps it current from the control plane.
@@ -34,6 +34,7 @@ pub mod http;
 pub mod inbound;
 pub mod init;
 pub mod lock;
+pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod pool;
