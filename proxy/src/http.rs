@@ -107,7 +107,7 @@ struct GrpcStatusCount {
 impl BodyEnd for GrpcStatusCount {
     /// A missing `grpc-status` is UNKNOWN, as gRPC clients read it.
     fn trailers(self: Box<Self>, trailers: &http::HeaderMap) {
-        let code = headers::grpc_status(trailers).unwrap_or(2);
+        let code = headers::grpc_status_at_end(trailers);
         self.metrics
             .record_grpc(self.direction, &self.authority, Some(code));
         if let Some(n) = self.next {
@@ -117,7 +117,7 @@ impl BodyEnd for GrpcStatusCount {
 
     fn no_trailers(self: Box<Self>) {
         self.metrics
-            .record_grpc(self.direction, &self.authority, Some(2));
+            .record_grpc(self.direction, &self.authority, Some(headers::GRPC_UNKNOWN));
         if let Some(n) = self.next {
             n.no_trailers();
         }

@@ -138,7 +138,8 @@ pub struct Metrics {
     directions: [DirectionCounters; 2],
     errors: Mutex<HashMap<(Direction, Kind), u64>>,
     limited: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    grpc: Mutex<HashMap<(Direction, String), [u64; GRPC_OUTCOMES]>>,
+    /// Per authority, per direction, per outcome.
+    grpc: Mutex<HashMap<String, [[u64; GRPC_OUTCOMES]; 2]>>,
     resilience: Mutex<BTreeMap<(Resilience, String, &'static str), u64>>,
     /// The discovery client's state.
     pub discovery: DiscoveryCounters,
@@ -219,22 +220,21 @@ impl Metrics {
     pub fn record_grpc(&self, direction: Direction, authority: &str, status: Option<u32>) {
         let i = match status {
             Some(code) if code <= 16 => code as usize,
-            Some(_) => 2, // not a gRPC code: UNKNOWN, as clients read it
+            Some(_) => crate::http::headers::GRPC_UNKNOWN as usize, // not a gRPC code
             None => GRPC_OUTCOMES - 1,
         };
         let mut map = lock(&self.grpc);
-        let key = (direction, authority.to_string());
-        if let Some(v) = map.get_mut(&key) {
-            v[i] += 1;
+        if let Some(v) = map.get_mut(authority) {
+            v[direction.index()][i] += 1;
             return;
         }
-        let distinct = map.keys().filter(|(d, _)| *d == direction).count();
-        let key = if distinct < self.max_authorities && authority.len() <= 255 {
-            key
+        let label = if map.len() < self.max_authorities && authority.len() <= 255 {
+            authority
         } else {
-            (direction, "other".to_string())
+            "other"
         };
-        map.entry(key).or_insert([0; GRPC_OUTCOMES])[i] += 1;
+        map.entry(label.to_string())
+            .or_insert([[0; GRPC_OUTCOMES]; 2])[direction.index()][i] += 1;
     }
 
     /// Counts an RST_STREAM from an HTTP/2 client.

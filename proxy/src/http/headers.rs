@@ -19,6 +19,14 @@ pub fn authority_of<B>(req: &Request<B>) -> Option<String> {
         .map(str::to_string)
 }
 
+/// gRPC's UNKNOWN: what clients make of a call that ended without a status.
+pub const GRPC_UNKNOWN: u32 = 2;
+
+/// The status a gRPC call ended with, from its trailers: UNKNOWN when they carry none.
+pub fn grpc_status_at_end(trailers: &HeaderMap) -> u32 {
+    grpc_status(trailers).unwrap_or(GRPC_UNKNOWN)
+}
+
 /// The `grpc-status` of a response's headers or trailers.
 pub fn grpc_status(h: &HeaderMap) -> Option<u32> {
     h.get("grpc-status")?.to_str().ok()?.parse().ok()

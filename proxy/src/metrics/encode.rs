@@ -138,20 +138,23 @@ impl Metrics {
         {
             let map = lock(&self.grpc);
             let mut rows: Vec<_> = map.iter().collect();
-            rows.sort_by(|a, b| (a.0.0.as_str(), &a.0.1).cmp(&(b.0.0.as_str(), &b.0.1)));
-            for ((d, authority), counts) in rows {
-                for (code, n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
-                    let status = if code == GRPC_OUTCOMES - 1 {
-                        "reset".to_string()
-                    } else {
-                        code.to_string()
-                    };
-                    let _ = writeln!(
-                        o,
-                        "bulwark_grpc_responses_total{{direction=\"{}\",authority=\"{}\",grpc_status=\"{status}\"}} {n}",
-                        d.as_str(),
-                        escape(authority)
-                    );
+            rows.sort_by(|a, b| a.0.cmp(b.0));
+            for d in [Direction::Inbound, Direction::Outbound] {
+                for (authority, counts) in &rows {
+                    let counts = &counts[d.index()];
+                    for (code, n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+                        let status = if code == GRPC_OUTCOMES - 1 {
+                            "reset".to_string()
+                        } else {
+                            code.to_string()
+                        };
+                        let _ = writeln!(
+                            o,
+                            "bulwark_grpc_responses_total{{direction=\"{}\",authority=\"{}\",grpc_status=\"{status}\"}} {n}",
+                            d.as_str(),
+                            escape(authority)
+                        );
+                    }
                 }
             }
         }

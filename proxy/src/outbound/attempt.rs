@@ -18,7 +18,7 @@ use super::retry::Failure;
 use super::target::TargetState;
 use crate::error::{Error, Kind, Side};
 use crate::http::body::{AttemptBody, BodyEnd};
-use crate::http::headers::grpc_status;
+use crate::http::headers::{GRPC_UNKNOWN, grpc_status, grpc_status_at_end};
 
 /// Latency charged to an endpoint's estimate for a 5xx, connect failure or reset, so the
 /// balancer steers away from a fast-failing endpoint (which would otherwise look like the
@@ -217,13 +217,13 @@ impl PendingGrpcStatus {
 impl BodyEnd for PendingGrpcStatus {
     /// A missing `grpc-status` is a broken call (UNKNOWN).
     fn trailers(self: Box<Self>, trailers: &HeaderMap) {
-        let code = grpc_status(trailers).unwrap_or(2);
+        let code = grpc_status_at_end(trailers);
         self.finish(health_of(200, Some(code)));
     }
 
     /// No trailers is UNKNOWN, as gRPC clients read it.
     fn no_trailers(self: Box<Self>) {
-        self.finish(health_of(200, Some(2)));
+        self.finish(health_of(200, Some(GRPC_UNKNOWN)));
     }
 
     fn failed(self: Box<Self>) {
