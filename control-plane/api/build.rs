@@ -2,9 +2,14 @@
 //! fresh machine needs no protoc.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "proto/bulwark/discovery/v1/discovery.proto";
-    println!("cargo:rerun-if-changed={proto}");
-    let fds = protox::compile([proto], ["proto"])?;
+    let protos = [
+        "proto/bulwark/discovery/v1/discovery.proto",
+        "proto/bulwark/identity/v1/identity.proto",
+    ];
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }

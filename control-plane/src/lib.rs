@@ -11,14 +11,22 @@
 //! - [`service`]: the gRPC services: `Discovery.Stream` (Hello, scoped snapshots, ACK/NACK)
 //!   and `Admin.Status` (what `bulwarkctl status` prints).
 //! - [`admin`]: the HTTP admin port: `/ready` and `/metrics`.
+//! - [`ca`]: the mesh's certificate authority (an issuer under the trust anchors) and the
+//!   checks a CSR must pass.
+//! - [`identity`]: the gRPC `Identity.Certify` service: a token or the current certificate
+//!   proves an identity, the CA signs a certificate for exactly it.
+//! - [`tls`]: the gRPC listener's TLS, which tells the services who the peer is.
 //!
 //! `bulwarkctl` (src/bin/bulwarkctl.rs) validates policy with the same loader and reads
 //! `Admin.Status`.
 
 pub mod admin;
+pub mod ca;
+pub mod identity;
 pub mod scope;
 pub mod service;
 pub mod source;
 pub mod state;
+pub mod tls;
 
 pub use bulwark_api as api;

@@ -24,3 +24,9 @@ pub mod wire {
     #![allow(missing_docs, missing_debug_implementations, clippy::all)]
     tonic::include_proto!("bulwark.discovery.v1");
 }
+
+/// The identity service's wire types (`proto/bulwark/identity/v1/identity.proto`).
+pub mod identity_wire {
+    #![allow(missing_docs, missing_debug_implementations, clippy::all)]
+    tonic::include_proto!("bulwark.identity.v1");
+}
