@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use bulwark_identity::{SpiffeId, csr};
 use bulwark_identity::verify::TrustBundle;
+use bulwark_identity::{SpiffeId, csr};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
@@ -38,7 +38,9 @@ pub enum CaError {
         reason: String,
     },
     /// The issuer does not chain to the trust anchors, or cannot sign.
-    #[error("the issuer certificate cannot issue workload certificates the trust anchors accept: {0}")]
+    #[error(
+        "the issuer certificate cannot issue workload certificates the trust anchors accept: {0}"
+    )]
     Chain(String),
 }
 
@@ -52,7 +54,9 @@ pub enum CertifyError {
     #[error("the CSR's key must be ECDSA P-256")]
     KeyAlgorithm,
     /// The CSR names other identities than the one granted, or none.
-    #[error("the CSR must ask for exactly {granted} as its one URI SAN and no other name; it asks for {asked}")]
+    #[error(
+        "the CSR must ask for exactly {granted} as its one URI SAN and no other name; it asks for {asked}"
+    )]
     WrongIdentity {
         /// What the token grants.
         granted: String,
@@ -162,8 +166,8 @@ impl Ca {
         let cert_pem = read(issuer_cert)?;
         let issuer_der = rustls::pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes())
             .map_err(|e| file_err(issuer_cert, format!("no PEM CERTIFICATE: {e}")))?;
-        let issuer = Issuer::from_ca_cert_der(&issuer_der, key)
-            .map_err(|e| file_err(issuer_cert, e))?;
+        let issuer =
+            Issuer::from_ca_cert_der(&issuer_der, key).map_err(|e| file_err(issuer_cert, e))?;
         let ca = Self {
             issuer,
             issuer_der,
@@ -307,6 +311,8 @@ fn leaf_params(
     lifetime: Duration,
 ) -> Result<CertificateParams, CertifyError> {
     let mut p = CertificateParams::default();
+    // The identity is the URI SAN; the subject stays empty, as SPIFFE allows.
+    p.distinguished_name = rcgen::DistinguishedName::new();
     let uri = rcgen::string::Ia5String::try_from(identity.to_string())
         .map_err(|e| CertifyError::Sign(e.to_string()))?;
     p.subject_alt_names = vec![SanType::URI(uri)];

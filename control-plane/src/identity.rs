@@ -159,9 +159,10 @@ impl IdentityService {
             .ca
             .certify(&req.csr_der, &granted, now)
             .map_err(|e| match e {
-                CertifyError::WrongIdentity { .. } => {
-                    (Refusal::WrongIdentity, Status::permission_denied(e.to_string()))
-                }
+                CertifyError::WrongIdentity { .. } => (
+                    Refusal::WrongIdentity,
+                    Status::permission_denied(e.to_string()),
+                ),
                 CertifyError::Sign(_) => (Refusal::BadCsr, Status::internal(e.to_string())),
                 _ => (Refusal::BadCsr, Status::invalid_argument(e.to_string())),
             })?;

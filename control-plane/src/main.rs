@@ -7,11 +7,17 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bulwark_api::duration::parse as parse_duration;
+use bulwark_api::identity_wire::identity_server::IdentityServer;
 use bulwark_api::wire::admin_server::AdminServer;
 use bulwark_api::wire::discovery_server::DiscoveryServer;
+use bulwark_control_plane::ca::Ca;
+use bulwark_control_plane::identity::{Authenticator, IdentityService};
 use bulwark_control_plane::service::Service;
 use bulwark_control_plane::state::State;
-use bulwark_control_plane::{admin, source};
+use bulwark_control_plane::{admin, source, tls};
+use bulwark_identity::SpiffeId;
+use bulwark_identity::tls::CertStore;
+use bulwark_identity::token::TokenKey;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -44,7 +50,101 @@ enum Command {
         /// How often the policy directory is checked for changes.
         #[arg(long, env = "BULWARK_POLL_INTERVAL", value_parser = parse_duration, default_value = "500ms")]
         poll_interval: Duration,
+        #[command(flatten)]
+        identity: IdentityArgs,
     },
+}
+
+/// The certificate authority and who may ask it for what. With none of the CA flags and no
+/// state directory, the control plane issues no identities and serves plaintext gRPC.
+#[derive(clap::Args, Debug)]
+struct IdentityArgs {
+    /// The mesh's SPIFFE trust domain.
+    #[arg(long, env = "BULWARK_TRUST_DOMAIN", default_value = bulwark_identity::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    /// PEM bundle of the roots proxies trust (more than one while a root is rotated).
+    #[arg(long, env = "BULWARK_TRUST_ANCHORS", requires_all = ["issuer_cert", "issuer_key"])]
+    trust_anchors: Option<PathBuf>,
+    /// PEM certificate of the issuer (an intermediate under one of the trust anchors).
+    #[arg(long, env = "BULWARK_ISSUER_CERT", requires_all = ["trust_anchors", "issuer_key"])]
+    issuer_cert: Option<PathBuf>,
+    /// PEM PKCS#8 key of the issuer.
+    #[arg(long, env = "BULWARK_ISSUER_KEY", requires_all = ["trust_anchors", "issuer_cert"])]
+    issuer_key: Option<PathBuf>,
+    /// PEM PKCS#8 ECDSA P-256 key bootstrap tokens are signed with (`bulwarkctl token
+    /// create --key`). Without it, and without a state directory, tokens are refused.
+    #[arg(long, env = "BULWARK_TOKEN_KEY")]
+    token_key: Option<PathBuf>,
+    /// For a local mesh only: a directory where a root, an issuer and a token key are made
+    /// on first start and reused after. Ignored for the CA when the CA files are given.
+    #[arg(long, env = "BULWARK_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Lifetime of workload certificates.
+    #[arg(long, env = "BULWARK_CERT_LIFETIME", value_parser = parse_duration, default_value = "24h")]
+    cert_lifetime: Duration,
+    /// The namespace the control plane runs in: its own identity is
+    /// spiffe://<trust-domain>/ns/<namespace>/sa/bulwark-control-plane.
+    #[arg(long, env = "BULWARK_NAMESPACE", default_value = "bulwark")]
+    namespace: String,
+}
+
+/// The service account the control plane's own certificate names.
+const SERVICE_ACCOUNT: &str = "bulwark-control-plane";
+
+/// The CA and token key the flags ask for, if any.
+fn certificate_authority(
+    args: &IdentityArgs,
+) -> anyhow::Result<Option<(Arc<Ca>, Option<TokenKey>)>> {
+    let ca = match (
+        &args.trust_anchors,
+        &args.issuer_cert,
+        &args.issuer_key,
+        &args.state_dir,
+    ) {
+        (Some(a), Some(c), Some(k), _) => {
+            Ca::from_files(a, c, k, &args.trust_domain, args.cert_lifetime)?
+        }
+        (_, _, _, Some(dir)) => {
+            let (ca, made) = Ca::generate_into(dir, &args.trust_domain, args.cert_lifetime)?;
+            let anchors = dir.join(bulwark_control_plane::ca::ROOT_CERT);
+            if made {
+                tracing::warn!(dir = %dir.display(), anchors = %anchors.display(), "GENERATED A LOCAL ROOT AND ISSUER: for a local mesh only; production takes --trust-anchors, --issuer-cert and --issuer-key");
+            } else {
+                tracing::warn!(dir = %dir.display(), "using the local root and issuer kept in the state directory: for a local mesh only");
+            }
+            ca
+        }
+        _ => return Ok(None),
+    };
+    let token_path = match (&args.token_key, &args.state_dir) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(dir)) => {
+            let p = dir.join("token.key");
+            if !p.exists() {
+                let pem = bulwark_identity::token::generate_pem()?;
+                write_secret(&p, &pem)?;
+                tracing::warn!(key = %p.display(), "generated a bootstrap token key");
+            }
+            Some(p)
+        }
+        (None, None) => None,
+    };
+    let tokens = token_path
+        .map(|p| bulwark_identity::token::read_key(&p))
+        .transpose()?;
+    Ok(Some((Arc::new(ca), tokens)))
+}
+
+fn write_secret(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[tokio::main]
@@ -67,7 +167,9 @@ async fn main() -> anyhow::Result<()> {
         grpc_addr,
         admin_addr,
         poll_interval,
+        identity,
     } = cli.command;
+    let ca = certificate_authority(&identity)?;
     let state = Arc::new(State::new());
     if let Err(problems) = source::reload(&state, &policy_dir) {
         bail!(
@@ -95,13 +197,46 @@ async fn main() -> anyhow::Result<()> {
     };
     // Pings find proxies that vanished without closing their stream (a node lost), so
     // they leave `connected_proxies` and the status instead of lingering there.
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .add_service(DiscoveryServer::new(service.clone()))
-        .add_service(AdminServer::new(service))
-        .serve_with_shutdown(grpc_addr, shutdown)
+        .add_service(AdminServer::new(service));
+    let Some((ca, tokens)) = ca else {
+        tracing::warn!(
+            "no certificate authority configured: no identities are issued and gRPC is plaintext"
+        );
+        return router
+            .serve_with_shutdown(grpc_addr, shutdown)
+            .await
+            .with_context(|| format!("serving gRPC on {grpc_addr}"));
+    };
+    let own = SpiffeId::new(&identity.trust_domain, &identity.namespace, SERVICE_ACCOUNT)
+        .context("the control plane's own identity (--trust-domain, --namespace)")?;
+    let certs = Arc::new(CertStore::default());
+    let (key, _) = tls::own_certificate(&ca, &own).map_err(anyhow::Error::msg)?;
+    certs.store(key);
+    tokio::spawn(tls::keep_own_certificate(
+        ca.clone(),
+        own.clone(),
+        certs.clone(),
+    ));
+    let bundle = Arc::new(arc_swap::ArcSwap::from_pointee(ca.bundle().clone()));
+    // A client certificate is optional: a proxy asks for its first one without.
+    let config =
+        bulwark_identity::tls::server_config(bundle, certs, false, &[bulwark_identity::ALPN_GRPC]);
+    let listener = tokio::net::TcpListener::bind(grpc_addr)
         .await
-        .with_context(|| format!("serving gRPC on {grpc_addr}"))?;
-    Ok(())
+        .with_context(|| format!("binding the gRPC address {grpc_addr}"))?;
+    tracing::info!(identity = %own, trust_anchors = ?ca.bundle().fingerprints(), tokens = tokens.is_some(), "serving gRPC over TLS; issuing identities");
+    let counters = state.issue_counters();
+    router
+        .add_service(IdentityServer::new(IdentityService::new(
+            ca,
+            Authenticator { tokens },
+            counters,
+        )))
+        .serve_with_incoming_shutdown(tls::incoming(listener, tls::acceptor(config)), shutdown)
+        .await
+        .with_context(|| format!("serving gRPC on {grpc_addr}"))
 }

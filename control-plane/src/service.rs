@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::scope::scoped_json;
 use crate::state::{ProxyIdentity, State};
+use crate::tls::Peer;
 
 /// Serves both services from the shared state.
 #[derive(Debug, Clone)]
@@ -37,6 +38,7 @@ impl Discovery for Service {
         &self,
         request: Request<Streaming<wire::ProxyMessage>>,
     ) -> Result<Response<ControlStream>, Status> {
+        let peer = request.extensions().get::<Peer>().cloned();
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(wire::ProxyMessage {
@@ -53,7 +55,24 @@ impl Discovery for Service {
                 "Hello.namespace is required: it scopes the proxy's policy",
             ));
         }
-        let id = ProxyIdentity::from(hello);
+        let hello_not_after = hello.cert_not_after_unix;
+        let mut id = ProxyIdentity::from(hello);
+        if let Some(Peer {
+            identity: Some(proven),
+            not_after,
+            ..
+        }) = peer
+        {
+            // The namespace scopes the policy a proxy is sent: a certificate for one
+            // namespace does not get another's.
+            if proven.namespace() != id.namespace {
+                return Err(Status::permission_denied(format!(
+                    "the connection's certificate is {proven}, but Hello.namespace is {}",
+                    id.namespace
+                )));
+            }
+            id.certified = Some((proven, not_after.unwrap_or(hello_not_after)));
+        }
         tracing::info!(workload = %id.workload, namespace = %id.namespace, "proxy connected");
         let (tx, rx) = mpsc::channel(4);
         let state = self.state.clone();
@@ -115,7 +134,7 @@ async fn follow(
                     Ok(Some(wire::ProxyMessage { message: Some(m) })) => match m {
                         proxy_message::Message::Ack(a) => state.acked(key, a.version),
                         proxy_message::Message::Nack(n) => state.nacked(key, n.version, n.reason),
-                        proxy_message::Message::Hello(_) => tracing::debug!("ignoring a second Hello"),
+                        proxy_message::Message::Hello(h) => state.renewed(key, h.cert_not_after_unix),
                     },
                     Ok(Some(_)) => {}
                     Ok(None) | Err(_) => return,

@@ -12,6 +12,8 @@ use bulwark_api::wire;
 use hdrhistogram::Histogram;
 use tokio::sync::watch;
 
+use crate::identity::IssueCounters;
+
 /// A policy version: every valid document, built whole.
 #[derive(Debug)]
 pub struct Policy {
@@ -42,6 +44,9 @@ pub struct ProxyIdentity {
     pub pod_ips: Vec<String>,
     /// Proxy version.
     pub proxy_version: String,
+    /// The identity its connection's certificate proves, and when that expires (Unix
+    /// seconds); none for a proxy without mesh identity.
+    pub certified: Option<(bulwark_identity::SpiffeId, i64)>,
 }
 
 impl From<wire::Hello> for ProxyIdentity {
@@ -52,6 +57,7 @@ impl From<wire::Hello> for ProxyIdentity {
             service_account: h.service_account,
             pod_ips: h.pod_ips,
             proxy_version: h.proxy_version,
+            certified: None,
         }
     }
 }
@@ -86,6 +92,7 @@ pub struct State {
     proxies: Mutex<BTreeMap<u64, ProxyEntry>>,
     next_id: AtomicU64,
     counters: Mutex<Counters>,
+    issue: Arc<IssueCounters>,
     closing: watch::Sender<bool>,
 }
 
@@ -119,8 +126,14 @@ impl State {
                 rejections: 0,
                 pushes: 0,
             }),
+            issue: Arc::default(),
             closing: watch::channel(false).0,
         }
+    }
+
+    /// The identity service's counters, rendered with the rest.
+    pub fn issue_counters(&self) -> Arc<IssueCounters> {
+        self.issue.clone()
     }
 
     /// Ends every discovery stream (on shutdown): proxies keep their snapshot and reconnect,
@@ -187,6 +200,15 @@ impl State {
         };
         lock(&self.proxies).insert(key, entry);
         key
+    }
+
+    /// A proxy with a certified stream renewed its certificate.
+    pub fn renewed(&self, key: u64, not_after: i64) {
+        if let Some(e) = lock(&self.proxies).get_mut(&key) {
+            if let Some((_, t)) = &mut e.id.certified {
+                *t = not_after;
+            }
+        }
     }
 
     /// A proxy's stream ended.
@@ -259,6 +281,13 @@ impl State {
                 in_sync: e.sent_version > 0
                     && e.acked_version == e.sent_version
                     && e.checked_version == policy.version,
+                identity: e
+                    .id
+                    .certified
+                    .as_ref()
+                    .map(|(id, _)| id.to_string())
+                    .unwrap_or_default(),
+                cert_not_after_unix: e.id.certified.as_ref().map_or(0, |(_, t)| *t),
             })
             .collect();
         wire::StatusResponse {
@@ -324,6 +353,7 @@ impl State {
             "Time from sending a snapshot to its ACK.",
             &c.push_to_ack,
         );
+        self.issue.render(&mut o);
         o
     }
 }

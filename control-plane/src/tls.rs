@@ -28,6 +28,8 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// The mesh identity its certificate proves; none if it presented none.
     pub identity: Option<SpiffeId>,
+    /// When that certificate expires, Unix seconds.
+    pub not_after: Option<i64>,
 }
 
 /// A TLS connection, as tonic serves it.
@@ -98,10 +100,18 @@ pub fn incoming(
                 let _ = tcp.set_nodelay(true);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(io)) => {
-                        let identity = bulwark_identity::tls::peer_identity(
-                            io.get_ref().1.peer_certificates(),
-                        );
-                        let _ = tx.send(Ok(TlsConn { io, peer: Peer { addr, identity } })).await;
+                        let certs = io.get_ref().1.peer_certificates();
+                        let identity = bulwark_identity::tls::peer_identity(certs);
+                        let not_after = certs
+                            .and_then(|c| c.first())
+                            .and_then(|c| bulwark_identity::verify::validity_of(c).ok())
+                            .map(|(_, na)| na);
+                        let peer = Peer {
+                            addr,
+                            identity,
+                            not_after,
+                        };
+                        let _ = tx.send(Ok(TlsConn { io, peer })).await;
                     }
                     Ok(Err(e)) => tracing::warn!(%addr, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::warn!(%addr, "TLS handshake timed out"),
@@ -115,4 +125,43 @@ pub fn incoming(
 /// The acceptor for `config`.
 pub fn acceptor(config: Arc<rustls::ServerConfig>) -> TlsAcceptor {
     TlsAcceptor::from(config)
+}
+
+/// Keeps `certs` holding a certificate for the control plane's own `id` from `ca`, renewed
+/// at 70 % of its lifetime (a failure is retried every 10 s; the one in force stays).
+pub async fn keep_own_certificate(
+    ca: Arc<crate::ca::Ca>,
+    id: SpiffeId,
+    certs: Arc<bulwark_identity::tls::CertStore>,
+) {
+    loop {
+        let wait = match own_certificate(&ca, &id) {
+            Ok((key, lifetime)) => {
+                certs.store(key);
+                lifetime.mul_f64(0.7)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot renew the control plane's own certificate");
+                Duration::from_secs(10)
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// A certificate for `id`, ready for rustls, and its lifetime.
+pub fn own_certificate(
+    ca: &crate::ca::Ca,
+    id: &SpiffeId,
+) -> Result<(Arc<rustls::sign::CertifiedKey>, Duration), String> {
+    let (issued, key) = ca.issue_self(id).map_err(|e| e.to_string())?;
+    let mut chain = vec![issued.leaf];
+    chain.extend(issued.intermediates);
+    let lifetime = issued
+        .not_after
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    let key =
+        bulwark_identity::certified_key(chain, key.serialize_der()).map_err(|e| e.to_string())?;
+    Ok((key, lifetime))
 }

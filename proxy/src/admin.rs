@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::drain::Drain;
+use crate::identity::Identity;
 use crate::lock::lock;
 use crate::metrics::{Metrics, ProcessStats};
 use crate::outbound::registry::Registry;
@@ -46,6 +47,8 @@ pub struct Readiness {
     pub redirect: Mutex<RedirectState>,
     /// With a control plane: whether its first snapshot was applied. `None` without one.
     pub snapshot_applied: Option<Arc<AtomicBool>>,
+    /// With mesh identity on: the first certificate is awaited.
+    pub identity: Option<Arc<Identity>>,
 }
 
 #[derive(Serialize)]
@@ -57,6 +60,8 @@ struct ReadyBody<'a> {
     snapshot_version: u64,
     /// Whether a control plane's first snapshot is still awaited.
     awaiting_snapshot: bool,
+    /// Whether the first mesh certificate is still awaited.
+    awaiting_identity: bool,
     draining: bool,
 }
 
@@ -79,6 +84,8 @@ pub struct Admin {
     pub readiness: Arc<Readiness>,
     /// The log filter, when it may be changed at run time (`/log-level`).
     pub log: Option<Arc<dyn LogControl>>,
+    /// The mesh identity, when on (`/identity`).
+    pub identity: Option<Arc<Identity>>,
 }
 
 /// The process's log filter, read and replaced at run time.
@@ -151,11 +158,14 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
     }
     match path {
         "/metrics" => {
-            let text = s.metrics.render(
+            let mut text = s.metrics.render(
                 &s.learner.learned(Instant::now()),
                 &ProcessStats::read(),
                 &s.registry.gauges(),
             );
+            if let Some(i) = &s.identity {
+                i.render(&mut text);
+            }
             reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -183,7 +193,12 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
                 .snapshot_applied
                 .as_ref()
                 .is_some_and(|a| !a.load(Ordering::Acquire));
-            let ready = listeners_bound && redirect_ok && !draining && !awaiting_snapshot;
+            let awaiting_identity = r.identity.as_ref().is_some_and(|i| !i.is_ready());
+            let ready = listeners_bound
+                && redirect_ok
+                && !draining
+                && !awaiting_snapshot
+                && !awaiting_identity;
             let status = if ready {
                 StatusCode::OK
             } else {
@@ -195,6 +210,7 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
                 redirect: &redirect,
                 snapshot_version: s.snapshot.load().version,
                 awaiting_snapshot,
+                awaiting_identity,
                 draining,
             };
             json(status, &body)
@@ -206,10 +222,18 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
         ),
         "/detect" => json(StatusCode::OK, &s.learner.learned(Instant::now())),
         "/outliers" => json(StatusCode::OK, &s.registry.report()),
+        "/identity" => match &s.identity {
+            Some(i) => json(StatusCode::OK, &i.report(std::time::SystemTime::now())),
+            None => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "mesh identity is off (it takes --trust-anchors and --identity-token-file)\n",
+            ),
+        },
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "endpoints: /metrics /stats /ready /live /config_dump /detect /outliers /log-level /shutdown\n",
+            "endpoints: /metrics /stats /ready /live /config_dump /detect /outliers /identity /log-level /shutdown\n",
         ),
     }
 }

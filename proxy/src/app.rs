@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::discovery;
 use crate::drain::Drain;
 use crate::http::Hop;
+use crate::identity::Identity;
 use crate::inbound::Inbound;
 use crate::init::{self, InitSpec, Iptables, Ipv6Mode};
 use crate::lock::lock;
@@ -25,6 +26,8 @@ use crate::outbound::registry::Registry;
 use crate::pool::Pools;
 use crate::snapshot::{self, Snapshot};
 use crate::transport::detect::OpaqueLearner;
+use bulwark_identity::SpiffeId;
+use bulwark_identity::verify::TrustBundle;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,46 @@ pub enum AppError {
     /// The configuration breaks a cross-field rule.
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
+    /// The trust anchors cannot be read, or the identity is not a valid SPIFFE ID.
+    #[error("mesh identity: {0}")]
+    Identity(String),
+}
+
+/// The proxy's identity (with a token) and the TLS configuration of its control-plane
+/// channel (with trust anchors), as the flags ask.
+type IdentityParts = (Option<Arc<Identity>>, Option<Arc<rustls::ClientConfig>>);
+
+fn identity(cfg: &Config) -> Result<IdentityParts, AppError> {
+    let ic = &cfg.identity;
+    let Some(anchors) = &ic.trust_anchors else {
+        return Ok((None, None));
+    };
+    let err = |e: &dyn std::fmt::Display| AppError::Identity(e.to_string());
+    let bundle = TrustBundle::from_file(anchors).map_err(|e| err(&e))?;
+    let w = &cfg.workload;
+    let cp = SpiffeId::new(
+        &ic.trust_domain,
+        &ic.control_plane_namespace,
+        crate::config::CONTROL_PLANE_SERVICE_ACCOUNT,
+    )
+    .map_err(|e| err(&e))?;
+    let identity = if ic.enabled() {
+        let id = SpiffeId::new(&ic.trust_domain, &w.namespace, &w.service_account)
+            .map_err(|e| err(&format!("--workload and --service-account: {e}")))?;
+        Some(Arc::new(Identity::new(id, bundle.clone())))
+    } else {
+        None
+    };
+    let (shared, certs) = match &identity {
+        Some(i) => (i.bundle.clone(), i.certs.clone()),
+        None => (
+            Arc::new(arc_swap::ArcSwap::from_pointee(bundle)),
+            Arc::default(),
+        ),
+    };
+    let tls =
+        bulwark_identity::tls::client_config(shared, cp, certs, &[bulwark_identity::ALPN_GRPC]);
+    Ok((identity, Some(tls)))
 }
 
 fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
@@ -95,6 +138,7 @@ pub async fn run(
     log: Option<Arc<dyn LogControl>>,
 ) -> Result<(), AppError> {
     cfg.validate()?;
+    let (identity, control_tls) = identity(&cfg)?;
     let cfg = Arc::new(cfg);
     let drain = Drain::new();
     let metrics = Arc::new(Metrics::new(cfg.metrics_max_authorities));
@@ -124,6 +168,7 @@ pub async fn run(
         .map(|_| Arc::new(AtomicBool::new(false)));
     let readiness = Arc::new(Readiness {
         snapshot_applied: snapshot_applied.clone(),
+        identity: identity.clone(),
         listeners_bound: AtomicBool::new(false),
         redirect: Mutex::new(if cfg.verify_redirect {
             RedirectState::Unverified("not checked yet".into())
@@ -149,6 +194,7 @@ pub async fn run(
             registry: registry.clone(),
             drain: drain.clone(),
             readiness: readiness.clone(),
+            identity: identity.clone(),
             log,
         }),
     ));
@@ -195,6 +241,19 @@ pub async fn run(
             drain.clone(),
         ));
     }
+    if let (Some(endpoint), Some(identity), Some(tls), Some(token_file)) = (
+        cfg.control_plane.clone(),
+        identity.clone(),
+        control_tls.clone(),
+        cfg.identity.token_file.clone(),
+    ) {
+        let certifier = crate::identity::Certifier {
+            endpoint,
+            tls,
+            token_file,
+        };
+        tokio::spawn(crate::identity::run(identity, certifier, drain.clone()));
+    }
     if let (Some(endpoint), Some(applied)) = (cfg.control_plane.clone(), snapshot_applied) {
         let w = &cfg.workload;
         let info = discovery::ProxyInfo {
@@ -203,8 +262,13 @@ pub async fn run(
             service_account: w.service_account.clone(),
             pod_ips: w.pod_ips.clone(),
         };
-        tokio::spawn(discovery::run(
+        let channel = discovery::Channel {
             endpoint,
+            tls: control_tls,
+            identity: identity.clone(),
+        };
+        tokio::spawn(discovery::run(
+            channel,
             info,
             snapshot.clone(),
             registry.clone(),

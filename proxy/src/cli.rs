@@ -73,6 +73,20 @@ pub(crate) struct RunArgs {
     /// This pod's IPs (comma-separated), reported to the control plane.
     #[arg(long, env = "BULWARK_POD_IPS", value_delimiter = ',')]
     pub(crate) pod_ips: Vec<String>,
+    /// PEM bundle of the mesh's roots. Given, the control-plane channel is TLS and the
+    /// control plane must prove its identity.
+    #[arg(long, env = "BULWARK_TRUST_ANCHORS")]
+    pub(crate) trust_anchors: Option<std::path::PathBuf>,
+    /// File holding the bootstrap token that grants this pod's identity (`bulwarkctl token
+    /// create`). Given with --trust-anchors, the proxy obtains a mesh certificate.
+    #[arg(long, env = "BULWARK_IDENTITY_TOKEN_FILE", requires = "trust_anchors")]
+    pub(crate) identity_token_file: Option<std::path::PathBuf>,
+    /// The mesh's SPIFFE trust domain.
+    #[arg(long, env = "BULWARK_TRUST_DOMAIN", default_value = bulwark_identity::DEFAULT_TRUST_DOMAIN)]
+    pub(crate) trust_domain: String,
+    /// The control plane's namespace (part of the identity it must prove).
+    #[arg(long, env = "BULWARK_CONTROL_PLANE_NAMESPACE", default_value = config::DEFAULT_CONTROL_PLANE_NAMESPACE)]
+    pub(crate) control_plane_namespace: String,
     /// Enable POST /shutdown on the admin port (accepted from loopback only).
     #[arg(long, env = "BULWARK_ADMIN_SHUTDOWN", default_value_t = false, action = ArgAction::Set)]
     pub(crate) admin_shutdown: bool,
@@ -175,6 +189,12 @@ impl RunArgs {
         c.admin_shutdown = self.admin_shutdown;
         c.control_plane = self.control_plane;
         c.policy_paths = self.policy;
+        c.identity = bulwark_proxy::config::IdentityConfig {
+            trust_anchors: self.trust_anchors,
+            token_file: self.identity_token_file,
+            trust_domain: self.trust_domain,
+            control_plane_namespace: self.control_plane_namespace,
+        };
         let (namespace, name) = self
             .workload
             .split_once('/')

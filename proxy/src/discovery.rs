@@ -96,9 +96,21 @@ pub fn build(
     .map_err(|e| Rejected(e.0))
 }
 
+/// How the discovery stream reaches the control plane.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    /// The control plane's URI.
+    pub endpoint: String,
+    /// TLS to it, when the proxy has trust anchors.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The proxy's identity: the stream waits for its first certificate, so the control
+    /// plane knows who is on it from the first connection.
+    pub identity: Option<Arc<crate::identity::Identity>>,
+}
+
 /// Follows the control plane until drain. `applied` turns true with the first snapshot.
 pub async fn run(
-    endpoint: String,
+    channel: Channel,
     info: ProxyInfo,
     snapshot: SharedSnapshot,
     registry: Arc<Registry>,
@@ -106,10 +118,17 @@ pub async fn run(
     metrics: Arc<Metrics>,
     drain: Drain,
 ) {
+    if let Some(identity) = &channel.identity {
+        tokio::select! {
+            _ = identity.wait_ready() => {}
+            _ = drain.signaled() => return,
+        }
+    }
+    let endpoint = &channel.endpoint;
     let mut backoff = BACKOFF_BASE;
     while !drain.is_draining() {
         let result = tokio::select! {
-            r = session(&endpoint, &info, &snapshot, &registry, &applied, &metrics) => r,
+            r = session(&channel, &info, &snapshot, &registry, &applied, &metrics) => r,
             _ = drain.signaled() => return,
         };
         metrics.discovery.connected.store(0, Ordering::Relaxed);
@@ -142,42 +161,60 @@ pub async fn run(
 /// One stream: Hello, then apply and answer each snapshot. Returns whether any snapshot
 /// arrived (a stream that delivered is a healthy one; its end resets the backoff).
 async fn session(
-    endpoint: &str,
+    channel: &Channel,
     info: &ProxyInfo,
     snapshot: &SharedSnapshot,
     registry: &Registry,
     applied: &AtomicBool,
     metrics: &Metrics,
 ) -> Result<bool, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-        .map_err(|e| tonic::Status::invalid_argument(format!("endpoint: {e}")))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .connect()
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
-    let mut client = DiscoveryClient::new(channel);
-    let (tx, rx) = mpsc::channel(8);
-    let hello = wire::Hello {
-        workload: info.workload.clone(),
-        namespace: info.namespace.clone(),
-        service_account: info.service_account.clone(),
-        pod_ips: info.pod_ips.clone(),
-        proxy_version: env!("CARGO_PKG_VERSION").to_string(),
+    let endpoint = channel.endpoint.as_str();
+    let options = bulwark_identity::channel::ChannelOptions {
+        connect_timeout: CONNECT_TIMEOUT,
+        keepalive: Some((KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)),
     };
-    let _ = tx
-        .send(wire::ProxyMessage {
-            message: Some(proxy_message::Message::Hello(hello)),
-        })
-        .await;
+    let connected = bulwark_identity::channel::connect(endpoint, channel.tls.clone(), &options)
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("connect: {}", crate::error::chain(&e))))?;
+    let mut client = DiscoveryClient::new(connected);
+    let (tx, rx) = mpsc::channel(8);
+    let mut renewals = channel.identity.as_ref().map(|i| i.subscribe());
+    let hello = |not_after: i64| wire::ProxyMessage {
+        message: Some(proxy_message::Message::Hello(wire::Hello {
+            workload: info.workload.clone(),
+            namespace: info.namespace.clone(),
+            service_account: info.service_account.clone(),
+            pod_ips: info.pod_ips.clone(),
+            proxy_version: env!("CARGO_PKG_VERSION").to_string(),
+            cert_not_after_unix: not_after,
+        })),
+    };
+    let not_after = renewals.as_mut().map_or(0, |r| *r.borrow_and_update());
+    let _ = tx.send(hello(not_after)).await;
     let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
     tracing::info!(%endpoint, "connected to the control plane");
     let d = &metrics.discovery;
     d.connected.store(1, Ordering::Relaxed);
     let mut got = false;
-    while let Some(msg) = inbound.message().await? {
+    loop {
+        let renewed = async {
+            match renewals.as_mut() {
+                Some(r) => r.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let msg = tokio::select! {
+            m = inbound.message() => m?,
+            ok = renewed => {
+                // Tell the control plane the new expiry (bulwarkctl status shows it).
+                let t = renewals.as_mut().map_or(0, |r| *r.borrow_and_update());
+                if !ok || tx.send(hello(t)).await.is_err() {
+                    renewals = None;
+                }
+                continue;
+            }
+        };
+        let Some(msg) = msg else { break };
         let Some(control_message::Message::Snapshot(s)) = msg.message else {
             continue;
         };

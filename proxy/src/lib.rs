@@ -20,6 +20,9 @@
 //! - [`metrics`] records what happened; [`admin`] serves it with readiness, the config,
 //!   the outlier reports and the log filter ([`logging`]).
 //!
+//! The proxy's mesh identity (its certificate, renewed before expiry, and the trust
+//! bundle) lives in [`identity`].
+//!
 //! Policy arrives as one [`snapshot::Snapshot`], built whole and read per connection from
 //! an `ArcSwap`; [`discovery`] keeps it current from the control plane.
 
@@ -31,6 +34,7 @@ pub mod discovery;
 pub mod drain;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod inbound;
 pub mod init;
 pub mod lock;

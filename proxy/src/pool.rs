@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::config::{HttpConfig, TcpConfig};
-use crate::error::{Error, Kind};
+use crate::error::{Error, Kind, chain};
 use crate::http::body::{AttemptBody, DownstreamBodyError};
 use crate::lock::lock;
 use crate::transport::socket::{self, ConnectError};
@@ -229,18 +229,6 @@ pub fn error_of(e: &hyper_util::client::legacy::Error) -> Error {
         source = err.source();
     }
     Kind::UpstreamReset.into()
-}
-
-/// An error with its causes, for a log line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
 
+pub mod identity;
 pub mod policy;
 pub mod resources;
 
@@ -249,7 +250,7 @@ pub struct ProxyStart<'m> {
     init: bool,
 }
 
-impl ProxyStart<'_> {
+impl<'m> ProxyStart<'m> {
     /// Adds `name value` to the proxy's command line.
     pub fn flag(mut self, name: &str, value: impl AsRef<OsStr>) -> Self {
         self.proxy = self.proxy.flag(name, value);
@@ -266,6 +267,19 @@ impl ProxyStart<'_> {
     /// answers 200.
     pub fn start(self) -> Result<ProxyPid> {
         let pod = self.proxy.pod.clone();
+        let (pid, mesh) = self.launch()?;
+        mesh.wait_ready(&pod, pid)?;
+        Ok(ProxyPid(pid))
+    }
+
+    /// Like [`ProxyStart::start`], without waiting for `/ready` (a proxy expected never to
+    /// be ready, or one the test watches become so).
+    pub fn spawn(self) -> Result<ProxyPid> {
+        Ok(ProxyPid(self.launch()?.0))
+    }
+
+    fn launch(self) -> Result<(u32, &'m mut Mesh)> {
+        let pod = self.proxy.pod.clone();
         if self.init {
             self.mesh.init(&pod, &[])?;
         }
@@ -275,8 +289,7 @@ impl ProxyStart<'_> {
         // 10.77.0.1 is on the pods' subnet but nobody's (a `--dns-servers` flag wins).
         cmd.env("BULWARK_DNS_SERVERS", "10.77.0.1");
         let pid = self.mesh.spawn(&pod, &format!("proxy-{}", pod.ns), cmd)?;
-        self.mesh.wait_ready(&pod, pid)?;
-        Ok(ProxyPid(pid))
+        Ok((pid, self.mesh))
     }
 }
 

@@ -13,6 +13,7 @@ pub fn new_key() -> Result<KeyPair, rcgen::Error> {
 /// A DER CSR for `id` (its one URI SAN), signed with `key`.
 pub fn request(id: &SpiffeId, key: &KeyPair) -> Result<Vec<u8>, rcgen::Error> {
     let mut p = CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
     p.subject_alt_names = vec![SanType::URI(rcgen::string::Ia5String::try_from(
         id.to_string(),
     )?)];

@@ -8,6 +8,7 @@
 //! - [`token`]: bootstrap tokens that grant one identity, signed by the control plane's key.
 //! - [`verify`]: trust bundles, and reading the identity a certificate proves.
 //! - [`tls`]: rustls configurations for proxy-to-proxy and proxy-to-control-plane TLS.
+//! - [`channel`]: a gRPC channel to the control plane over that TLS.
 //!
 //! The crypto provider is ring's: TLS 1.3 with AES-GCM and ChaCha20-Poly1305, X25519 and
 //! P-256 key exchange, ECDSA P-256 certificates. It builds from crates.io alone with a C
@@ -20,6 +21,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
+pub mod channel;
 pub mod csr;
 pub mod spiffe;
 pub mod tls;

@@ -20,13 +20,17 @@ pub enum SpiffeError {
     #[error("`{0}` is not a SPIFFE ID: it must start with spiffe://")]
     Scheme(String),
     /// The path is not `/ns/<namespace>/sa/<service-account>`.
-    #[error("`{0}` is not a workload identity: the form is spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>")]
+    #[error(
+        "`{0}` is not a workload identity: the form is spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>"
+    )]
     Shape(String),
     /// The trust domain has characters SPIFFE does not allow.
     #[error("trust domain `{0}` may hold only lowercase letters, digits, `.`, `-` and `_`")]
     TrustDomain(String),
     /// A namespace or service account is not a Kubernetes name.
-    #[error("{what} `{value}` is not a Kubernetes name (lowercase letters, digits and `-`, at most 63, starting and ending alphanumeric)")]
+    #[error(
+        "{what} `{value}` is not a Kubernetes name (lowercase letters, digits and `-`, at most 63, starting and ending alphanumeric)"
+    )]
     Name {
         /// `namespace` or `service account`.
         what: &'static str,
@@ -39,9 +43,9 @@ pub enum SpiffeError {
 pub fn valid_trust_domain(td: &str) -> bool {
     !td.is_empty()
         && td.len() <= 255
-        && td
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+        && td.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        })
 }
 
 /// Whether `s` is a DNS-1123 label, the form of Kubernetes namespace and service-account
@@ -66,7 +70,10 @@ impl SpiffeId {
         if !valid_trust_domain(trust_domain) {
             return Err(SpiffeError::TrustDomain(trust_domain.into()));
         }
-        for (what, value) in [("namespace", namespace), ("service account", service_account)] {
+        for (what, value) in [
+            ("namespace", namespace),
+            ("service account", service_account),
+        ] {
             if !valid_name(value) {
                 return Err(SpiffeError::Name {
                     what,
@@ -170,7 +177,9 @@ mod tests {
 
     #[test]
     fn errors_say_which_part_is_wrong() {
-        let e = "spiffe://td/ns/shop/sa/Web".parse::<SpiffeId>().unwrap_err();
+        let e = "spiffe://td/ns/shop/sa/Web"
+            .parse::<SpiffeId>()
+            .unwrap_err();
         assert!(e.to_string().contains("service account `Web`"), "{e}");
     }
 }

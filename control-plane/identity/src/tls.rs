@@ -6,8 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -230,7 +230,10 @@ pub fn client_config(
 }
 
 /// A server configuration that presents `certs`, verifies clients against the bundle
-/// (requiring a certificate when `required`), and accepts `alpn`.
+/// (requiring a certificate when `required`), and accepts `alpn`. Sessions resume only
+/// when `required`: a resumed session keeps the certificates of the one it resumes, so
+/// where a certificate is optional, a client that first came without one (a proxy asking
+/// for its first certificate) would stay anonymous on every later connection.
 pub fn server_config(
     bundle: SharedBundle,
     certs: Arc<CertStore>,
@@ -243,6 +246,10 @@ pub fn server_config(
         .with_client_cert_verifier(Arc::new(MeshClients { bundle, required }))
         .with_cert_resolver(certs);
     c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    if !required {
+        c.send_tls13_tickets = 0;
+        c.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    }
     Arc::new(c)
 }
 

@@ -84,7 +84,10 @@ impl TokenKey {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<String, TokenError> {
-        for (what, v) in [("namespace", namespace), ("service account", service_account)] {
+        for (what, v) in [
+            ("namespace", namespace),
+            ("service account", service_account),
+        ] {
             if !valid_name(v) {
                 return Err(TokenError::Claims(format!(
                     "{what} `{v}` is not a Kubernetes name"
@@ -172,7 +175,9 @@ mod tests {
     fn a_token_grants_what_it_was_made_for_until_it_expires() {
         let k = key();
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let tok = k.create("shop", "web", Duration::from_secs(60), t0).unwrap();
+        let tok = k
+            .create("shop", "web", Duration::from_secs(60), t0)
+            .unwrap();
         let c = k.verify(&tok, t0 + Duration::from_secs(59)).unwrap();
         assert_eq!((c.ns.as_str(), c.sa.as_str()), ("shop", "web"));
         assert_eq!(
@@ -185,7 +190,9 @@ mod tests {
     fn another_key_or_an_edited_claim_does_not_verify() {
         let (a, b) = (key(), key());
         let now = SystemTime::now();
-        let tok = a.create("shop", "web", Duration::from_secs(60), now).unwrap();
+        let tok = a
+            .create("shop", "web", Duration::from_secs(60), now)
+            .unwrap();
         assert_eq!(b.verify(&tok, now), Err(TokenError::Signature));
         // Swap the claims for another service account's, keeping the signature.
         let forged_claims = URL_SAFE_NO_PAD.encode(
@@ -214,7 +221,9 @@ mod tests {
         std::fs::write(&path, pem).unwrap();
         let k = read_key(&path).unwrap();
         let now = SystemTime::now();
-        let tok = k.create("shop", "web", Duration::from_secs(5), now).unwrap();
+        let tok = k
+            .create("shop", "web", Duration::from_secs(5), now)
+            .unwrap();
         assert!(k.verify(&tok, now).is_ok());
         let e = read_key(&dir.join("missing.key")).unwrap_err();
         assert!(e.to_string().contains("missing.key"), "{e}");

@@ -150,8 +150,8 @@ impl TrustBundle {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<SpiffeId, VerifyError> {
-        let parsed =
-            ParsedCertificate::try_from(end_entity).map_err(|e| VerifyError::Untrusted(e.to_string()))?;
+        let parsed = ParsedCertificate::try_from(end_entity)
+            .map_err(|e| VerifyError::Untrusted(e.to_string()))?;
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &parsed,
             &self.roots,

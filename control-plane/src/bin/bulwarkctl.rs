@@ -36,16 +36,117 @@ enum Command {
         /// `text` for people, `json` for scripts (the schema is in docs/configuration.md).
         #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json"])]
         output: String,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
+    /// Bootstrap tokens, which let a proxy outside Kubernetes obtain its identity.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Print a token granting one namespace and service account, signed with the control
+    /// plane's token key. Anyone holding it can obtain that identity until it expires: treat
+    /// it as a secret.
+    Create {
+        /// Namespace of the identity.
+        #[arg(long)]
+        namespace: String,
+        /// Service account of the identity.
+        #[arg(long)]
+        service_account: String,
+        /// How long the token is accepted (the proxy presents it again at every renewal
+        /// until it has a certificate to renew with).
+        #[arg(long, value_parser = bulwark_api::duration::parse, default_value = "8760h")]
+        ttl: std::time::Duration,
+        /// The control plane's token key (PEM PKCS#8), `token.key` in its state directory.
+        #[arg(long, env = "BULWARK_TOKEN_KEY")]
+        key: PathBuf,
+    },
+}
+
+/// How to reach a control plane that serves TLS.
+#[derive(clap::Args, Debug)]
+struct TlsArgs {
+    /// PEM bundle of the mesh's roots; given, the connection is TLS and the control plane
+    /// must prove its identity.
+    #[arg(long, env = "BULWARK_TRUST_ANCHORS")]
+    trust_anchors: Option<PathBuf>,
+    /// The mesh's trust domain.
+    #[arg(long, env = "BULWARK_TRUST_DOMAIN", default_value = bulwark_identity::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    /// The control plane's namespace (its identity is .../ns/<namespace>/sa/bulwark-control-plane).
+    #[arg(
+        long,
+        env = "BULWARK_CONTROL_PLANE_NAMESPACE",
+        default_value = "bulwark"
+    )]
+    control_plane_namespace: String,
+}
+
+impl TlsArgs {
+    fn client_config(&self) -> anyhow::Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+        use anyhow::Context;
+        let Some(path) = &self.trust_anchors else {
+            return Ok(None);
+        };
+        let bundle = bulwark_identity::verify::TrustBundle::from_file(path)?;
+        let expected = bulwark_identity::SpiffeId::new(
+            &self.trust_domain,
+            &self.control_plane_namespace,
+            "bulwark-control-plane",
+        )
+        .context("the control plane's identity")?;
+        Ok(Some(bulwark_identity::tls::client_config(
+            std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(bundle)),
+            expected,
+            std::sync::Arc::default(),
+            &[bulwark_identity::ALPN_GRPC],
+        )))
+    }
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Validate { paths } => validate(&paths),
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    namespace,
+                    service_account,
+                    ttl,
+                    key,
+                },
+        } => {
+            let made = bulwark_identity::token::read_key(&key)
+                .map_err(anyhow::Error::from)
+                .and_then(|k| {
+                    Ok(k.create(
+                        &namespace,
+                        &service_account,
+                        ttl,
+                        std::time::SystemTime::now(),
+                    )?)
+                });
+            match made {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bulwarkctl token create: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Status {
             control_plane,
             output,
-        } => match status(&control_plane, &output) {
+            tls,
+        } => match status(&control_plane, &output, &tls) {
             Ok(true) => ExitCode::SUCCESS,
             // Reached, but some proxy is behind or refused its policy: a deploy gate fails.
             Ok(false) => ExitCode::from(3),
@@ -94,19 +195,33 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
 
 /// Prints the control plane's status; `Ok(false)` when some proxy is out of sync or has
 /// rejected the version it was sent.
-fn status(addr: &str, output: &str) -> anyhow::Result<bool> {
+fn status(addr: &str, output: &str, tls: &TlsArgs) -> anyhow::Result<bool> {
     use anyhow::Context;
     use bulwark_api::wire::{StatusRequest, admin_client::AdminClient};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let config = tls.client_config()?;
     let st = rt.block_on(async {
-        let connect = AdminClient::connect(addr.to_string());
-        let mut client = tokio::time::timeout(std::time::Duration::from_secs(5), connect)
+        let options = bulwark_identity::channel::ChannelOptions {
+            connect_timeout: std::time::Duration::from_secs(5),
+            keepalive: None,
+        };
+        let channel = bulwark_identity::channel::connect(addr, config, &options)
             .await
-            .context("timed out connecting")?
             .with_context(|| format!("cannot reach the control plane at {addr}"))?;
-        anyhow::Ok(client.status(StatusRequest {}).await?.into_inner())
+        let hint = if tls.trust_anchors.is_none() {
+            " (a control plane with a CA serves TLS: pass --trust-anchors)"
+        } else {
+            ""
+        };
+        anyhow::Ok(
+            AdminClient::new(channel)
+                .status(StatusRequest {})
+                .await
+                .with_context(|| format!("asking {addr} for its status{hint}"))?
+                .into_inner(),
+        )
     })?;
     let refused = |p: &bulwark_api::wire::ProxyStatus| {
         p.nacked_version != 0 && p.nacked_version == p.sent_version
@@ -127,6 +242,8 @@ fn status(addr: &str, output: &str) -> anyhow::Result<bool> {
                     "nacked_version": (p.nacked_version != 0).then_some(p.nacked_version),
                     "nack_reason": (!p.nack_reason.is_empty()).then_some(&p.nack_reason),
                     "connected_seconds": p.connected_seconds,
+                    "identity": (!p.identity.is_empty()).then_some(&p.identity),
+                    "certificate_expires_unix": (p.cert_not_after_unix != 0).then_some(p.cert_not_after_unix),
                     "in_sync": p.in_sync,
                 })
             })
@@ -187,6 +304,23 @@ fn status(addr: &str, output: &str) -> anyhow::Result<bool> {
             p.connected_seconds,
             p.nack_reason
         );
+        if !p.identity.is_empty() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let left = p.cert_not_after_unix - now;
+            let expiry = if left <= 0 {
+                format!("certificate EXPIRED {}s ago", -left)
+            } else {
+                format!(
+                    "certificate expires in {}h{:02}m{:02}s",
+                    left / 3600,
+                    (left % 3600) / 60,
+                    left % 60
+                )
+            };
+            println!("    identity {} ({expiry})", p.identity);
+        }
     }
     Ok(healthy)
 }

@@ -190,7 +190,11 @@ async fn acks_nacks_keeps_the_last_good_snapshot_and_reconnects() {
     };
     let metrics = Arc::new(crate::metrics::Metrics::new(8));
     let client = tokio::spawn(run(
-        format!("http://{addr}"),
+        Channel {
+            endpoint: format!("http://{addr}"),
+            tls: None,
+            identity: None,
+        },
         info,
         shared.clone(),
         Arc::new(Registry::new(
