@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::scope::scoped_json;
-use crate::state::{ProxyIdentity, State};
+use crate::state::{Members, ProxyIdentity, State};
 use crate::tls::Peer;
 
 /// Serves both services from the shared state.
@@ -98,16 +98,28 @@ async fn follow(
     tx: mpsc::Sender<Result<wire::ControlMessage, Status>>,
 ) {
     let mut policies = state.subscribe();
+    let mut members = state.members();
     let mut closing = state.closing();
-    let mut last_sent: Option<String> = None;
+    let mut last_sent: Option<(String, Arc<Members>)> = None;
     loop {
         let policy = policies.borrow_and_update().clone();
+        let meshed = members.borrow_and_update().clone();
         if policy.version > 0 {
             let json = scoped_json(&policy.documents, namespace);
-            if last_sent.as_deref() != Some(json.as_str()) {
+            let unchanged = last_sent
+                .as_ref()
+                .is_some_and(|(j, m)| *j == json && **m == *meshed);
+            if !unchanged {
                 let snapshot = wire::Snapshot {
                     version: policy.version,
                     documents_json: json.clone(),
+                    meshed: meshed
+                        .iter()
+                        .map(|(ip, identity)| wire::MeshedEndpoint {
+                            ip: ip.clone(),
+                            identity: identity.clone(),
+                        })
+                        .collect(),
                 };
                 let msg = wire::ControlMessage {
                     message: Some(control_message::Message::Snapshot(snapshot)),
@@ -116,7 +128,7 @@ async fn follow(
                     return;
                 }
                 state.sent(key, policy.version);
-                last_sent = Some(json);
+                last_sent = Some((json, meshed));
             } else {
                 state.unchanged(key, policy.version);
             }
@@ -125,6 +137,12 @@ async fn follow(
         loop {
             tokio::select! {
                 changed = policies.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    break;
+                }
+                changed = members.changed() => {
                     if changed.is_err() {
                         return;
                     }

@@ -93,8 +93,14 @@ pub struct State {
     next_id: AtomicU64,
     counters: Mutex<Counters>,
     issue: Arc<IssueCounters>,
+    members: watch::Sender<Arc<Members>>,
     closing: watch::Sender<bool>,
 }
+
+/// The meshed workloads: each pod IP of a proxy whose stream proved an identity, with that
+/// identity, sorted by IP. Callers originate mesh TLS only to these and expect exactly the
+/// identity named.
+pub type Members = Vec<(String, String)>;
 
 impl Default for State {
     fn default() -> Self {
@@ -127,8 +133,33 @@ impl State {
                 pushes: 0,
             }),
             issue: Arc::default(),
+            members: watch::channel(Arc::default()).0,
             closing: watch::channel(false).0,
         }
+    }
+
+    /// A receiver that sees every change of the meshed workloads.
+    pub fn members(&self) -> watch::Receiver<Arc<Members>> {
+        self.members.subscribe()
+    }
+
+    /// Recomputes the meshed workloads from the connected proxies; tells subscribers only
+    /// when they changed.
+    fn update_members(&self, proxies: &BTreeMap<u64, ProxyEntry>) {
+        let mut m: Members = proxies
+            .values()
+            .filter_map(|e| Some((e.id.pod_ips.clone(), e.id.certified.as_ref()?.0.to_string())))
+            .flat_map(|(ips, id)| ips.into_iter().map(move |ip| (ip, id.clone())))
+            .collect();
+        m.sort();
+        m.dedup();
+        self.members.send_if_modified(|cur| {
+            if **cur == m {
+                return false;
+            }
+            *cur = Arc::new(m);
+            true
+        });
     }
 
     /// The identity service's counters, rendered with the rest.
@@ -198,7 +229,9 @@ impl State {
             nack_reason: String::new(),
             checked_version: 0,
         };
-        lock(&self.proxies).insert(key, entry);
+        let mut proxies = lock(&self.proxies);
+        proxies.insert(key, entry);
+        self.update_members(&proxies);
         key
     }
 
@@ -213,7 +246,9 @@ impl State {
 
     /// A proxy's stream ended.
     pub fn unregister(&self, key: u64) {
-        lock(&self.proxies).remove(&key);
+        let mut proxies = lock(&self.proxies);
+        proxies.remove(&key);
+        self.update_members(&proxies);
     }
 
     /// A snapshot was sent.

@@ -84,16 +84,28 @@ pub fn build(
             }
         }
     }
+    let mut meshed = std::collections::BTreeMap::new();
+    for (i, m) in received.meshed.iter().enumerate() {
+        match (m.ip.parse::<std::net::IpAddr>(), m.identity.parse()) {
+            (Ok(ip), Ok(id)) => {
+                meshed.insert(ip, id);
+            }
+            (Err(e), _) => problems.push(format!("meshed[{i}].ip {:?}: {e}", m.ip)),
+            (_, Err(e)) => problems.push(format!("meshed[{i}].identity: {e}")),
+        }
+    }
     if !problems.is_empty() {
         return Err(Rejected(problems.join("; ")));
     }
-    Snapshot::build(
+    let mut next = Snapshot::build(
         received.version,
         current.opaque_ports.clone(),
         documents,
         registry,
     )
-    .map_err(|e| Rejected(e.0))
+    .map_err(|e| Rejected(e.0))?;
+    next.meshed = Arc::new(meshed);
+    Ok(next)
 }
 
 /// How the discovery stream reaches the control plane.

@@ -2,12 +2,13 @@
 //! target's run-time state together, by [`Snapshot::build`] — and swapped in one store, so
 //! a connection reads one consistent snapshot when it starts and keeps it to the end.
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bulwark_api::policy::Document;
+use bulwark_identity::SpiffeId;
 use serde::Serialize;
 
 use crate::outbound::build;
@@ -27,6 +28,9 @@ pub struct Snapshot {
     pub documents: Vec<Document>,
     /// The targets the documents define, with their effective policy.
     pub routes: RouteTable,
+    /// The meshed workloads' pod IPs and the identity each must prove: connections to them
+    /// are mesh TLS.
+    pub meshed: Arc<BTreeMap<IpAddr, SpiffeId>>,
     /// Each target's run-time state, in the order of `routes.targets`.
     #[serde(skip)]
     states: Vec<Arc<TargetState>>,
@@ -65,8 +69,17 @@ impl Snapshot {
             opaque_ports,
             documents,
             routes,
+            meshed: Arc::default(),
             states,
         })
+    }
+
+    /// The identity the peer at `addr` must prove, when it is a meshed workload.
+    pub fn mesh_peer(&self, addr: SocketAddr) -> Option<&SpiffeId> {
+        if self.meshed.is_empty() {
+            return None;
+        }
+        self.meshed.get(&addr.ip())
     }
 
     /// The target (and its state) of a connection to `dst` with this HTTP authority.

@@ -107,6 +107,16 @@ fn a_proxy_gets_the_identity_its_token_grants_over_a_verified_channel() -> Resul
         "{err}"
     );
     assert_eq!(cp_metric(&cp, "bulwark_cp_certificates_issued_total")?, 1.0);
+
+    // The snapshot names the meshed workloads: this one, by its pod IP.
+    let (_, dump) = a.admin("/config_dump")?;
+    let dump: serde_json::Value = serde_json::from_str(&dump)?;
+    assert_eq!(
+        dump["snapshot"]["meshed"][a.ip.to_string()],
+        "spiffe://cluster.local/ns/shop/sa/web",
+        "{}",
+        dump["snapshot"]
+    );
     Ok(())
 }
 

@@ -18,7 +18,28 @@ fn snap(version: u64, json: &str) -> wire::Snapshot {
     wire::Snapshot {
         version,
         documents_json: json.to_string(),
+        meshed: Vec::new(),
     }
+}
+
+#[test]
+fn meshed_endpoints_are_parsed_and_a_bad_one_rejects_the_snapshot() {
+    let current = Snapshot::from_flags([].into());
+    let mut s = snap(3, "[]");
+    s.meshed = vec![wire::MeshedEndpoint {
+        ip: "10.0.0.7".into(),
+        identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
+    }];
+    let next = build(&s, &current, &registry(usize::MAX)).unwrap();
+    let peer = next.mesh_peer("10.0.0.7:8080".parse().unwrap()).unwrap();
+    assert_eq!(peer.to_string(), "spiffe://cluster.local/ns/shop/sa/web");
+    assert!(next.mesh_peer("10.0.0.8:8080".parse().unwrap()).is_none());
+    s.meshed.push(wire::MeshedEndpoint {
+        ip: "10.0.0.9".into(),
+        identity: "spiffe://cluster.local/web".into(),
+    });
+    let Rejected(why) = build(&s, &current, &registry(usize::MAX)).unwrap_err();
+    assert!(why.contains("meshed[1].identity"), "{why}");
 }
 
 #[test]
