@@ -146,7 +146,14 @@ fn every_exported_family_is_documented_and_every_documented_one_exported() {
         .filter_map(|l| l.split_once('`').map(|(name, _)| name))
         .filter(|name| name.starts_with("bulwark_") || name.starts_with("process_"))
         .collect();
-    let text = Metrics::new(10).render(&[], &ProcessStats::default(), &[]);
+    let mut text = Metrics::new(10).render(&[], &ProcessStats::default(), &[]);
+    // With mesh identity on, its families follow.
+    let bundle =
+        bulwark_identity::verify::TrustBundle::from_pem(TEST_ROOT.as_bytes()).expect("a test root");
+    let id = "spiffe://cluster.local/ns/shop/sa/web"
+        .parse()
+        .expect("an identity");
+    crate::identity::Identity::new(id, bundle).render(&mut text);
     let exported: std::collections::BTreeSet<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -163,3 +170,17 @@ fn every_exported_family_is_documented_and_every_documented_one_exported() {
         "in docs/operations.md but not exported"
     );
 }
+
+/// A self-signed P-256 root, only to build a trust bundle.
+const TEST_ROOT: &str = "-----BEGIN CERTIFICATE-----
+MIIBfzCCASWgAwIBAgIUD7sy2ZXE+8lItA6tOkeC3/E1GfgwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJdGVzdC1yb290MCAXDTI2MTIwMjEzMDcxN1oYDzIxMjYxMTA4
+MTMwNzE3WjAUMRIwEAYDVQQDDAl0ZXN0LXJvb3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAATrhxf4BsrKODtOyqE8XgxIVOvKHmg7rO0FvSJwuo2xV65Diaai4LUm
+qj6QZSCG/E0C3dpb2++h5fAvEeRBHD8Ao1MwUTAdBgNVHQ4EFgQUpE+d2aMuN588
+yaooU3W/FZWvA1kwHwYDVR0jBBgwFoAUpE+d2aMuN588yaooU3W/FZWvA1kwDwYD
+VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiATx9WSxvXuMlEpS/MnPfTM
+uBi4CVZc7LO5vnafXb8o0QIhAKljZ65J3ATTPPKU+VxkiWBtgzB/MBJvsCRuS8sU
+F+Gc
+-----END CERTIFICATE-----
+";
