@@ -39,6 +39,14 @@ fn the_demo_shows_the_injected_fault_absorbed() -> Result<()> {
             && text.contains("reason=\"premature_resets\"} 1"),
         "the rapid reset is cut off and counted: {text}"
     );
+    assert!(
+        text.contains(
+            "client proxy is spiffe://cluster.local/ns/shop/sa/frontend (GET /identity: valid"
+        ) && text.contains(
+            "identity spiffe://cluster.local/ns/shop/sa/checkout (certificate expires in"
+        ),
+        "every proxy has its identity, and bulwarkctl shows it: {text}"
+    );
     assert!(text.contains("done in"), "{text}");
     Ok(())
 }

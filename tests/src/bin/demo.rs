@@ -7,7 +7,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use bulwark_tests::policy::{snapshot_version, start_control_plane};
+use bulwark_tests::identity::{MeshCa, meshed};
+use bulwark_tests::policy::snapshot_version;
 use bulwark_tests::resources::{
     Algorithm, Backend, OutlierDetection, Policy, Retries, RetryBudget, RetryOn, Timeouts,
     TrafficPolicy,
@@ -148,9 +149,14 @@ fn main() -> Result<()> {
         &policy_file,
         checkout_policy(&endpoints, without_resilience())?,
     )?;
-    start_control_plane(&mut mesh, &cp, &dir)?;
+    // The control plane is the mesh's CA: a local root and issuer made in a state directory.
+    let ca = MeshCa::new("demo")?;
+    ca.start_control_plane(&mut mesh, &cp, &dir, "24h", &[])?;
     println!(
-        "    bulwark-control-plane serving the example policy and a Backend 'checkout' with the three replicas"
+        "    bulwark-control-plane serving the example policy and a Backend 'checkout' with the three replicas,"
+    );
+    println!(
+        "    over TLS, as the mesh's certificate authority (a local root and issuer made in its state directory)"
     );
 
     step(
@@ -175,26 +181,40 @@ fn main() -> Result<()> {
 
     step(
         3,
-        "bulwark-proxy init (iptables REDIRECT) and bulwark-proxy run as UID 5102 in every pod",
+        "bulwark-proxy init (iptables REDIRECT) and bulwark-proxy run as UID 5102 in every pod, each with a bootstrap token (bulwarkctl token create)",
     );
-    let endpoint = format!("http://{}:5170", cp.ip);
-    for (pod, workload) in replicas
+    let tokens = [ca.token("shop", "checkout")?, ca.token("shop", "frontend")?];
+    let anchors = ca.anchors();
+    for (pod, workload, sa, token) in replicas
         .iter()
-        .map(|p| (p, "shop/checkout"))
-        .chain(std::iter::once((&client, "shop/frontend")))
+        .map(|p| (p, "shop/checkout", "checkout", &tokens[0]))
+        .chain(std::iter::once((
+            &client,
+            "shop/frontend",
+            "frontend",
+            &tokens[1],
+        )))
     {
-        mesh.proxy(pod)
-            .flag("--control-plane", &endpoint)
-            .flag("--workload", workload)
-            .flag("--pod-ips", pod.ip.to_string())
-            .start()?;
+        let proxy = mesh.proxy(pod);
+        meshed(proxy, pod, &cp, &anchors, (workload, sa), token).start()?;
+    }
+    for (pod, name) in [(&client, "client"), (&replicas[0], "checkout-0")] {
+        let (_, body) = pod.admin("/identity")?;
+        let id: serde_json::Value = serde_json::from_str(&body).context("parsing /identity")?;
+        println!(
+            "    {name} proxy is {} (GET /identity: {}, {}, expires in {} s, renews at 70 %)",
+            id["spiffe_id"].as_str().unwrap_or(""),
+            id["state"].as_str().unwrap_or(""),
+            id["certificate"]["issuer"].as_str().unwrap_or(""),
+            id["expires_in_seconds"]
+        );
     }
     let rules = client.sh_ok("iptables-save -t nat | grep -c '^-A.*BULWARK'")?;
     println!(
         "    {} nat rules per pod; every proxy applied the control plane's snapshot and reports /ready 200",
         rules.trim()
     );
-    print_status(&cp)?;
+    print_status(&cp, &anchors)?;
 
     let url = format!("http://{}:8080/", replicas[0].ip);
     load_phase(
@@ -308,10 +328,16 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn print_status(cp: &Pod) -> Result<()> {
+fn print_status(cp: &Pod, anchors: &std::path::Path) -> Result<()> {
     let status = cp
         .cmd(bulwark_tests::bin("bulwarkctl"))
-        .args(["status", "--control-plane", "http://127.0.0.1:5170"])
+        .args([
+            "status",
+            "--control-plane",
+            "127.0.0.1:5170",
+            "--trust-anchors",
+        ])
+        .arg(anchors)
         .output()?;
     for l in String::from_utf8_lossy(&status.stdout).lines() {
         println!("    {l}");
