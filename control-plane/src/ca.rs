@@ -187,7 +187,8 @@ impl Ca {
         lifetime: Duration,
     ) -> Result<(Self, bool), CaError> {
         let path = |name: &str| dir.join(name);
-        if !path(ISSUER_KEY).exists() {
+        let made = !path(ISSUER_KEY).exists();
+        if made {
             std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
             let now = SystemTime::now();
             let sign = |e: rcgen::Error| CaError::Chain(e.to_string());
@@ -203,14 +204,6 @@ impl Ca {
             write(&path(ROOT_KEY), &root_key.serialize_pem(), true)?;
             write(&path(ISSUER_CERT), &issuer.pem(), false)?;
             write(&path(ISSUER_KEY), &issuer_key.serialize_pem(), true)?;
-            let ca = Self::from_files(
-                &path(ROOT_CERT),
-                &path(ISSUER_CERT),
-                &path(ISSUER_KEY),
-                trust_domain,
-                lifetime,
-            )?;
-            return Ok((ca, true));
         }
         let ca = Self::from_files(
             &path(ROOT_CERT),
@@ -219,7 +212,7 @@ impl Ca {
             trust_domain,
             lifetime,
         )?;
-        Ok((ca, false))
+        Ok((ca, made))
     }
 
     /// Issues a throwaway certificate and verifies it against the anchors, so a mismatched

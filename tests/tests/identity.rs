@@ -72,11 +72,14 @@ fn a_proxy_gets_the_identity_its_token_grants_over_a_verified_channel() -> Resul
     // The control plane's own certificate, as openssl sees it: it chains to the anchors and
     // names the control plane's SPIFFE ID.
     let anchors = ca.anchors();
-    let shown = a.sh_ok(&format!(
+    // s_client's own exit status depends on how the server ends a session that carried no
+    // data; what it printed is the evidence.
+    let shown = a.sh(&format!(
         "echo | openssl s_client -connect {}:5170 -alpn h2 -CAfile {} -showcerts 2>&1",
         cp.ip,
         anchors.display()
     ))?;
+    let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.contains("Verify return code: 0 (ok)"), "{shown}");
     let san = a.sh_ok(&format!(
         "echo | openssl s_client -connect {}:5170 -alpn h2 2>/dev/null | openssl x509 -noout -ext subjectAltName",

@@ -95,6 +95,33 @@ fn bad_cert(e: impl fmt::Display) -> Error {
     Error::General(e.to_string())
 }
 
+/// The handshake-signature methods both verifiers share: TLS 1.3 only, ring's algorithms.
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            sig: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            tls13_only(sig)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            verify13(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            schemes()
+        }
+    };
+}
+
 /// Accepts a server whose chain leads to the bundle and whose SPIFFE ID is `expected`.
 #[derive(Debug)]
 pub struct ExpectIdentity {
@@ -127,27 +154,7 @@ impl ServerCertVerifier for ExpectIdentity {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        sig: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        tls13_only(sig)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify13(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        schemes()
-    }
+    handshake_signatures!();
 }
 
 /// Accepts any client whose chain leads to the bundle and names a workload identity; which
@@ -188,27 +195,7 @@ impl ClientCertVerifier for MeshClients {
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        sig: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        tls13_only(sig)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify13(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        schemes()
-    }
+    handshake_signatures!();
 }
 
 /// A client configuration that presents `certs` (when it holds one), expects the server to
