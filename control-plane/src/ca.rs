@@ -140,6 +140,21 @@ fn write(path: &Path, contents: &str, secret: bool) -> Result<(), CaError> {
         .map_err(|e| file_err(path, e))
 }
 
+/// The bootstrap token key kept in the local state directory `dir`, made there (mode 0600)
+/// if it is not yet; returns its path and whether it was made now.
+pub fn token_key_in(dir: &Path) -> Result<(PathBuf, bool), CaError> {
+    let path = dir.join(TOKEN_KEY);
+    if path.exists() {
+        return Ok((path, false));
+    }
+    let pem = bulwark_identity::token::generate_pem().map_err(|e| file_err(&path, e))?;
+    write(&path, &pem, true)?;
+    Ok((path, true))
+}
+
+/// The token key's file in a state directory.
+pub const TOKEN_KEY: &str = "token.key";
+
 /// The names of the files [`Ca::generate_into`] keeps in its directory.
 pub const ROOT_CERT: &str = "trust-anchors.pem";
 /// The root's key (kept so the local issuer can be re-made).

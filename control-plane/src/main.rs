@@ -119,10 +119,8 @@ fn certificate_authority(
     let token_path = match (&args.token_key, &args.state_dir) {
         (Some(p), _) => Some(p.clone()),
         (None, Some(dir)) => {
-            let p = dir.join("token.key");
-            if !p.exists() {
-                let pem = bulwark_identity::token::generate_pem()?;
-                write_secret(&p, &pem)?;
+            let (p, made) = bulwark_control_plane::ca::token_key_in(dir)?;
+            if made {
                 tracing::warn!(key = %p.display(), "generated a bootstrap token key");
             }
             Some(p)
@@ -133,18 +131,6 @@ fn certificate_authority(
         .map(|p| bulwark_identity::token::read_key(&p))
         .transpose()?;
     Ok(Some((Arc::new(ca), tokens)))
-}
-
-fn write_secret(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(contents.as_bytes()))
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[tokio::main]

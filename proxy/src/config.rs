@@ -140,35 +140,6 @@ pub struct Config {
     pub identity: IdentityConfig,
 }
 
-/// Mesh identity: how the proxy reaches the control plane over TLS and obtains its
-/// certificate. With no trust anchors the control-plane channel is plaintext and the proxy
-/// has no identity; with anchors but no token it verifies the control plane but has none.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct IdentityConfig {
-    /// PEM bundle of the mesh's roots.
-    pub trust_anchors: Option<std::path::PathBuf>,
-    /// File holding the bootstrap token (re-read at every request for a certificate, so a
-    /// rotated token is picked up).
-    pub token_file: Option<std::path::PathBuf>,
-    /// The mesh's SPIFFE trust domain.
-    pub trust_domain: String,
-    /// The control plane's namespace; it must prove
-    /// `spiffe://<trust-domain>/ns/<namespace>/sa/bulwark-control-plane`.
-    pub control_plane_namespace: String,
-}
-
-impl IdentityConfig {
-    /// Whether the proxy obtains a mesh identity.
-    pub fn enabled(&self) -> bool {
-        self.trust_anchors.is_some() && self.token_file.is_some()
-    }
-}
-
-/// The service account of the control plane's own identity.
-pub const CONTROL_PLANE_SERVICE_ACCOUNT: &str = "bulwark-control-plane";
-/// Default namespace of the control plane.
-pub const DEFAULT_CONTROL_PLANE_NAMESPACE: &str = "bulwark";
-
 /// The workload this proxy serves.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct WorkloadConfig {
@@ -284,6 +255,11 @@ pub enum ConfigError {
     /// Policy from two sources at once.
     #[error("--policy and --control-plane are exclusive: policy comes from one source")]
     TwoPolicySources,
+    /// An identity token with no control plane to present it to.
+    #[error(
+        "--identity-token-file needs --control-plane: the control plane issues the certificate"
+    )]
+    TokenWithoutControlPlane,
     /// A value of zero would disable a bound that must exist.
     #[error("{field} must be greater than zero")]
     Zero {
@@ -305,12 +281,7 @@ impl Default for Config {
             admin_shutdown: false,
             control_plane: None,
             policy_paths: Vec::new(),
-            identity: IdentityConfig {
-                trust_anchors: None,
-                token_file: None,
-                trust_domain: bulwark_identity::DEFAULT_TRUST_DOMAIN.into(),
-                control_plane_namespace: DEFAULT_CONTROL_PLANE_NAMESPACE.into(),
-            },
+            identity: IdentityConfig::default(),
             workload: WorkloadConfig {
                 namespace: "default".into(),
                 ..Default::default()
@@ -404,6 +375,9 @@ impl Config {
         if self.control_plane.is_some() && !self.policy_paths.is_empty() {
             return Err(ConfigError::TwoPolicySources);
         }
+        if self.identity.token_file.is_some() && self.control_plane.is_none() {
+            return Err(ConfigError::TokenWithoutControlPlane);
+        }
         match nonzero.into_iter().find(|(_, zero)| *zero) {
             Some((field, _)) => Err(ConfigError::Zero { field }),
             None => Ok(()),
@@ -412,9 +386,13 @@ impl Config {
 }
 
 mod duration;
+mod identity;
 
 use self::duration::duration_str;
 pub use self::duration::{Dur, format_duration, parse_duration};
+pub use self::identity::{
+    CONTROL_PLANE_SERVICE_ACCOUNT, DEFAULT_CONTROL_PLANE_NAMESPACE, IdentityConfig,
+};
 
 #[cfg(test)]
 mod tests;

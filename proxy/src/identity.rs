@@ -10,20 +10,14 @@
 //! once the proxy is running.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bulwark_api::identity_wire::CertifyRequest;
-use bulwark_api::identity_wire::identity_client::IdentityClient;
-use bulwark_identity::channel::{self, ChannelOptions};
+use bulwark_identity::SpiffeId;
 use bulwark_identity::tls::{CertStore, SharedBundle};
-use bulwark_identity::verify::{TrustBundle, issuer_of, validity_of};
-use bulwark_identity::{SpiffeId, csr};
-use rustls::ClientConfig;
-use rustls::pki_types::{CertificateDer, UnixTime};
+use bulwark_identity::verify::TrustBundle;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -256,23 +250,6 @@ impl Identity {
     }
 }
 
-/// A certificate as received and checked.
-struct Issued {
-    key: Arc<rustls::sign::CertifiedKey>,
-    current: Current,
-}
-
-/// How the renewal task reaches the control plane.
-#[derive(Debug, Clone)]
-pub struct Certifier {
-    /// The control plane's URI.
-    pub endpoint: String,
-    /// TLS to it (presents the certificate in force, if any).
-    pub tls: Arc<ClientConfig>,
-    /// The bootstrap token's file.
-    pub token_file: PathBuf,
-}
-
 /// Obtains the first certificate and renews it until drain.
 pub async fn run(identity: Arc<Identity>, certifier: Certifier, drain: Drain) {
     let mut backoff = RETRY_BASE;
@@ -313,92 +290,10 @@ pub async fn run(identity: Arc<Identity>, certifier: Certifier, drain: Drain) {
     }
 }
 
-/// One request: a new key, a CSR for our identity, the answer checked against our own
-/// bundle before it is used.
-async fn certify(identity: &Identity, c: &Certifier) -> Result<Issued, String> {
-    let key = csr::new_key().map_err(|e| format!("making a key: {e}"))?;
-    let csr_der = csr::request(&identity.id, &key).map_err(|e| format!("making the CSR: {e}"))?;
-    let token = if identity.holds_valid(SystemTime::now()) {
-        String::new()
-    } else {
-        std::fs::read_to_string(&c.token_file)
-            .map_err(|e| format!("reading the token {}: {e}", c.token_file.display()))?
-            .trim()
-            .to_string()
-    };
-    let options = ChannelOptions {
-        connect_timeout: crate::discovery::CONNECT_TIMEOUT,
-        keepalive: None,
-    };
-    let channel = channel::connect(&c.endpoint, Some(c.tls.clone()), &options)
-        .await
-        .map_err(|e| format!("connecting to {}: {}", c.endpoint, crate::error::chain(&e)))?;
-    let resp = IdentityClient::new(channel)
-        .certify(CertifyRequest { token, csr_der })
-        .await
-        .map_err(|s| format!("the control plane refused: {}", s.message()))?
-        .into_inner();
-    let leaf = CertificateDer::from(resp.leaf_der);
-    let intermediates: Vec<CertificateDer<'static>> = resp
-        .intermediates_der
-        .into_iter()
-        .map(CertificateDer::from)
-        .collect();
-    let proven = identity
-        .bundle
-        .load()
-        .verify(&leaf, &intermediates, UnixTime::now())
-        .map_err(|e| format!("the issued certificate is unusable: {e}"))?;
-    if proven != identity.id {
-        return Err(format!(
-            "the issued certificate names {proven}, not {}",
-            identity.id
-        ));
-    }
-    let (not_before, not_after) = validity_of(&leaf).map_err(|e| e.to_string())?;
-    let issuer = issuer_of(&leaf).map_err(|e| e.to_string())?;
-    let mut chain = vec![leaf];
-    chain.extend(intermediates);
-    let key = bulwark_identity::certified_key(chain, key.serialize_der())
-        .map_err(|e| format!("loading the key: {e}"))?;
-    Ok(Issued {
-        key,
-        current: Current {
-            issuer,
-            not_before,
-            not_after,
-        },
-    })
-}
+mod certify;
+
+pub use self::certify::Certifier;
+use self::certify::{Issued, certify};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(s: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(s)
-    }
-
-    #[test]
-    fn renewal_comes_at_seventy_percent_less_jitter() {
-        // A 24 h certificate received at t=1000.
-        let (got, na) = (at(1000), at(1000 + 86_400));
-        assert_eq!(renew_in(got, na, 0.0), Duration::from_secs(60_480));
-        assert_eq!(renew_in(got, na, 0.999_999).as_secs(), 56_160);
-        // Received late in its life (a slow answer, a skewed clock): 70 % of what is left.
-        assert_eq!(
-            renew_in(at(1000 + 86_000), na, 0.0),
-            Duration::from_secs(280)
-        );
-        // Received expired, or a tiny certificate: soon, never at once.
-        assert_eq!(renew_in(at(1000 + 90_000), na, 0.0), MIN_RENEW_WAIT);
-        assert_eq!(renew_in(at(0), at(1), 0.0), MIN_RENEW_WAIT);
-        // A 20 s certificate (the rotation tests) renews after 13 to 14 s.
-        assert_eq!(renew_in(at(0), at(20), 0.5), Duration::from_millis(13_500));
-    }
-
-    #[test]
-    fn a_year_long_certificate_is_renewed_within_a_day() {
-        assert_eq!(renew_in(at(0), at(365 * 86_400), 0.0), MAX_RENEW_WAIT);
-    }
-}
+mod tests;

@@ -65,8 +65,7 @@ impl ResolvesClientCert for CertStore {
     }
 }
 
-fn tls13_only(sig: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
-    let _ = sig;
+fn tls13_only() -> Result<HandshakeSignatureValid, Error> {
     Err(Error::PeerIncompatible(
         rustls::PeerIncompatible::Tls12NotOffered,
     ))
@@ -102,9 +101,9 @@ macro_rules! handshake_signatures {
             &self,
             _: &[u8],
             _: &CertificateDer<'_>,
-            sig: &DigitallySignedStruct,
+            _: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, Error> {
-            tls13_only(sig)
+            tls13_only()
         }
 
         fn verify_tls13_signature(

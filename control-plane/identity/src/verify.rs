@@ -164,10 +164,15 @@ impl TrustBundle {
     }
 }
 
+fn parse(der: &[u8]) -> Result<X509Certificate<'_>, VerifyError> {
+    X509Certificate::from_der(der)
+        .map(|(_, cert)| cert)
+        .map_err(|e| VerifyError::Untrusted(e.to_string()))
+}
+
 /// The SPIFFE ID in a certificate's one URI SAN. Does not check the chain.
 pub fn identity_of(der: &[u8]) -> Result<SpiffeId, VerifyError> {
-    let (_, cert) =
-        X509Certificate::from_der(der).map_err(|e| VerifyError::Untrusted(e.to_string()))?;
+    let cert = parse(der)?;
     let uris: Vec<&str> = match cert.subject_alternative_name() {
         Ok(Some(san)) => san
             .value
@@ -189,15 +194,13 @@ pub fn identity_of(der: &[u8]) -> Result<SpiffeId, VerifyError> {
 
 /// Not-before and not-after of a certificate, seconds since the Unix epoch.
 pub fn validity_of(der: &[u8]) -> Result<(i64, i64), VerifyError> {
-    let (_, cert) =
-        X509Certificate::from_der(der).map_err(|e| VerifyError::Untrusted(e.to_string()))?;
+    let cert = parse(der)?;
     let v = cert.validity();
     Ok((v.not_before.timestamp(), v.not_after.timestamp()))
 }
 
 /// The issuer's distinguished name of a certificate, as text.
 pub fn issuer_of(der: &[u8]) -> Result<String, VerifyError> {
-    let (_, cert) =
-        X509Certificate::from_der(der).map_err(|e| VerifyError::Untrusted(e.to_string()))?;
+    let cert = parse(der)?;
     Ok(cert.issuer().to_string())
 }

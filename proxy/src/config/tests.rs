@@ -30,3 +30,12 @@ fn zero_bounds_are_rejected() {
         })
     );
 }
+
+#[test]
+fn an_identity_token_needs_a_control_plane() {
+    let mut c = Config::default();
+    c.identity.token_file = Some("/var/run/bulwark/token".into());
+    assert_eq!(c.validate(), Err(ConfigError::TokenWithoutControlPlane));
+    c.control_plane = Some("http://cp:5170".into());
+    c.validate().unwrap();
+}
