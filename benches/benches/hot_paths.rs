@@ -47,18 +47,18 @@ fn pool_lookup(c: &mut Criterion) {
     let _guard = rt.enter();
     let cfg = Config::default();
     let connect = cfg.tcp.connect_timeout;
-    let pools = Pools::new(cfg.http, cfg.tcp);
+    let pools = Pools::new(cfg.http, cfg.tcp, None);
     let addrs: Vec<std::net::SocketAddr> = (0..64)
         .map(|i| std::net::SocketAddr::from(([10, 0, 0, i as u8], 8080)))
         .collect();
     for a in &addrs {
-        pools.get(*a, Version::Http1, connect);
+        pools.get(*a, Version::Http1, connect, None);
     }
     let mut i = 0;
     c.bench_function("pool/get_existing", |b| {
         b.iter(|| {
             i = (i + 1) % addrs.len();
-            black_box(pools.get(addrs[i], Version::Http1, connect));
+            black_box(pools.get(addrs[i], Version::Http1, connect, None));
         })
     });
 }

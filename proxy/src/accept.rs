@@ -41,6 +41,11 @@ pub trait Room: Send + Sync + 'static {
         dst: SocketAddr,
         learn: Option<OnFirstByte>,
     ) -> impl Future<Output = ()> + Send;
+    /// Handles a connection that opened with a TLS ClientHello; by default it is forwarded
+    /// as it is.
+    fn tls(self: Arc<Self>, io: Conn, dst: SocketAddr) -> impl Future<Output = ()> + Send {
+        self.opaque(io, dst, None)
+    }
 }
 
 /// What the accept loop takes.
@@ -54,6 +59,9 @@ pub struct Accept {
     pub keepalive: Duration,
     /// Ports learned as server-speaks-first.
     pub learner: Arc<OpaqueLearner>,
+    /// Whether a port that skips protocol detection still looks for a ClientHello (an
+    /// inbound proxy with mesh TLS: a meshed client speaks first, whatever the port).
+    pub find_tls_everywhere: bool,
     /// The current policy (its configured opaque ports).
     pub snapshot: SharedSnapshot,
     /// Counters.
@@ -113,16 +121,30 @@ async fn handle<R: Room>(mut stream: TcpStream, peer: SocketAddr, a: &Accept, ro
             return;
         }
     };
-    let (label, prefix) = match skip_detection(a, dst.port()) {
-        Some(label) => (label, Bytes::new()),
-        None => match detect::detect(&mut stream, a.detect.timeout).await {
-            Ok((detection, prefix)) => (label(a, detection, dst.port()), prefix),
-            Err(e) => {
-                tracing::debug!(error = %e, %peer, "read failed during detection");
-                a.metrics.connection_opened(direction, Protocol::Opaque);
-                return;
-            }
-        },
+    let skip = skip_detection(a, dst.port());
+    let detected = match skip {
+        Some(label) if !a.find_tls_everywhere => Ok((label, Bytes::new())),
+        Some(label) => {
+            detect::detect(&mut stream, a.detect.timeout)
+                .await
+                .map(|(detection, prefix)| match detection {
+                    Detection::Detected(Protocol::Tls) => {
+                        (DetectLabel::Detected(Protocol::Tls), prefix)
+                    }
+                    _ => (label, prefix),
+                })
+        }
+        None => detect::detect(&mut stream, a.detect.timeout)
+            .await
+            .map(|(detection, prefix)| (label(a, detection, dst.port()), prefix)),
+    };
+    let (label, prefix) = match detected {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::debug!(error = %e, %peer, "read failed during detection");
+            a.metrics.connection_opened(direction, Protocol::Opaque);
+            return;
+        }
     };
     let protocol = match label {
         DetectLabel::Detected(p) => p,
@@ -138,7 +160,8 @@ async fn handle<R: Room>(mut stream: TcpStream, peer: SocketAddr, a: &Accept, ro
     match protocol {
         Protocol::Http1 => room.http(io, Version::Http1, dst).await,
         Protocol::Http2 => room.http(io, Version::Http2, dst).await,
-        Protocol::Tls | Protocol::Opaque => room.opaque(io, dst, learn).await,
+        Protocol::Tls => room.tls(io, dst).await,
+        Protocol::Opaque => room.opaque(io, dst, learn).await,
     }
 }
 

@@ -25,6 +25,7 @@ use crate::metrics::{Metrics, ProcessStats};
 use crate::outbound::registry::Registry;
 use crate::snapshot::SharedSnapshot;
 use crate::transport::detect::OpaqueLearner;
+use crate::transport::mesh::MeshTls;
 
 /// State of the iptables redirection as the proxy last saw it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -84,6 +85,8 @@ pub struct Admin {
     pub readiness: Arc<Readiness>,
     /// The log filter, when it may be changed at run time (`/log-level`).
     pub log: Option<Arc<dyn LogControl>>,
+    /// Mesh TLS (its handshake counters), when identity is on.
+    pub mesh: Option<Arc<MeshTls>>,
     /// The mesh identity, when on (`/identity`).
     pub identity: Option<Arc<Identity>>,
 }
@@ -165,6 +168,9 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
             );
             if let Some(i) = &s.identity {
                 i.render(&mut text);
+            }
+            if let Some(m) = &s.mesh {
+                m.render(&mut text);
             }
             reply(
                 StatusCode::OK,

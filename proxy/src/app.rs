@@ -26,6 +26,7 @@ use crate::outbound::registry::Registry;
 use crate::pool::Pools;
 use crate::snapshot::{self, Snapshot};
 use crate::transport::detect::OpaqueLearner;
+use crate::transport::mesh::MeshTls;
 use bulwark_identity::SpiffeId;
 use bulwark_identity::verify::TrustBundle;
 
@@ -177,6 +178,9 @@ pub async fn run(
         }),
     });
 
+    let mesh = identity
+        .as_ref()
+        .map(|i| Arc::new(MeshTls::new(i.bundle.clone(), i.certs.clone())));
     let admin_listener = bind("admin", cfg.admin_addr)?;
     let mut listeners = Vec::new();
     for (what, direction, addr) in listener_addrs(&cfg) {
@@ -196,19 +200,22 @@ pub async fn run(
             readiness: readiness.clone(),
             identity: identity.clone(),
             log,
+            mesh: mesh.clone(),
         }),
     ));
-    let pools = Arc::new(Pools::new(cfg.http.clone(), cfg.tcp.clone()));
+    let pools = Arc::new(Pools::new(cfg.http.clone(), cfg.tcp.clone(), mesh.clone()));
     let hop = |direction| Hop {
         direction,
         metrics: metrics.clone(),
         pools: pools.clone(),
+        mesh: mesh.clone(),
         drain: drain.clone(),
         limits: cfg.http.clone(),
         tcp: cfg.tcp.clone(),
     };
     let inbound = Arc::new(Inbound {
         hop: hop(Direction::Inbound),
+        snapshot: snapshot.clone(),
     });
     let outbound = Arc::new(Outbound {
         hop: hop(Direction::Outbound),
@@ -220,6 +227,7 @@ pub async fn run(
             detect: cfg.detect.clone(),
             keepalive: cfg.tcp.keepalive,
             learner: learner.clone(),
+            find_tls_everywhere: direction == Direction::Inbound && mesh.is_some(),
             snapshot: snapshot.clone(),
             metrics: metrics.clone(),
             drain: drain.clone(),

@@ -27,6 +27,8 @@ pub enum Kind {
     ConnectRefused,
     /// The connect did not complete in time: the request never left.
     ConnectTimeout,
+    /// The mesh TLS handshake with a meshed endpoint failed: the request never left.
+    TlsHandshake,
     /// HTTP/2 REFUSED_STREAM: the server did not process the request.
     RefusedStream,
     /// The upstream connection broke after the request may have been sent.
@@ -57,13 +59,16 @@ pub enum Kind {
     NotRedirected,
     /// An opaque connection carried no bytes for the idle timeout.
     IdleTimeout,
+    /// A connection to a strict inbound port that was not mesh TLS: closed unanswered.
+    PlaintextRefused,
 }
 
 impl Kind {
     /// Every kind, for tests and documentation.
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 18] = [
         Kind::ConnectRefused,
         Kind::ConnectTimeout,
+        Kind::TlsHandshake,
         Kind::RefusedStream,
         Kind::UpstreamReset,
         Kind::PerTryTimeout,
@@ -78,6 +83,7 @@ impl Kind {
         Kind::TooManyHeaders,
         Kind::NotRedirected,
         Kind::IdleTimeout,
+        Kind::PlaintextRefused,
     ];
 
     /// The reason sent in `x-bulwark-error`, logged, and used as the `reason` metric label.
@@ -85,6 +91,7 @@ impl Kind {
         match self {
             Kind::ConnectRefused => "connect_refused",
             Kind::ConnectTimeout => "connect_timeout",
+            Kind::TlsHandshake => "tls_handshake",
             Kind::RefusedStream => "refused_stream",
             Kind::UpstreamReset => "upstream_reset",
             Kind::PerTryTimeout => "per_try_timeout",
@@ -99,6 +106,7 @@ impl Kind {
             Kind::TooManyHeaders => "too_many_headers",
             Kind::NotRedirected => "not_redirected",
             Kind::IdleTimeout => "idle_timeout",
+            Kind::PlaintextRefused => "plaintext_refused",
         }
     }
 
@@ -106,6 +114,7 @@ impl Kind {
         match self {
             Kind::ConnectRefused
             | Kind::ConnectTimeout
+            | Kind::TlsHandshake
             | Kind::RefusedStream
             | Kind::UpstreamReset
             | Kind::PerTryTimeout => Side::Upstream,
@@ -113,7 +122,8 @@ impl Kind {
             | Kind::DownstreamAborted
             | Kind::MalformedRequest
             | Kind::TooManyHeaders
-            | Kind::NotRedirected => Side::Downstream,
+            | Kind::NotRedirected
+            | Kind::PlaintextRefused => Side::Downstream,
             Kind::RequestTimeout
             | Kind::ResponseHeadersTimeout
             | Kind::BulkheadFull
@@ -130,6 +140,7 @@ impl Kind {
             self,
             Kind::ConnectRefused
                 | Kind::ConnectTimeout
+                | Kind::TlsHandshake
                 | Kind::RefusedStream
                 | Kind::UpstreamReset
                 | Kind::PerTryTimeout
@@ -174,7 +185,9 @@ impl Error {
     /// The HTTP status of the response the proxy makes for it.
     pub fn status(&self) -> StatusCode {
         match self.kind {
-            Kind::ConnectRefused | Kind::UpstreamReset => StatusCode::BAD_GATEWAY,
+            Kind::ConnectRefused | Kind::TlsHandshake | Kind::UpstreamReset => {
+                StatusCode::BAD_GATEWAY
+            }
             Kind::ConnectTimeout
             | Kind::PerTryTimeout
             | Kind::RequestTimeout
@@ -187,6 +200,7 @@ impl Error {
             Kind::DownstreamAborted | Kind::MalformedRequest => StatusCode::BAD_REQUEST,
             Kind::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Kind::NotRedirected | Kind::IdleTimeout => StatusCode::BAD_GATEWAY,
+            Kind::PlaintextRefused => StatusCode::FORBIDDEN,
         }
     }
 

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bulwark_identity::SpiffeId;
 use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -33,6 +34,7 @@ use crate::drain::Drain;
 use crate::error::{Error, Kind};
 use crate::metrics::{Direction, Metrics};
 use crate::pool::{Pools, Version};
+use crate::transport::mesh::MeshTls;
 
 /// What forwarding HTTP in one direction takes.
 #[derive(Debug)]
@@ -43,6 +45,8 @@ pub struct Hop {
     pub metrics: Arc<Metrics>,
     /// Upstream connection pools.
     pub pools: Arc<Pools>,
+    /// Mesh TLS (this proxy's certificate and the trust bundle), when identity is on.
+    pub mesh: Option<Arc<MeshTls>>,
     /// Shutdown signal; upgraded tunnels run as its tasks.
     pub drain: Drain,
     /// Server limits.
@@ -256,15 +260,19 @@ impl Hop {
     }
 
     /// One attempt straight to `dst` with the proxy's own limits: what a request with no
-    /// policy gets. Sent at once; the future only waits for the answer.
+    /// policy gets; over mesh TLS when `dst` is a meshed peer that must prove `peer`. Sent
+    /// at once; the future only waits for the answer.
     pub fn passthrough(
         &self,
         req: Request<Incoming>,
         version: Version,
         dst: SocketAddr,
+        peer: Option<&SpiffeId>,
     ) -> impl Future<Output = Result<Forwarded, Error>> + Send + 'static {
         let req = req.map(body::AttemptBody::Streamed);
-        let sent = self.pools.send(dst, version, self.tcp.connect_timeout, req);
+        let sent = self
+            .pools
+            .send(dst, version, self.tcp.connect_timeout, peer, req);
         async move { sent.await.map(Forwarded::plain) }
     }
 }

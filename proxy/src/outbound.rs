@@ -49,7 +49,7 @@ use crate::http::body::AttemptBody;
 use crate::http::body::{BodyEnd, Hold, ProxyBody};
 use crate::http::{Forwarded, Hop, server};
 use crate::pool::{Pools, Version};
-use crate::snapshot::SharedSnapshot;
+use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::tcp;
 use crate::transport::copy::OnFirstByte;
 use call::{Call, Upstream};
@@ -70,6 +70,8 @@ pub struct PooledUpstream<'a> {
     pub pools: &'a Pools,
     /// The version spoken upstream (the downstream's).
     pub version: Version,
+    /// Which endpoints are meshed, and who each must prove to be.
+    pub snapshot: &'a Snapshot,
 }
 
 impl Upstream<Incoming> for PooledUpstream<'_> {
@@ -82,7 +84,9 @@ impl Upstream<Incoming> for PooledUpstream<'_> {
         connect_timeout: Duration,
         req: Request<AttemptBody>,
     ) -> impl Future<Output = Result<Response<Incoming>, Error>> + Send {
-        self.pools.send(addr, self.version, connect_timeout, req)
+        let peer = self.snapshot.mesh_peer(addr);
+        self.pools
+            .send(addr, self.version, connect_timeout, peer, req)
     }
 }
 
@@ -106,6 +110,7 @@ impl Outbound {
                 let upstream = PooledUpstream {
                     pools: &self.hop.pools,
                     version,
+                    snapshot: &snapshot,
                 };
                 let c = Call {
                     upstream: &upstream,
@@ -125,7 +130,10 @@ impl Outbound {
                     on_end: r.pending.map(|o| Box::new(o) as Box<dyn BodyEnd>),
                 })
             }
-            None => self.hop.passthrough(req, version, dst).await,
+            None => {
+                let peer = snapshot.mesh_peer(dst);
+                self.hop.passthrough(req, version, dst, peer).await
+            }
         };
         self.hop.finish(p, dst, result)
     }
@@ -143,7 +151,9 @@ impl Room for Outbound {
 
     async fn opaque(self: Arc<Self>, io: Conn, dst: SocketAddr, learn: Option<OnFirstByte>) {
         let snapshot = self.snapshot.load_full();
-        let connected = opaque::connect(dst, &snapshot, &self.hop.tcp, &self.hop.metrics).await;
+        let mesh = self.hop.mesh.as_deref();
+        let connected =
+            opaque::connect(dst, &snapshot, mesh, &self.hop.tcp, &self.hop.metrics).await;
         match connected {
             Ok((upstream, _in_flight)) => tcp::copy(&self.hop, io, upstream, dst, learn).await,
             Err(e) => tcp::connect_failed(&self.hop, &e),

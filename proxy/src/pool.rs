@@ -2,38 +2,43 @@
 //!
 //! Each pool is a hyper-util client whose connector always dials one endpoint, so the
 //! request keeps its own authority (`Host` / `:authority`) while the connection goes to the
-//! original destination.
+//! original destination. A pool to a meshed endpoint dials mesh TLS (its ALPN says which
+//! HTTP version the connection carries); connections are reused, so handshakes are rare.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bulwark_identity::SpiffeId;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 
 use crate::config::{HttpConfig, TcpConfig};
 use crate::error::{Error, Kind, chain};
 use crate::http::body::{AttemptBody, DownstreamBodyError};
 use crate::lock::lock;
-use crate::transport::socket::{self, ConnectError};
+use crate::transport::mesh::{self, MeshTls, Stream};
+use crate::transport::socket::ConnectError;
 
-/// Dials one endpoint, whatever the request URI says.
+/// Dials one endpoint, whatever the request URI says: mesh TLS when it is a meshed peer.
 #[derive(Debug, Clone)]
 pub struct EndpointConnector {
     addr: SocketAddr,
     connect_timeout: Duration,
     keepalive: Duration,
+    /// The identity the endpoint must prove, and the TLS to prove it with.
+    peer: Option<(SpiffeId, Arc<MeshTls>)>,
+    alpn: &'static [u8],
 }
 
 impl tower_service::Service<http::Uri> for EndpointConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<Stream>;
     type Error = ConnectError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -42,9 +47,14 @@ impl tower_service::Service<http::Uri> for EndpointConnector {
     }
 
     fn call(&mut self, _: http::Uri) -> Self::Future {
-        let (addr, timeout, keepalive) = (self.addr, self.connect_timeout, self.keepalive);
+        let this = self.clone();
         Box::pin(async move {
-            socket::connect(addr, timeout, keepalive)
+            let (peer, tls) = match &this.peer {
+                Some((p, t)) => (Some(p), Some(&**t)),
+                None => (None, None),
+            };
+            let times = (this.connect_timeout, this.keepalive);
+            mesh::dial(this.addr, peer, tls, this.alpn, times)
                 .await
                 .map(TokioIo::new)
         })
@@ -63,7 +73,19 @@ pub enum Version {
     Http2,
 }
 
-/// A pool's identity: endpoint, protocol, and connect timeout (policies may differ in it).
+impl Version {
+    /// The mesh ALPN of a connection carrying this version.
+    pub fn mesh_alpn(self) -> &'static [u8] {
+        match self {
+            Version::Http1 => bulwark_identity::ALPN_HTTP1,
+            Version::Http2 => bulwark_identity::ALPN_H2,
+        }
+    }
+}
+
+/// A pool's key: endpoint, protocol, and connect timeout (policies may differ in it). The
+/// identity an endpoint must prove is kept in its entry: an address has one at a time, and
+/// a pool whose address now belongs to another identity is replaced.
 type Key = (SocketAddr, Version, Duration);
 
 /// Pools keyed by endpoint and protocol, with a use counter for LRU eviction.
@@ -76,6 +98,7 @@ struct Table {
 #[derive(Debug)]
 struct Entry {
     client: EndpointClient,
+    peer: Option<SpiffeId>,
     last_used: u64,
 }
 
@@ -85,45 +108,53 @@ struct Entry {
 pub struct Pools {
     http: HttpConfig,
     tcp: TcpConfig,
+    mesh: Option<Arc<MeshTls>>,
     clients: Mutex<Table>,
 }
 
 impl Pools {
-    /// Empty pools built with these limits.
-    pub fn new(http: HttpConfig, tcp: TcpConfig) -> Self {
+    /// Empty pools built with these limits; `mesh` is the TLS for meshed endpoints (none:
+    /// every connection is plaintext).
+    pub fn new(http: HttpConfig, tcp: TcpConfig, mesh: Option<Arc<MeshTls>>) -> Self {
         Self {
             http,
             tcp,
+            mesh,
             clients: Mutex::new(Table::default()),
         }
     }
 
-    /// The client for `addr`, created on first use.
+    /// The client for `addr`, which must prove `peer` when it is meshed; created on first
+    /// use.
     pub fn get(
         &self,
         addr: SocketAddr,
         version: Version,
         connect_timeout: Duration,
+        peer: Option<&SpiffeId>,
     ) -> EndpointClient {
+        let peer = peer.filter(|_| self.mesh.is_some());
         let key = (addr, version, connect_timeout);
         let mut guard = lock(&self.clients);
         let Table { clock, map } = &mut *guard;
         *clock += 1;
         let now = *clock;
         if let Some(e) = map.get_mut(&key) {
-            e.last_used = now;
-            return e.client.clone();
-        }
-        if map.len() >= self.http.pool_max_endpoints {
+            if e.peer.as_ref() == peer {
+                e.last_used = now;
+                return e.client.clone();
+            }
+        } else if map.len() >= self.http.pool_max_endpoints {
             if let Some(oldest) = map.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| *k) {
                 map.remove(&oldest);
             }
         }
-        let client = self.build(key);
+        let client = self.build(key, peer);
         map.insert(
             key,
             Entry {
                 client: client.clone(),
+                peer: peer.cloned(),
                 last_used: now,
             },
         );
@@ -138,9 +169,10 @@ impl Pools {
         addr: SocketAddr,
         version: Version,
         connect_timeout: Duration,
+        peer: Option<&SpiffeId>,
         req: Request<AttemptBody>,
     ) -> impl Future<Output = Result<Response<Incoming>, Error>> + Send + 'static {
-        let sent = self.get(addr, version, connect_timeout).request(req);
+        let sent = self.get(addr, version, connect_timeout, peer).request(req);
         async move {
             sent.await.map_err(|e| {
                 let error = error_of(&e);
@@ -160,7 +192,11 @@ impl Pools {
         self.len() == 0
     }
 
-    fn build(&self, (addr, version, connect_timeout): Key) -> EndpointClient {
+    fn build(
+        &self,
+        (addr, version, connect_timeout): Key,
+        peer: Option<&SpiffeId>,
+    ) -> EndpointClient {
         let mut b = Client::builder(TokioExecutor::new());
         b.pool_idle_timeout(self.http.pool_idle_timeout)
             .pool_max_idle_per_host(self.http.pool_max_idle_per_endpoint)
@@ -178,6 +214,8 @@ impl Pools {
             addr,
             connect_timeout,
             keepalive: self.tcp.keepalive,
+            peer: peer.zip(self.mesh.clone()).map(|(p, m)| (p.clone(), m)),
+            alpn: version.mesh_alpn(),
         })
     }
 }
@@ -281,6 +319,8 @@ mod tests {
             addr,
             connect_timeout: Duration::from_secs(1),
             keepalive: Duration::from_secs(60),
+            peer: None,
+            alpn: version.mesh_alpn(),
         });
         let req = Request::post(format!("http://{addr}/upload"))
             .body(body)
@@ -320,15 +360,15 @@ mod tests {
         let mut cfg = Config::default();
         cfg.http.pool_max_endpoints = 2;
         let t = cfg.tcp.connect_timeout;
-        let pools = Pools::new(cfg.http, cfg.tcp);
+        let pools = Pools::new(cfg.http, cfg.tcp, None);
         let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
         let c: SocketAddr = "10.0.0.3:80".parse().unwrap();
-        pools.get(a, Version::Http1, t);
-        pools.get(b, Version::Http1, t);
-        pools.get(a, Version::Http1, t);
+        pools.get(a, Version::Http1, t, None);
+        pools.get(b, Version::Http1, t, None);
+        pools.get(a, Version::Http1, t, None);
         assert_eq!(pools.len(), 2);
-        pools.get(c, Version::Http1, t);
+        pools.get(c, Version::Http1, t, None);
         assert_eq!(pools.len(), 2);
         let map = &pools.clients.lock().unwrap().map;
         assert!(

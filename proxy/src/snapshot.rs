@@ -11,6 +11,7 @@ use bulwark_api::policy::Document;
 use bulwark_identity::SpiffeId;
 use serde::Serialize;
 
+use crate::inbound::mode::Modes;
 use crate::outbound::build;
 use crate::outbound::policy::Target;
 use crate::outbound::registry::Registry;
@@ -31,6 +32,8 @@ pub struct Snapshot {
     /// The meshed workloads' pod IPs and the identity each must prove: connections to them
     /// are mesh TLS.
     pub meshed: Arc<BTreeMap<IpAddr, SpiffeId>>,
+    /// What each inbound port accepts besides mesh TLS.
+    pub inbound_modes: Modes,
     /// Each target's run-time state, in the order of `routes.targets`.
     #[serde(skip)]
     states: Vec<Arc<TargetState>>,
@@ -67,6 +70,7 @@ impl Snapshot {
         Ok(Self {
             version,
             opaque_ports,
+            inbound_modes: Modes::from_documents(&documents),
             documents,
             routes,
             meshed: Arc::default(),

@@ -4,9 +4,8 @@
 
 use std::net::SocketAddr;
 
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::accept::Conn;
 use crate::error::Kind;
 use crate::http::Hop;
 use crate::transport::copy::{self, OnFirstByte};
@@ -14,13 +13,11 @@ use crate::transport::socket::ConnectError;
 
 /// Copies `io` ⇄ `upstream` until both sides close or the connection idles out; `learn`
 /// hears who sent the first byte.
-pub async fn copy(
-    hop: &Hop,
-    io: Conn,
-    upstream: TcpStream,
-    dst: SocketAddr,
-    learn: Option<OnFirstByte>,
-) {
+pub async fn copy<D, U>(hop: &Hop, io: D, upstream: U, dst: SocketAddr, learn: Option<OnFirstByte>)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let bytes = hop.metrics.bytes(hop.direction);
     match copy::bidirectional_noting(io, upstream, hop.tcp.idle_timeout, bytes, learn).await {
         Ok(_) => {}

@@ -4,6 +4,7 @@
 
 pub mod copy;
 pub mod detect;
+pub mod mesh;
 pub mod orig_dst;
 pub mod socket;
 pub mod watched;

@@ -550,8 +550,12 @@ impl Mesh {
     }
 
     /// Starts a long-running process in the pod; it is ended when the mesh drops.
-    pub fn spawn(&mut self, pod: &Pod, label: &str, mut cmd: Command) -> Result<u32> {
+    pub fn spawn(&mut self, pod: &Pod, label: &str, cmd: Command) -> Result<u32> {
         let _ = pod;
+        self.spawn_anywhere(label, cmd)
+    }
+
+    fn spawn_anywhere(&mut self, label: &str, mut cmd: Command) -> Result<u32> {
         let log = std::env::temp_dir().join(format!("{}-{label}.log", self.prefix));
         let file = std::fs::File::create(&log)?;
         let child = cmd
@@ -625,6 +629,33 @@ impl Mesh {
         })
     }
 
+    /// Starts a packet capture of every TCP segment crossing the bridge (between pods, on
+    /// its ports: frames bridged between pods never reach `br0` itself),
+    /// bounded to 120 s; [`Capture::bytes`] ends it and reads it.
+    pub fn capture(&mut self) -> Result<Capture> {
+        let path = std::env::temp_dir().join(format!("{}-bridge.pcap", self.prefix));
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.bridge, "timeout", "120"])
+            .args([
+                "tcpdump",
+                "-i",
+                "any",
+                "--immediate-mode",
+                "-U",
+                "-s",
+                "0",
+                "-w",
+            ])
+            .arg(&path)
+            .arg("tcp");
+        let pid = self.spawn_anywhere("tcpdump", cmd)?;
+        // tcpdump says "listening on any" once its socket is open.
+        wait_for("tcpdump to listen", Duration::from_secs(10), || {
+            Ok(self.log_of("tcpdump").contains("listening on"))
+        })?;
+        Ok(Capture { pid, path })
+    }
+
     /// The log of a process started under `label`.
     pub fn log_of(&self, label: &str) -> String {
         std::fs::read_to_string(std::env::temp_dir().join(format!("{}-{label}.log", self.prefix)))
@@ -649,6 +680,29 @@ impl Mesh {
             },
         )?;
         status.context("exited")
+    }
+}
+
+/// A packet capture on the bridge, from [`Mesh::capture`].
+#[derive(Debug)]
+pub struct Capture {
+    pid: u32,
+    path: PathBuf,
+}
+
+impl Capture {
+    /// Ends the capture (tcpdump writes out what it holds) and returns the file's bytes.
+    pub fn bytes(self, mesh: &mut Mesh) -> Result<Vec<u8>> {
+        // `timeout` passes SIGTERM on to tcpdump, which flushes and exits.
+        mesh.terminate(self.pid, Duration::from_secs(10))?;
+        let bytes = std::fs::read(&self.path).context("reading the capture")?;
+        ensure!(
+            bytes.len() > 24,
+            "the capture holds no packet: {}",
+            mesh.log_of("tcpdump")
+        );
+        let _ = std::fs::remove_file(&self.path);
+        Ok(bytes)
     }
 }
 

@@ -62,7 +62,8 @@ enum Cmd {
 /// Debian packages the tests and the demo drive: iptables and iproute2 for the pods, curl
 /// and nghttp2-client (nghttp, h2load) as clients, python3-venv for grpcio and websockets,
 /// util-linux for setpriv, procps for process checks, openssl for the TLS passthrough and identity tests,
-/// g++ for libFuzzer (built from source by the fuzz targets' libfuzzer-sys).
+/// tcpdump for the capture that proves mesh traffic is encrypted, g++ for libFuzzer (built
+/// from source by the fuzz targets' libfuzzer-sys).
 const APT_PACKAGES: &[&str] = &[
     "iptables",
     "iproute2",
@@ -73,6 +74,7 @@ const APT_PACKAGES: &[&str] = &[
     "procps",
     "ca-certificates",
     "openssl",
+    "tcpdump",
     "g++",
 ];
 

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
 
+mod mesh;
 pub mod validate;
+
+pub use mesh::{MeshConfigSpec, MeshDefaults, MtlsMode, MtlsPort, MtlsSpec};
 
 /// The one API version this release reads.
 pub const API_VERSION: &str = "bulwark.dev/v1alpha1";
@@ -472,33 +475,4 @@ pub struct Hedging {
     /// Share of requests that may be hedged, between 0 and 1. Default 0.1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_ratio: Option<f64>,
-}
-
-/// `MeshConfig.spec`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct MeshConfigSpec {
-    /// SPIFFE trust domain, e.g. `cluster.local`.
-    pub trust_domain: String,
-    /// Settings every TrafficPolicy starts from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub defaults: Option<MeshDefaults>,
-}
-
-/// Mesh-wide defaults.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct MeshDefaults {
-    /// Default timeouts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeouts: Option<Timeouts>,
-    /// Default retries.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<Retries>,
-    /// Default outlier detection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outlier_detection: Option<OutlierDetection>,
-    /// Default load balancing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load_balancer: Option<LoadBalancer>,
 }

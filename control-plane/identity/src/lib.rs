@@ -9,6 +9,7 @@
 //! - [`verify`]: trust bundles, and reading the identity a certificate proves.
 //! - [`tls`]: rustls configurations for proxy-to-proxy and proxy-to-control-plane TLS.
 //! - [`channel`]: a gRPC channel to the control plane over that TLS.
+//! - `testing` (feature `test-util`): a throwaway CA for tests.
 //!
 //! The crypto provider is ring's: TLS 1.3 with AES-GCM and ChaCha20-Poly1305, X25519 and
 //! P-256 key exchange, ECDSA P-256 certificates. It builds from crates.io alone with a C
@@ -24,6 +25,8 @@ use rustls::sign::CertifiedKey;
 pub mod channel;
 pub mod csr;
 pub mod spiffe;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod tls;
 pub mod token;
 pub mod verify;

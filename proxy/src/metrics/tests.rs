@@ -153,7 +153,10 @@ fn every_exported_family_is_documented_and_every_documented_one_exported() {
     let id = "spiffe://cluster.local/ns/shop/sa/web"
         .parse()
         .expect("an identity");
-    crate::identity::Identity::new(id, bundle).render(&mut text);
+    let identity = crate::identity::Identity::new(id, bundle);
+    identity.render(&mut text);
+    crate::transport::mesh::MeshTls::new(identity.bundle.clone(), identity.certs.clone())
+        .render(&mut text);
     let exported: std::collections::BTreeSet<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::balance::InFlight;
@@ -13,7 +12,22 @@ use super::outlier::Health;
 use crate::config::TcpConfig;
 use crate::metrics::{Metrics, Resilience};
 use crate::snapshot::Snapshot;
-use crate::transport::socket::{self, ConnectError};
+use crate::transport::mesh::{self, MeshTls, Stream};
+use crate::transport::socket::ConnectError;
+
+/// Dials `addr` for an opaque connection: mesh TLS (ALPN opaque, one TLS connection per
+/// connection) when it is a meshed peer.
+async fn dial(
+    addr: SocketAddr,
+    snapshot: &Snapshot,
+    mesh: Option<&MeshTls>,
+    timeout: std::time::Duration,
+    tcp: &TcpConfig,
+) -> Result<Stream, ConnectError> {
+    let peer = snapshot.mesh_peer(addr);
+    let alpn = bulwark_identity::ALPN_OPAQUE;
+    mesh::dial(addr, peer, mesh, alpn, (timeout, tcp.keepalive)).await
+}
 
 /// Connects an opaque connection to `dst`: to the original destination, or, when it
 /// belongs to a Backend, to an endpoint the balancer picks. The returned guard counts the
@@ -21,14 +35,15 @@ use crate::transport::socket::{self, ConnectError};
 pub async fn connect(
     dst: SocketAddr,
     snapshot: &Snapshot,
+    mesh: Option<&MeshTls>,
     tcp: &TcpConfig,
     metrics: &Metrics,
-) -> Result<(TcpStream, Option<InFlight>), ConnectError> {
+) -> Result<(Stream, Option<InFlight>), ConnectError> {
     let Some((target, state)) = snapshot
         .lookup(dst, None)
         .filter(|(t, _)| !t.endpoints.is_empty())
     else {
-        return socket::connect(dst, tcp.connect_timeout, tcp.keepalive)
+        return dial(dst, snapshot, mesh, tcp.connect_timeout, tcp)
             .await
             .map(|s| (s, None));
     };
@@ -40,12 +55,12 @@ pub async fn connect(
     loop {
         let now = Instant::now();
         let Some(ep) = state.pick_connection(&tried, now) else {
-            return socket::connect(dst, connect, tcp.keepalive)
+            return dial(dst, snapshot, mesh, connect, tcp)
                 .await
                 .map(|s| (s, None));
         };
         let started = Instant::now();
-        let result = socket::connect(ep.addr, connect, tcp.keepalive).await;
+        let result = dial(ep.addr, snapshot, mesh, connect, tcp).await;
         let health = if result.is_ok() {
             Health::Success
         } else {

@@ -33,7 +33,9 @@ pub enum Failure {
 impl From<&Error> for Failure {
     fn from(e: &Error) -> Self {
         match e.kind {
-            Kind::ConnectRefused | Kind::ConnectTimeout => Failure::ConnectFailure,
+            Kind::ConnectRefused | Kind::ConnectTimeout | Kind::TlsHandshake => {
+                Failure::ConnectFailure
+            }
             Kind::RefusedStream => Failure::RefusedStream,
             Kind::UpstreamReset => Failure::Reset,
             Kind::PerTryTimeout => Failure::PerTryTimeout,

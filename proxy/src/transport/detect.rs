@@ -194,6 +194,11 @@ impl<T> Prefixed<T> {
     pub fn get_ref(&self) -> &T {
         &self.inner
     }
+
+    /// The bytes not replayed yet, and the wrapped I/O object.
+    pub fn into_parts(self) -> (Bytes, T) {
+        (self.prefix, self.inner)
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {

@@ -26,6 +26,15 @@ pub enum ConnectError {
         /// The configured bound.
         timeout: Duration,
     },
+    /// The TCP connection was made, but the mesh TLS handshake on it failed (the peer is not
+    /// who the snapshot says, or refused this proxy's certificate): nothing was sent.
+    #[error("mesh TLS handshake with {addr} failed: {source}")]
+    Handshake {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// What rustls said.
+        source: io::Error,
+    },
 }
 
 impl ConnectError {
@@ -34,6 +43,7 @@ impl ConnectError {
         match self {
             ConnectError::Refused { .. } => crate::error::Kind::ConnectRefused,
             ConnectError::TimedOut { .. } => crate::error::Kind::ConnectTimeout,
+            ConnectError::Handshake { .. } => crate::error::Kind::TlsHandshake,
         }
     }
 }

@@ -448,9 +448,27 @@ pub fn validate(doc: &Document) -> Vec<Problem> {
                     load_balancer,
                 );
             }
+            c.section("spec", "mtls", &m.spec.mtls, mtls);
         }
     }
     c.problems
+}
+
+fn mtls(c: &mut Check, path: &str, m: &super::MtlsSpec) {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, p) in m.ports.iter().enumerate() {
+        if p.port == 0 {
+            c.fail(
+                format!("{path}.ports[{i}].port"),
+                "must be 1 to 65535, got 0",
+            );
+        } else if !seen.insert(p.port) {
+            c.fail(
+                format!("{path}.ports[{i}].port"),
+                format!("port {} is listed twice", p.port),
+            );
+        }
+    }
 }
 
 #[cfg(test)]

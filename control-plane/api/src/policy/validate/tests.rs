@@ -252,3 +252,37 @@ fn settings_the_proxy_could_not_honour_are_rejected() {
         ]
     );
 }
+
+#[test]
+fn mtls_ports_are_real_and_listed_once() {
+    let port = |port, mode| MtlsPort { port, mode };
+    let doc = Document::MeshConfig(MeshConfig {
+        api_version: API_VERSION.into(),
+        kind: "MeshConfig".into(),
+        metadata: Metadata {
+            name: "mesh".into(),
+            namespace: None,
+            labels: Default::default(),
+            annotations: Default::default(),
+        },
+        spec: MeshConfigSpec {
+            trust_domain: "cluster.local".into(),
+            defaults: None,
+            mtls: Some(MtlsSpec {
+                mode: Some(MtlsMode::Strict),
+                ports: vec![
+                    port(9090, MtlsMode::Permissive),
+                    port(0, MtlsMode::Strict),
+                    port(9090, MtlsMode::Strict),
+                ],
+            }),
+        },
+    });
+    assert_eq!(
+        problems(&doc),
+        [
+            "spec.mtls.ports[1].port: must be 1 to 65535, got 0",
+            "spec.mtls.ports[2].port: port 9090 is listed twice",
+        ]
+    );
+}

