@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::drain::Drain;
 use crate::identity::Identity;
+use crate::inbound::authz::Journal;
 use crate::lock::lock;
 use crate::metrics::{Metrics, ProcessStats};
 use crate::outbound::registry::Registry;
@@ -87,6 +88,8 @@ pub struct Admin {
     pub log: Option<Arc<dyn LogControl>>,
     /// Mesh TLS (its handshake counters), when identity is on.
     pub mesh: Option<Arc<MeshTls>>,
+    /// Recent authorization decisions (`/authz`) and their counters.
+    pub journal: Arc<Journal>,
     /// The mesh identity, when on (`/identity`).
     pub identity: Option<Arc<Identity>>,
 }
@@ -172,6 +175,7 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
             if let Some(m) = &s.mesh {
                 m.render(&mut text);
             }
+            s.journal.render(&mut text);
             reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -236,10 +240,28 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
                 "mesh identity is off (it takes --trust-anchors and --identity-token-file)\n",
             ),
         },
+        "/authz" => {
+            let snapshot = s.snapshot.load();
+            let w = &s.cfg.workload;
+            let policies: Vec<&str> = snapshot
+                .authz
+                .policies
+                .iter()
+                .filter(|p| p.workload == (w.namespace.clone(), w.name.clone()))
+                .map(|p| p.name.as_str())
+                .collect();
+            let body = serde_json::json!({
+                "workload": format!("{}/{}", w.namespace, w.name),
+                "default": snapshot.authz.default,
+                "policies": policies,
+                "recent": s.journal.recent(),
+            });
+            json(StatusCode::OK, &body)
+        }
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "endpoints: /metrics /stats /ready /live /config_dump /detect /outliers /identity /log-level /shutdown\n",
+            "endpoints: /metrics /stats /ready /live /config_dump /detect /outliers /identity /authz /log-level /shutdown\n",
         ),
     }
 }

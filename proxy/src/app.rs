@@ -18,6 +18,7 @@ use crate::drain::Drain;
 use crate::http::Hop;
 use crate::identity::Identity;
 use crate::inbound::Inbound;
+use crate::inbound::authz::Journal;
 use crate::init::{self, InitSpec, Iptables, Ipv6Mode};
 use crate::lock::lock;
 use crate::metrics::{Direction, Metrics};
@@ -181,6 +182,7 @@ pub async fn run(
     let mesh = identity
         .as_ref()
         .map(|i| Arc::new(MeshTls::new(i.bundle.clone(), i.certs.clone())));
+    let journal = Arc::new(Journal::default());
     let admin_listener = bind("admin", cfg.admin_addr)?;
     let mut listeners = Vec::new();
     for (what, direction, addr) in listener_addrs(&cfg) {
@@ -201,6 +203,7 @@ pub async fn run(
             identity: identity.clone(),
             log,
             mesh: mesh.clone(),
+            journal: journal.clone(),
         }),
     ));
     let pools = Arc::new(Pools::new(cfg.http.clone(), cfg.tcp.clone(), mesh.clone()));
@@ -216,6 +219,8 @@ pub async fn run(
     let inbound = Arc::new(Inbound {
         hop: hop(Direction::Inbound),
         snapshot: snapshot.clone(),
+        workload: (cfg.workload.namespace.clone(), cfg.workload.name.clone()),
+        journal: journal.clone(),
     });
     let outbound = Arc::new(Outbound {
         hop: hop(Direction::Outbound),

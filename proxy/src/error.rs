@@ -61,11 +61,13 @@ pub enum Kind {
     IdleTimeout,
     /// A connection to a strict inbound port that was not mesh TLS: closed unanswered.
     PlaintextRefused,
+    /// Authorization denied the caller (403, PERMISSION_DENIED, or a closed connection).
+    Unauthorized,
 }
 
 impl Kind {
     /// Every kind, for tests and documentation.
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 19] = [
         Kind::ConnectRefused,
         Kind::ConnectTimeout,
         Kind::TlsHandshake,
@@ -84,6 +86,7 @@ impl Kind {
         Kind::NotRedirected,
         Kind::IdleTimeout,
         Kind::PlaintextRefused,
+        Kind::Unauthorized,
     ];
 
     /// The reason sent in `x-bulwark-error`, logged, and used as the `reason` metric label.
@@ -107,6 +110,7 @@ impl Kind {
             Kind::NotRedirected => "not_redirected",
             Kind::IdleTimeout => "idle_timeout",
             Kind::PlaintextRefused => "plaintext_refused",
+            Kind::Unauthorized => "unauthorized",
         }
     }
 
@@ -129,7 +133,8 @@ impl Kind {
             | Kind::BulkheadFull
             | Kind::BulkheadQueueTimeout
             | Kind::NoEndpoints
-            | Kind::IdleTimeout => Side::Policy,
+            | Kind::IdleTimeout
+            | Kind::Unauthorized => Side::Policy,
         }
     }
 
@@ -200,19 +205,20 @@ impl Error {
             Kind::DownstreamAborted | Kind::MalformedRequest => StatusCode::BAD_REQUEST,
             Kind::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Kind::NotRedirected | Kind::IdleTimeout => StatusCode::BAD_GATEWAY,
-            Kind::PlaintextRefused => StatusCode::FORBIDDEN,
+            Kind::PlaintextRefused | Kind::Unauthorized => StatusCode::FORBIDDEN,
         }
     }
 
     /// The gRPC status a gRPC caller gets: DEADLINE_EXCEEDED for every timeout, CANCELLED
     /// for a call the client abandoned, INTERNAL for a malformed request,
-    /// RESOURCE_EXHAUSTED for too many headers, else UNAVAILABLE (which gRPC clients may
-    /// retry).
+    /// RESOURCE_EXHAUSTED for too many headers, PERMISSION_DENIED for authorization, else
+    /// UNAVAILABLE (which gRPC clients may retry).
     pub fn grpc_status(&self) -> u32 {
         match self.kind {
             Kind::DownstreamAborted => 1,
             Kind::MalformedRequest => 13,
             Kind::TooManyHeaders => 8,
+            Kind::Unauthorized => 7,
             _ if self.status() == StatusCode::GATEWAY_TIMEOUT => 4,
             _ => 14,
         }

@@ -6,18 +6,20 @@
 //! terminated here, requiring the client's certificate, and what it carries (HTTP/1,
 //! HTTP/2 or opaque bytes, as its ALPN says) is served like any other connection, knowing
 //! the caller's identity. Anything else is forwarded as it came on a permissive port and
-//! closed on a strict one.
+//! closed on a strict one. Every request (and every connection that is not HTTP) is then
+//! authorized ([`authz`]) before it is forwarded.
 
+pub mod authz;
 pub mod mode;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bulwark_identity::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use self::authz::Journal;
 use self::mode::{Admission, Arrival};
 use crate::accept::{Conn, Room};
 use crate::error::Kind;
@@ -35,8 +37,26 @@ use crate::transport::socket;
 pub struct Inbound {
     /// HTTP forwarding (and the mesh TLS, if identity is on).
     pub hop: Hop,
-    /// The current policy (each port's mTLS mode).
+    /// The current policy (each port's mTLS mode, the authorization policies).
     pub snapshot: SharedSnapshot,
+    /// This workload's namespace and name, which authorization policies target.
+    pub workload: (String, String),
+    /// Recent authorization decisions and their counters (`/authz`).
+    pub journal: Arc<Journal>,
+}
+
+/// Who is calling: the peer's address and, over mesh TLS, its verified identity.
+#[derive(Debug, Clone)]
+struct Caller {
+    addr: SocketAddr,
+    id: Option<Arc<str>>,
+}
+
+impl Caller {
+    fn plain(io: &TcpStream) -> Option<Self> {
+        let addr = io.peer_addr().ok()?;
+        Some(Self { addr, id: None })
+    }
 }
 
 impl Inbound {
@@ -59,22 +79,46 @@ impl Inbound {
         admission
     }
 
-    /// Serves HTTP from a client known as `client` (none: not mesh TLS) to the app at `dst`.
+    /// Whether `caller` may make `http` (method, path; none: a connection that is not
+    /// HTTP) to `dst`; a decision that needed a policy is journaled.
+    fn authorized(&self, caller: &Caller, dst: SocketAddr, http: Option<(&str, &str)>) -> bool {
+        let snapshot = self.snapshot.load();
+        let workload = (self.workload.0.as_str(), self.workload.1.as_str());
+        if !snapshot.authz.applies(workload) {
+            return true;
+        }
+        let r = authz::Request {
+            port: dst.port(),
+            peer: caller.addr.ip(),
+            client: caller.id.as_deref(),
+            http,
+        };
+        let decision = snapshot.authz.decide(workload, &r);
+        self.journal.record(caller.addr, &r, &decision);
+        decision.allowed
+    }
+
+    /// Serves HTTP from `caller` to the app at `dst`, each request authorized first.
     async fn serve_http<I>(
         self: Arc<Self>,
         io: I,
         version: Version,
         dst: SocketAddr,
-        client: Option<Arc<SpiffeId>>,
+        caller: Caller,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let room = self.clone();
-        let forward = move |mut req, open| {
+        let forward = move |mut req: http::Request<hyper::body::Incoming>, open| {
             let this = room.clone();
-            let _client = client.clone();
+            let allowed = this.authorized(
+                &caller,
+                dst,
+                Some((req.method().as_str(), req.uri().path())),
+            );
             async move {
                 let resp = match this.hop.prepare(&mut req, version, dst, open) {
+                    Ok(p) if !allowed => this.hop.finish(p, dst, Err(Kind::Unauthorized.into())),
                     Ok(p) => {
                         let result = this.hop.passthrough(req, version, dst, None).await;
                         this.hop.finish(p, dst, result)
@@ -87,11 +131,22 @@ impl Inbound {
         server::serve(io, version, &self.hop, forward).await;
     }
 
-    /// Forwards opaque bytes to the app at `dst`.
-    async fn forward_opaque<I>(&self, io: I, dst: SocketAddr, learn: Option<OnFirstByte>)
-    where
+    /// Forwards opaque bytes from `caller` to the app at `dst`, if authorized.
+    async fn forward_opaque<I>(
+        &self,
+        io: I,
+        dst: SocketAddr,
+        caller: Caller,
+        learn: Option<OnFirstByte>,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin,
     {
+        if !self.authorized(&caller, dst, None) {
+            self.hop
+                .metrics
+                .error(self.hop.direction, Kind::Unauthorized);
+            return;
+        }
         let tcp = &self.hop.tcp;
         match socket::connect(dst, tcp.connect_timeout, tcp.keepalive).await {
             Ok(upstream) => tcp::copy(&self.hop, io, upstream, dst, learn).await,
@@ -114,32 +169,42 @@ impl Inbound {
             }
         };
         tracing::debug!(client = %t.peer, peer = ?peer, %dst, "mesh connection");
-        let client = Some(Arc::new(t.peer));
+        let Some(addr) = peer else { return };
+        let caller = Caller {
+            addr,
+            id: Some(t.peer.to_string().into()),
+        };
         match t.alpn.as_slice() {
             bulwark_identity::ALPN_HTTP1 => {
-                self.serve_http(t.stream, Version::Http1, dst, client).await
+                self.serve_http(t.stream, Version::Http1, dst, caller).await
             }
             bulwark_identity::ALPN_H2 => {
-                self.serve_http(t.stream, Version::Http2, dst, client).await
+                self.serve_http(t.stream, Version::Http2, dst, caller).await
             }
-            _ => self.forward_opaque(t.stream, dst, None).await,
+            _ => self.forward_opaque(t.stream, dst, caller, None).await,
         }
     }
 }
 
 impl Room for Inbound {
     async fn http(self: Arc<Self>, io: Conn, version: Version, dst: SocketAddr) {
+        let Some(caller) = Caller::plain(io.get_ref()) else {
+            return;
+        };
         if self.admit(Arrival::Other, dst, io.get_ref()) == Admission::Refuse {
             return;
         }
-        self.serve_http(io, version, dst, None).await;
+        self.serve_http(io, version, dst, caller).await;
     }
 
     async fn opaque(self: Arc<Self>, io: Conn, dst: SocketAddr, learn: Option<OnFirstByte>) {
+        let Some(caller) = Caller::plain(io.get_ref()) else {
+            return;
+        };
         if self.admit(Arrival::Other, dst, io.get_ref()) == Admission::Refuse {
             return;
         }
-        self.forward_opaque(io, dst, learn).await;
+        self.forward_opaque(io, dst, caller, learn).await;
     }
 
     async fn tls(self: Arc<Self>, io: Conn, dst: SocketAddr) {
@@ -155,12 +220,15 @@ impl Room for Inbound {
             Hello::Mesh => Arrival::MeshTls,
             Hello::Other => Arrival::Other,
         };
+        let Some(caller) = Caller::plain(&tcp) else {
+            return;
+        };
         let admission = self.admit(arrival, dst, &tcp);
         let io = Prefixed::new(seen, tcp);
         match (admission, self.hop.mesh.clone()) {
             (Admission::Terminate, Some(mesh)) => self.terminate(&mesh, io, dst).await,
             (Admission::Refuse, _) => {}
-            _ => self.forward_opaque(io, dst, None).await,
+            _ => self.forward_opaque(io, dst, caller, None).await,
         }
     }
 }

@@ -11,6 +11,7 @@ use bulwark_api::policy::Document;
 use bulwark_identity::SpiffeId;
 use serde::Serialize;
 
+use crate::inbound::authz::Authz;
 use crate::inbound::mode::Modes;
 use crate::outbound::build;
 use crate::outbound::policy::Target;
@@ -34,6 +35,8 @@ pub struct Snapshot {
     pub meshed: Arc<BTreeMap<IpAddr, SpiffeId>>,
     /// What each inbound port accepts besides mesh TLS.
     pub inbound_modes: Modes,
+    /// Who may reach this workload's ports and routes.
+    pub authz: Authz,
     /// Each target's run-time state, in the order of `routes.targets`.
     #[serde(skip)]
     states: Vec<Arc<TargetState>>,
@@ -71,6 +74,7 @@ impl Snapshot {
             version,
             opaque_ports,
             inbound_modes: Modes::from_documents(&documents),
+            authz: Authz::from_documents(&documents),
             documents,
             routes,
             meshed: Arc::default(),

@@ -5,6 +5,7 @@ client HOST:PORT      call every method and check responses, trailers and status
 stream-fail HOST:PORT N
                       N server streams that send two messages, then fail UNAVAILABLE in
                       the trailers
+denied HOST:PORT      one unary call that authorization must refuse with PERMISSION_DENIED
 """
 import sys
 import time
@@ -89,9 +90,21 @@ def stream_fail(target, n):
     print(f"stream-fail ok: {n} streams failed after their messages")
 
 
+def denied(target):
+    with grpc.insecure_channel(target) as ch:
+        try:
+            ch.unary_unary(f"/{SERVICE}/Unary")(b"bulwark", timeout=10)
+            raise AssertionError("expected PERMISSION_DENIED")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.PERMISSION_DENIED, e.code()
+    print("grpc denied ok: PERMISSION_DENIED")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve(int(sys.argv[2]))
+    elif sys.argv[1] == "denied":
+        denied(sys.argv[2])
     elif sys.argv[1] == "stream-fail":
         stream_fail(sys.argv[2], int(sys.argv[3]))
     else:

@@ -6,7 +6,9 @@ use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
-use crate::policy::{BackendSpec, GROUP, MeshConfigSpec, TrafficPolicySpec};
+use crate::policy::{
+    AuthorizationPolicySpec, BackendSpec, GROUP, MeshConfigSpec, TrafficPolicySpec,
+};
 
 /// The kinds with a CRD: kind, plural, whether namespaced, and the spec schema.
 pub fn all() -> Vec<(String, Value)> {
@@ -28,6 +30,12 @@ pub fn all() -> Vec<(String, Value)> {
             plural: "meshconfigs",
             namespaced: false,
             description: "Mesh-wide settings: the trust domain and defaults for every TrafficPolicy.",
+        }),
+        crd::<AuthorizationPolicySpec>(Kind {
+            kind: "AuthorizationPolicy",
+            plural: "authorizationpolicies",
+            namespaced: true,
+            description: "Which callers may reach a workload's ports and HTTP routes.",
         }),
     ]
 }

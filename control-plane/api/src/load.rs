@@ -10,7 +10,10 @@ use serde::de::DeserializeOwned;
 
 use crate::locate::{self, DocIndex, Position};
 use crate::policy::validate::validate;
-use crate::policy::{API_VERSION, Backend, Document, KINDS, MeshConfig, TargetKind, TrafficPolicy};
+use crate::policy::{
+    API_VERSION, AuthorizationPolicy, Backend, Document, KINDS, MeshConfig, TargetKind,
+    TrafficPolicy,
+};
 
 /// One problem in the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +234,9 @@ pub fn document(value: &serde_json::Value) -> Result<Document, (String, String)>
         "Backend" => typed::<Backend>(value).map(Document::Backend),
         "TrafficPolicy" => typed::<TrafficPolicy>(value).map(Document::TrafficPolicy),
         "MeshConfig" => typed::<MeshConfig>(value).map(Document::MeshConfig),
+        "AuthorizationPolicy" => {
+            typed::<AuthorizationPolicy>(value).map(Document::AuthorizationPolicy)
+        }
         other => Err((
             "kind".to_string(),
             match closest(other, &KINDS) {

@@ -11,9 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
 
+mod authz;
 mod mesh;
 pub mod validate;
 
+pub use authz::{
+    AuthorizationPolicySpec, AuthzAction, AuthzTarget, HttpRule, IdentityPattern,
+    MeshAuthorization, Source,
+};
 pub use mesh::{MeshConfigSpec, MeshDefaults, MtlsMode, MtlsPort, MtlsSpec};
 
 /// The one API version this release reads.
@@ -80,6 +85,11 @@ kind!(
     MeshConfig,
     MeshConfigSpec
 );
+kind!(
+    /// Which callers may reach a workload's ports and HTTP routes.
+    AuthorizationPolicy,
+    AuthorizationPolicySpec
+);
 
 /// One parsed policy document.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -91,6 +101,8 @@ pub enum Document {
     TrafficPolicy(TrafficPolicy),
     /// A `MeshConfig`.
     MeshConfig(MeshConfig),
+    /// An `AuthorizationPolicy`.
+    AuthorizationPolicy(AuthorizationPolicy),
 }
 
 impl Document {
@@ -100,6 +112,7 @@ impl Document {
             Document::Backend(_) => "Backend",
             Document::TrafficPolicy(_) => "TrafficPolicy",
             Document::MeshConfig(_) => "MeshConfig",
+            Document::AuthorizationPolicy(_) => "AuthorizationPolicy",
         }
     }
 
@@ -109,12 +122,18 @@ impl Document {
             Document::Backend(d) => &d.metadata,
             Document::TrafficPolicy(d) => &d.metadata,
             Document::MeshConfig(d) => &d.metadata,
+            Document::AuthorizationPolicy(d) => &d.metadata,
         }
     }
 }
 
 /// The kinds this release reads.
-pub const KINDS: [&str; 3] = ["Backend", "TrafficPolicy", "MeshConfig"];
+pub const KINDS: [&str; 4] = [
+    "Backend",
+    "TrafficPolicy",
+    "MeshConfig",
+    "AuthorizationPolicy",
+];
 
 /// `Backend.spec`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -101,7 +101,7 @@ fn a_missing_field_is_reported_at_its_parent() {
 fn unknown_kinds_and_versions_are_rejected() {
     let e = only_error(&POLICY.replace("kind: TrafficPolicy", "kind: TrafficPolcy"));
     assert!(
-        e.contains("kind: must be one of Backend, TrafficPolicy, MeshConfig, got \"TrafficPolcy\""),
+        e.contains("kind: must be one of Backend, TrafficPolicy, MeshConfig, AuthorizationPolicy, got \"TrafficPolcy\""),
         "{e}"
     );
     let e = only_error(&POLICY.replace("v1alpha1", "v1"));
@@ -151,4 +151,51 @@ fn duplicates_missing_backends_and_second_mesh_configs_are_caught() {
     let l = load(&format!("{mesh}---\n{other}"));
     assert_eq!(l.diagnostics.len(), 1, "{:#?}", l.diagnostics);
     assert!(l.diagnostics[0].reason.contains("only one MeshConfig"));
+}
+
+#[test]
+fn authorization_policy_errors_name_file_line_and_field() {
+    let text = "\
+apiVersion: bulwark.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata:
+  name: web
+  namespace: shop
+spec:
+  target:
+    workload: web
+  action: deny
+  http:
+    - pathPrefix: admin
+      methods: [get]
+  from:
+    - identity: spiffe://cluster.local/ns/shop/*
+    - identity: spiffe://cluster.local/ns/shop
+      cidr: 10.0.0.0/8
+    - cidr: 10.0.0.0/33
+";
+    let l = load(text);
+    let shown: Vec<String> = l.diagnostics.iter().map(|d| d.to_string()).collect();
+    let expect = [
+        "policy.yaml:11:7: spec.http[0].pathPrefix: must start with /",
+        "policy.yaml:12:17: spec.http[0].methods[0]: must be an upper-case method",
+        "policy.yaml:15:7: spec.from[1]: must set exactly one of identity, unauthenticated, cidr",
+        "policy.yaml:17:7: spec.from[2].cidr: must be a CIDR",
+    ];
+    assert_eq!(shown.len(), expect.len(), "{shown:#?}");
+    for (got, want) in shown.iter().zip(expect) {
+        assert!(
+            got.starts_with(want),
+            "{got}\n  does not start with\n{want}"
+        );
+    }
+    let ok = text
+        .replace("pathPrefix: admin", "pathPrefix: /admin")
+        .replace("[get]", "[GET]")
+        .replace("      cidr: 10.0.0.0/8\n", "")
+        .replace("ns/shop\n", "ns/shop/sa/web\n")
+        .replace("/33", "/8");
+    let l = load(&ok);
+    assert!(l.is_valid(), "{:#?}", l.diagnostics);
+    assert_eq!(l.documents[0].document.kind(), "AuthorizationPolicy");
 }

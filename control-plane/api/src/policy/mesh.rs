@@ -1,5 +1,5 @@
-//! `MeshConfig`: the mesh's trust domain, how inbound proxies treat plaintext, and the
-//! defaults every TrafficPolicy starts from.
+//! `MeshConfig`: the mesh's trust domain, how inbound proxies treat plaintext, the
+//! authorization default, and the defaults every TrafficPolicy starts from.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,9 @@ pub struct MeshConfigSpec {
     /// What inbound proxies accept besides mesh TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<MtlsSpec>,
+    /// The authorization default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<super::MeshAuthorization>,
 }
 
 /// `MeshConfig.spec.mtls`.

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use super::*;
 
+mod authz;
+
 /// One thing wrong with a document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -449,6 +451,11 @@ pub fn validate(doc: &Document) -> Vec<Problem> {
                 );
             }
             c.section("spec", "mtls", &m.spec.mtls, mtls);
+        }
+        Document::AuthorizationPolicy(a) => {
+            header(&mut c, &a.api_version, &a.kind, "AuthorizationPolicy");
+            metadata(&mut c, &a.metadata);
+            authz::spec(&mut c, &a.spec);
         }
     }
     c.problems

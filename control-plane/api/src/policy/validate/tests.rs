@@ -268,6 +268,7 @@ fn mtls_ports_are_real_and_listed_once() {
         spec: MeshConfigSpec {
             trust_domain: "cluster.local".into(),
             defaults: None,
+            authorization: None,
             mtls: Some(MtlsSpec {
                 mode: Some(MtlsMode::Strict),
                 ports: vec![
