@@ -17,7 +17,7 @@ fn crds_pass_kubernetes_validation_and_examples_conform() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stdout.matches("crd ok:").count(), 3, "{stdout}");
-    assert!(stdout.contains("examples ok: 4 documents"), "{stdout}");
+    assert_eq!(stdout.matches("crd ok:").count(), 4, "{stdout}");
+    assert!(stdout.contains("examples ok: 6 documents"), "{stdout}");
     assert!(stdout.contains("broken example rejected"), "{stdout}");
 }

@@ -47,6 +47,20 @@ fn the_demo_shows_the_injected_fault_absorbed() -> Result<()> {
         ),
         "every proxy has its identity, and bulwarkctl shows it: {text}"
     );
+    assert!(
+        text.contains("plaintext 'X-Card' or 'GET /' seen: false"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ads (shop/ads, meshed):          403 x-bulwark-error: unauthorized")
+            && text.contains("client (shop/frontend, meshed):  200")
+            && text.contains("outsider (no proxy, plaintext):  000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("explains the 403: client spiffe://cluster.local/ns/shop/sa/ads"),
+        "{text}"
+    );
     assert!(text.contains("done in"), "{text}");
     Ok(())
 }
