@@ -4,7 +4,8 @@
 //! CPU 1. Latency is pooled over rounds; CPU and memory come from /proc.
 //!
 //! A direct · B one Bulwark hop (client-side, outbound) · C the mesh hop (outbound proxy →
-//! inbound proxy) · D one hop through HAProxy or nginx (when installed), as references.
+//! inbound proxy) · CM the mesh hop over mutual TLS · D one hop through HAProxy or nginx
+//! (when installed), as references.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,7 +15,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bulwark_benches::{Report, add_pairs, b2_policy, histogram};
-use bulwark_tests::{Mesh, Pod, ProxyCommand, bin};
+use bulwark_tests::identity::MeshCa;
+use bulwark_tests::{Mesh, Pod, ProxyCommand, bin, wait_for, workspace_root};
 use clap::Parser;
 use hdrhistogram::Histogram;
 
@@ -180,7 +182,83 @@ fn start_build(
     Ok(pid)
 }
 
-fn setup(mesh: &mut Mesh, body: usize, baseline: Option<&std::path::Path>) -> Result<Vec<Topo>> {
+/// CM: the mesh hop with identity on, so the two proxies speak mutual TLS 1.3. A control
+/// plane in its own pod is the CA; each proxy proves its identity with a token. Returns
+/// once the client proxy knows the server is meshed.
+fn mesh_tls_hop(mesh: &mut Mesh, path: &str, ca: &MeshCa) -> Result<Topo> {
+    let cp = mesh.pod("cpm")?;
+    let srv = mesh.pod("srvt")?;
+    let client = mesh.pod("cm")?;
+    let policy = ca.dir.join("policy");
+    std::fs::create_dir_all(&policy)?;
+    std::fs::copy(
+        workspace_root().join("control-plane/examples/policy/mesh.yaml"),
+        policy.join("mesh.yaml"),
+    )?;
+    ca.start_control_plane(mesh, &cp, &policy, "24h", &[])?;
+    let mut c = pinned(&srv, "1", bin("bulwark-testserver"));
+    c.args(["--http", "0.0.0.0:8080"]);
+    mesh.spawn(&srv, "server-tls", c)?;
+    mesh.wait_listening(&srv, 8080)?;
+    let anchors = ca.anchors().display().to_string();
+    let control_plane = format!("{}:5170", cp.ip);
+    let mut pids = Vec::new();
+    for (pod, sa) in [(&client, "client"), (&srv, "server")] {
+        let token = ca.token("bench", sa)?.display().to_string();
+        let workload = format!("bench/{sa}");
+        let ip = pod.ip.to_string();
+        let flags = [
+            ("--control-plane", control_plane.as_str()),
+            ("--workload", workload.as_str()),
+            ("--service-account", sa),
+            ("--pod-ips", ip.as_str()),
+            ("--trust-anchors", anchors.as_str()),
+            ("--identity-token-file", token.as_str()),
+        ];
+        pids.push(start_proxy(mesh, pod, &flags)?);
+    }
+    let server_ip = srv.ip.to_string();
+    wait_for(
+        "the client to know the server is meshed",
+        Duration::from_secs(10),
+        || {
+            let (_, dump) = client.admin("/config_dump")?;
+            let dump: serde_json::Value = serde_json::from_str(&dump)?;
+            Ok(dump["snapshot"]["meshed"][&server_ip].is_string())
+        },
+    )?;
+    Ok(Topo {
+        key: "CM",
+        name: "Bulwark, mesh hop (2 proxies), mutual TLS 1.3",
+        client,
+        url: format!("http://{}:8080{path}", srv.ip),
+        pids,
+        h2: true,
+    })
+}
+
+/// The client proxy's mesh TLS handshakes (full, resumed) and the requests it forwarded.
+fn handshakes(client: &Pod) -> Result<(f64, f64, f64)> {
+    let count = |result: &str| -> Result<f64> {
+        Ok(client
+            .metric(&format!(
+                "bulwark_tls_handshakes_total{{side=\"client\",result=\"{result}\"}}"
+            ))?
+            .unwrap_or(0.0))
+    };
+    Ok((
+        count("full")?,
+        count("resumed")?,
+        client.requests_total("outbound")?,
+    ))
+}
+
+fn setup(
+    mesh: &mut Mesh,
+    body: usize,
+    baseline: Option<&std::path::Path>,
+    ca: &MeshCa,
+) -> Result<Vec<Topo>> {
     let srv = mesh.pod("srv")?;
     let srvm = mesh.pod("srvm")?;
     for s in [&srv, &srvm] {
@@ -254,6 +332,7 @@ fn setup(mesh: &mut Mesh, body: usize, baseline: Option<&std::path::Path>) -> Re
             h2: true,
         },
     ];
+    topos.push(mesh_tls_hop(mesh, &path, ca)?);
     if let Some(base) = baseline {
         let b0 = mesh.pod("b0")?;
         let pid = start_build(mesh, &b0, &[], Some(base), ONE_WORKER)?;
@@ -430,7 +509,8 @@ fn main() -> Result<()> {
         ]
     };
     let mut mesh = Mesh::new("bench")?;
-    let mut topos = setup(&mut mesh, args.body, args.baseline_proxy.as_deref())?;
+    let ca = MeshCa::new("bench")?;
+    let mut topos = setup(&mut mesh, args.body, args.baseline_proxy.as_deref(), &ca)?;
     topos.retain(|t| t.key == "A" || args.only.is_empty() || args.only.iter().any(|k| k == t.key));
     let idle_rss: BTreeMap<&str, Vec<u64>> = topos
         .iter()
@@ -595,6 +675,14 @@ fn main() -> Result<()> {
                 fds(pid)
             );
         }
+    }
+    if let Some(t) = topos.iter().find(|t| t.key == "CM") {
+        let (full, resumed, requests) = handshakes(&t.client)?;
+        let _ = writeln!(
+            md,
+            "\nCM: the client proxy made {full:.0} full and {resumed:.0} resumed TLS handshakes for {requests:.0} requests ({:.1} per 10,000 requests).",
+            (full + resumed) * 10_000.0 / requests.max(1.0)
+        );
     }
     println!("{md}");
     std::fs::write(&args.out, &md).with_context(|| format!("writing {}", args.out.display()))?;
