@@ -82,7 +82,8 @@ fn run(cmd: &mut Command) -> Result<Output> {
     Ok(out)
 }
 
-fn check(cmd: &mut Command) -> Result<String> {
+/// Runs `cmd`; fails with its output unless it succeeds; returns its stdout.
+pub fn check(cmd: &mut Command) -> Result<String> {
     let out = run(cmd)?;
     ensure!(
         out.status.success(),

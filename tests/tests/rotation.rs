@@ -1,0 +1,151 @@
+//! Rotation under load: 20-second certificates renewed several times while two meshed pods
+//! exchange HTTP on pooled mesh connections and opaque TCP on a fresh mesh connection each,
+//! and, halfway, the control plane switched to an issuer under a second root (made with
+//! openssl, as an operator's PKI would) through a bundle holding both roots. No request
+//! and no connection may fail.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use bulwark_tests::identity::{MeshCa, meshed};
+use bulwark_tests::{Mesh, Pod, check, py_command, wait_for, workspace_root};
+
+/// Makes a root and an issuer under it with openssl in `dir`: `root.pem`, `issuer.pem`,
+/// `issuer.key` (PKCS#8), as an operator would with their own tooling.
+fn openssl_ca(dir: &std::path::Path, name: &str) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let script = format!(
+        "set -e; cd {d}
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out root.key 2>/dev/null
+openssl req -x509 -new -key root.key -subj '/CN={name} root' -days 30 \
+  -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' -out root.pem
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out issuer.key 2>/dev/null
+openssl req -new -key issuer.key -subj '/CN={name} issuer' -out issuer.csr
+printf 'basicConstraints=critical,CA:TRUE,pathlen:0\\nkeyUsage=critical,keyCertSign,cRLSign\\n' > ext.cnf
+openssl x509 -req -in issuer.csr -CA root.pem -CAkey root.key -CAcreateserial -days 30 -extfile ext.cnf -out issuer.pem 2>/dev/null
+chmod 644 root.pem issuer.pem",
+        d = dir.display()
+    );
+    check(std::process::Command::new("sh").args(["-c", &script]))?;
+    Ok(())
+}
+
+fn identity(pod: &Pod) -> Result<serde_json::Value> {
+    let (_, body) = pod.admin("/identity")?;
+    Ok(serde_json::from_str(&body)?)
+}
+
+#[test]
+fn certificates_and_the_root_rotate_under_load_without_a_failed_request() -> Result<()> {
+    let mut mesh = Mesh::new("rotation")?;
+    let (cp, client, server) = (mesh.pod("cp")?, mesh.pod("client")?, mesh.pod("server")?);
+    // The state directory keeps the token key; the CA itself comes from files.
+    let ca = MeshCa::new("rotation")?;
+    let (old, new) = (ca.dir.join("old"), ca.dir.join("new"));
+    openssl_ca(&old, "old")?;
+    openssl_ca(&new, "new")?;
+    let both = ca.dir.join("both-roots.pem");
+    let roots = std::fs::read_to_string(old.join("root.pem"))?
+        + &std::fs::read_to_string(new.join("root.pem"))?;
+    std::fs::write(&both, roots)?;
+    let policy = ca.dir.join("policy");
+    std::fs::create_dir_all(&policy)?;
+    std::fs::copy(
+        workspace_root().join("control-plane/examples/policy/mesh.yaml"),
+        policy.join("mesh.yaml"),
+    )?;
+    let issuer = |dir: &std::path::Path| -> Vec<String> {
+        vec![
+            "--trust-anchors".into(),
+            both.display().to_string(),
+            "--issuer-cert".into(),
+            dir.join("issuer.pem").display().to_string(),
+            "--issuer-key".into(),
+            dir.join("issuer.key").display().to_string(),
+        ]
+    };
+    let args = issuer(&old);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cp_pid = ca.start_control_plane(&mut mesh, &cp, &policy, "20s", &args)?;
+
+    mesh.testserver(&server)
+        .http("0.0.0.0:8080")
+        .banner("0.0.0.0:6379")
+        .name("web")
+        .start()?;
+    for (pod, sa) in [(&server, "web"), (&client, "checkout")] {
+        let token = ca.token("shop", sa)?;
+        let p = mesh.proxy(pod);
+        meshed(p, pod, &cp, &both, (&format!("shop/{sa}"), sa), &token).start()?;
+    }
+    let server_ip = server.ip.to_string();
+    wait_for(
+        "the client to know the server is meshed",
+        Duration::from_secs(10),
+        || {
+            let (_, dump) = client.admin("/config_dump")?;
+            let dump: serde_json::Value = serde_json::from_str(&dump)?;
+            Ok(dump["snapshot"]["meshed"][&server_ip].is_string())
+        },
+    )?;
+    for pod in [&client, &server] {
+        let id = identity(pod)?;
+        ensure!(
+            id["certificate"]["issuer"]
+                .as_str()
+                .unwrap_or("")
+                .contains("old issuer"),
+            "{id}"
+        );
+    }
+
+    // 45 s of load: HTTP/1 at 40 req/s on pooled mesh connections, and one opaque
+    // connection a second, each its own mesh TLS connection.
+    let h2load = format!(
+        "h2load --h1 -c 4 --rps 10 -D 45 http://{}:8080/ 2>&1",
+        server.ip
+    );
+    let opaque = format!(
+        "ok=0; for i in $(seq 1 40); do {} >/dev/null 2>&1 && ok=$((ok+1)); sleep 1; done; echo opaque ok $ok",
+        py_command("tcp_probe.py", &format!("banner {} 6379 1", server.ip))
+    );
+    let load = {
+        let c = client.clone();
+        std::thread::spawn(move || c.sh_ok(&h2load))
+    };
+    let probes = {
+        let c = client.clone();
+        std::thread::spawn(move || c.sh_ok(&opaque))
+    };
+
+    // Halfway through a certificate's life, the control plane moves to the new issuer.
+    std::thread::sleep(Duration::from_secs(10));
+    mesh.kill(cp_pid)?;
+    let args = issuer(&new);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ca.start_control_plane(&mut mesh, &cp, &policy, "20s", &args)?;
+
+    let load = load.join().expect("load thread")?;
+    let probes = probes.join().expect("probe thread")?;
+    let requests = load
+        .lines()
+        .find(|l| l.trim_start().starts_with("requests:"))
+        .context("h2load printed no summary")?;
+    assert!(
+        requests.contains(" 0 failed, 0 errored, 0 timeout"),
+        "{load}"
+    );
+    assert!(probes.contains("opaque ok 40"), "{probes}");
+
+    // Both proxies now hold certificates from the new issuer, and renewed more than once.
+    for pod in [&client, &server] {
+        let id = identity(pod)?;
+        let issuer = id["certificate"]["issuer"].as_str().unwrap_or("");
+        assert!(issuer.contains("new issuer"), "{id}");
+        assert!(id["renewals"].as_u64().unwrap_or(0) >= 3, "{id}");
+        assert_eq!(id["state"], "valid", "{id}");
+    }
+    let log = mesh.log_of(&format!("proxy-{}", server.ns));
+    assert!(!log.contains("handshake refused"), "{log}");
+    Ok(())
+}
