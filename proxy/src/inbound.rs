@@ -111,6 +111,7 @@ impl Inbound {
         let room = self.clone();
         let forward = move |mut req: http::Request<hyper::body::Incoming>, open| {
             let this = room.clone();
+            let caller = caller.clone();
             let allowed = this.authorized(
                 &caller,
                 dst,
@@ -120,6 +121,7 @@ impl Inbound {
                 let resp = match this.hop.prepare(&mut req, version, dst, open) {
                     Ok(p) if !allowed => this.hop.finish(p, dst, Err(Kind::Unauthorized.into())),
                     Ok(p) => {
+                        tell_client_id(req.headers_mut(), caller.id.as_deref());
                         let result = this.hop.passthrough(req, version, dst, None).await;
                         this.hop.finish(p, dst, result)
                     }
@@ -186,6 +188,19 @@ impl Inbound {
     }
 }
 
+/// The header that tells the app who called: the client's verified SPIFFE ID, set by the
+/// inbound proxy only (Linkerd's `l5d-client-id`).
+pub const CLIENT_ID_HEADER: &str = "x-bulwark-client-id";
+
+/// Sets [`CLIENT_ID_HEADER`] to `id`, and removes whatever the client sent in it: a caller
+/// can never claim an identity it did not prove.
+fn tell_client_id(headers: &mut http::HeaderMap, id: Option<&str>) {
+    headers.remove(CLIENT_ID_HEADER);
+    if let Some(v) = id.and_then(|id| http::HeaderValue::from_str(id).ok()) {
+        headers.insert(CLIENT_ID_HEADER, v);
+    }
+}
+
 impl Room for Inbound {
     async fn http(self: Arc<Self>, io: Conn, version: Version, dst: SocketAddr) {
         let Some(caller) = Caller::plain(io.get_ref()) else {
@@ -230,5 +245,26 @@ impl Room for Inbound {
             (Admission::Refuse, _) => {}
             _ => self.forward_opaque(io, dst, caller, None).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_proxy_says_who_called() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            CLIENT_ID_HEADER,
+            "spiffe://cluster.local/ns/x/sa/forged".parse().unwrap(),
+        );
+        tell_client_id(&mut h, None);
+        assert!(h.get(CLIENT_ID_HEADER).is_none());
+        h.append(CLIENT_ID_HEADER, "forged".parse().unwrap());
+        h.append(CLIENT_ID_HEADER, "forged again".parse().unwrap());
+        tell_client_id(&mut h, Some("spiffe://cluster.local/ns/shop/sa/web"));
+        let all: Vec<_> = h.get_all(CLIENT_ID_HEADER).iter().collect();
+        assert_eq!(all, ["spiffe://cluster.local/ns/shop/sa/web"]);
     }
 }

@@ -43,6 +43,8 @@ struct Meshed {
     policy: PathBuf,
     client: Pod,
     server: Pod,
+    /// The control plane's PID.
+    cp: u32,
 }
 
 fn meshed_pair(test: &str, mtls: Option<&str>) -> Result<Meshed> {
@@ -50,7 +52,7 @@ fn meshed_pair(test: &str, mtls: Option<&str>) -> Result<Meshed> {
     let (cp, client, server) = (mesh.pod("cp")?, mesh.pod("client")?, mesh.pod("server")?);
     let ca = MeshCa::new(test)?;
     let policy = policy(&ca, mtls)?;
-    ca.start_control_plane(&mut mesh, &cp, &policy, "1h", &[])?;
+    let cp_pid = ca.start_control_plane(&mut mesh, &cp, &policy, "1h", &[])?;
     mesh.testserver(&server)
         .http("0.0.0.0:8080")
         .banner("0.0.0.0:6379")
@@ -87,6 +89,7 @@ fn meshed_pair(test: &str, mtls: Option<&str>) -> Result<Meshed> {
         policy,
         client,
         server,
+        cp: cp_pid,
     })
 }
 
@@ -107,6 +110,7 @@ fn meshed_pods_speak_tls_with_each_others_identity_and_nothing_plain_crosses() -
         ca: _ca,
         client,
         server,
+        cp,
         ..
     } = meshed_pair("mtls-wire", None)?;
     let capture = mesh.capture()?;
@@ -119,6 +123,12 @@ fn meshed_pods_speak_tls_with_each_others_identity_and_nothing_plain_crosses() -
         ))?;
         assert!(out.contains("plaintext-marker"), "{out}");
     }
+    // The app learns who called from the server's proxy, and only from it.
+    let told = client.sh_ok(&format!(
+        "curl -sS -m 5 -H 'x-bulwark-client-id: spiffe://cluster.local/ns/shop/sa/admin' {url}/headers"
+    ))?;
+    let told: serde_json::Value = serde_json::from_str(told.trim())?;
+    assert_eq!(told["headers"]["x-bulwark-client-id"], CHECKOUT, "{told}");
     let h2 = client.sh_ok(&format!(
         "curl -sS -m 5 --http2-prior-knowledge -H 'X-Secret: plaintext-marker-h2' {url}/headers"
     ))?;
@@ -180,7 +190,7 @@ fn meshed_pods_speak_tls_with_each_others_identity_and_nothing_plain_crosses() -
         .requests("inbound", &format!("{}:8080", server.ip), "2xx")?
         .unwrap_or(0.0);
     assert_eq!(
-        served, 21.0,
+        served, 22.0,
         "the server's inbound proxy served every request"
     );
 
@@ -200,7 +210,18 @@ fn meshed_pods_speak_tls_with_each_others_identity_and_nothing_plain_crosses() -
         server.ip
     ))?;
     assert!(san.contains(&format!("URI:{WEB}")), "{san}");
-    let _ = CHECKOUT;
+
+    // The control plane gone, the proxies go on with the certificates they hold: pooled
+    // HTTP and a fresh mesh connection for opaque bytes both still work.
+    mesh.kill(cp)?;
+    let out = client.sh_ok(&format!("curl -sS -m 5 {url}/headers"))?;
+    assert!(out.contains("\"version\""), "{out}");
+    client.sh_ok(&py_command(
+        "tcp_probe.py",
+        &format!("banner {} 6379 2", server.ip),
+    ))?;
+    let id: serde_json::Value = serde_json::from_str(&client.admin("/identity")?.1)?;
+    assert_eq!(id["state"], "valid", "{id}");
     Ok(())
 }
 
@@ -222,6 +243,7 @@ fn a_strict_port_refuses_clients_outside_the_mesh_and_a_permissive_one_admits_th
         policy,
         client,
         server,
+        ..
     } = meshed_pair("mtls-strict", Some(strict))?;
     let outsider = mesh.pod("outsider")?;
     let url = format!("http://{}:8080", server.ip);
@@ -270,5 +292,11 @@ fn a_strict_port_refuses_clients_outside_the_mesh_and_a_permissive_one_admits_th
     );
     assert_eq!(outsider_gets(&outsider, &server)?, "200");
     assert_eq!(refused(&server)?, after);
+    // An unmeshed caller cannot claim an identity: the header it sends never reaches the app.
+    let spoof = outsider.sh_ok(&format!(
+        "curl -sS -m 5 -H 'x-bulwark-client-id: spiffe://cluster.local/ns/shop/sa/checkout' {url}/headers"
+    ))?;
+    let spoof: serde_json::Value = serde_json::from_str(spoof.trim())?;
+    assert!(spoof["headers"]["x-bulwark-client-id"].is_null(), "{spoof}");
     Ok(())
 }
