@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::drain::Drain;
 use crate::identity::Identity;
 use crate::inbound::authz::Journal;
+use crate::inbound::callers::Callers;
 use crate::lock::lock;
 use crate::metrics::{Metrics, ProcessStats};
 use crate::outbound::registry::Registry;
@@ -90,6 +91,8 @@ pub struct Admin {
     pub mesh: Option<Arc<MeshTls>>,
     /// Recent authorization decisions (`/authz`) and their counters.
     pub journal: Arc<Journal>,
+    /// Inbound requests by caller identity.
+    pub callers: Arc<Callers>,
     /// The mesh identity, when on (`/identity`).
     pub identity: Option<Arc<Identity>>,
 }
@@ -176,6 +179,7 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
                 m.render(&mut text);
             }
             s.journal.render(&mut text);
+            s.callers.render(&mut text);
             reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

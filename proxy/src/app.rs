@@ -19,6 +19,7 @@ use crate::http::Hop;
 use crate::identity::Identity;
 use crate::inbound::Inbound;
 use crate::inbound::authz::Journal;
+use crate::inbound::callers::Callers;
 use crate::init::{self, InitSpec, Iptables, Ipv6Mode};
 use crate::lock::lock;
 use crate::metrics::{Direction, Metrics};
@@ -183,6 +184,7 @@ pub async fn run(
         .as_ref()
         .map(|i| Arc::new(MeshTls::new(i.bundle.clone(), i.certs.clone())));
     let journal = Arc::new(Journal::default());
+    let callers = Arc::new(Callers::default());
     let admin_listener = bind("admin", cfg.admin_addr)?;
     let mut listeners = Vec::new();
     for (what, direction, addr) in listener_addrs(&cfg) {
@@ -204,6 +206,7 @@ pub async fn run(
             log,
             mesh: mesh.clone(),
             journal: journal.clone(),
+            callers: callers.clone(),
         }),
     ));
     let pools = Arc::new(Pools::new(cfg.http.clone(), cfg.tcp.clone(), mesh.clone()));
@@ -221,6 +224,7 @@ pub async fn run(
         snapshot: snapshot.clone(),
         workload: (cfg.workload.namespace.clone(), cfg.workload.name.clone()),
         journal: journal.clone(),
+        callers: callers.clone(),
     });
     let outbound = Arc::new(Outbound {
         hop: hop(Direction::Outbound),

@@ -10,16 +10,19 @@
 //! authorized ([`authz`]) before it is forwarded.
 
 pub mod authz;
+pub mod callers;
 pub mod mode;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use self::authz::Journal;
+use self::callers::Callers;
 use self::mode::{Admission, Arrival};
 use crate::accept::{Conn, Room};
 use crate::error::Kind;
@@ -43,19 +46,27 @@ pub struct Inbound {
     pub workload: (String, String),
     /// Recent authorization decisions and their counters (`/authz`).
     pub journal: Arc<Journal>,
+    /// Requests by caller identity.
+    pub callers: Arc<Callers>,
 }
 
-/// Who is calling: the peer's address and, over mesh TLS, its verified identity.
+/// Who is calling: the peer's address and, over mesh TLS, its verified identity, with the
+/// counter its requests go to.
 #[derive(Debug, Clone)]
 struct Caller {
     addr: SocketAddr,
     id: Option<Arc<str>>,
+    requests: Arc<AtomicU64>,
 }
 
-impl Caller {
-    fn plain(io: &TcpStream) -> Option<Self> {
-        let addr = io.peer_addr().ok()?;
-        Some(Self { addr, id: None })
+impl Inbound {
+    fn caller(&self, addr: SocketAddr, id: Option<Arc<str>>) -> Caller {
+        let requests = self.callers.counter(id.as_deref());
+        Caller { addr, id, requests }
+    }
+
+    fn plain_caller(&self, io: &TcpStream) -> Option<Caller> {
+        Some(self.caller(io.peer_addr().ok()?, None))
     }
 }
 
@@ -112,6 +123,7 @@ impl Inbound {
         let forward = move |mut req: http::Request<hyper::body::Incoming>, open| {
             let this = room.clone();
             let caller = caller.clone();
+            caller.requests.fetch_add(1, Ordering::Relaxed);
             let allowed = this.authorized(
                 &caller,
                 dst,
@@ -172,10 +184,7 @@ impl Inbound {
         };
         tracing::debug!(client = %t.peer, peer = ?peer, %dst, "mesh connection");
         let Some(addr) = peer else { return };
-        let caller = Caller {
-            addr,
-            id: Some(t.peer.to_string().into()),
-        };
+        let caller = self.caller(addr, Some(t.peer.to_string().into()));
         match t.alpn.as_slice() {
             bulwark_identity::ALPN_HTTP1 => {
                 self.serve_http(t.stream, Version::Http1, dst, caller).await
@@ -203,7 +212,7 @@ fn tell_client_id(headers: &mut http::HeaderMap, id: Option<&str>) {
 
 impl Room for Inbound {
     async fn http(self: Arc<Self>, io: Conn, version: Version, dst: SocketAddr) {
-        let Some(caller) = Caller::plain(io.get_ref()) else {
+        let Some(caller) = self.plain_caller(io.get_ref()) else {
             return;
         };
         if self.admit(Arrival::Other, dst, io.get_ref()) == Admission::Refuse {
@@ -213,7 +222,7 @@ impl Room for Inbound {
     }
 
     async fn opaque(self: Arc<Self>, io: Conn, dst: SocketAddr, learn: Option<OnFirstByte>) {
-        let Some(caller) = Caller::plain(io.get_ref()) else {
+        let Some(caller) = self.plain_caller(io.get_ref()) else {
             return;
         };
         if self.admit(Arrival::Other, dst, io.get_ref()) == Admission::Refuse {
@@ -235,7 +244,7 @@ impl Room for Inbound {
             Hello::Mesh => Arrival::MeshTls,
             Hello::Other => Arrival::Other,
         };
-        let Some(caller) = Caller::plain(&tcp) else {
+        let Some(caller) = self.plain_caller(&tcp) else {
             return;
         };
         let admission = self.admit(arrival, dst, &tcp);

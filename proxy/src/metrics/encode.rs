@@ -313,7 +313,7 @@ pub(super) fn header(o: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Escapes a label value per the exposition format.
-pub(super) fn escape(v: &str) -> String {
+pub fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -158,6 +158,7 @@ fn every_exported_family_is_documented_and_every_documented_one_exported() {
     crate::transport::mesh::MeshTls::new(identity.bundle.clone(), identity.certs.clone())
         .render(&mut text);
     crate::inbound::authz::Journal::default().render(&mut text);
+    crate::inbound::callers::Callers::default().render(&mut text);
     let exported: std::collections::BTreeSet<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
