@@ -258,6 +258,13 @@ pub async fn run(
             drain.clone(),
         ));
     }
+    if let (Some(identity), Some(anchors)) = (&identity, &cfg.identity.trust_anchors) {
+        tokio::spawn(crate::identity::bundle::follow(
+            anchors.clone(),
+            identity.bundle.clone(),
+            drain.clone(),
+        ));
+    }
     if let (Some(endpoint), Some(identity), Some(tls), Some(token_file)) = (
         cfg.control_plane.clone(),
         identity.clone(),

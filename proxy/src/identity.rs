@@ -290,6 +290,7 @@ pub async fn run(identity: Arc<Identity>, certifier: Certifier, drain: Drain) {
     }
 }
 
+pub mod bundle;
 mod certify;
 
 pub use self::certify::Certifier;

@@ -197,7 +197,11 @@ fn meshed_pods_speak_tls_with_each_others_identity_and_nothing_plain_crosses() -
     let by_caller = server.metric(&format!(
         "bulwark_inbound_requests_total{{tls=\"true\",client_id=\"{CHECKOUT}\"}}"
     ))?;
-    assert_eq!(by_caller, Some(22.0), "requests counted by the caller's identity");
+    assert_eq!(
+        by_caller,
+        Some(22.0),
+        "requests counted by the caller's identity"
+    );
 
     // From a pod outside the mesh, openssl sees the server's chain and its SPIFFE ID; with
     // no client certificate, the handshake goes no further.

@@ -2,7 +2,8 @@
 //! exchange HTTP on pooled mesh connections and opaque TCP on a fresh mesh connection each,
 //! and, halfway, the control plane switched to an issuer under a second root (made with
 //! openssl, as an operator's PKI would) through a bundle holding both roots. No request
-//! and no connection may fail.
+//! and no connection may fail. Then the old root is retired from the bundle file, which the
+//! proxies follow without a restart.
 
 use std::time::Duration;
 
@@ -147,5 +148,30 @@ fn certificates_and_the_root_rotate_under_load_without_a_failed_request() -> Res
     }
     let log = mesh.log_of(&format!("proxy-{}", server.ns));
     assert!(!log.contains("handshake refused"), "{log}");
+
+    // The old root retired: the bundle file now holds the new root alone, and the proxies
+    // follow the file without a restart; new mesh connections still verify.
+    let tmp = ca.dir.join(".both-roots.tmp");
+    std::fs::copy(new.join("root.pem"), &tmp)?;
+    std::fs::rename(&tmp, &both)?;
+    for pod in [&client, &server] {
+        wait_for(
+            "the proxy to read the new bundle",
+            Duration::from_secs(15),
+            || {
+                let id = identity(pod)?;
+                Ok(id["trust_anchor_fingerprints"].as_array().map(Vec::len) == Some(1))
+            },
+        )?;
+    }
+    client.sh_ok(&py_command(
+        "tcp_probe.py",
+        &format!("banner {} 6379 2", server.ip),
+    ))?;
+    let ok = client.sh_ok(&format!(
+        "curl -sS -m 5 -o /dev/null -w '%{{http_code}}' http://{}:8080/",
+        server.ip
+    ))?;
+    assert_eq!(ok, "200");
     Ok(())
 }
