@@ -24,7 +24,7 @@ fn examples() -> PathBuf {
 fn the_shipped_examples_are_valid() {
     let (code, out, err) = bulwarkctl(&[&examples()]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.trim(), "3 files, 4 documents: valid");
+    assert_eq!(out.trim(), "4 files, 6 documents: valid");
 }
 
 #[test]
@@ -105,7 +105,7 @@ fn standard_input_is_read_and_empty_input_fails() {
     let (code, out) = run(&web.replace("kind: TrafficPolicy", "kind: TraficPolicy"));
     assert_eq!(code, Some(1), "{out}");
     assert!(
-        out.contains("error: <stdin>:7:1: kind: must be one of Backend, TrafficPolicy, MeshConfig, got \"TraficPolicy\"; did you mean TrafficPolicy?"),
+        out.contains("error: <stdin>:7:1: kind: must be one of Backend, TrafficPolicy, MeshConfig, AuthorizationPolicy, got \"TraficPolicy\"; did you mean TrafficPolicy?"),
         "{out}"
     );
     let (code, out) = run("");
