@@ -47,6 +47,18 @@ impl MeshCa {
         Ok(pid)
     }
 
+    /// A policy directory inside the state directory (so it goes with it) holding the
+    /// example MeshConfig.
+    pub fn policy_dir(&self) -> Result<PathBuf> {
+        let dir = self.dir.join("policy");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(
+            crate::workspace_root().join("control-plane/examples/policy/mesh.yaml"),
+            dir.join("mesh.yaml"),
+        )?;
+        Ok(dir)
+    }
+
     /// The trust anchors the control plane made.
     pub fn anchors(&self) -> PathBuf {
         self.dir.join("trust-anchors.pem")
@@ -72,6 +84,21 @@ impl Drop for MeshCa {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Waits until `pod`'s proxy has a snapshot naming `peer` as a meshed workload (so its
+/// connections there are mesh TLS).
+pub fn wait_meshed(pod: &Pod, peer: &Pod) -> Result<()> {
+    let ip = peer.ip.to_string();
+    crate::wait_for(
+        &format!("{} to know {} is meshed", pod.ns, peer.ns),
+        std::time::Duration::from_secs(10),
+        || {
+            let (_, dump) = pod.admin("/config_dump")?;
+            let dump: serde_json::Value = serde_json::from_str(&dump)?;
+            Ok(dump["snapshot"]["meshed"][&ip].is_string())
+        },
+    )
 }
 
 /// Flags that make `proxy` the meshed workload `namespace/name` with service account `sa`,

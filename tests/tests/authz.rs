@@ -3,11 +3,9 @@
 //! (grpcio) or a closed connection (opaque), a deny policy winning over an allow; every
 //! denial is counted by policy and reason and explained on `/authz`.
 
-use std::time::Duration;
-
 use anyhow::Result;
-use bulwark_tests::identity::{MeshCa, meshed};
-use bulwark_tests::{Mesh, Pod, py_command, py_script, python, wait_for, workspace_root};
+use bulwark_tests::identity::{MeshCa, meshed, wait_meshed};
+use bulwark_tests::{Mesh, Pod, py_command, py_script, python};
 
 const CHECKOUT: &str = "spiffe://cluster.local/ns/shop/sa/checkout";
 const ADS: &str = "spiffe://cluster.local/ns/ads/sa/ads";
@@ -56,12 +54,7 @@ fn only_the_identities_a_policy_names_get_through_and_each_denial_is_explained()
     let cp = mesh.pod("cp")?;
     let (server, checkout, ads) = (mesh.pod("server")?, mesh.pod("checkout")?, mesh.pod("ads")?);
     let ca = MeshCa::new("authz")?;
-    let policy = ca.dir.join("policy");
-    std::fs::create_dir_all(&policy)?;
-    std::fs::copy(
-        workspace_root().join("control-plane/examples/policy/mesh.yaml"),
-        policy.join("mesh.yaml"),
-    )?;
+    let policy = ca.policy_dir()?;
     std::fs::write(policy.join("authz.yaml"), POLICY)?;
     ca.start_control_plane(&mut mesh, &cp, &policy, "1h", &[])?;
 
@@ -85,17 +78,8 @@ fn only_the_identities_a_policy_names_get_through_and_each_denial_is_explained()
         let p = mesh.proxy(pod);
         meshed(p, pod, &cp, &anchors, (&format!("{ns}/{sa}"), sa), &token).start()?;
     }
-    let server_ip = server.ip.to_string();
     for pod in [&checkout, &ads] {
-        wait_for(
-            "the server to be known as meshed",
-            Duration::from_secs(10),
-            || {
-                let (_, dump) = pod.admin("/config_dump")?;
-                let dump: serde_json::Value = serde_json::from_str(&dump)?;
-                Ok(dump["snapshot"]["meshed"][&server_ip].is_string())
-            },
-        )?;
+        wait_meshed(pod, &server)?;
     }
     let url = format!("http://{}:8080", server.ip);
 

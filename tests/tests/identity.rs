@@ -7,19 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bulwark_tests::identity::{MeshCa, meshed};
-use bulwark_tests::{Mesh, Pod, bin, wait_for, workspace_root};
-
-/// A policy directory with the example MeshConfig, inside the CA's state directory (so it
-/// goes with it).
-fn mesh_policy(ca: &MeshCa) -> Result<std::path::PathBuf> {
-    let dir = ca.dir.join("policy");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::copy(
-        workspace_root().join("control-plane/examples/policy/mesh.yaml"),
-        dir.join("mesh.yaml"),
-    )?;
-    Ok(dir)
-}
+use bulwark_tests::{Mesh, Pod, bin, wait_for};
 
 fn identity(pod: &Pod) -> Result<serde_json::Value> {
     let (code, body) = pod.admin("/identity")?;
@@ -45,7 +33,7 @@ fn a_proxy_gets_the_identity_its_token_grants_over_a_verified_channel() -> Resul
     let mut mesh = Mesh::new("id-issue")?;
     let (cp, a) = (mesh.pod("cp")?, mesh.pod("a")?);
     let ca = MeshCa::new("id-issue")?;
-    let policy = mesh_policy(&ca)?;
+    let policy = ca.policy_dir()?;
     ca.start_control_plane(&mut mesh, &cp, &policy, "1h", &[])?;
     let token = ca.token("shop", "web")?;
     let proxy = mesh.proxy(&a);
@@ -129,7 +117,7 @@ fn tokens_and_roots_that_do_not_fit_get_no_certificate() -> Result<()> {
     let cp = mesh.pod("cp")?;
     let (wrong_sa, wrong_root, forged) = (mesh.pod("b")?, mesh.pod("c")?, mesh.pod("d")?);
     let ca = MeshCa::new("id-refuse")?;
-    let policy = mesh_policy(&ca)?;
+    let policy = ca.policy_dir()?;
     ca.start_control_plane(&mut mesh, &cp, &policy, "1h", &[])?;
     let web = ca.token("shop", "web")?;
 
@@ -224,7 +212,7 @@ fn renewals_use_the_certificate_and_a_lost_control_plane_is_reported_before_expi
     let mut mesh = Mesh::new("id-renew")?;
     let (cp, a) = (mesh.pod("cp")?, mesh.pod("a")?);
     let ca = MeshCa::new("id-renew")?;
-    let policy = mesh_policy(&ca)?;
+    let policy = ca.policy_dir()?;
     let cp_pid = ca.start_control_plane(&mut mesh, &cp, &policy, "20s", &[])?;
     let token = ca.token("shop", "web")?;
     let proxy = mesh.proxy(&a);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bulwark_tests::identity::{MeshCa, meshed};
+use bulwark_tests::identity::{MeshCa, meshed, wait_meshed};
 use bulwark_tests::{Mesh, Pod, py_command, wait_for, workspace_root};
 
 const CHECKOUT: &str = "spiffe://cluster.local/ns/shop/sa/checkout";
@@ -16,8 +16,7 @@ const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
 
 /// A policy directory holding the example MeshConfig, with `mtls` appended when given.
 fn policy(ca: &MeshCa, mtls: Option<&str>) -> Result<PathBuf> {
-    let dir = ca.dir.join("policy");
-    std::fs::create_dir_all(&dir)?;
+    let dir = ca.policy_dir()?;
     write_mesh(&dir, mtls)?;
     Ok(dir)
 }
@@ -73,16 +72,7 @@ fn meshed_pair(test: &str, mtls: Option<&str>) -> Result<Meshed> {
         &checkout,
     )
     .start()?;
-    let server_ip = server.ip.to_string();
-    wait_for(
-        "the client to learn the server is meshed",
-        Duration::from_secs(10),
-        || {
-            let (_, dump) = client.admin("/config_dump")?;
-            let dump: serde_json::Value = serde_json::from_str(&dump)?;
-            Ok(dump["snapshot"]["meshed"][&server_ip] == WEB)
-        },
-    )?;
+    wait_meshed(&client, &server)?;
     Ok(Meshed {
         mesh,
         ca,

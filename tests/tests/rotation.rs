@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use bulwark_tests::identity::{MeshCa, meshed};
-use bulwark_tests::{Mesh, Pod, check, py_command, wait_for, workspace_root};
+use bulwark_tests::identity::{MeshCa, meshed, wait_meshed};
+use bulwark_tests::{Mesh, Pod, check, py_command, wait_for};
 
 /// Makes a root and an issuer under it with openssl in `dir`: `root.pem`, `issuer.pem`,
 /// `issuer.key` (PKCS#8), as an operator would with their own tooling.
@@ -49,12 +49,7 @@ fn certificates_and_the_root_rotate_under_load_without_a_failed_request() -> Res
     let roots = std::fs::read_to_string(old.join("root.pem"))?
         + &std::fs::read_to_string(new.join("root.pem"))?;
     std::fs::write(&both, roots)?;
-    let policy = ca.dir.join("policy");
-    std::fs::create_dir_all(&policy)?;
-    std::fs::copy(
-        workspace_root().join("control-plane/examples/policy/mesh.yaml"),
-        policy.join("mesh.yaml"),
-    )?;
+    let policy = ca.policy_dir()?;
     let issuer = |dir: &std::path::Path| -> Vec<String> {
         vec![
             "--trust-anchors".into(),
@@ -79,16 +74,7 @@ fn certificates_and_the_root_rotate_under_load_without_a_failed_request() -> Res
         let p = mesh.proxy(pod);
         meshed(p, pod, &cp, &both, (&format!("shop/{sa}"), sa), &token).start()?;
     }
-    let server_ip = server.ip.to_string();
-    wait_for(
-        "the client to know the server is meshed",
-        Duration::from_secs(10),
-        || {
-            let (_, dump) = client.admin("/config_dump")?;
-            let dump: serde_json::Value = serde_json::from_str(&dump)?;
-            Ok(dump["snapshot"]["meshed"][&server_ip].is_string())
-        },
-    )?;
+    wait_meshed(&client, &server)?;
     for pod in [&client, &server] {
         let id = identity(pod)?;
         ensure!(

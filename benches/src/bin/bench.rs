@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bulwark_benches::{Report, add_pairs, b2_policy, histogram};
-use bulwark_tests::identity::MeshCa;
-use bulwark_tests::{Mesh, Pod, ProxyCommand, bin, wait_for, workspace_root};
+use bulwark_tests::identity::{MeshCa, wait_meshed};
+use bulwark_tests::{Mesh, Pod, ProxyCommand, bin};
 use clap::Parser;
 use hdrhistogram::Histogram;
 
@@ -189,12 +189,7 @@ fn mesh_tls_hop(mesh: &mut Mesh, path: &str, ca: &MeshCa) -> Result<Topo> {
     let cp = mesh.pod("cpm")?;
     let srv = mesh.pod("srvt")?;
     let client = mesh.pod("cm")?;
-    let policy = ca.dir.join("policy");
-    std::fs::create_dir_all(&policy)?;
-    std::fs::copy(
-        workspace_root().join("control-plane/examples/policy/mesh.yaml"),
-        policy.join("mesh.yaml"),
-    )?;
+    let policy = ca.policy_dir()?;
     ca.start_control_plane(mesh, &cp, &policy, "24h", &[])?;
     let mut c = pinned(&srv, "1", bin("bulwark-testserver"));
     c.args(["--http", "0.0.0.0:8080"]);
@@ -217,16 +212,7 @@ fn mesh_tls_hop(mesh: &mut Mesh, path: &str, ca: &MeshCa) -> Result<Topo> {
         ];
         pids.push(start_proxy(mesh, pod, &flags)?);
     }
-    let server_ip = srv.ip.to_string();
-    wait_for(
-        "the client to know the server is meshed",
-        Duration::from_secs(10),
-        || {
-            let (_, dump) = client.admin("/config_dump")?;
-            let dump: serde_json::Value = serde_json::from_str(&dump)?;
-            Ok(dump["snapshot"]["meshed"][&server_ip].is_string())
-        },
-    )?;
+    wait_meshed(&client, &srv)?;
     Ok(Topo {
         key: "CM",
         name: "Bulwark, mesh hop (2 proxies), mutual TLS 1.3",
