@@ -47,8 +47,10 @@ pub(crate) struct RunArgs {
     /// Also listen on IPv6 ([::1] outbound, [::] inbound) and verify ip6tables rules.
     #[arg(long, env = "BULWARK_IPV6", default_value_t = false, action = ArgAction::Set)]
     pub(crate) ipv6: bool,
-    /// Hold /ready at 503 until the iptables rules are verified (needs CAP_NET_ADMIN to read them).
-    #[arg(long, env = "BULWARK_VERIFY_REDIRECT", default_value_t = true, action = ArgAction::Set)]
+    /// Hold /ready at 503 until the iptables rules read back as written. Needs CAP_NET_ADMIN,
+    /// so it is off by default: `init` proves the rules by connecting through them, and the
+    /// proxy runs with every capability dropped.
+    #[arg(long, env = "BULWARK_VERIFY_REDIRECT", default_value_t = false, action = ArgAction::Set)]
     pub(crate) verify_redirect: bool,
     /// UID whose traffic the rules exempt; the proxy must run as this UID.
     #[arg(long, env = "BULWARK_PROXY_UID", default_value_t = config::DEFAULT_PROXY_UID)]
@@ -277,6 +279,15 @@ pub(crate) struct InitArgs {
         default_value = "auto"
     )]
     pub(crate) iptables_backend: Iptables,
+    /// After applying the rules, prove they redirect: connect to this pod's address on the
+    /// sentinel port and see the connection arrive where the outbound rule sends it. A
+    /// failure fails the init container, naming the rule.
+    #[arg(long, env = "BULWARK_INIT_VALIDATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) validate: bool,
+    /// The pod's IPv4 address to validate with (the downward API's status.podIP); the first
+    /// address of a non-loopback interface when absent.
+    #[arg(long, env = "BULWARK_POD_IP")]
+    pub(crate) pod_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Args, Debug)]

@@ -275,7 +275,7 @@ impl Default for Config {
             inbound_addr: SocketAddr::from(([0, 0, 0, 0], DEFAULT_INBOUND_PORT)),
             admin_addr: DEFAULT_ADMIN_ADDR,
             ipv6: false,
-            verify_redirect: true,
+            verify_redirect: false,
             proxy_uid: DEFAULT_PROXY_UID,
             proxy_gid: DEFAULT_PROXY_GID,
             admin_shutdown: false,

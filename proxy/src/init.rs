@@ -6,6 +6,7 @@
 //! running `init` twice leaves one set of rules.
 
 mod tools;
+pub mod validate;
 
 use std::fmt::Write as _;
 use std::str::FromStr;

@@ -98,6 +98,19 @@ fn init_cmd(a: InitArgs) -> anyhow::Result<ExitCode> {
     }
     init::apply(&spec, &tools).context("applying the redirection rules")?;
     init::check(&spec, &tools, true).context("the rules did not read back as written")?;
+    if a.validate {
+        use init::validate::{Validation, pod_address, validate};
+        match a.pod_ip.or_else(|| pod_address(false)) {
+            Some(ip) => match validate(&spec, ip)? {
+                Validation::Verified(at) => println!(
+                    "redirection verified: a connection to {at} arrived on the outbound port {}",
+                    spec.outbound_port
+                ),
+                Validation::Skipped(why) => println!("redirection not validated: {why}"),
+            },
+            None => println!("redirection not validated: the pod has no IPv4 address"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

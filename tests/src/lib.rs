@@ -182,15 +182,16 @@ impl std::fmt::Display for Fault {
     }
 }
 
-/// `bulwark-proxy run` in a pod, as the proxy's UID and GID with no capability but
-/// CAP_NET_ADMIN (so it can read its rules back for `/ready`). [`Mesh::proxy`] starts one
-/// and waits for it; this is for a run a test drives itself.
+/// `bulwark-proxy run` in a pod as a Kubernetes pod runs the sidecar: the proxy's UID and
+/// GID, every capability dropped (bounding set too) and no new privileges. [`Mesh::proxy`]
+/// starts one and waits for it; this is for a run a test drives itself.
 #[derive(Debug, Clone)]
 pub struct ProxyCommand {
     pod: Pod,
     cpu: Option<String>,
     flags: Vec<OsString>,
     binary: Option<PathBuf>,
+    net_admin: bool,
 }
 
 impl ProxyCommand {
@@ -201,7 +202,15 @@ impl ProxyCommand {
             cpu: None,
             flags: Vec::new(),
             binary: None,
+            net_admin: false,
         }
+    }
+
+    /// Keeps CAP_NET_ADMIN, for `--verify-redirect true` (reading the rules back), the one
+    /// feature that needs it.
+    pub fn with_net_admin(mut self) -> Self {
+        self.net_admin = true;
+        self
     }
 
     /// Runs this build of the proxy instead of the workspace's (a benchmark comparing two).
@@ -234,9 +243,19 @@ impl ProxyCommand {
             None => self.pod.cmd("setpriv"),
         };
         let uid = PROXY_UID.to_string();
-        c.args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
-            .args(["--inh-caps", "+net_admin", "--ambient-caps", "+net_admin"])
-            .arg(self.binary.clone().unwrap_or_else(|| bin("bulwark-proxy")))
+        c.args(["--reuid", &uid, "--regid", &uid, "--clear-groups"]);
+        if self.net_admin {
+            c.args(["--inh-caps", "+net_admin", "--ambient-caps", "+net_admin"]);
+        } else {
+            c.args([
+                "--inh-caps",
+                "-all",
+                "--bounding-set",
+                "-all",
+                "--no-new-privs",
+            ]);
+        }
+        c.arg(self.binary.clone().unwrap_or_else(|| bin("bulwark-proxy")))
             .arg("run")
             .args(&self.flags);
         c

@@ -61,6 +61,12 @@ fn the_demo_shows_the_injected_fault_absorbed() -> Result<()> {
         text.contains("explains the 403: client spiffe://cluster.local/ns/shop/sa/ads"),
         "{text}"
     );
+    assert!(
+        text.contains(
+            "client proxy process: UID 5102, effective capabilities 0000000000000000, NoNewPrivs 1"
+        ),
+        "{text}"
+    );
     assert!(text.contains("done in"), "{text}");
     Ok(())
 }

@@ -163,3 +163,58 @@ fn ipv6_traffic_is_intercepted_in_both_directions() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn init_proves_the_rules_redirect_and_the_proxy_needs_no_privilege() -> Result<()> {
+    let mut mesh = Mesh::new("capfree")?;
+    let (client, server) = (mesh.pod("client")?, mesh.pod("server")?);
+    mesh.testserver(&server).http("0.0.0.0:8080").start()?;
+
+    // init applies the rules, then proves them: its own connection to the pod's address
+    // lands on the outbound port with the sentinel as its original destination.
+    let out = mesh.init(&client, &[])?;
+    assert!(
+        out.contains(&format!(
+            "redirection verified: a connection to {}:15999 arrived on the outbound port 5140",
+            client.ip
+        )),
+        "{out}"
+    );
+
+    // The sidecar: UID 5102, no capability at all, no new privileges, and still ready and
+    // intercepting.
+    let pid = mesh.proxy(&client).without_init().start()?.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(field("Uid:").starts_with("5102"), "{status}");
+    for caps in ["CapEff:", "CapPrm:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(field(caps), "0000000000000000", "{caps} {status}");
+    }
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+    client.sh_ok(&format!("curl -sf -o /dev/null http://{}:8080/", server.ip))?;
+    assert_eq!(
+        client.requests("outbound", &format!("{}:8080", server.ip), "2xx")?,
+        Some(1.0)
+    );
+
+    // A rule ahead of ours that takes the sentinel's traffic away: init fails and names
+    // the rule it depends on.
+    let other = mesh.pod("other")?;
+    other.sh_ok("iptables -t nat -I OUTPUT 1 -p tcp --dport 15999 -j ACCEPT")?;
+    let failed = other.sh(&format!("{} init", bin("bulwark-proxy").display()))?;
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "{err}");
+    assert!(
+        err.contains("outbound redirection does not work")
+            && err.contains("-A BULWARK_OUTPUT -p tcp -j REDIRECT --to-ports 5140"),
+        "{err}"
+    );
+    Ok(())
+}

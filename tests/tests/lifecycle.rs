@@ -97,7 +97,11 @@ fn ready_waits_for_the_rules_and_await_waits_for_ready() -> Result<()> {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("started"));
 
     // Proxy started before init: /ready is 503 and names the missing rule.
-    let pid = mesh.spawn(&pod, "proxy-early", ProxyCommand::new(&pod).command())?;
+    // Reading the rules back needs CAP_NET_ADMIN: this run keeps it and asks for it.
+    let early = ProxyCommand::new(&pod)
+        .with_net_admin()
+        .flag("--verify-redirect", "true");
+    let pid = mesh.spawn(&pod, "proxy-early", early.command())?;
     let mut ready = None;
     wait_for("the proxy to have checked its rules", secs(5), || {
         ready = pod

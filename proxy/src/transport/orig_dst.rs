@@ -11,7 +11,15 @@ use tokio::net::TcpStream;
 /// Fails with `NotFound`-like errors when the connection was not redirected by netfilter
 /// (no conntrack entry), which callers treat as "connected to the proxy port directly".
 pub fn original_dst(stream: &TcpStream) -> io::Result<SocketAddr> {
-    let local = stream.local_addr()?;
+    of(stream, stream.local_addr()?)
+}
+
+/// [`original_dst`] of a blocking socket (the init container's validation).
+pub fn original_dst_blocking(stream: &std::net::TcpStream) -> io::Result<SocketAddr> {
+    of(stream, stream.local_addr()?)
+}
+
+fn of(stream: &impl std::os::fd::AsFd, local: SocketAddr) -> io::Result<SocketAddr> {
     match local {
         SocketAddr::V4(_) => {
             let sa = getsockopt(stream, sockopt::OriginalDst).map_err(io::Error::from)?;

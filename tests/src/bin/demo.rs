@@ -183,7 +183,7 @@ fn main() -> Result<()> {
 
     step(
         3,
-        "bulwark-proxy init (iptables REDIRECT) and bulwark-proxy run as UID 5102 in every pod, each with a bootstrap token (bulwarkctl token create)",
+        "bulwark-proxy init (iptables REDIRECT, then proven by a connection through it) and bulwark-proxy run as UID 5102 with every capability dropped in every pod, each with a bootstrap token (bulwarkctl token create)",
     );
     let tokens = [
         ca.token("shop", "checkout")?,
@@ -201,7 +201,25 @@ fn main() -> Result<()> {
         .chain(others)
     {
         let proxy = mesh.proxy(pod);
-        meshed(proxy, pod, &cp, &anchors, (workload, sa), token).start()?;
+        let pid = meshed(proxy, pod, &cp, &anchors, (workload, sa), token)
+            .start()?
+            .0;
+        if pod.ns == client.ns {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+                    .unwrap_or_default()
+            };
+            println!(
+                "    client proxy process: UID {}, effective capabilities {}, NoNewPrivs {}",
+                field("Uid:"),
+                field("CapEff:"),
+                field("NoNewPrivs:")
+            );
+        }
     }
     for (pod, name) in [(&client, "client"), (&replicas[0], "checkout-0")] {
         let (_, body) = pod.admin("/identity")?;
