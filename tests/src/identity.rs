@@ -86,6 +86,26 @@ impl Drop for MeshCa {
     }
 }
 
+/// Makes a root and an issuer under it with openssl in `dir`: `root.pem`, `issuer.pem`,
+/// `issuer.key` (PKCS#8), as an operator would with their own tooling.
+pub fn openssl_ca(dir: &std::path::Path, name: &str) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let script = format!(
+        "set -e; cd {d}
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out root.key 2>/dev/null
+openssl req -x509 -new -key root.key -subj '/CN={name} root' -days 30 \
+  -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' -out root.pem
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out issuer.key 2>/dev/null
+openssl req -new -key issuer.key -subj '/CN={name} issuer' -out issuer.csr
+printf 'basicConstraints=critical,CA:TRUE,pathlen:0\\nkeyUsage=critical,keyCertSign,cRLSign\\n' > ext.cnf
+openssl x509 -req -in issuer.csr -CA root.pem -CAkey root.key -CAcreateserial -days 30 -extfile ext.cnf -out issuer.pem 2>/dev/null
+chmod 644 root.pem issuer.pem",
+        d = dir.display()
+    );
+    crate::check(std::process::Command::new("sh").args(["-c", &script]))?;
+    Ok(())
+}
+
 /// Waits until `pod`'s proxy has a snapshot naming `peer` as a meshed workload (so its
 /// connections there are mesh TLS).
 pub fn wait_meshed(pod: &Pod, peer: &Pod) -> Result<()> {

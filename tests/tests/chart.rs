@@ -1,6 +1,12 @@
-//! The chart's CRDs, checked by real Kubernetes tooling, and the example policy against them.
+//! The chart, checked by real Kubernetes tooling: its CRDs and the example policy against
+//! them; lint, render and Pod Security with Helm's own SDK and Kubernetes' schemas; and the
+//! control plane run exactly as the rendered Deployment says.
 
-use bulwark_tests::{py_script, python, workspace_root};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bulwark_tests::identity::{MeshCa, openssl_ca};
+use bulwark_tests::{Mesh, bin, py_script, python, wait_for, workspace_root};
 
 #[test]
 fn crds_pass_kubernetes_validation_and_examples_conform() {
@@ -20,4 +26,149 @@ fn crds_pass_kubernetes_validation_and_examples_conform() {
     assert_eq!(stdout.matches("crd ok:").count(), 4, "{stdout}");
     assert!(stdout.contains("examples ok: 6 documents"), "{stdout}");
     assert!(stdout.contains("broken example rejected"), "{stdout}");
+}
+
+/// The container of the rendered control-plane Deployment.
+fn control_plane(docs: &[serde_json::Value]) -> Result<(&serde_json::Value, &serde_json::Value)> {
+    let d = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "bulwark-control-plane")
+        .context("no control-plane Deployment rendered")?;
+    let pod = &d["spec"]["template"]["spec"];
+    Ok((pod, &pod["containers"][0]))
+}
+
+#[test]
+fn the_chart_lints_renders_valid_restricted_manifests_and_what_it_says_runs() -> Result<()> {
+    let root = workspace_root();
+    let rendered = std::env::temp_dir().join(format!("bulwark-chart-{}.json", std::process::id()));
+    let out = std::process::Command::new(python())
+        .arg(py_script("check_chart.py"))
+        .arg(root.join("charts/bulwark"))
+        .arg("--emit")
+        .arg(&rendered)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("lint ok"), "{stdout}");
+    assert_eq!(stdout.matches("render ok:").count(), 3, "{stdout}");
+    assert!(stdout.contains("bad values refused"), "{stdout}");
+    let docs: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&rendered)?)?;
+    let _ = std::fs::remove_file(&rendered);
+
+    // Run the control plane the way the Deployment says: its args, its user, no
+    // capabilities, the ConfigMap's files and a Secret's (made with openssl) where its
+    // volumes mount them, and its readiness probe.
+    let (pod_spec, container) = control_plane(&docs)?;
+    let mut mesh = Mesh::new("chart-run")?;
+    let cp = mesh.pod("cp")?;
+    let ca = MeshCa::new("chart-run")?;
+    let mounts: Vec<(String, String)> = container["volumeMounts"]
+        .as_array()
+        .context("volumeMounts")?
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or("").to_string(),
+                m["mountPath"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let uid = pod_spec["securityContext"]["runAsUser"]
+        .as_u64()
+        .context("runAsUser")?;
+    let gid = pod_spec["securityContext"]["runAsGroup"]
+        .as_u64()
+        .context("runAsGroup")?;
+    let mut local = Vec::new();
+    for (name, path) in &mounts {
+        let dir = ca.dir.join(name);
+        std::fs::create_dir_all(&dir)?;
+        match name.as_str() {
+            "policy" => {
+                let cm = docs
+                    .iter()
+                    .find(|d| d["kind"] == "ConfigMap")
+                    .context("no ConfigMap")?;
+                for (file, text) in cm["data"].as_object().context("ConfigMap data")? {
+                    std::fs::write(dir.join(file), text.as_str().unwrap_or(""))?;
+                }
+            }
+            "identity" => {
+                openssl_ca(&dir, "chart")?;
+                std::fs::copy(dir.join("root.pem"), dir.join("trust-anchors.pem"))?;
+            }
+            other => anyhow::bail!("a volume this test does not know: {other}"),
+        }
+        // The Secret's mode (0440) and fsGroup: readable by the pod's group only.
+        cp.sh_ok(&format!(
+            "chgrp -R {gid} {d} && chmod 750 {d} && chmod 440 {d}/*",
+            d = dir.display()
+        ))?;
+        local.push((path.clone(), dir));
+    }
+    std::fs::set_permissions(&ca.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .context("args")?
+        .iter()
+        .map(|a| {
+            let mut a = a.as_str().unwrap_or("").to_string();
+            for (path, dir) in &local {
+                a = a.replace(path.as_str(), &dir.display().to_string());
+            }
+            a
+        })
+        .collect();
+    let mut cmd = cp.cmd("setpriv");
+    cmd.args([
+        "--reuid",
+        &uid.to_string(),
+        "--regid",
+        &gid.to_string(),
+        "--clear-groups",
+    ])
+    .args([
+        "--inh-caps",
+        "-all",
+        "--bounding-set",
+        "-all",
+        "--no-new-privs",
+    ])
+    .arg(bin("bulwark-control-plane"))
+    .args(&args);
+    mesh.spawn(&cp, "control-plane", cmd)?;
+    let probe = &container["readinessProbe"]["httpGet"];
+    let port = container["ports"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == probe["port"]))
+        .and_then(|p| p["containerPort"].as_u64())
+        .context("the readiness probe's port")?;
+    let url = format!(
+        "http://127.0.0.1:{port}{}",
+        probe["path"].as_str().unwrap_or("/")
+    );
+    wait_for(
+        "the control plane to be ready",
+        Duration::from_secs(10),
+        || Ok(cp.sh(&format!("curl -sf -m 2 {url}"))?.status.success()),
+    )
+    .with_context(|| mesh.log_of("control-plane"))?;
+
+    // It serves TLS as the identity its namespace gives it.
+    let anchors = ca.dir.join("identity/trust-anchors.pem");
+    let status = cp.sh_ok(&format!(
+        "{} status --control-plane 127.0.0.1:5170 --trust-anchors {} --control-plane-namespace bulwark",
+        bin("bulwarkctl").display(),
+        anchors.display()
+    ))?;
+    assert!(
+        status.contains("policy: version 1") && status.contains("proxies: 0"),
+        "{status}"
+    );
+    Ok(())
 }

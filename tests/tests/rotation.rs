@@ -8,28 +8,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use bulwark_tests::identity::{MeshCa, meshed, wait_meshed};
-use bulwark_tests::{Mesh, Pod, check, py_command, wait_for};
-
-/// Makes a root and an issuer under it with openssl in `dir`: `root.pem`, `issuer.pem`,
-/// `issuer.key` (PKCS#8), as an operator would with their own tooling.
-fn openssl_ca(dir: &std::path::Path, name: &str) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let script = format!(
-        "set -e; cd {d}
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out root.key 2>/dev/null
-openssl req -x509 -new -key root.key -subj '/CN={name} root' -days 30 \
-  -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' -out root.pem
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out issuer.key 2>/dev/null
-openssl req -new -key issuer.key -subj '/CN={name} issuer' -out issuer.csr
-printf 'basicConstraints=critical,CA:TRUE,pathlen:0\\nkeyUsage=critical,keyCertSign,cRLSign\\n' > ext.cnf
-openssl x509 -req -in issuer.csr -CA root.pem -CAkey root.key -CAcreateserial -days 30 -extfile ext.cnf -out issuer.pem 2>/dev/null
-chmod 644 root.pem issuer.pem",
-        d = dir.display()
-    );
-    check(std::process::Command::new("sh").args(["-c", &script]))?;
-    Ok(())
-}
+use bulwark_tests::identity::{MeshCa, meshed, openssl_ca, wait_meshed};
+use bulwark_tests::{Mesh, Pod, py_command, wait_for};
 
 fn identity(pod: &Pod) -> Result<serde_json::Value> {
     let (_, body) = pod.admin("/identity")?;
