@@ -6,7 +6,8 @@ check_crds.py CRD_DIR POLICY_DIR
    CustomResourceDefinition, with the kubernetes-validate package.
 2. Every example policy document validates against its CRD's openAPIV3Schema.
 3. A broken copy of an example (a string where a number goes) is rejected, so the check
-   can fail.
+   can fail, and so are values out of the ranges validate enforces (attempts 20, a ratio
+   of 1.5).
 Prints one line per check; exits 1 on the first failure.
 """
 import copy
@@ -47,6 +48,23 @@ def main(crd_dir, policy_dir):
     else:
         print("a broken example passed the schema")
         sys.exit(1)
+    # The ranges bulwarkctl validate enforces are in the schemas too, so kubectl apply
+    # refuses them before the control plane sees them.
+    with open(os.path.join(policy_dir, "web.yaml")) as f:
+        web = yaml.safe_load(f)
+    for path, value in [(("retries", "attempts"), 20), (("retries", "budget", "ratio"), 1.5)]:
+        bad = copy.deepcopy(web)
+        node = bad["spec"]
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+        try:
+            jsonschema.validate(bad, schemas["TrafficPolicy"])
+        except jsonschema.ValidationError as e:
+            print(f"out of range rejected: spec.{'.'.join(path)}={value}: {e.message}")
+        else:
+            print(f"spec.{'.'.join(path)}={value} passed the schema")
+            sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,11 @@ fn crds_pass_kubernetes_validation_and_examples_conform() {
     assert_eq!(stdout.matches("crd ok:").count(), 4, "{stdout}");
     assert!(stdout.contains("examples ok: 6 documents"), "{stdout}");
     assert!(stdout.contains("broken example rejected"), "{stdout}");
+    assert_eq!(
+        stdout.matches("out of range rejected").count(),
+        2,
+        "{stdout}"
+    );
 }
 
 /// The container of the rendered control-plane Deployment.

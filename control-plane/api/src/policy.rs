@@ -188,6 +188,7 @@ pub struct TargetRef {
     pub name: String,
     /// Only this port of the target; all ports when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u16>,
 }
 
@@ -229,12 +230,14 @@ pub struct Timeouts {
 pub struct Retries {
     /// Attempts in all, the first included (1 means no retry). At most 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
     pub attempts: Option<u32>,
     /// What failures are retried. Absent or empty: connect-failure, refused-stream, reset.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<RetryCondition>,
     /// HTTP statuses retried in addition to the conditions (100-599).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(range(min = 100, max = 599)))]
     pub status_codes: Vec<u16>,
     /// gRPC status codes retried.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -248,6 +251,7 @@ pub struct Retries {
     /// Request bodies up to this size are buffered for replay; larger ones are not retried.
     /// Default 65536.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 16777216))]
     pub max_buffered_body_bytes: Option<u64>,
 }
 
@@ -306,9 +310,11 @@ pub struct Backoff {
 pub struct RetryBudget {
     /// Share of requests, between 0 and 1. Default 0.2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1))]
     pub ratio: Option<f64>,
     /// Retries always allowed per second. Default 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 10000))]
     pub min_per_second: Option<u32>,
     /// Window the ratio is computed over, 1s to 60s. Default 10s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -346,9 +352,11 @@ pub struct OutlierDetection {
     pub max_ejection_time: Option<Duration>,
     /// Most endpoints ejected at once, in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
     pub max_ejection_percent: Option<u8>,
     /// Below this percentage of healthy endpoints, ejections are ignored (and said so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
     pub panic_threshold: Option<u8>,
 }
 
@@ -358,6 +366,7 @@ pub struct OutlierDetection {
 pub struct SuccessRate {
     /// Endpoints with enough volume needed to judge. Default 5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
     pub min_hosts: Option<u32>,
     /// Requests an endpoint needs in an interval to be judged. Default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -373,6 +382,7 @@ pub struct SuccessRate {
 pub struct FailurePercentage {
     /// Failure share, in percent, that ejects. Default 85.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
     pub threshold: Option<u8>,
     /// Requests needed in an interval to be judged. Default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -388,6 +398,7 @@ pub struct LatencyOutlier {
     pub factor: Option<f64>,
     /// Requests needed in an interval to be judged, 1 to 256. Default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 256))]
     pub request_volume: Option<u32>,
 }
 
@@ -424,9 +435,11 @@ pub enum Algorithm {
 pub struct Limits {
     /// Concurrent requests to the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
     pub max_concurrent_requests: Option<u32>,
     /// Requests waiting for a slot. Default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 1000000))]
     pub max_pending: Option<u32>,
     /// Longest wait for a slot. Default 1s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -493,5 +506,6 @@ pub struct Hedging {
     pub delay: Option<Duration>,
     /// Share of requests that may be hedged, between 0 and 1. Default 0.1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1))]
     pub budget_ratio: Option<f64>,
 }

@@ -20,6 +20,7 @@ pub struct AuthorizationPolicySpec {
     /// The workload's ports it covers (as the inbound proxy sees them); every port when
     /// absent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(range(min = 1, max = 65535)))]
     pub ports: Vec<u16>,
     /// HTTP routes it covers, any of them; every request when absent. On a port with HTTP
     /// routes, a connection that is not HTTP is denied, never forwarded raw.

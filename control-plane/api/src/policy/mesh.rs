@@ -51,6 +51,7 @@ pub enum MtlsMode {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MtlsPort {
     /// The port, 1 to 65535.
+    #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
     /// Its mode.
     pub mode: MtlsMode,
