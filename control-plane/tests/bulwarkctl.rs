@@ -115,3 +115,62 @@ fn standard_input_is_read_and_empty_input_fails() {
         "{out}"
     );
 }
+
+/// `validate -o FORMAT -` on `input`: exit status and standard output.
+fn validate_as(format: &str, input: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bulwarkctl"))
+        .args(["validate", "-o", format, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("bulwarkctl runs");
+    child
+        .stdin
+        .take()
+        .expect("a piped stdin")
+        .write_all(input.as_bytes())
+        .expect("bulwarkctl reads its input");
+    let out = child.wait_with_output().expect("bulwarkctl exits");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn validate_speaks_json_and_yaml_for_scripts() {
+    let web = std::fs::read_to_string(examples().join("web.yaml")).unwrap();
+    let (code, out) = validate_as("json", &web.replace("attempts: 3", "attempts: 30"));
+    assert_eq!(code, Some(1), "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        doc,
+        serde_json::json!({
+            "files": 1,
+            "documents": 0,
+            "valid": false,
+            "diagnostics": [{
+                "file": "<stdin>",
+                "line": 20,
+                "column": 5,
+                "path": "spec.retries.attempts",
+                "reason": "must be between 1 and 10, got 30",
+            }],
+        })
+    );
+    // YAML is the same document.
+    let (code, out) = validate_as("yaml", &web);
+    assert_eq!(code, Some(0), "{out}");
+    let doc: serde_json::Value = serde_saphyr::from_str(&out).unwrap();
+    assert_eq!(
+        doc,
+        serde_json::json!({"files": 1, "documents": 1, "valid": true, "diagnostics": []})
+    );
+    // Nothing to check is not a pass, in either form.
+    let (code, out) = validate_as("json", "");
+    assert_eq!(code, Some(1), "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["diagnostics"][0]["reason"], "no policy documents");
+}

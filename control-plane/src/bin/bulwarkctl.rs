@@ -21,6 +21,10 @@ enum Command {
         /// Files or directories; `-` reads standard input.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// `text` for people (problems on standard error), `json` or `yaml` for scripts (one
+        /// document on standard output; the schema is in docs/configuration.md).
+        #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json", "yaml"])]
+        output: String,
     },
     /// Show the policy being served, the last rejected change, and every connected proxy
     /// with the versions it was sent and acknowledged and why it rejected one.
@@ -33,8 +37,9 @@ enum Command {
             value_parser = bulwark_api::endpoint::control_plane_uri
         )]
         control_plane: String,
-        /// `text` for people, `json` for scripts (the schema is in docs/configuration.md).
-        #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json"])]
+        /// `text` for people, `json` or `yaml` for scripts (the schema is in
+        /// docs/configuration.md).
+        #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json", "yaml"])]
         output: String,
         #[command(flatten)]
         tls: TlsArgs,
@@ -111,7 +116,7 @@ impl TlsArgs {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Validate { paths } => validate(&paths),
+        Command::Validate { paths, output } => validate(&paths, &output),
         Command::Token {
             command:
                 TokenCommand::Create {
@@ -158,8 +163,64 @@ fn main() -> ExitCode {
     }
 }
 
-fn validate(paths: &[PathBuf]) -> ExitCode {
+/// Prints `doc` as `output` (`json` or `yaml`) on standard output.
+fn print_doc(doc: &serde_json::Value, output: &str) -> anyhow::Result<()> {
+    match output {
+        "yaml" => print!("{}", serde_saphyr::to_string(doc)?),
+        _ => println!("{}", serde_json::to_string_pretty(doc)?),
+    }
+    Ok(())
+}
+
+/// `validate -o json|yaml`: the files read, the valid documents, and every problem with its
+/// file, line, column, field and reason.
+fn validate_doc(loaded: &load::Loaded, paths: &[PathBuf]) -> serde_json::Value {
+    let mut diagnostics: Vec<serde_json::Value> = loaded
+        .diagnostics
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "file": d.file.display().to_string(),
+                "line": d.position.map(|p| p.line),
+                "column": d.position.map(|p| p.column),
+                "path": d.path,
+                "reason": d.reason,
+            })
+        })
+        .collect();
+    if diagnostics.is_empty() && loaded.documents.is_empty() {
+        let named: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        diagnostics.push(serde_json::json!({
+            "file": named.join(", "),
+            "line": null,
+            "column": null,
+            "path": "",
+            "reason": "no policy documents",
+        }));
+    }
+    serde_json::json!({
+        "files": loaded.files,
+        "documents": loaded.documents.len(),
+        "valid": diagnostics.is_empty(),
+        "diagnostics": diagnostics,
+    })
+}
+
+fn validate(paths: &[PathBuf], output: &str) -> ExitCode {
     let loaded = load::load_paths(paths);
+    if output != "text" {
+        let doc = validate_doc(&loaded, paths);
+        let valid = doc["valid"] == true;
+        if let Err(e) = print_doc(&doc, output) {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+        return if valid {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     for d in &loaded.diagnostics {
         eprintln!("error: {d}");
     }
@@ -227,7 +288,7 @@ fn status(addr: &str, output: &str, tls: &TlsArgs) -> anyhow::Result<bool> {
         p.nacked_version != 0 && p.nacked_version == p.sent_version
     };
     let healthy = st.proxies.iter().all(|p| p.in_sync && !refused(p));
-    if output == "json" {
+    if output != "text" {
         let proxies: Vec<serde_json::Value> = st
             .proxies
             .iter()
@@ -260,7 +321,7 @@ fn status(addr: &str, output: &str, tls: &TlsArgs) -> anyhow::Result<bool> {
             "proxies": proxies,
             "healthy": healthy,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        print_doc(&doc, output)?;
         return Ok(healthy);
     }
     if st.policy_version == 0 {
