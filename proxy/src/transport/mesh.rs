@@ -355,8 +355,10 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// Dials `addr` and, when it is a meshed peer that must prove `peer` (and this proxy has a
-/// certificate), runs the mesh handshake with `alpn` over it.
+/// Dials `addr` and, when it is a meshed peer that must prove `peer`, runs the mesh
+/// handshake with `alpn` over it. A proxy with mesh TLS but no certificate yet refuses to
+/// reach a meshed peer rather than fall back to plaintext: a silent downgrade would pass a
+/// permissive port as unauthenticated.
 pub async fn dial(
     addr: SocketAddr,
     peer: Option<&SpiffeId>,
@@ -364,9 +366,17 @@ pub async fn dial(
     alpn: &'static [u8],
     (timeout, keepalive): (Duration, Duration),
 ) -> Result<Stream, ConnectError> {
+    if let (Some(_), Some(mesh)) = (peer, mesh) {
+        if !mesh.ready() {
+            return Err(ConnectError::Handshake {
+                addr,
+                source: io::Error::other("this proxy has no certificate yet"),
+            });
+        }
+    }
     let tcp = super::socket::connect(addr, timeout, keepalive).await?;
     match (peer, mesh) {
-        (Some(peer), Some(mesh)) if mesh.ready() => mesh
+        (Some(peer), Some(mesh)) => mesh
             .connect(tcp, addr, peer, alpn, timeout)
             .await
             .map(|s| Stream::Tls(Box::new(s))),

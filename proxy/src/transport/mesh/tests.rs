@@ -157,3 +157,35 @@ async fn bytes_that_are_not_a_client_hello_are_other_and_kept_whole() {
     assert!(seen.starts_with(b"\x16\x16\x03"), "{seen:?}");
     drop(writer.await);
 }
+
+#[tokio::test]
+async fn without_a_certificate_a_meshed_peer_is_not_dialled_in_plaintext() {
+    let ca = TestCa::new("test root");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let no_cert = MeshTls::new(ca.bundle(), Arc::new(CertStore::default()));
+    let err = dial(
+        addr,
+        Some(&id("web")),
+        Some(&no_cert),
+        bulwark_identity::ALPN_HTTP1,
+        (SECOND, SECOND),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("no certificate yet"), "{err}");
+    // Nothing was even connected.
+    let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+    assert!(accepted.is_err(), "a connection was made");
+    // A peer that is not meshed is plaintext as before.
+    let plain = dial(
+        addr,
+        None,
+        Some(&no_cert),
+        bulwark_identity::ALPN_HTTP1,
+        (SECOND, SECOND),
+    )
+    .await
+    .unwrap();
+    assert!(!plain.is_tls());
+}
