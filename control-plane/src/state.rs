@@ -336,6 +336,7 @@ impl State {
                 .map(|r| r.at.elapsed().as_secs())
                 .unwrap_or_default(),
             proxies,
+            control_plane_version: env!("CARGO_PKG_VERSION").into(),
         }
     }
 }

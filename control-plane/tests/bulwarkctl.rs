@@ -174,3 +174,23 @@ fn validate_speaks_json_and_yaml_for_scripts() {
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["diagnostics"][0]["reason"], "no policy documents");
 }
+
+#[test]
+fn version_client_needs_no_control_plane() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bulwarkctl"))
+        .args(["version", "--client"])
+        .output()
+        .expect("bulwarkctl runs");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("bulwarkctl {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    // Without --client an unreachable control plane is an error that names the address.
+    let out = Command::new(env!("CARGO_BIN_EXE_bulwarkctl"))
+        .args(["version", "--control-plane", "127.0.0.1:1"])
+        .output()
+        .expect("bulwarkctl runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1"));
+}

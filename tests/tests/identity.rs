@@ -88,6 +88,17 @@ fn a_proxy_gets_the_identity_its_token_grants_over_a_verified_channel() -> Resul
         status.contains("identity spiffe://cluster.local/ns/shop/sa/web (certificate expires in"),
         "{status}"
     );
+    let versions = cp.sh_ok(&format!(
+        "{} version --control-plane 127.0.0.1:5170 --trust-anchors {}",
+        bin("bulwarkctl").display(),
+        anchors.display()
+    ))?;
+    let v = env!("CARGO_PKG_VERSION");
+    assert!(
+        versions.contains(&format!("bulwarkctl {v}"))
+            && versions.contains(&format!("control plane {v} at http://127.0.0.1:5170")),
+        "{versions}"
+    );
     let plain = cp.sh(&format!(
         "{} status --control-plane 127.0.0.1:5170",
         bin("bulwarkctl").display()

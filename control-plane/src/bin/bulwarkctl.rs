@@ -44,6 +44,22 @@ enum Command {
         #[command(flatten)]
         tls: TlsArgs,
     },
+    /// Print this CLI's version and the control plane's.
+    Version {
+        /// The control plane's gRPC address: host:port, or with http://.
+        #[arg(
+            long,
+            env = "BULWARK_CONTROL_PLANE",
+            default_value = "127.0.0.1:5170",
+            value_parser = bulwark_api::endpoint::control_plane_uri
+        )]
+        control_plane: String,
+        /// Only this CLI's version; the control plane is not asked.
+        #[arg(long)]
+        client: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
+    },
     /// Bootstrap tokens, which let a proxy outside Kubernetes obtain its identity.
     Token {
         #[command(subcommand)]
@@ -117,6 +133,17 @@ impl TlsArgs {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Validate { paths, output } => validate(&paths, &output),
+        Command::Version {
+            control_plane,
+            client,
+            tls,
+        } => match version(&control_plane, client, &tls) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bulwarkctl version: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Token {
             command:
                 TokenCommand::Create {
@@ -256,7 +283,8 @@ fn validate(paths: &[PathBuf], output: &str) -> ExitCode {
 
 /// Prints the control plane's status; `Ok(false)` when some proxy is out of sync or has
 /// rejected the version it was sent.
-fn status(addr: &str, output: &str, tls: &TlsArgs) -> anyhow::Result<bool> {
+/// Asks the control plane at `addr` for its status.
+fn ask_status(addr: &str, tls: &TlsArgs) -> anyhow::Result<bulwark_api::wire::StatusResponse> {
     use anyhow::Context;
     use bulwark_api::wire::{StatusRequest, admin_client::AdminClient};
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -284,6 +312,26 @@ fn status(addr: &str, output: &str, tls: &TlsArgs) -> anyhow::Result<bool> {
                 .into_inner(),
         )
     })?;
+    Ok(st)
+}
+
+/// Prints this CLI's version and, unless `client_only`, the control plane's.
+fn version(addr: &str, client_only: bool, tls: &TlsArgs) -> anyhow::Result<()> {
+    println!("bulwarkctl {}", env!("CARGO_PKG_VERSION"));
+    if !client_only {
+        let st = ask_status(addr, tls)?;
+        let v = if st.control_plane_version.is_empty() {
+            "unknown (a release that does not report it)"
+        } else {
+            &st.control_plane_version
+        };
+        println!("control plane {v} at {addr}");
+    }
+    Ok(())
+}
+
+fn status(addr: &str, output: &str, tls: &TlsArgs) -> anyhow::Result<bool> {
+    let st = ask_status(addr, tls)?;
     let refused = |p: &bulwark_api::wire::ProxyStatus| {
         p.nacked_version != 0 && p.nacked_version == p.sent_version
     };
@@ -320,6 +368,7 @@ fn status(addr: &str, output: &str, tls: &TlsArgs) -> anyhow::Result<bool> {
             })),
             "proxies": proxies,
             "healthy": healthy,
+            "control_plane_version": st.control_plane_version,
         });
         print_doc(&doc, output)?;
         return Ok(healthy);
