@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod ca;
 pub mod identity;
+pub mod inject;
 pub mod scope;
 pub mod service;
 pub mod source;

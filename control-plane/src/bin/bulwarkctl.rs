@@ -44,6 +44,20 @@ enum Command {
         #[command(flatten)]
         tls: TlsArgs,
     },
+    /// Add the sidecar to the pods of Kubernetes manifests (Pods, Deployments, StatefulSets,
+    /// DaemonSets, ReplicaSets, Jobs, CronJobs, Lists; several documents per file) and print
+    /// them. Injection is idempotent, and `bulwark.dev/inject: disabled` opts a pod out.
+    Inject {
+        /// Manifest files; `-` reads standard input.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The proxy image (it runs both the init container and the sidecar).
+        #[arg(long, env = "BULWARK_PROXY_IMAGE", default_value = bulwark_control_plane::inject::DEFAULT_PROXY_IMAGE)]
+        proxy_image: String,
+        /// The control plane's address, as the sidecar dials it.
+        #[arg(long, env = "BULWARK_INJECT_CONTROL_PLANE", default_value = bulwark_control_plane::inject::DEFAULT_CONTROL_PLANE)]
+        control_plane: String,
+    },
     /// Print this CLI's version and the control plane's.
     Version {
         /// The control plane's gRPC address: host:port, or with http://.
@@ -133,6 +147,23 @@ impl TlsArgs {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Validate { paths, output } => validate(&paths, &output),
+        Command::Inject {
+            paths,
+            proxy_image,
+            control_plane,
+        } => {
+            let settings = bulwark_control_plane::inject::Settings {
+                proxy_image,
+                control_plane,
+            };
+            match inject(&paths, &settings) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("bulwarkctl inject: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Version {
             control_plane,
             client,
@@ -188,6 +219,50 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `bulwarkctl inject`: every document of every file, injected, as YAML on standard output;
+/// a count of what was done on standard error.
+fn inject(
+    paths: &[PathBuf],
+    settings: &bulwark_control_plane::inject::Settings,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use bulwark_control_plane::inject::{Change, manifest};
+    let mut docs = Vec::new();
+    for path in paths {
+        let text = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+        } else {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        };
+        let values: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+            .with_context(|| format!("{} is not YAML", path.display()))?;
+        docs.extend(values.into_iter().filter(|v| !v.is_null()));
+    }
+    anyhow::ensure!(!docs.is_empty(), "no manifests in the input");
+    let mut counts = [0usize; 3];
+    let mut out = String::new();
+    for (i, doc) in docs.iter_mut().enumerate() {
+        let changes = manifest(doc, settings).with_context(|| format!("document {}", i + 1))?;
+        for c in changes {
+            counts[match c {
+                Change::Injected => 0,
+                Change::AlreadyInjected => 1,
+                Change::OptedOut => 2,
+            }] += 1;
+        }
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_saphyr::to_string(doc)?);
+    }
+    print!("{out}");
+    eprintln!(
+        "injected {} pod templates ({} already injected, {} opted out)",
+        counts[0], counts[1], counts[2]
+    );
+    Ok(())
 }
 
 /// Prints `doc` as `output` (`json` or `yaml`) on standard output.

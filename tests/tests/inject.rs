@@ -1,0 +1,201 @@
+//! The injected pod, executed: `bulwarkctl inject` adds the sidecar to a Deployment, the
+//! result validates against the Kubernetes schemas, and the init container's and the
+//! sidecar's own commands, environment (the downward API filled in as the kubelet would)
+//! and security settings run in a network-namespace pod beside the app: the rules are
+//! proven, the proxy becomes ready with no capability, and the app's traffic goes through it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bulwark_tests::identity::MeshCa;
+use bulwark_tests::{Mesh, Pod, bin, py_script, python, wait_for};
+use serde_json::Value;
+
+const DEPLOYMENT: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: checkout
+  namespace: shop
+spec:
+  selector:
+    matchLabels: {app: checkout}
+  template:
+    metadata:
+      labels: {app: checkout}
+    spec:
+      serviceAccountName: checkout
+      containers:
+        - name: checkout
+          image: checkout:1
+";
+
+/// The environment the kubelet would give `container` in `pod`: plain values, downward-API
+/// fields, and `$(VAR)` references to earlier variables expanded.
+fn environment(container: &Value, pod: &Pod) -> Result<BTreeMap<String, String>> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for e in container["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().context("env name")?.to_string();
+        let value = if let Some(v) = e["value"].as_str() {
+            let mut v = v.to_string();
+            for (k, known) in &env {
+                v = v.replace(&format!("$({k})"), known);
+            }
+            v
+        } else {
+            match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                Some("metadata.namespace") => "shop".to_string(),
+                Some("spec.serviceAccountName") => "checkout".into(),
+                Some("status.podIP") | Some("status.podIPs") => pod.ip.to_string(),
+                other => anyhow::bail!("a downward-API field this test does not fill: {other:?}"),
+            }
+        };
+        env.insert(name, value);
+    }
+    Ok(env)
+}
+
+#[test]
+fn an_injected_pods_own_commands_run_capability_free_and_intercept() -> Result<()> {
+    let mut mesh = Mesh::new("inject")?;
+    let (cp, app, server) = (mesh.pod("cp")?, mesh.pod("app")?, mesh.pod("server")?);
+    let ca = MeshCa::new("inject")?;
+    let policy = ca.policy_dir()?;
+    ca.start_control_plane(&mut mesh, &cp, &policy, "1h", &[])?;
+    mesh.testserver(&server).http("0.0.0.0:8080").start()?;
+
+    // Inject, as an operator would before kubectl apply.
+    let input = ca.dir.join("deployment.yaml");
+    std::fs::write(&input, DEPLOYMENT)?;
+    let out = std::process::Command::new(bin("bulwarkctl"))
+        .arg("inject")
+        .arg(&input)
+        .args(["--control-plane", &format!("{}:5170", cp.ip)])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("injected 1 pod templates"));
+    let injected = ca.dir.join("injected.yaml");
+    std::fs::write(&injected, &out.stdout)?;
+    let checked = std::process::Command::new(python())
+        .arg(py_script("validate_manifests.py"))
+        .arg(&injected)
+        .output()?;
+    assert!(
+        String::from_utf8_lossy(&checked.stdout).contains("manifests ok: 1 documents"),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    // Injecting the result again is a no-op.
+    let again = std::process::Command::new(bin("bulwarkctl"))
+        .arg("inject")
+        .arg(&injected)
+        .output()?;
+    assert_eq!(again.stdout, out.stdout);
+    let doc: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout))?;
+    let spec = &doc["spec"]["template"]["spec"];
+    let (init, proxy) = (&spec["initContainers"][0], &spec["initContainers"][1]);
+
+    // The trust anchors ConfigMap, where the sidecar's volume mounts it.
+    let mount = proxy["volumeMounts"][0]["mountPath"]
+        .as_str()
+        .context("mount")?;
+    let anchors_dir = ca.dir.join("anchors");
+    std::fs::create_dir_all(&anchors_dir)?;
+    std::fs::copy(ca.anchors(), anchors_dir.join("trust-anchors.pem"))?;
+    let local = |v: &str| v.replace(mount, &anchors_dir.display().to_string());
+
+    // The init container: root, NET_ADMIN and NET_RAW only.
+    let caps = init["securityContext"]["capabilities"]["add"]
+        .as_array()
+        .context("init capabilities")?
+        .iter()
+        .map(|c| format!("+{}", c.as_str().unwrap_or("").to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut c = app.cmd("setpriv");
+    c.args([
+        "--bounding-set",
+        &format!("-all,{caps}"),
+        "--inh-caps",
+        &format!("-all,{caps}"),
+    ])
+    .arg(bin("bulwark-proxy"))
+    .args(
+        init["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str),
+    )
+    .envs(environment(init, &app)?);
+    let ran = c.output()?;
+    let said = String::from_utf8_lossy(&ran.stdout);
+    assert!(
+        ran.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert!(said.contains("redirection verified"), "{said}");
+
+    // The sidecar: its UID and group, nothing else.
+    let sc = &proxy["securityContext"];
+    let uid = sc["runAsUser"].as_u64().context("runAsUser")?.to_string();
+    let gid = sc["runAsGroup"].as_u64().context("runAsGroup")?.to_string();
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    let mut c = app.cmd("setpriv");
+    c.args(["--reuid", &uid, "--regid", &gid, "--clear-groups"])
+        .args([
+            "--inh-caps",
+            "-all",
+            "--bounding-set",
+            "-all",
+            "--no-new-privs",
+        ])
+        .arg(bin("bulwark-proxy"))
+        .args(
+            proxy["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str),
+        )
+        .envs(
+            environment(proxy, &app)?
+                .into_iter()
+                .map(|(k, v)| (k, local(&v))),
+        );
+    mesh.spawn(&app, "sidecar", c)?;
+    let probe = &proxy["startupProbe"]["httpGet"];
+    let url = format!(
+        "http://127.0.0.1:{}{}",
+        probe["port"],
+        probe["path"].as_str().unwrap_or("/")
+    );
+    wait_for(
+        "the sidecar's startup probe",
+        Duration::from_secs(15),
+        || Ok(app.sh(&format!("curl -sf -m 2 {url}"))?.status.success()),
+    )
+    .with_context(|| mesh.log_of("sidecar"))?;
+
+    // The app's traffic goes through it, and the control plane lists it by the workload
+    // the downward API named.
+    app.sh_ok(&format!("curl -sf -o /dev/null http://{}:8080/", server.ip))?;
+    assert_eq!(
+        app.requests("outbound", &format!("{}:8080", server.ip), "2xx")?,
+        Some(1.0)
+    );
+    let status = cp.sh_ok(&format!(
+        "{} status --control-plane 127.0.0.1:5170 --trust-anchors {}",
+        bin("bulwarkctl").display(),
+        ca.anchors().display()
+    ))?;
+    assert!(status.contains("shop/checkout"), "{status}");
+    Ok(())
+}
