@@ -321,4 +321,4 @@ pub fn check_save(save: &str, expected: &[String], exact: bool) -> Result<(), Ve
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

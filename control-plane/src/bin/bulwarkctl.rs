@@ -29,14 +29,6 @@ enum Command {
     /// Show the policy being served, the last rejected change, and every connected proxy
     /// with the versions it was sent and acknowledged and why it rejected one.
     Status {
-        /// The control plane's gRPC address: host:port, or with http://.
-        #[arg(
-            long,
-            env = "BULWARK_CONTROL_PLANE",
-            default_value = "127.0.0.1:5170",
-            value_parser = bulwark_api::endpoint::control_plane_uri
-        )]
-        control_plane: String,
         /// `text` for people, `json` or `yaml` for scripts (the schema is in
         /// docs/configuration.md).
         #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json", "yaml"])]
@@ -60,14 +52,6 @@ enum Command {
     },
     /// Print this CLI's version and the control plane's.
     Version {
-        /// The control plane's gRPC address: host:port, or with http://.
-        #[arg(
-            long,
-            env = "BULWARK_CONTROL_PLANE",
-            default_value = "127.0.0.1:5170",
-            value_parser = bulwark_api::endpoint::control_plane_uri
-        )]
-        control_plane: String,
         /// Only this CLI's version; the control plane is not asked.
         #[arg(long)]
         client: bool,
@@ -103,9 +87,17 @@ enum TokenCommand {
     },
 }
 
-/// How to reach a control plane that serves TLS.
+/// Where the control plane is, and how to reach one that serves TLS.
 #[derive(clap::Args, Debug)]
 struct TlsArgs {
+    /// The control plane's gRPC address: host:port, or with http://.
+    #[arg(
+        long,
+        env = "BULWARK_CONTROL_PLANE",
+        default_value = "127.0.0.1:5170",
+        value_parser = bulwark_api::endpoint::control_plane_uri
+    )]
+    control_plane: String,
     /// PEM bundle of the mesh's roots; given, the connection is TLS and the control plane
     /// must prove its identity.
     #[arg(long, env = "BULWARK_TRUST_ANCHORS")]
@@ -164,11 +156,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Version {
-            control_plane,
-            client,
-            tls,
-        } => match version(&control_plane, client, &tls) {
+        Command::Version { client, tls } => match version(&tls.control_plane, client, &tls) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("bulwarkctl version: {e:#}");
@@ -205,11 +193,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status {
-            control_plane,
-            output,
-            tls,
-        } => match status(&control_plane, &output, &tls) {
+        Command::Status { output, tls } => match status(&tls.control_plane, &output, &tls) {
             Ok(true) => ExitCode::SUCCESS,
             // Reached, but some proxy is behind or refused its policy: a deploy gate fails.
             Ok(false) => ExitCode::from(3),

@@ -1,6 +1,6 @@
 use super::*;
 
-fn spec() -> InitSpec {
+pub(crate) fn spec() -> InitSpec {
     InitSpec {
         inbound_port: 5143,
         outbound_port: 5140,

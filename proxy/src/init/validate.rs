@@ -145,14 +145,10 @@ mod tests {
 
     fn spec() -> InitSpec {
         InitSpec {
-            inbound_port: 5143,
-            outbound_port: 5140,
-            admin_port: 5191,
-            proxy_uid: 5102,
-            proxy_gid: 5102,
             skip_inbound_ports: vec![],
             skip_outbound_ports: vec![],
             skip_outbound_cidrs: vec![],
+            ..crate::init::tests::spec()
         }
     }
 
