@@ -17,7 +17,7 @@
 //!   proves an identity, the CA signs a certificate for exactly it.
 //! - [`tls`]: the gRPC listener's TLS, which tells the services who the peer is.
 //!
-//! `bulwarkctl` (src/bin/bulwarkctl.rs) validates policy with the same loader and reads
+//! `bulwarkctl` (src/bin/bulwarkctl/) validates policy with the same loader and reads
 //! `Admin.Status`.
 
 pub mod admin;

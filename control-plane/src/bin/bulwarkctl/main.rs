@@ -1,0 +1,175 @@
+//! `bulwarkctl`: the operator's command line. Commands on files (`validate`, `inject`) are in
+//! [`files`], commands that ask a running control plane (`status`, `version`) in [`control`];
+//! this file holds the flags and the dispatch.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod control;
+mod files;
+
+use control::TlsArgs;
+
+#[derive(Parser, Debug)]
+#[command(name = "bulwarkctl", version, about = "Operate a Bulwark mesh")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check policy files or directories (searched for *.yaml and *.yml). Prints every
+    /// problem as FILE:LINE:COLUMN: FIELD: REASON and exits 1 if there is any.
+    Validate {
+        /// Files or directories; `-` reads standard input.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// `text` for people (problems on standard error), `json` or `yaml` for scripts (one
+        /// document on standard output; the schema is in docs/configuration.md).
+        #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json", "yaml"])]
+        output: String,
+    },
+    /// Show the policy being served, the last rejected change, and every connected proxy
+    /// with the versions it was sent and acknowledged and why it rejected one.
+    Status {
+        /// `text` for people, `json` or `yaml` for scripts (the schema is in
+        /// docs/configuration.md).
+        #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json", "yaml"])]
+        output: String,
+        #[command(flatten)]
+        tls: TlsArgs,
+    },
+    /// Add the sidecar to the pods of Kubernetes manifests (Pods, Deployments, StatefulSets,
+    /// DaemonSets, ReplicaSets, Jobs, CronJobs, Lists; several documents per file) and print
+    /// them. Injection is idempotent, and `bulwark.dev/inject: disabled` opts a pod out.
+    Inject {
+        /// Manifest files; `-` reads standard input.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The proxy image (it runs both the init container and the sidecar).
+        #[arg(long, env = "BULWARK_PROXY_IMAGE", default_value = bulwark_control_plane::inject::DEFAULT_PROXY_IMAGE)]
+        proxy_image: String,
+        /// The control plane's address, as the sidecar dials it.
+        #[arg(long, env = "BULWARK_INJECT_CONTROL_PLANE", default_value = bulwark_control_plane::inject::DEFAULT_CONTROL_PLANE)]
+        control_plane: String,
+    },
+    /// Print this CLI's version and the control plane's.
+    Version {
+        /// Only this CLI's version; the control plane is not asked.
+        #[arg(long)]
+        client: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
+    },
+    /// Bootstrap tokens, which let a proxy outside Kubernetes obtain its identity.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Print a token granting one namespace and service account, signed with the control
+    /// plane's token key. Anyone holding it can obtain that identity until it expires: treat
+    /// it as a secret.
+    Create {
+        /// Namespace of the identity.
+        #[arg(long)]
+        namespace: String,
+        /// Service account of the identity.
+        #[arg(long)]
+        service_account: String,
+        /// How long the token is accepted (the proxy presents it again at every renewal
+        /// until it has a certificate to renew with).
+        #[arg(long, value_parser = bulwark_api::duration::parse, default_value = "8760h")]
+        ttl: std::time::Duration,
+        /// The control plane's token key (PEM PKCS#8), `token.key` in its state directory.
+        #[arg(long, env = "BULWARK_TOKEN_KEY")]
+        key: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Validate { paths, output } => files::validate(&paths, &output),
+        Command::Inject {
+            paths,
+            proxy_image,
+            control_plane,
+        } => {
+            let settings = bulwark_control_plane::inject::Settings {
+                proxy_image,
+                control_plane,
+            };
+            match files::inject(&paths, &settings) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("bulwarkctl inject: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Version { client, tls } => {
+            match control::version(&tls.control_plane, client, &tls) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("bulwarkctl version: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    namespace,
+                    service_account,
+                    ttl,
+                    key,
+                },
+        } => {
+            let made = bulwark_identity::token::read_key(&key)
+                .map_err(anyhow::Error::from)
+                .and_then(|k| {
+                    Ok(k.create(
+                        &namespace,
+                        &service_account,
+                        ttl,
+                        std::time::SystemTime::now(),
+                    )?)
+                });
+            match made {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bulwarkctl token create: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status { output, tls } => match control::status(&tls.control_plane, &output, &tls)
+        {
+            Ok(true) => ExitCode::SUCCESS,
+            // Reached, but some proxy is behind or refused its policy: a deploy gate fails.
+            Ok(false) => ExitCode::from(3),
+            Err(e) => {
+                eprintln!("bulwarkctl status: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Prints `doc` as `output` (`json` or `yaml`) on standard output.
+pub(crate) fn print_doc(doc: &serde_json::Value, output: &str) -> anyhow::Result<()> {
+    match output {
+        "yaml" => print!("{}", serde_saphyr::to_string(doc)?),
+        _ => println!("{}", serde_json::to_string_pretty(doc)?),
+    }
+    Ok(())
+}
