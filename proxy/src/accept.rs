@@ -124,19 +124,17 @@ async fn handle<R: Room>(mut stream: TcpStream, peer: SocketAddr, a: &Accept, ro
     let skip = skip_detection(a, dst.port());
     let detected = match skip {
         Some(label) if !a.find_tls_everywhere => Ok((label, Bytes::new())),
-        Some(label) => {
-            detect::detect(&mut stream, a.detect.timeout)
-                .await
-                .map(|(detection, prefix)| match detection {
-                    Detection::Detected(Protocol::Tls) => {
-                        (DetectLabel::Detected(Protocol::Tls), prefix)
-                    }
-                    _ => (label, prefix),
-                })
-        }
-        None => detect::detect(&mut stream, a.detect.timeout)
+        // A port that skips detection is only looked at for a ClientHello; anything else
+        // keeps the skip's label (and its opaque handling).
+        _ => detect::detect(&mut stream, a.detect.timeout)
             .await
-            .map(|(detection, prefix)| (label(a, detection, dst.port()), prefix)),
+            .map(|(detection, prefix)| match (skip, detection) {
+                (None, d) => (label(a, d, dst.port()), prefix),
+                (Some(_), Detection::Detected(Protocol::Tls)) => {
+                    (DetectLabel::Detected(Protocol::Tls), prefix)
+                }
+                (Some(skipped), _) => (skipped, prefix),
+            }),
     };
     let (label, prefix) = match detected {
         Ok(d) => d,

@@ -16,7 +16,6 @@ use crate::config::Config;
 use crate::discovery;
 use crate::drain::Drain;
 use crate::http::Hop;
-use crate::identity::Identity;
 use crate::inbound::Inbound;
 use crate::inbound::authz::Journal;
 use crate::inbound::callers::Callers;
@@ -29,8 +28,6 @@ use crate::pool::Pools;
 use crate::snapshot::{self, Snapshot};
 use crate::transport::detect::OpaqueLearner;
 use crate::transport::mesh::MeshTls;
-use bulwark_identity::SpiffeId;
-use bulwark_identity::verify::TrustBundle;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,43 +51,6 @@ pub enum AppError {
     /// The trust anchors cannot be read, or the identity is not a valid SPIFFE ID.
     #[error("mesh identity: {0}")]
     Identity(String),
-}
-
-/// The proxy's identity (with a token) and the TLS configuration of its control-plane
-/// channel (with trust anchors), as the flags ask.
-type IdentityParts = (Option<Arc<Identity>>, Option<Arc<rustls::ClientConfig>>);
-
-fn identity(cfg: &Config) -> Result<IdentityParts, AppError> {
-    let ic = &cfg.identity;
-    let Some(anchors) = &ic.trust_anchors else {
-        return Ok((None, None));
-    };
-    let err = |e: &dyn std::fmt::Display| AppError::Identity(e.to_string());
-    let bundle = TrustBundle::from_file(anchors).map_err(|e| err(&e))?;
-    let w = &cfg.workload;
-    let cp = SpiffeId::new(
-        &ic.trust_domain,
-        &ic.control_plane_namespace,
-        crate::config::CONTROL_PLANE_SERVICE_ACCOUNT,
-    )
-    .map_err(|e| err(&e))?;
-    let identity = if ic.enabled() {
-        let id = SpiffeId::new(&ic.trust_domain, &w.namespace, &w.service_account)
-            .map_err(|e| err(&format!("--workload and --service-account: {e}")))?;
-        Some(Arc::new(Identity::new(id, bundle.clone())))
-    } else {
-        None
-    };
-    let (shared, certs) = match &identity {
-        Some(i) => (i.bundle.clone(), i.certs.clone()),
-        None => (
-            Arc::new(arc_swap::ArcSwap::from_pointee(bundle)),
-            Arc::default(),
-        ),
-    };
-    let tls =
-        bulwark_identity::tls::client_config(shared, cp, certs, &[bulwark_identity::ALPN_GRPC]);
-    Ok((identity, Some(tls)))
 }
 
 fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
@@ -141,7 +101,7 @@ pub async fn run(
     log: Option<Arc<dyn LogControl>>,
 ) -> Result<(), AppError> {
     cfg.validate()?;
-    let (identity, control_tls) = identity(&cfg)?;
+    let (identity, control_tls) = crate::identity::from_config(&cfg).map_err(AppError::Identity)?;
     let cfg = Arc::new(cfg);
     let drain = Drain::new();
     let metrics = Arc::new(Metrics::new(cfg.metrics_max_authorities));

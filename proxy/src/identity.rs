@@ -57,6 +57,44 @@ fn from_unix(s: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(s.max(0) as u64)
 }
 
+/// The proxy's identity (with a token) and the TLS configuration of its control-plane
+/// channel (with trust anchors), as the flags ask.
+pub type Parts = (Option<Arc<Identity>>, Option<Arc<rustls::ClientConfig>>);
+
+/// Builds them from the flags; the error names the flag or file at fault.
+pub fn from_config(cfg: &crate::config::Config) -> Result<Parts, String> {
+    let ic = &cfg.identity;
+    let Some(anchors) = &ic.trust_anchors else {
+        return Ok((None, None));
+    };
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let bundle = TrustBundle::from_file(anchors).map_err(|e| err(&e))?;
+    let w = &cfg.workload;
+    let cp = SpiffeId::new(
+        &ic.trust_domain,
+        &ic.control_plane_namespace,
+        crate::config::CONTROL_PLANE_SERVICE_ACCOUNT,
+    )
+    .map_err(|e| err(&e))?;
+    let identity = if ic.enabled() {
+        let id = SpiffeId::new(&ic.trust_domain, &w.namespace, &w.service_account)
+            .map_err(|e| err(&format!("--workload and --service-account: {e}")))?;
+        Some(Arc::new(Identity::new(id, bundle.clone())))
+    } else {
+        None
+    };
+    let (shared, certs) = match &identity {
+        Some(i) => (i.bundle.clone(), i.certs.clone()),
+        None => (
+            Arc::new(arc_swap::ArcSwap::from_pointee(bundle)),
+            Arc::default(),
+        ),
+    };
+    let tls =
+        bulwark_identity::tls::client_config(shared, cp, certs, &[bulwark_identity::ALPN_GRPC]);
+    Ok((identity, Some(tls)))
+}
+
 /// Where the identity stands, as `/identity` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
