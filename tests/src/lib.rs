@@ -182,6 +182,15 @@ impl std::fmt::Display for Fault {
     }
 }
 
+/// setpriv's flags for a restricted container: no capability in any set, no new privileges.
+const RESTRICTED: [&str; 5] = [
+    "--inh-caps",
+    "-all",
+    "--bounding-set",
+    "-all",
+    "--no-new-privs",
+];
+
 /// `bulwark-proxy run` in a pod as a Kubernetes pod runs the sidecar: the proxy's UID and
 /// GID, every capability dropped (bounding set too) and no new privileges. [`Mesh::proxy`]
 /// starts one and waits for it; this is for a run a test drives itself.
@@ -401,6 +410,25 @@ impl Pod {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.ns]).arg(program);
         c
+    }
+
+    /// `program` run inside the pod as `uid`/`gid` with every capability dropped (the
+    /// bounding set too) and no new privileges: a container under Pod Security "restricted".
+    pub fn restricted(&self, uid: u64, gid: u64, program: impl AsRef<OsStr>) -> Command {
+        let mut c = self.cmd("setpriv");
+        c.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
+            .arg("--clear-groups")
+            .args(RESTRICTED)
+            .arg(program);
+        c
+    }
+
+    /// Waits up to `timeout` for a GET of `url` from inside the pod to succeed, as a
+    /// kubelet's HTTP probe would.
+    pub fn wait_probe(&self, url: &str, timeout: Duration) -> Result<()> {
+        wait_for(&format!("{url} in {}", self.ns), timeout, || {
+            Ok(self.sh(&format!("curl -sf -m 2 {url}"))?.status.success())
+        })
     }
 
     /// Runs `sh -c script` inside the pod, bounded by `timeout` seconds; returns its output.

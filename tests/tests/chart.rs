@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bulwark_tests::identity::{MeshCa, openssl_ca};
-use bulwark_tests::{Mesh, bin, py_script, python, wait_for, workspace_root};
+use bulwark_tests::{Mesh, bin, py_script, python, workspace_root};
 
 #[test]
 fn crds_pass_kubernetes_validation_and_examples_conform() {
@@ -129,23 +129,8 @@ fn the_chart_lints_renders_valid_restricted_manifests_and_what_it_says_runs() ->
             a
         })
         .collect();
-    let mut cmd = cp.cmd("setpriv");
-    cmd.args([
-        "--reuid",
-        &uid.to_string(),
-        "--regid",
-        &gid.to_string(),
-        "--clear-groups",
-    ])
-    .args([
-        "--inh-caps",
-        "-all",
-        "--bounding-set",
-        "-all",
-        "--no-new-privs",
-    ])
-    .arg(bin("bulwark-control-plane"))
-    .args(&args);
+    let mut cmd = cp.restricted(uid, gid, bin("bulwark-control-plane"));
+    cmd.args(&args);
     mesh.spawn(&cp, "control-plane", cmd)?;
     let probe = &container["readinessProbe"]["httpGet"];
     let port = container["ports"]
@@ -157,12 +142,8 @@ fn the_chart_lints_renders_valid_restricted_manifests_and_what_it_says_runs() ->
         "http://127.0.0.1:{port}{}",
         probe["path"].as_str().unwrap_or("/")
     );
-    wait_for(
-        "the control plane to be ready",
-        Duration::from_secs(10),
-        || Ok(cp.sh(&format!("curl -sf -m 2 {url}"))?.status.success()),
-    )
-    .with_context(|| mesh.log_of("control-plane"))?;
+    cp.wait_probe(&url, Duration::from_secs(10))
+        .with_context(|| mesh.log_of("control-plane"))?;
 
     // It serves TLS as the identity its namespace gives it.
     let anchors = ca.dir.join("identity/trust-anchors.pem");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bulwark_tests::identity::MeshCa;
-use bulwark_tests::{Mesh, Pod, bin, py_script, python, wait_for};
+use bulwark_tests::{Mesh, Pod, bin, py_script, python};
 use serde_json::Value;
 
 const DEPLOYMENT: &str = "\
@@ -145,31 +145,22 @@ fn an_injected_pods_own_commands_run_capability_free_and_intercept() -> Result<(
 
     // The sidecar: its UID and group, nothing else.
     let sc = &proxy["securityContext"];
-    let uid = sc["runAsUser"].as_u64().context("runAsUser")?.to_string();
-    let gid = sc["runAsGroup"].as_u64().context("runAsGroup")?.to_string();
+    let uid = sc["runAsUser"].as_u64().context("runAsUser")?;
+    let gid = sc["runAsGroup"].as_u64().context("runAsGroup")?;
     assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
-    let mut c = app.cmd("setpriv");
-    c.args(["--reuid", &uid, "--regid", &gid, "--clear-groups"])
-        .args([
-            "--inh-caps",
-            "-all",
-            "--bounding-set",
-            "-all",
-            "--no-new-privs",
-        ])
-        .arg(bin("bulwark-proxy"))
-        .args(
-            proxy["args"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str),
-        )
-        .envs(
-            environment(proxy, &app)?
-                .into_iter()
-                .map(|(k, v)| (k, local(&v))),
-        );
+    let mut c = app.restricted(uid, gid, bin("bulwark-proxy"));
+    c.args(
+        proxy["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str),
+    )
+    .envs(
+        environment(proxy, &app)?
+            .into_iter()
+            .map(|(k, v)| (k, local(&v))),
+    );
     mesh.spawn(&app, "sidecar", c)?;
     let probe = &proxy["startupProbe"]["httpGet"];
     let url = format!(
@@ -177,12 +168,8 @@ fn an_injected_pods_own_commands_run_capability_free_and_intercept() -> Result<(
         probe["port"],
         probe["path"].as_str().unwrap_or("/")
     );
-    wait_for(
-        "the sidecar's startup probe",
-        Duration::from_secs(15),
-        || Ok(app.sh(&format!("curl -sf -m 2 {url}"))?.status.success()),
-    )
-    .with_context(|| mesh.log_of("sidecar"))?;
+    app.wait_probe(&url, Duration::from_secs(15))
+        .with_context(|| mesh.log_of("sidecar"))?;
 
     // The app's traffic goes through it, and the control plane lists it by the workload
     // the downward API named.
