@@ -144,11 +144,10 @@ impl Pools {
                 e.last_used = now;
                 return e.client.clone();
             }
-        } else if map.len() >= self.http.pool_max_endpoints {
-            if let Some(oldest) = map.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| *k) {
+        } else if map.len() >= self.http.pool_max_endpoints
+            && let Some(oldest) = map.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| *k) {
                 map.remove(&oldest);
             }
-        }
         let client = self.build(key, peer);
         map.insert(
             key,
@@ -225,14 +224,13 @@ impl Pools {
 fn client_body_failure(e: &DownstreamBodyError) -> Kind {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if matches!(
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
                 io.kind(),
                 std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
             ) {
                 return Kind::MalformedRequest;
             }
-        }
         source = err.source();
     }
     Kind::DownstreamAborted

@@ -19,7 +19,7 @@ const API_VERSION: &str = "bulwark.dev/v1alpha1";
 /// A duration as the policy reads it: whole seconds as `Ns`, otherwise `Nms`.
 fn duration(d: Duration) -> Value {
     let ms = d.as_millis();
-    if ms % 1000 == 0 && ms > 0 {
+    if ms.is_multiple_of(1000) && ms > 0 {
         format!("{}s", ms / 1000).into()
     } else {
         format!("{ms}ms").into()

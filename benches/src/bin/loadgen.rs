@@ -92,13 +92,11 @@ async fn one(sender: &mut Sender, uri: &Uri, authority: &str) -> bool {
 /// after N requests), opens a new one so later requests are not all failures.
 async fn one_or_reconnect(sender: &mut Sender, args: &Args, authority: &str) -> bool {
     let ok = one(sender, &args.url, authority).await;
-    if let Sender::H1(s) = sender {
-        if !ok && s.is_closed() {
-            if let Ok(fresh) = connect(args).await {
+    if let Sender::H1(s) = sender
+        && !ok && s.is_closed()
+            && let Ok(fresh) = connect(args).await {
                 *sender = fresh;
             }
-        }
-    }
     ok
 }
 

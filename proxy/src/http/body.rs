@@ -137,16 +137,14 @@ impl Body for ProxyBody {
                     return Poll::Ready(f.map(|r| r.map_err(BodyError::from)));
                 }
                 let mut cut = None;
-                if let Some(s) = &mut t.deadline {
-                    if s.as_mut().poll(cx).is_ready() {
+                if let Some(s) = &mut t.deadline
+                    && s.as_mut().poll(cx).is_ready() {
                         cut = Some(BodyError::Deadline);
                     }
-                }
-                if let (None, Some((d, s))) = (&cut, &mut t.idle) {
-                    if s.as_mut().poll(cx).is_ready() {
+                if let (None, Some((d, s))) = (&cut, &mut t.idle)
+                    && s.as_mut().poll(cx).is_ready() {
                         cut = Some(BodyError::Idle(*d));
                     }
-                }
                 match cut {
                     Some(e) => {
                         if let Some(o) = t.outcome.take() {

@@ -62,13 +62,11 @@ impl<R> Attempt<R> {
 /// trailers-only error.
 pub fn response_failure<B>(resp: &Response<B>, p: &RequestPolicy, grpc: bool) -> Option<Failure> {
     let s = resp.status().as_u16();
-    if grpc {
-        if let Some(code) = grpc_status(resp.headers()) {
-            if code != 0 {
+    if grpc
+        && let Some(code) = grpc_status(resp.headers())
+            && code != 0 {
                 return Some(Failure::Grpc(code));
             }
-        }
-    }
     (s >= 500 || p.retry.status_codes.contains(&s)).then_some(Failure::Status(s))
 }
 

@@ -70,11 +70,9 @@ impl Activity {
                 .first
                 .compare_exchange(0, from as u8, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
-        {
-            if let Some(f) = crate::lock::lock(&self.on_first).take() {
+            && let Some(f) = crate::lock::lock(&self.on_first).take() {
                 f(from);
             }
-        }
     }
 
     fn idle_for(&self) -> Duration {

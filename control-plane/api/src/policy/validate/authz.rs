@@ -23,14 +23,13 @@ pub(super) fn spec(c: &mut Check, s: &AuthorizationPolicySpec) {
         }
     }
     for (i, r) in s.http.iter().enumerate() {
-        if let Some(pp) = &r.path_prefix {
-            if !pp.starts_with('/') {
+        if let Some(pp) = &r.path_prefix
+            && !pp.starts_with('/') {
                 c.fail(
                     format!("spec.http[{i}].pathPrefix"),
                     format!("must start with /, got {pp:?}"),
                 );
             }
-        }
         for (j, m) in r.methods.iter().enumerate() {
             if !is_method(m) {
                 c.fail(
@@ -58,23 +57,21 @@ fn source(c: &mut Check, path: &str, f: &Source) {
         );
         return;
     }
-    if let Some(id) = &f.identity {
-        if let Err(e) = IdentityPattern::parse(id) {
+    if let Some(id) = &f.identity
+        && let Err(e) = IdentityPattern::parse(id) {
             c.fail(format!("{path}.identity"), e);
         }
-    }
     if f.unauthenticated == Some(false) {
         c.fail(
             format!("{path}.unauthenticated"),
             "must be true when set (leave it out to name no one)",
         );
     }
-    if let Some(cidr) = &f.cidr {
-        if cidr.parse::<ipnet::IpNet>().is_err() {
+    if let Some(cidr) = &f.cidr
+        && cidr.parse::<ipnet::IpNet>().is_err() {
             c.fail(
                 format!("{path}.cidr"),
                 format!("must be a CIDR like 10.0.0.0/8 or fd00::/8, got {cidr:?}"),
             );
         }
-    }
 }
