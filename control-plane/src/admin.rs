@@ -1,5 +1,5 @@
 //! The control plane's HTTP admin port: `/ready` (200 once a valid policy is served),
-//! `/live`, `/metrics`.
+//! `/live`, `/metrics` (the webhooks' counts too).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,13 +13,14 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::state::State;
+use crate::webhook::Webhook;
 
-fn route(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(state: &State, hook: Option<&Webhook>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match req.uri().path() {
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            state.render_metrics(),
+            state.render_metrics() + &hook.map(Webhook::render_metrics).unwrap_or_default(),
         ),
         "/live" => (StatusCode::OK, "text/plain", "live\n".to_string()),
         "/ready" => match state.policy().version {
@@ -48,16 +49,16 @@ fn route(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 /// Serves the admin port until the process exits.
-pub async fn serve(listener: TcpListener, state: Arc<State>) {
+pub async fn serve(listener: TcpListener, state: Arc<State>, hook: Option<Arc<Webhook>>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let state = state.clone();
+        let (state, hook) = (state.clone(), hook.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &req)) }
+                let (state, hook) = (state.clone(), hook.clone());
+                async move { Ok::<_, Infallible>(route(&state, hook.as_deref(), &req)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)

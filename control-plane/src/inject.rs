@@ -1,55 +1,147 @@
 //! Sidecar injection, decided on a pod template alone (no API server): what `bulwarkctl
-//! inject` does to manifests offline, and what the injection webhook will answer.
+//! inject` does to manifests offline, and what the injection webhook answers.
 //!
-//! A pod gets two init containers, first in the list:
-//! - `bulwark-init` runs `bulwark-proxy init` as root with NET_ADMIN and NET_RAW only (every
-//!   other capability dropped): it writes the redirection rules and proves them;
-//! - `bulwark-proxy` is a native sidecar (an init container with `restartPolicy: Always`,
-//!   Kubernetes ≥ 1.29): UID 5102, every capability dropped, read-only root filesystem, no
-//!   privilege escalation, and a startup probe on `/ready`, so the app's containers start
-//!   once the proxy is ready and it outlives them.
+//! Injection is a JSON patch ([`plan`]): the webhook returns it to the API server as it is,
+//! and `bulwarkctl inject` applies the same patch with the same RFC 6902 implementation, so
+//! the two cannot drift. A pod gets:
+//! - `bulwark-init` first among its init containers: `bulwark-proxy init` as root with
+//!   NET_ADMIN and NET_RAW only (every other capability dropped) writes the redirection rules
+//!   and proves them;
+//! - `bulwark-proxy` ([`containers`]): a native sidecar (an init container with
+//!   `restartPolicy: Always`, Kubernetes ≥ 1.29) right after it, or with
+//!   [`SidecarMode::Classic`] the first of `containers` with a postStart hook that waits for
+//!   `/ready`. UID 5102, every capability dropped, read-only root filesystem, no privilege
+//!   escalation;
+//! - the volume with the mesh's roots, and the annotation `bulwark.dev/proxy-version`.
 //!
 //! The proxy learns its pod from the downward API and the mesh's roots from the ConfigMap
-//! `bulwark-trust-anchors` in the pod's namespace (trust-manager's Bundle can sync it to
-//! every namespace). A pod that has `bulwark-proxy` already is left as it is (injection is
-//! idempotent), and `bulwark.dev/inject: disabled` opts out. Mesh identity in a cluster
-//! takes the projected service-account token (TokenReview), which comes with the Kubernetes
-//! source; until then the sidecar verifies the control plane but holds no identity.
+//! `bulwark-trust-anchors` in the pod's namespace. `config.bulwark.dev/*` annotations tune
+//! one pod ([`annotations`]). A pod that has `bulwark-proxy` already is left as it is
+//! (injection is idempotent), `bulwark.dev/inject: disabled` opts out, and [`uninject`]
+//! takes it all back out.
 
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// The annotation that opts a pod out (`disabled`).
+pub mod annotations;
+mod containers;
+
+/// The annotation (or label) that opts a pod in (`enabled`) or out (`disabled`).
 pub const INJECT_ANNOTATION: &str = "bulwark.dev/inject";
+/// The annotation injection leaves: the proxy's version.
+pub const VERSION_ANNOTATION: &str = "bulwark.dev/proxy-version";
 /// Name of the init container that writes the rules.
 pub const INIT_CONTAINER: &str = "bulwark-init";
 /// Name of the sidecar.
 pub const PROXY_CONTAINER: &str = "bulwark-proxy";
+/// The proxy binary's path in its image.
+pub const PROXY_BIN: &str = "/usr/local/bin/bulwark-proxy";
 /// The proxy's UID and GID (the rules exempt its traffic).
 pub const PROXY_UID: u32 = 5102;
+/// The proxy's default listener ports (its own flags' defaults).
+pub const INBOUND_PORT: u16 = 5143;
+/// See [`INBOUND_PORT`].
+pub const OUTBOUND_PORT: u16 = 5140;
+/// See [`INBOUND_PORT`].
+pub const ADMIN_PORT: u16 = 5191;
 /// The proxy image when none is given.
 pub const DEFAULT_PROXY_IMAGE: &str = "ghcr.io/bulwark-mesh/bulwark-proxy:0.1.0";
 /// The control plane's address when none is given: the chart's Service.
 pub const DEFAULT_CONTROL_PLANE: &str = "bulwark-control-plane.bulwark.svc:5170";
 /// ConfigMap with the mesh's `trust-anchors.pem`, mounted into the sidecar.
 pub const TRUST_ANCHORS_CONFIGMAP: &str = "bulwark-trust-anchors";
+/// The pod volume that mounts it.
+pub const TRUST_ANCHORS_VOLUME: &str = "bulwark-trust-anchors";
 /// Where the sidecar finds it.
 pub const TRUST_ANCHORS_DIR: &str = "/var/run/bulwark/trust-anchors";
 
-/// What injection is configured with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How the proxy runs beside the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SidecarMode {
+    /// An init container with `restartPolicy: Always` (Kubernetes ≥ 1.29): started and ready
+    /// before the app, stopped after it, and ended by the kubelet when a Job's containers end.
+    #[default]
+    Native,
+    /// The first of `containers`, its postStart hook holding the app back until `/ready`; a
+    /// Job's app ends it with `POST /shutdown` from loopback.
+    Classic,
+}
+
+/// The proxy's resources, as a container spec writes them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// `cpu` and `memory` requests.
+    #[serde(default)]
+    pub requests: BTreeMap<String, String>,
+    /// `cpu` and `memory` limits.
+    #[serde(default)]
+    pub limits: BTreeMap<String, String>,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        let map = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        Self {
+            requests: map(&[("cpu", "10m"), ("memory", "32Mi")]),
+            limits: map(&[("memory", "128Mi")]),
+        }
+    }
+}
+
+/// What injection is configured with: the cluster's defaults (the chart writes them into a
+/// file the control plane reads with `--inject-config`; `bulwarkctl inject --config` reads
+/// the same file).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Settings {
     /// The proxy image (it holds both `init` and `run`).
     pub proxy_image: String,
+    /// Its pull policy; the cluster's default when absent.
+    pub image_pull_policy: Option<String>,
     /// The control plane's gRPC address.
     pub control_plane: String,
+    /// Native or classic sidecar.
+    pub sidecar: SidecarMode,
+    /// The proxy's resources (annotations override them per pod).
+    pub resources: Resources,
+    /// The proxy's log filter (`BULWARK_LOG`).
+    pub log_level: String,
+    /// Namespaces the webhook never injects, besides its own.
+    pub excluded_namespaces: Vec<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             proxy_image: DEFAULT_PROXY_IMAGE.into(),
+            image_pull_policy: None,
             control_plane: DEFAULT_CONTROL_PLANE.into(),
+            sidecar: SidecarMode::Native,
+            resources: Resources::default(),
+            log_level: "info".into(),
+            excluded_namespaces: ["kube-system", "kube-public", "kube-node-lease"]
+                .map(String::from)
+                .to_vec(),
         }
+    }
+}
+
+impl Settings {
+    /// Reads settings from a YAML file; an unknown or mistyped key is an error naming it.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_saphyr::from_str(&text)
+            .with_context(|| format!("{}: not valid injection settings", path.display()))
     }
 }
 
@@ -70,101 +162,134 @@ pub enum InjectError {
     /// A field that must be an object or a list is not.
     #[error("{0} is not shaped like a Kubernetes pod template")]
     Shape(&'static str),
+    /// A per-pod setting is wrong.
+    #[error("annotation {key}: {value:?} {reason}")]
+    Annotation {
+        /// The annotation.
+        key: String,
+        /// Its value.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
 }
 
-fn env_field(name: &str, path: &str) -> Value {
-    json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}})
+/// What injecting one pod takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// What it does.
+    pub change: Change,
+    /// The JSON patch (RFC 6902) against the pod (paths from `/metadata` and `/spec`); empty
+    /// unless `change` is [`Change::Injected`].
+    pub patch: json_patch::Patch,
 }
 
-fn init_container(s: &Settings) -> Value {
-    json!({
-        "name": INIT_CONTAINER,
-        "image": s.proxy_image,
-        "args": ["init"],
-        "env": [env_field("BULWARK_POD_IP", "status.podIP")],
-        "securityContext": {
-            "runAsUser": 0,
-            "runAsNonRoot": false,
-            "allowPrivilegeEscalation": false,
-            "readOnlyRootFilesystem": true,
-            "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]},
-        },
+fn add(path: String, value: Value) -> Value {
+    json!({"op": "add", "path": path, "value": value})
+}
+
+/// A key as a JSON pointer segment (RFC 6901).
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn has_proxy(spec: &Value) -> bool {
+    ["initContainers", "containers"].iter().any(|list| {
+        spec[list]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|c| c["name"] == PROXY_CONTAINER))
     })
 }
 
-fn proxy_container(s: &Settings, workload: &str) -> Value {
-    json!({
-        "name": PROXY_CONTAINER,
-        "image": s.proxy_image,
-        "args": ["run"],
-        "restartPolicy": "Always",
-        "env": [
-            env_field("BULWARK_POD_NAMESPACE", "metadata.namespace"),
-            {"name": "BULWARK_WORKLOAD", "value": format!("$(BULWARK_POD_NAMESPACE)/{workload}")},
-            env_field("BULWARK_SERVICE_ACCOUNT", "spec.serviceAccountName"),
-            env_field("BULWARK_POD_IPS", "status.podIPs"),
-            {"name": "BULWARK_CONTROL_PLANE", "value": s.control_plane},
-            {"name": "BULWARK_TRUST_ANCHORS", "value": format!("{TRUST_ANCHORS_DIR}/trust-anchors.pem")},
-            {"name": "BULWARK_LOG_FORMAT", "value": "json"},
-        ],
-        "ports": [{"name": "bulwark-admin", "containerPort": 5191}],
-        "startupProbe": {
-            "httpGet": {"path": "/ready", "port": 5191},
-            "periodSeconds": 1,
-            "failureThreshold": 120,
-        },
-        "readinessProbe": {"httpGet": {"path": "/ready", "port": 5191}, "periodSeconds": 5},
-        "securityContext": {
-            "runAsUser": PROXY_UID,
-            "runAsGroup": PROXY_UID,
-            "runAsNonRoot": true,
-            "allowPrivilegeEscalation": false,
-            "readOnlyRootFilesystem": true,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "volumeMounts": [{"name": "bulwark-trust-anchors", "mountPath": TRUST_ANCHORS_DIR, "readOnly": true}],
+/// Adds `item` first (or last) in the list at `/spec/{list}`, creating it when absent.
+fn insert(
+    spec: &Value,
+    list: &str,
+    items: Vec<Value>,
+    first: bool,
+    ops: &mut Vec<Value>,
+) -> Result<(), InjectError> {
+    match &spec[list] {
+        Value::Null => ops.push(add(format!("/spec/{list}"), Value::Array(items))),
+        Value::Array(_) => {
+            for (i, item) in items.into_iter().enumerate() {
+                let at = if first { i.to_string() } else { "-".into() };
+                ops.push(add(format!("/spec/{list}/{at}"), item));
+            }
+        }
+        _ => return Err(InjectError::Shape("a container or volume list")),
+    }
+    Ok(())
+}
+
+/// The patch that injects the sidecar into the pod whose metadata is `meta` and spec
+/// `spec`; `workload` names it (the owner's name, or the pod's).
+pub fn plan(meta: &Value, spec: &Value, s: &Settings, workload: &str) -> Result<Plan, InjectError> {
+    let none = |change| Plan {
+        change,
+        patch: json_patch::Patch(Vec::new()),
+    };
+    if meta["annotations"][INJECT_ANNOTATION] == "disabled"
+        || meta["labels"][INJECT_ANNOTATION] == "disabled"
+    {
+        return Ok(none(Change::OptedOut));
+    }
+    if !spec.is_object() {
+        return Err(InjectError::Shape("spec"));
+    }
+    if has_proxy(spec) {
+        return Ok(none(Change::AlreadyInjected));
+    }
+    if !spec["containers"].is_array() {
+        return Err(InjectError::Shape("spec.containers"));
+    }
+    let o = annotations::parse(meta)?;
+    let mut ops = Vec::new();
+    let (init, proxy) = (containers::init(s, &o), containers::proxy(s, &o, workload));
+    match s.sidecar {
+        SidecarMode::Native => insert(spec, "initContainers", vec![init, proxy], true, &mut ops)?,
+        SidecarMode::Classic => {
+            insert(spec, "initContainers", vec![init], true, &mut ops)?;
+            insert(spec, "containers", vec![proxy], true, &mut ops)?;
+        }
+    }
+    // Not optional: without the roots the proxy cannot verify the control plane, and a pod
+    // waiting for its ConfigMap says why in its events.
+    let volume =
+        json!({"name": TRUST_ANCHORS_VOLUME, "configMap": {"name": TRUST_ANCHORS_CONFIGMAP}});
+    insert(spec, "volumes", vec![volume], false, &mut ops)?;
+    let version = env!("CARGO_PKG_VERSION");
+    ops.push(match (&meta, &meta["annotations"]) {
+        (Value::Null, _) => add(
+            "/metadata".into(),
+            json!({"annotations": {VERSION_ANNOTATION: version}}),
+        ),
+        (_, Value::Null) => add(
+            "/metadata/annotations".into(),
+            json!({VERSION_ANNOTATION: version}),
+        ),
+        _ => add(
+            format!("/metadata/annotations/{}", escape(VERSION_ANNOTATION)),
+            json!(version),
+        ),
+    });
+    let patch =
+        serde_json::from_value(Value::Array(ops)).map_err(|_| InjectError::Shape("the patch"))?;
+    Ok(Plan {
+        change: Change::Injected,
+        patch,
     })
 }
 
-/// Injects the sidecar into the pod template whose metadata is `meta` and spec `spec`;
-/// `workload` names it (the owner's name, or the pod's).
-pub fn pod(
-    meta: &Value,
-    spec: &mut Value,
-    s: &Settings,
-    workload: &str,
-) -> Result<Change, InjectError> {
-    if meta["annotations"][INJECT_ANNOTATION] == "disabled" {
-        return Ok(Change::OptedOut);
-    }
-    let spec = spec.as_object_mut().ok_or(InjectError::Shape("spec"))?;
-    let inits = spec
-        .entry("initContainers")
-        .or_insert_with(|| json!([]))
-        .as_array_mut()
-        .ok_or(InjectError::Shape("spec.initContainers"))?;
-    if inits.iter().any(|c| c["name"] == PROXY_CONTAINER) {
-        return Ok(Change::AlreadyInjected);
-    }
-    inits.insert(0, proxy_container(s, workload));
-    inits.insert(0, init_container(s));
-    let volumes = spec
-        .entry("volumes")
-        .or_insert_with(|| json!([]))
-        .as_array_mut()
-        .ok_or(InjectError::Shape("spec.volumes"))?;
-    volumes.push(json!({
-        "name": "bulwark-trust-anchors",
-        // Not optional: without the roots the proxy cannot verify the control plane, and
-        // a pod waiting for its ConfigMap says why in its events.
-        "configMap": {"name": TRUST_ANCHORS_CONFIGMAP},
-    }));
-    Ok(Change::Injected)
+/// Injects the pod template `t` (an object with `metadata` and `spec`) in place.
+pub fn pod(t: &mut Value, s: &Settings, workload: &str) -> Result<Change, InjectError> {
+    let plan = plan(&t["metadata"], &t["spec"], s, workload)?;
+    json_patch::patch(t, &plan.patch).map_err(|_| InjectError::Shape("the pod template"))?;
+    Ok(plan.change)
 }
 
-/// The pod templates of a manifest, as (metadata, spec, workload name) paths: a Pod's own,
-/// a workload controller's `spec.template`, a CronJob's job template's.
+/// The pod templates of a manifest: a Pod is its own, a workload controller's is at
+/// `spec.template`, a CronJob's at its job template's.
 fn templates(kind: &str) -> Option<&'static [&'static str]> {
     Some(match kind {
         "Pod" => &[],
@@ -174,30 +299,35 @@ fn templates(kind: &str) -> Option<&'static [&'static str]> {
     })
 }
 
-/// The workload name of a manifest: its name, or a `generateName` without the dash (the
-/// pod template's `app.kubernetes.io/name` or `app` label wins over both).
-fn name_of(doc: &Value) -> String {
-    let m = &doc["metadata"];
-    m["name"]
+/// The workload a pod belongs to: the template's `app.kubernetes.io/name` or `app` label,
+/// else the manifest's name, or its `generateName` without the dash.
+pub fn workload_name(doc_meta: &Value, template_meta: &Value) -> String {
+    let labels = &template_meta["labels"];
+    labels["app.kubernetes.io/name"]
         .as_str()
+        .or_else(|| labels["app"].as_str())
+        .or_else(|| doc_meta["name"].as_str().filter(|n| !n.is_empty()))
         .map(str::to_string)
         .or_else(|| {
-            m["generateName"]
+            doc_meta["generateName"]
                 .as_str()
                 .map(|g| g.trim_end_matches('-').to_string())
         })
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Injects every pod template in `doc` (a `List`'s items too); returns what happened to
-/// each, in order. Kinds without pods are left alone.
-pub fn manifest(doc: &mut Value, s: &Settings) -> Result<Vec<Change>, InjectError> {
+/// Applies `f` to every pod template in `doc` (a `List`'s items too), in order, with its
+/// workload name. Kinds without pods are left alone.
+fn each_template<T>(
+    doc: &mut Value,
+    f: &mut impl FnMut(&mut Value, &str) -> Result<T, InjectError>,
+) -> Result<Vec<T>, InjectError> {
     let kind = doc["kind"].as_str().unwrap_or_default().to_string();
     if kind == "List" {
         let mut all = Vec::new();
         if let Some(items) = doc["items"].as_array_mut() {
             for item in items {
-                all.extend(manifest(item, s)?);
+                all.extend(each_template(item, f)?);
             }
         }
         return Ok(all);
@@ -205,22 +335,57 @@ pub fn manifest(doc: &mut Value, s: &Settings) -> Result<Vec<Change>, InjectErro
     let Some(path) = templates(&kind) else {
         return Ok(Vec::new());
     };
-    let workload = name_of(doc);
+    let doc_meta = doc["metadata"].clone();
     let mut t = &mut *doc;
     for key in path {
         t = t
             .get_mut(*key)
             .ok_or(InjectError::Shape("the pod template"))?;
     }
-    let meta = t["metadata"].clone();
-    // The app's own name label says which workload it is better than a pod's generated name.
-    let labels = &meta["labels"];
-    let workload = labels["app.kubernetes.io/name"]
-        .as_str()
-        .or_else(|| labels["app"].as_str())
-        .map_or(workload, str::to_string);
-    let spec = t.get_mut("spec").ok_or(InjectError::Shape("spec"))?;
-    Ok(vec![pod(&meta, spec, s, &workload)?])
+    if !t.is_object() {
+        return Err(InjectError::Shape("the pod template"));
+    }
+    let workload = workload_name(&doc_meta, &t["metadata"]);
+    Ok(vec![f(t, &workload)?])
+}
+
+/// Injects every pod template in `doc`; returns what happened to each, in order.
+pub fn manifest(doc: &mut Value, s: &Settings) -> Result<Vec<Change>, InjectError> {
+    each_template(doc, &mut |t, workload| pod(t, s, workload))
+}
+
+/// Takes the sidecar back out of every pod template in `doc`: both containers, the volume
+/// and the version annotation. Returns, for each template, whether anything was removed.
+pub fn uninject(doc: &mut Value) -> Result<Vec<bool>, InjectError> {
+    each_template(doc, &mut |t, _| {
+        let mut removed = false;
+        let Some(spec) = t.get_mut("spec") else {
+            return Ok(false);
+        };
+        for (list, names) in [
+            ("initContainers", &[INIT_CONTAINER, PROXY_CONTAINER][..]),
+            ("containers", &[PROXY_CONTAINER][..]),
+            ("volumes", &[TRUST_ANCHORS_VOLUME][..]),
+        ] {
+            if let Some(items) = spec.get_mut(list).and_then(Value::as_array_mut) {
+                let before = items.len();
+                items.retain(|c| !names.iter().any(|n| c["name"] == *n));
+                removed |= items.len() != before;
+                if items.is_empty() && list != "containers" {
+                    spec.as_object_mut().map(|s| s.remove(list));
+                }
+            }
+        }
+        if let Some(meta) = t.get_mut("metadata").and_then(Value::as_object_mut)
+            && let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut)
+        {
+            removed |= a.remove(VERSION_ANNOTATION).is_some();
+            if a.is_empty() {
+                meta.remove("annotations");
+            }
+        }
+        Ok(removed)
+    })
 }
 
 #[cfg(test)]

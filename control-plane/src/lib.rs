@@ -16,6 +16,10 @@
 //! - [`identity`]: the gRPC `Identity.Certify` service: a token or the current certificate
 //!   proves an identity, the CA signs a certificate for exactly it.
 //! - [`tls`]: the gRPC listener's TLS, which tells the services who the peer is.
+//! - [`inject`]: sidecar injection as a JSON patch on a pod (pure), with the per-pod
+//!   `config.bulwark.dev/*` annotations, and uninjection.
+//! - [`webhook`]: the admission webhooks over TLS: `/inject` answers pods with that patch,
+//!   `/validate` runs `bulwarkctl validate`'s checks on a policy object.
 //!
 //! `bulwarkctl` (src/bin/bulwarkctl/) validates policy with the same loader and reads
 //! `Admin.Status`.
@@ -29,5 +33,6 @@ pub mod service;
 pub mod source;
 pub mod state;
 pub mod tls;
+pub mod webhook;
 
 pub use bulwark_api as api;

@@ -12,8 +12,10 @@ use bulwark_api::wire::admin_server::AdminServer;
 use bulwark_api::wire::discovery_server::DiscoveryServer;
 use bulwark_control_plane::ca::Ca;
 use bulwark_control_plane::identity::{Authenticator, IdentityService};
+use bulwark_control_plane::inject::Settings;
 use bulwark_control_plane::service::Service;
 use bulwark_control_plane::state::State;
+use bulwark_control_plane::webhook::{self, Webhook};
 use bulwark_control_plane::{admin, source, tls};
 use bulwark_identity::SpiffeId;
 use bulwark_identity::tls::CertStore;
@@ -52,7 +54,48 @@ enum Command {
         poll_interval: Duration,
         #[command(flatten)]
         identity: IdentityArgs,
+        #[command(flatten)]
+        webhook: WebhookArgs,
     },
+}
+
+/// The admission webhooks (sidecar injection, policy validation). Served only when a
+/// certificate is given.
+#[derive(clap::Args, Debug)]
+struct WebhookArgs {
+    /// HTTPS address of the webhooks (`POST /inject`, `POST /validate`).
+    #[arg(long, env = "BULWARK_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
+    webhook_addr: SocketAddr,
+    /// PEM certificate chain the webhooks present (re-read when it changes).
+    #[arg(long, env = "BULWARK_WEBHOOK_CERT", requires = "webhook_key")]
+    webhook_cert: Option<PathBuf>,
+    /// PEM private key of that certificate (PKCS#1, PKCS#8 or SEC1).
+    #[arg(long, env = "BULWARK_WEBHOOK_KEY", requires = "webhook_cert")]
+    webhook_key: Option<PathBuf>,
+    /// YAML file of injection settings (proxy image, control plane address, sidecar mode,
+    /// resources, log level, excluded namespaces); built-in defaults when absent.
+    #[arg(long, env = "BULWARK_INJECT_CONFIG")]
+    inject_config: Option<PathBuf>,
+}
+
+/// Starts the webhooks if a certificate is given.
+async fn webhooks(args: &WebhookArgs, namespace: &str) -> anyhow::Result<Option<Arc<Webhook>>> {
+    let (Some(cert), Some(key)) = (&args.webhook_cert, &args.webhook_key) else {
+        return Ok(None);
+    };
+    let settings = match &args.inject_config {
+        Some(p) => Settings::from_file(p)?,
+        None => Settings::default(),
+    };
+    let certs = Arc::new(webhook::CertFiles::new(cert.clone(), key.clone())?);
+    let tls = webhook::acceptor(certs)?;
+    let listener = tokio::net::TcpListener::bind(args.webhook_addr)
+        .await
+        .with_context(|| format!("binding the webhook address {}", args.webhook_addr))?;
+    tracing::info!(addr = %args.webhook_addr, proxy_image = settings.proxy_image, sidecar = ?settings.sidecar, "serving the admission webhooks");
+    let hook = Arc::new(Webhook::new(settings, namespace.to_string()));
+    tokio::spawn(webhook::serve(listener, tls, hook.clone()));
+    Ok(Some(hook))
 }
 
 /// The certificate authority and who may ask it for what. With none of the CA flags and no
@@ -154,6 +197,7 @@ async fn main() -> anyhow::Result<()> {
         admin_addr,
         poll_interval,
         identity,
+        webhook,
     } = cli.command;
     let ca = certificate_authority(&identity)?;
     let state = Arc::new(State::new());
@@ -167,7 +211,8 @@ async fn main() -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(admin_addr)
         .await
         .with_context(|| format!("binding the admin address {admin_addr}"))?;
-    tokio::spawn(admin::serve(admin_listener, state.clone()));
+    let hook = webhooks(&webhook, &identity.namespace).await?;
+    tokio::spawn(admin::serve(admin_listener, state.clone(), hook));
     tokio::spawn(source::watch(state.clone(), policy_dir, poll_interval));
     let service = Service::new(state.clone());
     tracing::info!(%grpc_addr, %admin_addr, "serving");

@@ -302,7 +302,8 @@ pub(crate) struct AwaitArgs {
     /// Give up (exit 1 without running CMD) after this long.
     #[arg(long, env = "BULWARK_AWAIT_TIMEOUT", default_value_t = Dur(config::DEFAULT_AWAIT_TIMEOUT))]
     pub(crate) timeout: Dur,
-    /// The command to run once the proxy is ready.
-    #[arg(last = true, required = true)]
+    /// The command to run once the proxy is ready; without one, exit 0 then (a classic
+    /// sidecar's postStart hook holds the app's containers back this way).
+    #[arg(last = true)]
     pub(crate) cmd: Vec<String>,
 }

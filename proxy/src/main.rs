@@ -114,7 +114,7 @@ fn init_cmd(a: InitArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Polls `/ready` on the admin port, then replaces this process with CMD.
+/// Polls `/ready` on the admin port, then replaces this process with CMD (or exits 0).
 fn await_cmd(a: AwaitArgs) -> anyhow::Result<ExitCode> {
     use std::io::{Read, Write};
     use std::os::unix::process::CommandExt;
@@ -146,8 +146,9 @@ fn await_cmd(a: AwaitArgs) -> anyhow::Result<ExitCode> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let err = std::process::Command::new(&a.cmd[0])
-        .args(&a.cmd[1..])
-        .exec();
-    bail!("could not run {:?}: {err}", a.cmd[0])
+    let Some(program) = a.cmd.first() else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let err = std::process::Command::new(program).args(&a.cmd[1..]).exec();
+    bail!("could not run {program:?}: {err}")
 }

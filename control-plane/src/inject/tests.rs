@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use super::*;
 
 fn deployment() -> Value {
@@ -114,4 +116,212 @@ fn lists_cronjobs_and_bare_pods_are_found_and_other_kinds_left_alone() {
 fn a_template_that_is_not_one_is_an_error() {
     let mut bad = json!({"kind": "Deployment", "metadata": {"name": "x"}, "spec": {"template": {"spec": []}}});
     assert!(manifest(&mut bad, &Settings::default()).is_err());
+}
+
+fn pod_with(annotations: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web-0", "annotations": annotations},
+        "spec": {"containers": [{"name": "web", "image": "web:1"}]}})
+}
+
+fn env_of(c: &Value) -> BTreeMap<String, String> {
+    c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_string(),
+                e["value"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn per_pod_annotations_reach_the_containers_they_configure() {
+    let mut p = pod_with(json!({
+        "config.bulwark.dev/skip-inbound-ports": "9090, 9100-9110",
+        "config.bulwark.dev/skip-outbound-cidrs": "169.254.169.254,10.0.0.0/8",
+        "config.bulwark.dev/opaque-ports": "5432,6379",
+        "config.bulwark.dev/admin-port": "6191",
+        "config.bulwark.dev/log-level": "warn,bulwark_proxy=debug",
+        "config.bulwark.dev/detect-timeout": "2s",
+        "config.bulwark.dev/proxy-memory-limit": "256Mi",
+        "config.bulwark.dev/proxy-cpu-limit": "500m",
+    }));
+    assert_eq!(
+        manifest(&mut p, &Settings::default()),
+        Ok(vec![Change::Injected])
+    );
+    let inits = p["spec"]["initContainers"].as_array().unwrap();
+    let init = env_of(&inits[0]);
+    assert_eq!(init["BULWARK_SKIP_INBOUND_PORTS"], "9090,9100:9110");
+    assert_eq!(
+        init["BULWARK_SKIP_OUTBOUND_CIDRS"],
+        "169.254.169.254/32,10.0.0.0/8"
+    );
+    assert_eq!(init["BULWARK_ADMIN_PORT"], "6191");
+    let proxy = env_of(&inits[1]);
+    assert_eq!(proxy["BULWARK_OPAQUE_PORTS"], "5432,6379");
+    assert_eq!(proxy["BULWARK_ADMIN_ADDR"], "0.0.0.0:6191");
+    assert_eq!(proxy["BULWARK_LOG"], "warn,bulwark_proxy=debug");
+    assert_eq!(proxy["BULWARK_DETECT_TIMEOUT"], "2s");
+    assert_eq!(inits[1]["startupProbe"]["httpGet"]["port"], 6191);
+    assert_eq!(inits[1]["ports"][0]["containerPort"], 6191);
+    assert_eq!(
+        inits[1]["resources"],
+        json!({"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}})
+    );
+    assert_eq!(
+        p["metadata"]["annotations"][VERSION_ANNOTATION],
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+#[test]
+fn a_wrong_annotation_is_refused_by_name_with_the_reason() {
+    let cases = [
+        (
+            "config.bulwark.dev/skip-inbound-ports",
+            "80,http",
+            "\"http\" is not a port",
+        ),
+        ("config.bulwark.dev/skip-inbound-ports", "90:80", "empty"),
+        (
+            "config.bulwark.dev/opaque-ports",
+            "5432:5440",
+            "single ports",
+        ),
+        (
+            "config.bulwark.dev/skip-outbound-cidrs",
+            "10.0.0.0/33",
+            "not a network",
+        ),
+        ("config.bulwark.dev/detect-timeout", "soon", "soon"),
+        ("config.bulwark.dev/proxy-memory-limit", "lots", "quantity"),
+        (
+            "config.bulwark.dev/inbound-port",
+            "5191",
+            "another of the proxy's ports",
+        ),
+        (
+            "config.bulwark.dev/skip-inbund-ports",
+            "80",
+            "did you mean config.bulwark.dev/skip-inbound-ports?",
+        ),
+    ];
+    for (key, value, reason) in cases {
+        let mut p = pod_with(json!({key: value}));
+        let before = p.clone();
+        let err = manifest(&mut p, &Settings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(key) && err.contains(reason),
+            "{key}={value}: {err}"
+        );
+        assert_eq!(p, before, "nothing is changed on an error");
+    }
+}
+
+#[test]
+fn the_patch_adds_and_never_replaces() {
+    let d = deployment();
+    let t = &d["spec"]["template"];
+    let first = plan(&t["metadata"], &t["spec"], &Settings::default(), "web").unwrap();
+    let ops = serde_json::to_value(&first.patch).unwrap();
+    let paths: Vec<&str> = ops
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/spec/initContainers/0",
+            "/spec/initContainers/1",
+            "/spec/volumes",
+            "/metadata/annotations"
+        ]
+    );
+    assert!(ops.as_array().unwrap().iter().all(|o| o["op"] == "add"));
+    // A pod with annotations gets one key, escaped as RFC 6901 says.
+    let p = pod_with(json!({"team": "shop"}));
+    let second = plan(&p["metadata"], &p["spec"], &Settings::default(), "web").unwrap();
+    let ops = serde_json::to_value(&second.patch).unwrap();
+    assert_eq!(
+        ops[2]["path"],
+        "/metadata/annotations/bulwark.dev~1proxy-version"
+    );
+}
+
+#[test]
+fn a_classic_sidecar_goes_first_in_containers_and_holds_the_app_back() {
+    let s = Settings {
+        sidecar: SidecarMode::Classic,
+        ..Settings::default()
+    };
+    let mut d = deployment();
+    manifest(&mut d, &s).unwrap();
+    let spec = &d["spec"]["template"]["spec"];
+    let inits: Vec<&str> = spec["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(inits, [INIT_CONTAINER, "migrate"]);
+    let proxy = &spec["containers"][0];
+    assert_eq!(proxy["name"], PROXY_CONTAINER);
+    assert!(proxy.get("restartPolicy").is_none());
+    assert_eq!(
+        proxy["lifecycle"]["postStart"]["exec"]["command"][1],
+        "await"
+    );
+    assert_eq!(env_of(proxy)["BULWARK_ADMIN_SHUTDOWN"], "true");
+    assert_eq!(manifest(&mut d, &s), Ok(vec![Change::AlreadyInjected]));
+}
+
+#[test]
+fn uninject_gives_back_the_manifest_as_it_was() {
+    for s in [
+        Settings::default(),
+        Settings {
+            sidecar: SidecarMode::Classic,
+            ..Settings::default()
+        },
+    ] {
+        for original in [deployment(), pod_with(json!({"team": "shop"}))] {
+            let mut d = original.clone();
+            manifest(&mut d, &s).unwrap();
+            assert_ne!(d, original);
+            assert_eq!(uninject(&mut d), Ok(vec![true]));
+            assert_eq!(d, original);
+            assert_eq!(uninject(&mut d), Ok(vec![false]));
+        }
+    }
+}
+
+#[test]
+fn settings_files_name_the_bad_key() {
+    let dir = std::env::temp_dir().join(format!("bulwark-inject-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.yaml");
+    std::fs::write(&good, "proxyImage: registry.local/proxy:1\nsidecar: classic\nresources:\n  requests: {cpu: 50m}\n").unwrap();
+    let s = Settings::from_file(&good).unwrap();
+    assert_eq!(
+        (s.proxy_image.as_str(), s.sidecar),
+        ("registry.local/proxy:1", SidecarMode::Classic)
+    );
+    assert_eq!(s.control_plane, DEFAULT_CONTROL_PLANE);
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "proxyImage: x\nsidecarMode: classic\n").unwrap();
+    let err = format!("{:#}", Settings::from_file(&bad).unwrap_err());
+    assert!(
+        err.contains("bad.yaml") && err.contains("sidecarMode"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -90,14 +90,9 @@ pub(crate) fn validate(paths: &[PathBuf], output: &str) -> ExitCode {
     }
 }
 
-/// `bulwarkctl inject`: every document of every file, injected, as YAML on standard output;
-/// a count of what was done on standard error.
-pub(crate) fn inject(
-    paths: &[PathBuf],
-    settings: &bulwark_control_plane::inject::Settings,
-) -> anyhow::Result<()> {
+/// Every document of every file (`-` is standard input), nulls dropped.
+fn read_manifests(paths: &[PathBuf]) -> anyhow::Result<Vec<serde_json::Value>> {
     use anyhow::Context;
-    use bulwark_control_plane::inject::{Change, manifest};
     let mut docs = Vec::new();
     for path in paths {
         let text = if path.as_os_str() == "-" {
@@ -110,8 +105,31 @@ pub(crate) fn inject(
         docs.extend(values.into_iter().filter(|v| !v.is_null()));
     }
     anyhow::ensure!(!docs.is_empty(), "no manifests in the input");
-    let mut counts = [0usize; 3];
+    Ok(docs)
+}
+
+/// The documents as one YAML stream.
+fn write_manifests(docs: &[serde_json::Value]) -> anyhow::Result<String> {
     let mut out = String::new();
+    for (i, doc) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_saphyr::to_string(doc)?);
+    }
+    Ok(out)
+}
+
+/// `bulwarkctl inject`: every document of every file, injected, as YAML on standard output;
+/// a count of what was done on standard error.
+pub(crate) fn inject(
+    paths: &[PathBuf],
+    settings: &bulwark_control_plane::inject::Settings,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use bulwark_control_plane::inject::{Change, manifest};
+    let mut docs = read_manifests(paths)?;
+    let mut counts = [0usize; 3];
     for (i, doc) in docs.iter_mut().enumerate() {
         let changes = manifest(doc, settings).with_context(|| format!("document {}", i + 1))?;
         for c in changes {
@@ -121,15 +139,27 @@ pub(crate) fn inject(
                 Change::OptedOut => 2,
             }] += 1;
         }
-        if i > 0 {
-            out.push_str("---\n");
-        }
-        out.push_str(&serde_saphyr::to_string(doc)?);
     }
-    print!("{out}");
+    print!("{}", write_manifests(&docs)?);
     eprintln!(
         "injected {} pod templates ({} already injected, {} opted out)",
         counts[0], counts[1], counts[2]
     );
+    Ok(())
+}
+
+/// `bulwarkctl uninject`: the documents with the sidecar taken out, on standard output.
+pub(crate) fn uninject(paths: &[PathBuf]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut docs = read_manifests(paths)?;
+    let (mut removed, mut templates) = (0, 0);
+    for (i, doc) in docs.iter_mut().enumerate() {
+        let changes = bulwark_control_plane::inject::uninject(doc)
+            .with_context(|| format!("document {}", i + 1))?;
+        templates += changes.len();
+        removed += changes.iter().filter(|c| **c).count();
+    }
+    print!("{}", write_manifests(&docs)?);
+    eprintln!("uninjected {removed} of {templates} pod templates");
     Ok(())
 }

@@ -55,6 +55,19 @@ enum Command {
         /// The control plane's address, as the sidecar dials it.
         #[arg(long, env = "BULWARK_INJECT_CONTROL_PLANE", default_value = bulwark_control_plane::inject::DEFAULT_CONTROL_PLANE)]
         control_plane: String,
+        /// Injection settings as the webhook reads them (`--inject-config`); the image and
+        /// control plane flags, when given, win over the file's.
+        #[arg(long, env = "BULWARK_INJECT_CONFIG")]
+        config: Option<PathBuf>,
+        /// `classic` for clusters older than 1.29 (no native sidecars).
+        #[arg(long, value_parser = ["native", "classic"])]
+        sidecar: Option<String>,
+    },
+    /// Take the sidecar back out of manifests `inject` (or the webhook) produced.
+    Uninject {
+        /// Manifest files; `-` reads standard input.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
     /// Print this CLI's version and the control plane's.
     Version {
@@ -100,11 +113,29 @@ fn main() -> ExitCode {
             paths,
             proxy_image,
             control_plane,
+            config,
+            sidecar,
         } => {
-            let settings = bulwark_control_plane::inject::Settings {
-                proxy_image,
-                control_plane,
+            use bulwark_control_plane::inject::{Settings, SidecarMode};
+            let mut settings = match config.as_deref().map(Settings::from_file).transpose() {
+                Ok(s) => s.unwrap_or_default(),
+                Err(e) => {
+                    eprintln!("bulwarkctl inject: {e:#}");
+                    return ExitCode::FAILURE;
+                }
             };
+            let defaults = Settings::default();
+            if config.is_none() || proxy_image != defaults.proxy_image {
+                settings.proxy_image = proxy_image;
+            }
+            if config.is_none() || control_plane != defaults.control_plane {
+                settings.control_plane = control_plane;
+            }
+            match sidecar.as_deref() {
+                Some("classic") => settings.sidecar = SidecarMode::Classic,
+                Some(_) => settings.sidecar = SidecarMode::Native,
+                None => {}
+            }
             match files::inject(&paths, &settings) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -113,6 +144,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Uninject { paths } => match files::uninject(&paths) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bulwarkctl uninject: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Version { client, tls } => {
             match control::version(&tls.control_plane, client, &tls) {
                 Ok(()) => ExitCode::SUCCESS,
