@@ -237,9 +237,10 @@ impl State {
     /// A proxy with a certified stream renewed its certificate.
     pub fn renewed(&self, key: u64, not_after: i64) {
         if let Some(e) = lock(&self.proxies).get_mut(&key)
-            && let Some((_, t)) = &mut e.id.certified {
-                *t = not_after;
-            }
+            && let Some((_, t)) = &mut e.id.certified
+        {
+            *t = not_after;
+        }
     }
 
     /// A proxy's stream ended.

@@ -145,9 +145,10 @@ impl Pools {
                 return e.client.clone();
             }
         } else if map.len() >= self.http.pool_max_endpoints
-            && let Some(oldest) = map.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| *k) {
-                map.remove(&oldest);
-            }
+            && let Some(oldest) = map.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| *k)
+        {
+            map.remove(&oldest);
+        }
         let client = self.build(key, peer);
         map.insert(
             key,
@@ -228,9 +229,10 @@ fn client_body_failure(e: &DownstreamBodyError) -> Kind {
             && matches!(
                 io.kind(),
                 std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
-            ) {
-                return Kind::MalformedRequest;
-            }
+            )
+        {
+            return Kind::MalformedRequest;
+        }
         source = err.source();
     }
     Kind::DownstreamAborted

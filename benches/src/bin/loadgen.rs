@@ -93,10 +93,12 @@ async fn one(sender: &mut Sender, uri: &Uri, authority: &str) -> bool {
 async fn one_or_reconnect(sender: &mut Sender, args: &Args, authority: &str) -> bool {
     let ok = one(sender, &args.url, authority).await;
     if let Sender::H1(s) = sender
-        && !ok && s.is_closed()
-            && let Ok(fresh) = connect(args).await {
-                *sender = fresh;
-            }
+        && !ok
+        && s.is_closed()
+        && let Ok(fresh) = connect(args).await
+    {
+        *sender = fresh;
+    }
     ok
 }
 

@@ -141,18 +141,20 @@ fn structural(v: &mut Value) {
     }
     // A single allOf (an inlined reference with siblings) merges into its parent.
     if let Some(Value::Array(all)) = map.get("allOf")
-        && let [Value::Object(inner)] = all.as_slice() {
-            let inner = inner.clone();
-            map.remove("allOf");
-            for (k, val) in inner {
-                map.entry(k).or_insert(val);
-            }
+        && let [Value::Object(inner)] = all.as_slice()
+    {
+        let inner = inner.clone();
+        map.remove("allOf");
+        for (k, val) in inner {
+            map.entry(k).or_insert(val);
         }
+    }
     // Formats Kubernetes does not know (uint8, uint32 …) are dropped; minimum stays.
     if let Some(f) = map.get("format").and_then(Value::as_str)
-        && !matches!(f, "int32" | "int64" | "float" | "double") {
-            map.remove("format");
-        }
+        && !matches!(f, "int32" | "int64" | "float" | "double")
+    {
+        map.remove("format");
+    }
     for (_, child) in map.iter_mut() {
         structural(child);
     }

@@ -138,13 +138,15 @@ impl Body for ProxyBody {
                 }
                 let mut cut = None;
                 if let Some(s) = &mut t.deadline
-                    && s.as_mut().poll(cx).is_ready() {
-                        cut = Some(BodyError::Deadline);
-                    }
+                    && s.as_mut().poll(cx).is_ready()
+                {
+                    cut = Some(BodyError::Deadline);
+                }
                 if let (None, Some((d, s))) = (&cut, &mut t.idle)
-                    && s.as_mut().poll(cx).is_ready() {
-                        cut = Some(BodyError::Idle(*d));
-                    }
+                    && s.as_mut().poll(cx).is_ready()
+                {
+                    cut = Some(BodyError::Idle(*d));
+                }
                 match cut {
                     Some(e) => {
                         if let Some(o) = t.outcome.take() {

@@ -229,10 +229,11 @@ impl Authz {
             rule,
         };
         if r.http.is_none()
-            && let Some(p) = applicable.iter().find(|p| !p.http.is_empty()) {
-                let rule = format!("port {} has HTTP routes", r.port);
-                return deny(&p.name, Reason::NotHttp, rule);
-            }
+            && let Some(p) = applicable.iter().find(|p| !p.http.is_empty())
+        {
+            let rule = format!("port {} has HTTP routes", r.port);
+            return deny(&p.name, Reason::NotHttp, rule);
+        }
         for p in applicable.iter().filter(|p| p.action == AuthzAction::Deny) {
             if let Some(source) = p.source_of(r).filter(|_| p.on_route(r)) {
                 return deny(&p.name, Reason::DenyRule, p.rule(source));

@@ -64,9 +64,10 @@ pub fn response_failure<B>(resp: &Response<B>, p: &RequestPolicy, grpc: bool) ->
     let s = resp.status().as_u16();
     if grpc
         && let Some(code) = grpc_status(resp.headers())
-            && code != 0 {
-                return Some(Failure::Grpc(code));
-            }
+        && code != 0
+    {
+        return Some(Failure::Grpc(code));
+    }
     (s >= 500 || p.retry.status_codes.contains(&s)).then_some(Failure::Status(s))
 }
 

@@ -35,13 +35,15 @@ pub fn route_matches(
     headers: &HeaderMap,
 ) -> bool {
     if let Some(p) = &m.path_prefix
-        && !path.starts_with(p.as_str()) {
-            return false;
-        }
+        && !path.starts_with(p.as_str())
+    {
+        return false;
+    }
     if let Some(want) = &m.method
-        && !want.eq_ignore_ascii_case(method.as_str()) {
-            return false;
-        }
+        && !want.eq_ignore_ascii_case(method.as_str())
+    {
+        return false;
+    }
     for (name, value) in &m.headers {
         if headers.get(name.as_str()).and_then(|v| v.to_str().ok()) != Some(value.as_str()) {
             return false;
@@ -144,10 +146,11 @@ pub fn names_a_host(authority: Option<&str>) -> bool {
 fn split_authority(authority: &str, default_port: u16) -> (&str, u16) {
     // `[v6]:port`, `host:port`, or a bare host.
     if let Some(rest) = authority.strip_prefix('[')
-        && let Some((host, after)) = rest.split_once(']') {
-            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (host, port.unwrap_or(default_port));
-        }
+        && let Some((host, after)) = rest.split_once(']')
+    {
+        let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+        return (host, port.unwrap_or(default_port));
+    }
     match authority.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => (h, p.parse().unwrap_or(default_port)),
         _ => (authority, default_port),

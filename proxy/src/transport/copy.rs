@@ -70,9 +70,10 @@ impl Activity {
                 .first
                 .compare_exchange(0, from as u8, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
-            && let Some(f) = crate::lock::lock(&self.on_first).take() {
-                f(from);
-            }
+            && let Some(f) = crate::lock::lock(&self.on_first).take()
+        {
+            f(from);
+        }
     }
 
     fn idle_for(&self) -> Duration {

@@ -367,12 +367,13 @@ pub async fn dial(
     (timeout, keepalive): (Duration, Duration),
 ) -> Result<Stream, ConnectError> {
     if let (Some(_), Some(mesh)) = (peer, mesh)
-        && !mesh.ready() {
-            return Err(ConnectError::Handshake {
-                addr,
-                source: io::Error::other("this proxy has no certificate yet"),
-            });
-        }
+        && !mesh.ready()
+    {
+        return Err(ConnectError::Handshake {
+            addr,
+            source: io::Error::other("this proxy has no certificate yet"),
+        });
+    }
     let tcp = super::socket::connect(addr, timeout, keepalive).await?;
     match (peer, mesh) {
         (Some(peer), Some(mesh)) => mesh

@@ -52,9 +52,10 @@ impl Check {
         hi: T,
     ) {
         if let Some(v) = v
-            && (v < lo || v > hi) {
-                self.fail(path, format!("must be between {lo} and {hi}, got {v}"));
-            }
+            && (v < lo || v > hi)
+        {
+            self.fail(path, format!("must be between {lo} and {hi}, got {v}"));
+        }
     }
 
     fn ratio(&mut self, path: &str, v: Option<f64>) {
@@ -128,12 +129,13 @@ fn metadata(c: &mut Check, m: &Metadata) {
         );
     }
     if let Some(ns) = &m.namespace
-        && !is_dns_label(ns) {
-            c.fail(
-                "metadata.namespace",
-                format!("must be a DNS-1123 label, got {ns:?}"),
-            );
-        }
+        && !is_dns_label(ns)
+    {
+        c.fail(
+            "metadata.namespace",
+            format!("must be a DNS-1123 label, got {ns:?}"),
+        );
+    }
 }
 
 fn header(c: &mut Check, api_version: &str, kind: &str, expected: &str) {
@@ -177,12 +179,13 @@ pub fn validate(doc: &Document) -> Vec<Problem> {
                 }
             }
             if let Some(id) = &b.spec.identity
-                && !id.starts_with("spiffe://") {
-                    c.fail(
-                        "spec.identity",
-                        format!("must be a SPIFFE ID (spiffe://...), got {id:?}"),
-                    );
-                }
+                && !id.starts_with("spiffe://")
+            {
+                c.fail(
+                    "spec.identity",
+                    format!("must be a SPIFFE ID (spiffe://...), got {id:?}"),
+                );
+            }
         }
         Document::TrafficPolicy(t) => {
             header(&mut c, &t.api_version, &t.kind, "TrafficPolicy");

@@ -24,12 +24,13 @@ pub(super) fn spec(c: &mut Check, s: &AuthorizationPolicySpec) {
     }
     for (i, r) in s.http.iter().enumerate() {
         if let Some(pp) = &r.path_prefix
-            && !pp.starts_with('/') {
-                c.fail(
-                    format!("spec.http[{i}].pathPrefix"),
-                    format!("must start with /, got {pp:?}"),
-                );
-            }
+            && !pp.starts_with('/')
+        {
+            c.fail(
+                format!("spec.http[{i}].pathPrefix"),
+                format!("must start with /, got {pp:?}"),
+            );
+        }
         for (j, m) in r.methods.iter().enumerate() {
             if !is_method(m) {
                 c.fail(
@@ -58,9 +59,10 @@ fn source(c: &mut Check, path: &str, f: &Source) {
         return;
     }
     if let Some(id) = &f.identity
-        && let Err(e) = IdentityPattern::parse(id) {
-            c.fail(format!("{path}.identity"), e);
-        }
+        && let Err(e) = IdentityPattern::parse(id)
+    {
+        c.fail(format!("{path}.identity"), e);
+    }
     if f.unauthenticated == Some(false) {
         c.fail(
             format!("{path}.unauthenticated"),
@@ -68,10 +70,11 @@ fn source(c: &mut Check, path: &str, f: &Source) {
         );
     }
     if let Some(cidr) = &f.cidr
-        && cidr.parse::<ipnet::IpNet>().is_err() {
-            c.fail(
-                format!("{path}.cidr"),
-                format!("must be a CIDR like 10.0.0.0/8 or fd00::/8, got {cidr:?}"),
-            );
-        }
+        && cidr.parse::<ipnet::IpNet>().is_err()
+    {
+        c.fail(
+            format!("{path}.cidr"),
+            format!("must be a CIDR like 10.0.0.0/8 or fd00::/8, got {cidr:?}"),
+        );
+    }
 }

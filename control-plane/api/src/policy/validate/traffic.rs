@@ -14,9 +14,15 @@ pub(super) fn timeouts(c: &mut Check, p: &str, t: &Timeouts) {
         c.positive(&format!("{p}.{name}"), v);
     }
     if let (Some(per_try), Some(request)) = (t.per_try, t.request)
-        && per_try > request {
-            c.fail(format!("{p}.perTry"), format!("{per_try} is longer than the request timeout {request}: no attempt could use it"));
-        }
+        && per_try > request
+    {
+        c.fail(
+            format!("{p}.perTry"),
+            format!(
+                "{per_try} is longer than the request timeout {request}: no attempt could use it"
+            ),
+        );
+    }
 }
 
 pub(super) fn retries(c: &mut Check, p: &str, r: &Retries) {
@@ -38,12 +44,13 @@ pub(super) fn retries(c: &mut Check, p: &str, r: &Retries) {
         c.positive(&format!("{p}.backoff.base"), b.base);
         c.positive(&format!("{p}.backoff.max"), b.max);
         if let (Some(base), Some(max)) = (b.base, b.max)
-            && base > max {
-                c.fail(
-                    format!("{p}.backoff.base"),
-                    format!("{base} is longer than backoff.max {max}"),
-                );
-            }
+            && base > max
+        {
+            c.fail(
+                format!("{p}.backoff.base"),
+                format!("{base} is longer than backoff.max {max}"),
+            );
+        }
     }
     if let Some(b) = &r.budget {
         c.ratio(&format!("{p}.budget.ratio"), b.ratio);
@@ -79,12 +86,13 @@ pub(super) fn outliers(c: &mut Check, p: &str, o: &OutlierDetection) {
     c.positive(&format!("{p}.interval"), o.interval);
     c.positive(&format!("{p}.baseEjectionTime"), o.base_ejection_time);
     if let (Some(base), Some(max)) = (o.base_ejection_time, o.max_ejection_time)
-        && base > max {
-            c.fail(
-                format!("{p}.baseEjectionTime"),
-                format!("{base} is longer than maxEjectionTime {max}"),
-            );
-        }
+        && base > max
+    {
+        c.fail(
+            format!("{p}.baseEjectionTime"),
+            format!("{base} is longer than maxEjectionTime {max}"),
+        );
+    }
     if let Some(s) = &o.success_rate {
         if s.stdev_factor.is_some_and(|f| f <= 0.0 || !f.is_finite()) {
             c.fail(
@@ -175,29 +183,32 @@ pub(super) fn route(c: &mut Check, p: &str, r: &Route) {
         );
     }
     if let Some(pp) = &m.path_prefix
-        && !pp.starts_with('/') {
-            c.fail(
-                format!("{p}.match.pathPrefix"),
-                format!("must start with '/', got {pp:?}"),
-            );
-        }
+        && !pp.starts_with('/')
+    {
+        c.fail(
+            format!("{p}.match.pathPrefix"),
+            format!("must start with '/', got {pp:?}"),
+        );
+    }
     if let Some(method) = &m.method
-        && (method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase())) {
-            c.fail(
-                format!("{p}.match.method"),
-                format!("must be an upper-case HTTP method like GET, got {method:?}"),
-            );
-        }
+        && (method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        c.fail(
+            format!("{p}.match.method"),
+            format!("must be an upper-case HTTP method like GET, got {method:?}"),
+        );
+    }
     if let Some(g) = &m.grpc
-        && (g.service.is_empty() || g.service.contains('/')) {
-            c.fail(
-                format!("{p}.match.grpc.service"),
-                format!(
-                    "must be a fully qualified service like shop.v1.Cart, got {:?}",
-                    g.service
-                ),
-            );
-        }
+        && (g.service.is_empty() || g.service.contains('/'))
+    {
+        c.fail(
+            format!("{p}.match.grpc.service"),
+            format!(
+                "must be a fully qualified service like shop.v1.Cart, got {:?}",
+                g.service
+            ),
+        );
+    }
     c.section(p, "timeouts", &r.timeouts, timeouts);
     c.section(p, "retries", &r.retries, retries);
     if r.retries.as_ref().is_some_and(|r| r.budget.is_some()) {
