@@ -108,6 +108,11 @@ pub struct Settings {
     pub image_pull_policy: Option<String>,
     /// The control plane's gRPC address.
     pub control_plane: String,
+    /// The control plane's namespace: the proxy expects its certificate to name
+    /// `spiffe://<trustDomain>/ns/<namespace>/sa/bulwark-control-plane`.
+    pub control_plane_namespace: String,
+    /// The mesh's trust domain.
+    pub trust_domain: String,
     /// Native or classic sidecar.
     pub sidecar: SidecarMode,
     /// The proxy's resources (annotations override them per pod).
@@ -124,6 +129,8 @@ impl Default for Settings {
             proxy_image: DEFAULT_PROXY_IMAGE.into(),
             image_pull_policy: None,
             control_plane: DEFAULT_CONTROL_PLANE.into(),
+            control_plane_namespace: "bulwark".into(),
+            trust_domain: "cluster.local".into(),
             sidecar: SidecarMode::Native,
             resources: Resources::default(),
             log_level: "info".into(),
@@ -163,7 +170,7 @@ pub enum InjectError {
     #[error("{0} is not shaped like a Kubernetes pod template")]
     Shape(&'static str),
     /// A per-pod setting is wrong.
-    #[error("annotation {key}: {value:?} {reason}")]
+    #[error("annotation {key}={value:?}: {reason}")]
     Annotation {
         /// The annotation.
         key: String,

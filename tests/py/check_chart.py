@@ -8,12 +8,19 @@ check_chart.py CHART_DIR [--emit FILE]
    API schemas of 1.29 to 1.33.
 3. Every pod spec meets Pod Security "restricted": non-root, no privilege escalation, every
    capability dropped, RuntimeDefault seccomp, and a read-only root filesystem.
-4. Values that break the schema (values.schema.json) are refused.
+4. The webhooks: the generated certificate is signed by the CA in their caBundle and names
+   the control plane's Service; the injection and validation rules and selectors are there;
+   cert-manager and a given Secret are wired as they say.
+5. Values that break the schema (values.schema.json) are refused.
 With --emit, the default render's documents are written to FILE as JSON, for the test that
 runs what the chart says. Prints one line per check; exits 1 on the first failure.
 """
+import base64
 import json
+import os
+import subprocess
 import sys
+import tempfile
 
 import helm_python
 import kubernetes_validate
@@ -35,7 +42,18 @@ OVERRIDES = {
         },
         "mesh": {"trustDomain": "prod.example.com"},
     },
+    "classic sidecars, a given webhook certificate": {
+        "proxy": {"sidecar": "classic", "image": {"repository": "registry.example/bulwark-proxy", "tag": "0.1.0"}},
+        "webhook": {"certificate": {"source": "secret", "secretName": "my-webhook-tls", "caBundle": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
+                    "injection": {"failurePolicy": "Ignore", "excludedNamespaces": ["kube-system", "monitoring"]}},
+    },
+    "cert-manager": {
+        "webhook": {"certificate": {"source": "certManager", "certManager": {"issuerKind": "ClusterIssuer", "issuerName": "internal-ca"}}},
+    },
+    "webhooks off": {"webhook": {"enabled": False}},
 }
+
+SERVICE = "bulwark-control-plane.bulwark.svc"
 
 
 def render(chart, values):
@@ -58,6 +76,68 @@ def restricted(doc):
         assert not sc.get("privileged"), f"{c['name']}: privileged"
 
 
+def by_kind(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def check_webhooks(name, values, docs):
+    hook = values.get("webhook", {})
+    if hook.get("enabled") is False:
+        assert not by_kind(docs, "MutatingWebhookConfiguration") and not by_kind(docs, "ValidatingWebhookConfiguration")
+        args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert not any(a.startswith("--webhook") for a in args), args
+        return "no webhooks"
+    [mutating] = by_kind(docs, "MutatingWebhookConfiguration")
+    [validating] = by_kind(docs, "ValidatingWebhookConfiguration")
+    hooks = mutating["webhooks"] + validating["webhooks"]
+    assert [h["name"] for h in hooks] == ["namespace.inject.bulwark.dev", "pod.inject.bulwark.dev", "validate.bulwark.dev"]
+    for h in hooks:
+        svc = h["clientConfig"]["service"]
+        assert (svc["name"], svc["namespace"], svc["port"]) == ("bulwark-control-plane", "bulwark", 443), svc
+        assert h["sideEffects"] == "None" and h["admissionReviewVersions"] == ["v1"]
+    for h in mutating["webhooks"]:
+        excluded = [e for e in h["namespaceSelector"]["matchExpressions"] if e["key"] == "kubernetes.io/metadata.name"][0]
+        assert excluded["operator"] == "NotIn" and "bulwark" in excluded["values"], excluded
+        assert set(hook.get("injection", {}).get("excludedNamespaces", ["kube-system"])) <= set(excluded["values"])
+        assert h["failurePolicy"] == hook.get("injection", {}).get("failurePolicy", "Fail")
+    assert validating["webhooks"][0]["rules"][0]["resources"] == ["trafficpolicies", "backends", "meshconfigs", "authorizationpolicies"]
+    source = hook.get("certificate", {}).get("source", "generate")
+    if source == "certManager":
+        [cert] = by_kind(docs, "Certificate")
+        assert cert["spec"]["secretName"] == "bulwark-webhook-tls" and SERVICE in cert["spec"]["dnsNames"]
+        assert cert["spec"]["issuerRef"] == {"kind": "ClusterIssuer", "name": "internal-ca"}
+        for c in (mutating, validating):
+            assert c["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "bulwark/bulwark-webhook"
+            assert all("caBundle" not in h["clientConfig"] for h in c["webhooks"])
+        return "cert-manager Certificate, CA injected by cert-manager"
+    bundles = {h["clientConfig"]["caBundle"] for h in hooks}
+    assert len(bundles) == 1, "the webhooks disagree on the caBundle"
+    if source == "secret":
+        volumes = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["volumes"]
+        assert {"name": "webhook-tls", "secret": {"secretName": "my-webhook-tls", "defaultMode": 0o440}} in volumes, volumes
+        assert base64.b64decode(bundles.pop()).startswith(b"-----BEGIN CERTIFICATE-----")
+        return "the given Secret mounted, its CA as caBundle"
+    [secret] = [d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == "bulwark-webhook-tls"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in ("tls.crt", "ca.crt"):
+            with open(os.path.join(tmp, key), "wb") as f:
+                f.write(base64.b64decode(secret["data"][key]))
+        with open(os.path.join(tmp, "bundle.pem"), "wb") as f:
+            f.write(base64.b64decode(bundles.pop()))
+        out = subprocess.run(["openssl", "verify", "-CAfile", os.path.join(tmp, "bundle.pem"),
+                              "-verify_hostname", SERVICE, os.path.join(tmp, "tls.crt")],
+                             capture_output=True, text=True, check=False)
+        assert out.returncode == 0, f"the webhook certificate does not verify: {out.stdout}{out.stderr}"
+    return f"generated certificate for {SERVICE} verifies against the caBundle"
+
+
+def validate(d):
+    if d["apiVersion"].startswith("cert-manager.io/"):
+        return  # not a Kubernetes kind: checked field by field in check_webhooks
+    for v in VERSIONS:
+        kubernetes_validate.validate(d, v, strict=True)
+
+
 def main(chart, emit):
     lint = helm_python.lint(chart, strict=True)
     if lint["errors"]:
@@ -67,22 +147,26 @@ def main(chart, emit):
     for name, values in OVERRIDES.items():
         docs = render(chart, values)
         for d in docs:
-            for v in VERSIONS:
-                kubernetes_validate.validate(d, v, strict=True)
+            validate(d)
             if d["kind"] in ("Deployment", "DaemonSet", "StatefulSet"):
                 restricted(d)
+        webhooks = check_webhooks(name, values, docs)
         kinds = sorted(d["kind"] for d in docs)
-        print(f"render ok: {name}: {', '.join(kinds)} valid for Kubernetes {VERSIONS[0]} to {VERSIONS[-1]}, restricted")
+        print(f"render ok: {name}: {', '.join(kinds)} valid for Kubernetes {VERSIONS[0]} to {VERSIONS[-1]}, restricted; {webhooks}")
         if emit and not values:
             with open(emit, "w") as f:
                 json.dump(docs, f)
-    try:
-        render(chart, {"controlPlane": {"replicas": "two"}})
-    except helm_python.HelmError as e:
-        print(f"bad values refused: {str(e).splitlines()[0][:160]}")
-    else:
-        print("values against the schema were accepted")
-        sys.exit(1)
+    for bad in ({"controlPlane": {"replicas": "two"}},
+                {"webhook": {"certificate": {"source": "secret"}}},
+                {"proxy": {"sidecar": "sometimes"}},
+                {"webhook": {"injection": {"failurePolicy": "Maybe"}}}):
+        try:
+            render(chart, bad)
+        except helm_python.HelmError as e:
+            print(f"bad values refused: {json.dumps(bad)}: {' '.join(str(e).split()[-12:])}")
+        else:
+            print(f"values against the schema were accepted: {bad}")
+            sys.exit(1)
 
 
 if __name__ == "__main__":

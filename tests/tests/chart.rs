@@ -60,8 +60,13 @@ fn the_chart_lints_renders_valid_restricted_manifests_and_what_it_says_runs() ->
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("lint ok"), "{stdout}");
-    assert_eq!(stdout.matches("render ok:").count(), 3, "{stdout}");
-    assert!(stdout.contains("bad values refused"), "{stdout}");
+    assert_eq!(stdout.matches("render ok:").count(), 6, "{stdout}");
+    assert_eq!(
+        stdout.matches("verifies against the caBundle").count(),
+        3,
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("bad values refused").count(), 4, "{stdout}");
     let docs: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&rendered)?)?;
     let _ = std::fs::remove_file(&rendered);
 
@@ -94,13 +99,19 @@ fn the_chart_lints_renders_valid_restricted_manifests_and_what_it_says_runs() ->
         let dir = ca.dir.join(name);
         std::fs::create_dir_all(&dir)?;
         match name.as_str() {
-            "policy" => {
-                let cm = docs
-                    .iter()
-                    .find(|d| d["kind"] == "ConfigMap")
-                    .context("no ConfigMap")?;
+            "policy" | "injection" => {
+                let cm = rendered_volume(&docs, pod_spec, name, "configMap")?;
                 for (file, text) in cm["data"].as_object().context("ConfigMap data")? {
                     std::fs::write(dir.join(file), text.as_str().unwrap_or(""))?;
+                }
+            }
+            "webhook-tls" => {
+                use base64::Engine as _;
+                let secret = rendered_volume(&docs, pod_spec, name, "secret")?;
+                for (file, b64) in secret["data"].as_object().context("Secret data")? {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(b64.as_str().unwrap_or(""))?;
+                    std::fs::write(dir.join(file), bytes)?;
                 }
             }
             "identity" => {
@@ -156,5 +167,86 @@ fn the_chart_lints_renders_valid_restricted_manifests_and_what_it_says_runs() ->
         status.contains("policy: version 1") && status.contains("proxies: 0"),
         "{status}"
     );
+
+    // The webhooks, as the API server calls them: through the Service's name, checked
+    // against the caBundle the chart wrote, with the golden AdmissionReviews.
+    let hook = docs
+        .iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .context("no MutatingWebhookConfiguration")?;
+    let svc = &hook["webhooks"][0]["clientConfig"]["service"];
+    let host = format!(
+        "{}.{}.svc",
+        svc["name"].as_str().unwrap_or(""),
+        svc["namespace"].as_str().unwrap_or("")
+    );
+    let bundle = {
+        use base64::Engine as _;
+        let b64 = hook["webhooks"][0]["clientConfig"]["caBundle"]
+            .as_str()
+            .context("caBundle")?;
+        let path = ca.dir.join("ca-bundle.pem");
+        std::fs::write(
+            &path,
+            base64::engine::general_purpose::STANDARD.decode(b64)?,
+        )?;
+        path
+    };
+    let port = container["ports"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "webhook"))
+        .and_then(|p| p["containerPort"].as_u64())
+        .context("the webhook port")?;
+    let bless = if std::env::var_os("BULWARK_BLESS").is_some() {
+        " --bless"
+    } else {
+        ""
+    };
+    let golden = cp.sh(&format!(
+        "{} {} {} {host} {port} {}{bless}",
+        python().display(),
+        py_script("admission.py").display(),
+        root.join("tests/golden/admission").display(),
+        bundle.display()
+    ))?;
+    let out = String::from_utf8_lossy(&golden.stdout);
+    anyhow::ensure!(
+        golden.status.success(),
+        "{out}{}\n{}",
+        String::from_utf8_lossy(&golden.stderr),
+        mesh.log_of("control-plane")
+    );
+    assert_eq!(out.matches("golden ok:").count(), 7, "{out}");
+    assert_eq!(out.matches("re-injection a no-op").count(), 2, "{out}");
+    let metrics = cp.sh_ok(&format!("curl -sS http://127.0.0.1:{}/metrics", 5171))?;
+    for line in [
+        r#"bulwark_cp_webhook_reviews_total{webhook="inject",outcome="injected"} 2"#,
+        r#"bulwark_cp_webhook_reviews_total{webhook="inject",outcome="denied"} 1"#,
+        r#"bulwark_cp_webhook_reviews_total{webhook="validate",outcome="denied"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
     Ok(())
+}
+
+/// The ConfigMap or Secret (`source`) the pod's volume `name` refers to, from the render.
+fn rendered_volume<'a>(
+    docs: &'a [serde_json::Value],
+    pod_spec: &serde_json::Value,
+    name: &str,
+    source: &str,
+) -> Result<&'a serde_json::Value> {
+    let volume = pod_spec["volumes"]
+        .as_array()
+        .and_then(|vs| vs.iter().find(|v| v["name"] == name))
+        .with_context(|| format!("no volume {name}"))?;
+    let (kind, key) = if source == "secret" {
+        ("Secret", "secretName")
+    } else {
+        ("ConfigMap", "name")
+    };
+    let wanted = volume[source][key].as_str().unwrap_or("");
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == wanted)
+        .with_context(|| format!("volume {name}: no {kind} {wanted} rendered"))
 }

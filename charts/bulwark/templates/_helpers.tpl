@@ -24,3 +24,36 @@ app.kubernetes.io/component: control-plane
 {{- $i := .Values.controlPlane.image -}}
 {{- printf "%s:%s" $i.repository (default .Chart.AppVersion $i.tag) -}}
 {{- end -}}
+
+{{/* The proxy image. */}}
+{{- define "bulwark.proxyImage" -}}
+{{- $i := .Values.proxy.image -}}
+{{- printf "%s:%s" $i.repository (default .Chart.AppVersion $i.tag) -}}
+{{- end -}}
+
+{{/* The injection settings file (control-plane/src/inject.rs, Settings). */}}
+{{- define "bulwark.injectionSettings" -}}
+proxyImage: {{ include "bulwark.proxyImage" . }}
+imagePullPolicy: {{ .Values.proxy.image.pullPolicy }}
+controlPlane: bulwark-control-plane.{{ .Release.Namespace }}.svc:5170
+controlPlaneNamespace: {{ .Release.Namespace }}
+trustDomain: {{ .Values.mesh.trustDomain }}
+sidecar: {{ .Values.proxy.sidecar }}
+logLevel: {{ .Values.proxy.logLevel | quote }}
+resources:
+  {{- toYaml .Values.proxy.resources | nindent 2 }}
+excludedNamespaces:
+  {{- toYaml (concat .Values.webhook.injection.excludedNamespaces (list .Release.Namespace) | uniq) | nindent 2 }}
+{{- end -}}
+
+{{/* A webhook's clientConfig: the control plane's Service on 443. */}}
+{{- define "bulwark.webhookClient" -}}
+service:
+  name: bulwark-control-plane
+  namespace: {{ .ns }}
+  path: {{ .path }}
+  port: 443
+{{- with .caBundle }}
+caBundle: {{ . }}
+{{- end }}
+{{- end -}}

@@ -105,6 +105,11 @@ pub(super) fn proxy(s: &Settings, o: &Overrides, workload: &str) -> Value {
         env_field("BULWARK_POD_IPS", "status.podIPs"),
         env_value("BULWARK_CONTROL_PLANE", s.control_plane.clone()),
         env_value(
+            "BULWARK_CONTROL_PLANE_NAMESPACE",
+            s.control_plane_namespace.clone(),
+        ),
+        env_value("BULWARK_TRUST_DOMAIN", s.trust_domain.clone()),
+        env_value(
             "BULWARK_TRUST_ANCHORS",
             format!("{TRUST_ANCHORS_DIR}/trust-anchors.pem"),
         ),
