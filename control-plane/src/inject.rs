@@ -306,18 +306,32 @@ fn templates(kind: &str) -> Option<&'static [&'static str]> {
     })
 }
 
-/// The workload a pod belongs to: the template's `app.kubernetes.io/name` or `app` label,
-/// else the manifest's name, or its `generateName` without the dash.
+/// The workload a pod belongs to: its `app.kubernetes.io/name` or `app` label; else the
+/// controller that owns it (a ReplicaSet's pods are named after its Deployment, so the
+/// template hash comes off); else the manifest's name or `generateName`.
 pub fn workload_name(doc_meta: &Value, template_meta: &Value) -> String {
     let labels = &template_meta["labels"];
+    let owner = || {
+        let owners = doc_meta["ownerReferences"].as_array()?;
+        let o = owners.iter().find(|o| o["controller"] == true)?;
+        let name = o["name"].as_str().filter(|n| !n.is_empty())?;
+        let hash = labels["pod-template-hash"].as_str().unwrap_or_default();
+        let deployment = name
+            .strip_suffix(hash)
+            .and_then(|d| d.strip_suffix('-'))
+            .filter(|d| o["kind"] == "ReplicaSet" && !hash.is_empty() && !d.is_empty());
+        Some(deployment.unwrap_or(name).to_string())
+    };
     labels["app.kubernetes.io/name"]
         .as_str()
         .or_else(|| labels["app"].as_str())
-        .or_else(|| doc_meta["name"].as_str().filter(|n| !n.is_empty()))
         .map(str::to_string)
+        .or_else(owner)
         .or_else(|| {
-            doc_meta["generateName"]
+            doc_meta["name"]
                 .as_str()
+                .filter(|n| !n.is_empty())
+                .or_else(|| doc_meta["generateName"].as_str())
                 .map(|g| g.trim_end_matches('-').to_string())
         })
         .unwrap_or_else(|| "unknown".into())

@@ -325,3 +325,26 @@ fn settings_files_name_the_bad_key() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_workload_is_named_by_its_label_else_by_its_owner() {
+    use super::workload_name;
+    let owned = |kind: &str, name: &str, labels: Value| {
+        json!({"generateName": format!("{name}-"), "labels": labels,
+               "ownerReferences": [{"kind": kind, "name": name, "controller": true}]})
+    };
+    let m = owned("ReplicaSet", "checkout-5d8f7c9b4", json!({"app": "shop"}));
+    assert_eq!(workload_name(&m, &m), "shop");
+    let hash = json!({"pod-template-hash": "5d8f7c9b4"});
+    let m = owned("ReplicaSet", "checkout-5d8f7c9b4", hash.clone());
+    assert_eq!(workload_name(&m, &m), "checkout");
+    // Only a ReplicaSet's name carries the hash.
+    let m = owned("Job", "checkout-5d8f7c9b4", hash);
+    assert_eq!(workload_name(&m, &m), "checkout-5d8f7c9b4");
+    let m = json!({"name": "db-0", "ownerReferences": [{"kind": "StatefulSet", "name": "db", "controller": true}]});
+    assert_eq!(workload_name(&m, &m), "db");
+    let m = json!({"generateName": "batch-"});
+    assert_eq!(workload_name(&m, &m), "batch");
+    let m = json!({"name": "web"});
+    assert_eq!(workload_name(&m, &m), "web");
+}
