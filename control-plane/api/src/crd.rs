@@ -18,24 +18,45 @@ pub fn all() -> Vec<(String, Value)> {
             plural: "backends",
             namespaced: true,
             description: "A destination outside Kubernetes service discovery: a fixed list of endpoints.",
+            short_names: &["bkd"],
+            columns: &[("Endpoints", "string", ".spec.endpoints")],
         }),
         crd::<TrafficPolicySpec>(Kind {
             kind: "TrafficPolicy",
             plural: "trafficpolicies",
             namespaced: true,
             description: "Client-side behaviour toward a Service or Backend: timeouts, retries, outlier detection, load balancing and limits, with per-route overrides.",
+            short_names: &["tp"],
+            columns: &[
+                ("Target Kind", "string", ".spec.targetRef.kind"),
+                ("Target", "string", ".spec.targetRef.name"),
+                ("Port", "integer", ".spec.targetRef.port"),
+                ("Timeout", "string", ".spec.timeouts.request"),
+                ("Attempts", "integer", ".spec.retries.attempts"),
+            ],
         }),
         crd::<MeshConfigSpec>(Kind {
             kind: "MeshConfig",
             plural: "meshconfigs",
             namespaced: false,
             description: "Mesh-wide settings: the trust domain and defaults for every TrafficPolicy.",
+            short_names: &["meshcfg"],
+            columns: &[
+                ("Trust Domain", "string", ".spec.trustDomain"),
+                ("mTLS", "string", ".spec.mtls.mode"),
+            ],
         }),
         crd::<AuthorizationPolicySpec>(Kind {
             kind: "AuthorizationPolicy",
             plural: "authorizationpolicies",
             namespaced: true,
             description: "Which callers may reach a workload's ports and HTTP routes.",
+            short_names: &["bauthz"],
+            columns: &[
+                ("Workload", "string", ".spec.target.workload"),
+                ("Action", "string", ".spec.action"),
+                ("Ports", "string", ".spec.ports"),
+            ],
         }),
     ]
 }
@@ -46,6 +67,10 @@ struct Kind {
     plural: &'static str,
     namespaced: bool,
     description: &'static str,
+    /// What `kubectl get` accepts besides the plural (none clashes with Kubernetes' own).
+    short_names: &'static [&'static str],
+    /// `kubectl get` columns: name, type and JSONPath (an Age column follows).
+    columns: &'static [(&'static str, &'static str, &'static str)],
 }
 
 /// The spec schema of `T` as a Kubernetes structural schema: inlined, OpenAPI 3 (nullable,
@@ -166,7 +191,14 @@ fn crd<T: JsonSchema>(k: Kind) -> (String, Value) {
         plural,
         namespaced,
         description,
+        short_names,
+        columns,
     } = k;
+    let mut printer: Vec<Value> = columns
+        .iter()
+        .map(|(name, ty, path)| json!({"name": name, "type": ty, "jsonPath": path}))
+        .collect();
+    printer.push(json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}));
     let singular = kind.to_lowercase();
     let mut spec = spec_schema::<T>();
     if let Some(m) = spec.as_object_mut() {
@@ -200,6 +232,7 @@ fn crd<T: JsonSchema>(k: Kind) -> (String, Value) {
                 "listKind": format!("{kind}List"),
                 "plural": plural,
                 "singular": singular,
+                "shortNames": short_names,
                 "categories": ["bulwark"]
             },
             "scope": if namespaced { "Namespaced" } else { "Cluster" },
@@ -208,7 +241,8 @@ fn crd<T: JsonSchema>(k: Kind) -> (String, Value) {
                 "served": true,
                 "storage": true,
                 "schema": {"openAPIV3Schema": schema},
-                "subresources": {"status": {}}
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": printer
             }]
         }
     });

@@ -95,3 +95,40 @@ fn the_chart_crds_match_the_types() {
         );
     }
 }
+
+#[test]
+fn every_printer_column_names_a_field_of_its_type() {
+    for (file, crd) in all() {
+        let version = &crd["spec"]["versions"][0];
+        let columns = version["additionalPrinterColumns"]
+            .as_array()
+            .expect("printer columns");
+        assert!(
+            columns.len() >= 2,
+            "{file}: an Age column and at least one more"
+        );
+        for c in columns {
+            let path = c["jsonPath"].as_str().expect("a jsonPath");
+            if path == ".metadata.creationTimestamp" {
+                continue;
+            }
+            let mut schema = &version["schema"]["openAPIV3Schema"];
+            for part in path.trim_start_matches('.').split('.') {
+                schema = &schema["properties"][part];
+                assert!(!schema.is_null(), "{file}: column {path}: no field {part}");
+            }
+            let ty = schema["type"].as_str().unwrap_or("string");
+            let want = c["type"].as_str().expect("a type");
+            // Lists are shown as text; scalars keep their type.
+            let shown = if ty == "array" { "string" } else { ty };
+            assert_eq!(shown, want, "{file}: column {path} is a {ty}");
+        }
+        assert!(
+            !crd["spec"]["names"]["shortNames"]
+                .as_array()
+                .expect("short names")
+                .is_empty(),
+            "{file}"
+        );
+    }
+}
