@@ -8,6 +8,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand};
 
+mod image;
+
 #[derive(Parser, Debug)]
 #[command(name = "xtask")]
 struct Cli {
@@ -51,6 +53,20 @@ enum Cmd {
         /// Only these targets (default: all).
         targets: Vec<String>,
     },
+    /// OCI image archives of the proxy (with iptables for init) and the control plane, built
+    /// with buildah without a daemon and smoke-tested from their own root filesystems (needs
+    /// root).
+    Image {
+        /// Use the dev profile's binaries (what `test` does: they are built already).
+        #[arg(long)]
+        debug: bool,
+        /// Directory for the archives (default: <target dir>/images).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Skip running the images' binaries.
+        #[arg(long)]
+        no_smoke: bool,
+    },
     /// The local mesh demo (builds release binaries, needs root).
     Demo {
         /// Requests per load phase.
@@ -63,7 +79,7 @@ enum Cmd {
 /// and nghttp2-client (nghttp, h2load) as clients, python3-venv for grpcio and websockets,
 /// util-linux for setpriv, procps for process checks, openssl for the TLS passthrough and identity tests,
 /// tcpdump for the capture that proves mesh traffic is encrypted, g++ for libFuzzer (built
-/// from source by the fuzz targets' libfuzzer-sys).
+/// from source by the fuzz targets' libfuzzer-sys), buildah for the images.
 const APT_PACKAGES: &[&str] = &[
     "iptables",
     "iproute2",
@@ -76,6 +92,7 @@ const APT_PACKAGES: &[&str] = &[
     "openssl",
     "tcpdump",
     "g++",
+    "buildah",
 ];
 
 /// The workspace root. `cargo run` (which `cargo xtask` is) names the package's directory
@@ -241,6 +258,7 @@ fn test(no_install: bool) -> Result<()> {
     run(t.env("BULWARK_TEST_PYTHON", &python))?;
     fuzz(FUZZ_SMOKE_SECONDS, &[])?;
     bench(true, &[])?;
+    image::image(false, None, true)?;
     println!("all checks passed in {:.0}s", t0.elapsed().as_secs_f64());
     Ok(())
 }
@@ -456,6 +474,11 @@ fn main() -> Result<()> {
             }
         }
         Cmd::Codegen { check } => codegen(check),
+        Cmd::Image {
+            debug,
+            out,
+            no_smoke,
+        } => image::image(!debug, out, !no_smoke),
         Cmd::Fuzz { seconds, targets } => fuzz(seconds, &targets),
     }
 }
