@@ -1,7 +1,8 @@
 //! The local mesh demo: a control plane, a client and three replicas of a service in network
 //! namespaces with real iptables interception, one replica with an injected fault. The same
 //! load runs without and then with a resilience policy (pushed live), then the demo prints
-//! what retries and outlier detection did and what each proxy saw.
+//! what retries and outlier detection did, mesh TLS and authorization, the admission
+//! webhooks, and what each proxy saw.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -153,7 +154,10 @@ fn main() -> Result<()> {
     )?;
     // The control plane is the mesh's CA: a local root and issuer made in a state directory.
     let ca = MeshCa::new("demo")?;
-    ca.start_control_plane(&mut mesh, &cp, &dir, "24h", &[])?;
+    let hook = Webhook::new()?;
+    let hook_args = hook.args();
+    let hook_args: Vec<&str> = hook_args.iter().map(String::as_str).collect();
+    ca.start_control_plane(&mut mesh, &cp, &dir, "24h", &hook_args)?;
     println!(
         "    bulwark-control-plane serving the example policy and a Backend 'checkout' with the three replicas,"
     );
@@ -348,15 +352,141 @@ fn main() -> Result<()> {
         &examples.join("mesh.yaml"),
     )?;
 
-    step(12, "what the proxies saw (GET /stats on each admin port)");
+    hook.show(&cp)?;
+
+    step(13, "what the proxies saw (GET /stats on each admin port)");
     print_stats(&client, "client proxy")?;
     print_stats(&replicas[2], "checkout-2 proxy (the faulty replica)")?;
     let _ = std::fs::remove_dir_all(&dir);
+    hook.remove();
     println!(
         "\ndone in {:.1}s; namespaces and processes cleaned up.",
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The admission webhooks' serving certificate, as the chart's generated Secret holds one.
+struct Webhook {
+    dir: std::path::PathBuf,
+}
+
+/// The name the API server dials: the chart's Service.
+const WEBHOOK_HOST: &str = "bulwark-control-plane.bulwark.svc";
+
+impl Webhook {
+    fn new() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("bulwark-demo-webhook-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=bulwark-webhook"])
+            .arg("-addext")
+            .arg(format!("subjectAltName=DNS:{WEBHOOK_HOST}"))
+            .arg("-keyout")
+            .arg(dir.join("tls.key"))
+            .arg("-out")
+            .arg(dir.join("tls.crt"))
+            .output()
+            .context("running openssl")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(Self { dir })
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--webhook-cert".into(),
+            self.dir.join("tls.crt").display().to_string(),
+            "--webhook-key".into(),
+            self.dir.join("tls.key").display().to_string(),
+        ]
+    }
+
+    /// POSTs a recorded AdmissionReview (as an API server sends it) to `path`; returns the
+    /// response and its patch, decoded.
+    fn review(
+        &self,
+        cp: &Pod,
+        path: &str,
+        request: &str,
+    ) -> Result<(serde_json::Value, serde_json::Value)> {
+        use base64::Engine;
+        let file = bulwark_tests::workspace_root()
+            .join("tests/golden/admission")
+            .join(format!("{request}.request.json"));
+        let out = cp.sh_ok(&format!(
+            "curl -sS -m 5 --fail-with-body --cacert {} --resolve {WEBHOOK_HOST}:8443:127.0.0.1 -H 'content-type: application/json' --data-binary @{} https://{WEBHOOK_HOST}:8443{path}",
+            self.dir.join("tls.crt").display(),
+            file.display()
+        ))?;
+        let review: serde_json::Value = serde_json::from_str(&out)?;
+        let response = review["response"].clone();
+        let patch = match response["patch"].as_str() {
+            Some(b64) => {
+                serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(b64)?)?
+            }
+            None => serde_json::Value::Null,
+        };
+        Ok((response, patch))
+    }
+
+    /// Step 12: the injection and validation webhooks answer as the API server would ask.
+    fn show(&self, cp: &Pod) -> Result<()> {
+        step(
+            12,
+            "the admission webhooks (HTTPS on :8443), sent AdmissionReviews as the API server sends them",
+        );
+        let (response, patch) = self.review(cp, "/inject", "inject-deployment-pod")?;
+        let ops = patch.as_array().map(Vec::as_slice).unwrap_or_default();
+        let containers: Vec<&str> = ops
+            .iter()
+            .filter(|op| op["path"] == "/spec/initContainers")
+            .flat_map(|op| op["value"].as_array().into_iter().flatten())
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        println!(
+            "    a Deployment's pod in a labelled namespace: allowed = {}, a JSON patch of {} add operations",
+            response["allowed"],
+            ops.len()
+        );
+        println!(
+            "      init containers added: {}; then the volume with the mesh's roots and the annotation bulwark.dev/proxy-version",
+            containers.join(", ")
+        );
+        let (response, _) = self.review(cp, "/inject", "inject-bad-annotation")?;
+        println!(
+            "    a pod with a bad per-pod setting: allowed = {}, {}",
+            response["allowed"], response["status"]["message"]
+        );
+        let (response, _) = self.review(cp, "/validate", "validate-invalid-policy")?;
+        println!(
+            "    kubectl apply of an invalid TrafficPolicy: allowed = {}, {}",
+            response["allowed"], response["status"]["message"]
+        );
+        let metrics = cp.sh_ok("curl -s -m 5 http://127.0.0.1:5171/metrics")?;
+        for line in metrics
+            .lines()
+            .filter(|l| l.starts_with("bulwark_cp_webhook_reviews_total{"))
+        {
+            println!("    {line}");
+        }
+        Ok(())
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Step 10: requests between meshed pods cross the bridge encrypted.
