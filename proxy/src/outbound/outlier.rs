@@ -98,6 +98,17 @@ pub struct Counters {
     pub last_interval_p90_ms: Option<f64>,
 }
 
+/// What tripped an ejection: the detector, the numbers in words and as counters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cause {
+    /// Why.
+    pub reason: Reason,
+    /// The numbers that tripped it, in words.
+    pub detail: String,
+    /// The counters as they stood.
+    pub counters: Counters,
+}
+
 /// An ejection in force (or the last one, for the record).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Ejection {
@@ -107,6 +118,9 @@ pub struct Ejection {
     pub detail: String,
     /// The counters as they stood.
     pub counters: Counters,
+    /// For a failure on probation: the ejection that began the run of ejections, so the
+    /// original reason is not lost behind `probation_failure`.
+    pub first: Option<Cause>,
     /// When it began.
     #[serde(skip)]
     pub since: Instant,
@@ -263,10 +277,19 @@ impl State {
             .min(p.max_ejection);
         let length = length + length.mul_f64(0.1 * jitter.clamp(0.0, 1.0));
         let counters = self.tripped.take().unwrap_or_else(|| self.counters());
+        let first = match (reason, &self.last) {
+            (Reason::ProbationFailure, Some(prev)) => Some(prev.first.clone().unwrap_or(Cause {
+                reason: prev.reason,
+                detail: prev.detail.clone(),
+                counters: prev.counters,
+            })),
+            _ => None,
+        };
         let e = Ejection {
             reason,
             detail,
             counters,
+            first,
             since: now,
             until: now + length,
         };

@@ -34,6 +34,11 @@ pub fn of(state: &TargetState, now: Instant) -> TargetReport {
                     reason: j.reason.label(),
                     detail: j.detail.clone(),
                     counters: j.counters,
+                    first: j.first.as_ref().map(|c| FirstReport {
+                        reason: c.reason.label(),
+                        detail: c.detail.clone(),
+                        counters: c.counters,
+                    }),
                     ejected_ago_ms: now.saturating_duration_since(j.since).as_millis() as u64,
                     next_probe_in_ms: o
                         .ejected
@@ -103,8 +108,22 @@ pub struct EjectionReport {
     pub detail: String,
     /// The endpoint's counters at the trip, as numbers.
     pub counters: outlier::Counters,
+    /// For `probation_failure`: the ejection that began the run (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first: Option<FirstReport>,
     /// How long ago it began.
     pub ejected_ago_ms: u64,
     /// When the endpoint is tried again (absent once it is back).
     pub next_probe_in_ms: Option<u64>,
+}
+
+/// The ejection that began a run of probation failures, in `/outliers`.
+#[derive(Debug, Serialize)]
+pub struct FirstReport {
+    /// Why.
+    pub reason: &'static str,
+    /// The numbers that tripped it, in words.
+    pub detail: String,
+    /// The endpoint's counters at that trip.
+    pub counters: outlier::Counters,
 }

@@ -300,6 +300,12 @@ impl TargetState {
             .map(|e| e.until - now)
             .unwrap_or_default();
         let count = s.outlier.ejection_count;
+        let first = s
+            .outlier
+            .ejected
+            .as_ref()
+            .and_then(|e| e.first.as_ref())
+            .map(|c| c.reason.label());
         drop(s);
         tracing::warn!(
             event = "ejection",
@@ -307,6 +313,7 @@ impl TargetState {
             endpoint = %ep.addr,
             reason = reason.label(),
             %detail,
+            first_reason = first,
             ejection_count = count,
             ejected_for_ms = length.as_millis() as u64,
             "endpoint ejected"

@@ -656,12 +656,22 @@ fn print_resilience(client: &Pod) -> Result<()> {
         for e in t["endpoints"].as_array().into_iter().flatten() {
             let why = match &e["ejection"] {
                 serde_json::Value::Null => String::new(),
-                j => format!(
-                    " — {}: {}, next probe in {} ms",
-                    j["reason"].as_str().unwrap_or(""),
-                    j["detail"].as_str().unwrap_or(""),
-                    j["next_probe_in_ms"]
-                ),
+                j => {
+                    let first = match &j["first"] {
+                        serde_json::Value::Null => String::new(),
+                        f => format!(
+                            " (out first for {}: {})",
+                            f["reason"].as_str().unwrap_or(""),
+                            f["detail"].as_str().unwrap_or("")
+                        ),
+                    };
+                    format!(
+                        " — {}: {}{first}, next probe in {} ms",
+                        j["reason"].as_str().unwrap_or(""),
+                        j["detail"].as_str().unwrap_or(""),
+                        j["next_probe_in_ms"]
+                    )
+                }
             };
             println!(
                 "      {} {:<21} {:<9} {:>7} requests, peak-EWMA {:.2} ms{why}",

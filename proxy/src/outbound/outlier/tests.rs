@@ -83,10 +83,24 @@ fn a_failure_on_probation_ejects_again_and_clean_intervals_forgive() {
     let mut s = State::default();
     s.eject(Reason::Consecutive5xx, String::new(), t0, &p, 0.0);
     assert!(s.release_if_due(t0 + Duration::from_secs(31)));
+    let (reason, detail) = s.observe(Health::Status(500), MS, &p).unwrap();
+    assert_eq!(reason, Reason::ProbationFailure);
+    s.eject(reason, detail, t0 + Duration::from_secs(32), &p, 0.0);
+    let first = s.ejected.as_ref().and_then(|e| e.first.clone()).unwrap();
     assert_eq!(
-        s.observe(Health::Status(500), MS, &p).map(|r| r.0),
-        Some(Reason::ProbationFailure)
+        first.reason,
+        Reason::Consecutive5xx,
+        "the original reason is kept"
     );
+    // Failing probation again still names the ejection that began the run.
+    assert!(s.release_if_due(t0 + Duration::from_secs(200)));
+    let (reason, detail) = s.observe(Health::ConnectFailure, MS, &p).unwrap();
+    s.eject(reason, detail, t0 + Duration::from_secs(200), &p, 0.0);
+    let again = s.ejected.as_ref().and_then(|e| e.first.clone()).unwrap();
+    assert_eq!(again.reason, Reason::Consecutive5xx);
+    let mut fresh = State::default();
+    fresh.eject(Reason::Latency, String::new(), t0, &p, 0.0);
+    assert_eq!(fresh.ejected.as_ref().unwrap().first, None);
     let mut ok = State::default();
     ok.eject(Reason::Consecutive5xx, String::new(), t0, &p, 0.0);
     ok.release_if_due(t0 + Duration::from_secs(31));
