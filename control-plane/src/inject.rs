@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 
 pub mod annotations;
 mod containers;
+mod probes;
 
 /// The annotation (or label) that opts a pod in (`enabled`) or out (`disabled`).
 pub const INJECT_ANNOTATION: &str = "bulwark.dev/inject";
@@ -252,7 +253,11 @@ pub fn plan(meta: &Value, spec: &Value, s: &Settings, workload: &str) -> Result<
     }
     let o = annotations::parse(meta)?;
     let mut ops = Vec::new();
-    let (init, proxy) = (containers::init(s, &o), containers::proxy(s, &o, workload));
+    let probes = probes::routes(spec);
+    let (init, proxy) = (
+        containers::init(s, &o),
+        containers::proxy(s, &o, workload, &probes),
+    );
     match s.sidecar {
         SidecarMode::Native => insert(spec, "initContainers", vec![init, proxy], true, &mut ops)?,
         SidecarMode::Classic => {

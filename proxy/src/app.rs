@@ -185,6 +185,7 @@ pub async fn run(
         workload: (cfg.workload.namespace.clone(), cfg.workload.name.clone()),
         journal: journal.clone(),
         callers: callers.clone(),
+        probes: crate::inbound::probes::Probes::new(&cfg.inbound_probes),
     });
     let outbound = Arc::new(Outbound {
         hop: hop(Direction::Outbound),

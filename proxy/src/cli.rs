@@ -95,6 +95,15 @@ pub(crate) struct RunArgs {
     /// How long to wait for a client's first bytes before forwarding as opaque TCP.
     #[arg(long, env = "BULWARK_DETECT_TIMEOUT", default_value_t = Dur(config::DEFAULT_DETECT_TIMEOUT))]
     pub(crate) detect_timeout: Dur,
+    /// The app's HTTP probes as PORT:PATH (comma-separated, e.g. `8080:/healthz`): a
+    /// plaintext GET or HEAD of exactly that path on that port is admitted in every mTLS
+    /// mode and before authorization, so the kubelet's probes work on strict ports.
+    #[arg(
+        long = "inbound-probe",
+        env = "BULWARK_INBOUND_PROBES",
+        value_delimiter = ','
+    )]
+    pub(crate) inbound_probes: Vec<bulwark_proxy::config::ProbeRoute>,
     /// Destination ports forwarded as opaque TCP without detection (comma-separated).
     #[arg(
         long,
@@ -207,6 +216,7 @@ impl RunArgs {
             service_account: self.service_account,
             pod_ips: self.pod_ips,
         };
+        c.inbound_probes = self.inbound_probes;
         c.detect.timeout = self.detect_timeout.0;
         c.detect.opaque_ports = self.opaque_ports;
         c.detect.learn_threshold = self.detect_learn_threshold;

@@ -6,12 +6,14 @@
 //! terminated here, requiring the client's certificate, and what it carries (HTTP/1,
 //! HTTP/2 or opaque bytes, as its ALPN says) is served like any other connection, knowing
 //! the caller's identity. Anything else is forwarded as it came on a permissive port and
-//! closed on a strict one. Every request (and every connection that is not HTTP) is then
-//! authorized ([`authz`]) before it is forwarded.
+//! closed on a strict one, except that plaintext HTTP on a port the app's probes target is
+//! read and only its probe requests pass ([`probes`]). Every other request (and every
+//! connection that is not HTTP) is then authorized ([`authz`]) before it is forwarded.
 
 pub mod authz;
 pub mod callers;
 pub mod mode;
+pub mod probes;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,6 +26,7 @@ use tokio::net::TcpStream;
 use self::authz::Journal;
 use self::callers::Callers;
 use self::mode::{Admission, Arrival};
+use self::probes::Probes;
 use crate::accept::{Conn, Room};
 use crate::error::Kind;
 use crate::http::{Hop, server};
@@ -48,6 +51,17 @@ pub struct Inbound {
     pub journal: Arc<Journal>,
     /// Requests by caller identity.
     pub callers: Arc<Callers>,
+    /// The app's HTTP probes, admitted whatever the mode.
+    pub probes: Probes,
+}
+
+/// Which requests a connection may make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Any, each authorized.
+    Open,
+    /// Probes only: plaintext on a strict port that the app's probes target.
+    ProbesOnly,
 }
 
 /// Who is calling: the peer's address and, over mesh TLS, its verified identity, with the
@@ -74,20 +88,56 @@ impl Inbound {
     /// Decides what happens to `arrival` on `dst`'s port; a refusal is counted and logged
     /// with the peer's address here.
     fn admit(&self, arrival: Arrival, dst: SocketAddr, io: &TcpStream) -> Admission {
-        let mode = self.snapshot.load().inbound_modes.of(dst.port());
-        let admission = mode::admit(mode, arrival, self.hop.mesh.is_some());
+        let admission = self.admission(arrival, dst);
         if admission == Admission::Refuse {
-            self.hop
-                .metrics
-                .error(self.hop.direction, Kind::PlaintextRefused);
-            let peer = io.peer_addr().ok();
-            tracing::info!(
-                peer = ?peer,
-                %dst,
-                "connection refused: the port is strict and this is not mesh TLS"
-            );
+            self.refused(dst, io);
         }
         admission
+    }
+
+    fn admission(&self, arrival: Arrival, dst: SocketAddr) -> Admission {
+        let mode = self.snapshot.load().inbound_modes.of(dst.port());
+        mode::admit(mode, arrival, self.hop.mesh.is_some())
+    }
+
+    fn refused(&self, dst: SocketAddr, io: &TcpStream) {
+        self.hop
+            .metrics
+            .error(self.hop.direction, Kind::PlaintextRefused);
+        let peer = io.peer_addr().ok();
+        tracing::info!(
+            peer = ?peer,
+            %dst,
+            "connection refused: the port is strict and this is not mesh TLS"
+        );
+    }
+
+    /// What becomes of a request: a probe passes; past a probes-only gate nothing else
+    /// does; anything else is authorized.
+    fn verdict(
+        &self,
+        gate: Gate,
+        caller: &Caller,
+        dst: SocketAddr,
+        req: &http::Request<hyper::body::Incoming>,
+    ) -> Result<(), Kind> {
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if self.probes.admits(dst.port(), req.method(), target) {
+            return Ok(());
+        }
+        if gate == Gate::ProbesOnly {
+            tracing::info!(
+                peer = %caller.addr,
+                %dst,
+                target,
+                "request refused: the port is strict, this is not mesh TLS and not a probe"
+            );
+            return Err(Kind::PlaintextRefused);
+        }
+        match self.authorized(caller, dst, Some((req.method().as_str(), req.uri().path()))) {
+            true => Ok(()),
+            false => Err(Kind::Unauthorized),
+        }
     }
 
     /// Whether `caller` may make `http` (method, path; none: a connection that is not
@@ -109,13 +159,14 @@ impl Inbound {
         decision.allowed
     }
 
-    /// Serves HTTP from `caller` to the app at `dst`, each request authorized first.
+    /// Serves HTTP from `caller` to the app at `dst`, each request let through `gate` first.
     async fn serve_http<I>(
         self: Arc<Self>,
         io: I,
         version: Version,
         dst: SocketAddr,
         caller: Caller,
+        gate: Gate,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -124,14 +175,10 @@ impl Inbound {
             let this = room.clone();
             let caller = caller.clone();
             caller.requests.fetch_add(1, Ordering::Relaxed);
-            let allowed = this.authorized(
-                &caller,
-                dst,
-                Some((req.method().as_str(), req.uri().path())),
-            );
+            let verdict = this.verdict(gate, &caller, dst, &req);
             async move {
                 let resp = match this.hop.prepare(&mut req, version, dst, open) {
-                    Ok(p) if !allowed => this.hop.finish(p, dst, Err(Kind::Unauthorized.into())),
+                    Ok(p) if let Err(kind) = verdict => this.hop.finish(p, dst, Err(kind.into())),
                     Ok(p) => {
                         tell_client_id(req.headers_mut(), caller.id.as_deref());
                         let result = this.hop.passthrough(req, version, dst, None).await;
@@ -187,10 +234,12 @@ impl Inbound {
         let caller = self.caller(addr, Some(t.peer.to_string().into()));
         match t.alpn.as_slice() {
             bulwark_identity::ALPN_HTTP1 => {
-                self.serve_http(t.stream, Version::Http1, dst, caller).await
+                self.serve_http(t.stream, Version::Http1, dst, caller, Gate::Open)
+                    .await
             }
             bulwark_identity::ALPN_H2 => {
-                self.serve_http(t.stream, Version::Http2, dst, caller).await
+                self.serve_http(t.stream, Version::Http2, dst, caller, Gate::Open)
+                    .await
             }
             _ => self.forward_opaque(t.stream, dst, caller, None).await,
         }
@@ -215,10 +264,12 @@ impl Room for Inbound {
         let Some(caller) = self.plain_caller(io.get_ref()) else {
             return;
         };
-        if self.admit(Arrival::Other, dst, io.get_ref()) == Admission::Refuse {
-            return;
-        }
-        self.serve_http(io, version, dst, caller).await;
+        let gate = match self.admission(Arrival::Other, dst) {
+            Admission::Refuse if self.probes.on_port(dst.port()) => Gate::ProbesOnly,
+            Admission::Refuse => return self.refused(dst, io.get_ref()),
+            _ => Gate::Open,
+        };
+        self.serve_http(io, version, dst, caller, gate).await;
     }
 
     async fn opaque(self: Arc<Self>, io: Conn, dst: SocketAddr, learn: Option<OnFirstByte>) {

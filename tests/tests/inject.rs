@@ -2,14 +2,15 @@
 //! result validates against the Kubernetes schemas, and the init container's and the
 //! sidecar's own commands, environment (the downward API filled in as the kubelet would)
 //! and security settings run in a network-namespace pod beside the app: the rules are
-//! proven, the proxy becomes ready with no capability, and the app's traffic goes through it.
+//! proven, the proxy becomes ready with no capability, the app's traffic goes through it,
+//! and on a strict mesh the kubelet's plaintext probe of the app still gets through.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bulwark_tests::identity::MeshCa;
-use bulwark_tests::{Mesh, Pod, bin, py_script, python};
+use bulwark_tests::{Mesh, Pod, bin, py_script, python, wait_for};
 use serde_json::Value;
 
 const DEPLOYMENT: &str = "\
@@ -29,6 +30,10 @@ spec:
       containers:
         - name: checkout
           image: checkout:1
+          ports:
+            - {name: http, containerPort: 8080}
+          readinessProbe:
+            httpGet: {path: /healthz, port: http}
 ";
 
 /// The environment the kubelet would give `container` in `pod`: plain values, downward-API
@@ -62,8 +67,16 @@ fn an_injected_pods_own_commands_run_capability_free_and_intercept() -> Result<(
     let (cp, app, server) = (mesh.pod("cp")?, mesh.pod("app")?, mesh.pod("server")?);
     let ca = MeshCa::new("inject")?;
     let policy = ca.policy_dir()?;
+    // Strict: nothing but mesh TLS reaches the app, except its probes.
+    let mesh_yaml = policy.join("mesh.yaml");
+    let strict = std::fs::read_to_string(&mesh_yaml)? + "  mtls:\n    mode: strict\n";
+    std::fs::write(&mesh_yaml, strict)?;
     ca.start_control_plane(&mut mesh, &cp, &policy, "1h", &[])?;
     mesh.testserver(&server).http("0.0.0.0:8080").start()?;
+    mesh.testserver(&app)
+        .http("0.0.0.0:8080")
+        .name("checkout")
+        .start()?;
 
     // Inject, as an operator would before kubectl apply.
     let input = ca.dir.join("deployment.yaml");
@@ -100,6 +113,12 @@ fn an_injected_pods_own_commands_run_capability_free_and_intercept() -> Result<(
     let doc: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout))?;
     let spec = &doc["spec"]["template"]["spec"];
     let (init, proxy) = (&spec["initContainers"][0], &spec["initContainers"][1]);
+    let env = environment(proxy, &app)?;
+    assert_eq!(
+        env.get("BULWARK_INBOUND_PROBES").map(String::as_str),
+        Some("8080:/healthz"),
+        "the app's readiness probe, its named port resolved"
+    );
 
     // The trust anchors ConfigMap, where the sidecar's volume mounts it.
     let mount = proxy["volumeMounts"][0]["mountPath"]
@@ -156,11 +175,7 @@ fn an_injected_pods_own_commands_run_capability_free_and_intercept() -> Result<(
             .flatten()
             .filter_map(Value::as_str),
     )
-    .envs(
-        environment(proxy, &app)?
-            .into_iter()
-            .map(|(k, v)| (k, local(&v))),
-    );
+    .envs(env.into_iter().map(|(k, v)| (k, local(&v))));
     mesh.spawn(&app, "sidecar", c)?;
     let probe = &proxy["startupProbe"]["httpGet"];
     let url = format!(
@@ -184,5 +199,27 @@ fn an_injected_pods_own_commands_run_capability_free_and_intercept() -> Result<(
         ca.anchors().display()
     ))?;
     assert!(status.contains("shop/checkout"), "{status}");
+
+    // The kubelet probes from outside the mesh in plaintext: its GET of the probe path
+    // reaches the app; any other plaintext request is refused, and so is a POST there.
+    let from_node = |args: &str| {
+        server.sh_ok(&format!(
+            "curl -sS -m 5 -o /dev/null -w '%{{http_code}}' {args} http://{}:8080/healthz",
+            app.ip
+        ))
+    };
+    wait_for("the strict policy", Duration::from_secs(10), || {
+        Ok(server.sh_ok(&format!(
+            "curl -s -m 5 -o /dev/null -w '%{{http_code}}' http://{}:8080/",
+            app.ip
+        ))? == "403")
+    })?;
+    assert_eq!(from_node("")?, "200");
+    assert_eq!(from_node("-X POST")?, "403");
+    assert_eq!(
+        app.served("*")?,
+        1,
+        "the probe, and nothing else, reached the app"
+    );
     Ok(())
 }

@@ -34,7 +34,8 @@ fn write_mesh(dir: &Path, mtls: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// A control plane, a server pod (`web`, test server on 8080 and a banner on 6379) and a
+/// A control plane, a server pod (`web`, test server on 8080 and 8081, the second with a
+/// kubelet probe of `/status/204`, and a banner on 6379) and a
 /// client pod (`checkout`), both meshed; returns once the client knows the server is.
 struct Meshed {
     mesh: Mesh,
@@ -54,13 +55,17 @@ fn meshed_pair(test: &str, mtls: Option<&str>) -> Result<Meshed> {
     let cp_pid = ca.start_control_plane(&mut mesh, &cp, &policy, "1h", &[])?;
     mesh.testserver(&server)
         .http("0.0.0.0:8080")
+        .http("0.0.0.0:8081")
         .banner("0.0.0.0:6379")
         .name("web")
         .start()?;
     let anchors = ca.anchors();
     let web = ca.token("shop", "web")?;
     let p = mesh.proxy(&server);
-    meshed(p, &server, &cp, &anchors, ("shop/web", "web"), &web).start()?;
+    // 8081 is probed by the kubelet, as injection would tell the proxy.
+    meshed(p, &server, &cp, &anchors, ("shop/web", "web"), &web)
+        .flag("--inbound-probe", "8081:/status/204")
+        .start()?;
     let checkout = ca.token("shop", "checkout")?;
     let p = mesh.proxy(&client);
     meshed(
@@ -270,6 +275,25 @@ fn a_strict_port_refuses_clients_outside_the_mesh_and_a_permissive_one_admits_th
         log.contains("not mesh TLS") && log.contains(&outsider.ip.to_string()),
         "the refusal is logged with the peer's address: {log}"
     );
+    // The kubelet has no identity either: its plaintext GET of the probe path on the probed
+    // port reaches the app, and nothing else plaintext does there.
+    let probe = |flags: &str, path: &str| {
+        outsider.sh_ok(&format!(
+            "curl -sS -m 5 -o /dev/null -w '%{{http_code}}' {flags} http://{}:8081{path}",
+            server.ip
+        ))
+    };
+    let served = server.served("*")?;
+    assert_eq!(probe("", "/status/204")?, "204");
+    assert_eq!(probe("-I", "/status/204")?, "204", "HEAD too");
+    assert_eq!(probe("", "/status/200")?, "403");
+    assert_eq!(probe("-X POST", "/status/204")?, "403");
+    assert_eq!(
+        server.served("*")?,
+        served + 2,
+        "only the probes reached the app"
+    );
+    assert!(refused(&server)? >= refusals + 2.0);
 
     // A port override makes 8080 permissive while the mesh stays strict.
     let mtls =

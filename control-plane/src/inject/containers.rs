@@ -93,7 +93,8 @@ fn resources(s: &Settings, o: &Overrides) -> Value {
 /// `bulwark-proxy`: UID 5102, every capability dropped, read-only root filesystem. A native
 /// sidecar (an init container that keeps running) or, on clusters older than 1.29, a classic
 /// one first in `containers` whose postStart hook holds the app back until it is ready.
-pub(super) fn proxy(s: &Settings, o: &Overrides, workload: &str) -> Value {
+/// `probes` are the app's HTTP probes (`PORT:PATH`), admitted whatever the mTLS mode.
+pub(super) fn proxy(s: &Settings, o: &Overrides, workload: &str, probes: &[String]) -> Value {
     let admin = o.admin_port.unwrap_or(ADMIN_PORT);
     let mut env = vec![
         env_field("BULWARK_POD_NAMESPACE", "metadata.namespace"),
@@ -131,6 +132,9 @@ pub(super) fn proxy(s: &Settings, o: &Overrides, workload: &str) -> Value {
         if let Some(v) = v {
             env.push(env_value(name, v.clone()));
         }
+    }
+    if !probes.is_empty() {
+        env.push(env_value("BULWARK_INBOUND_PROBES", probes.join(",")));
     }
     if s.sidecar == SidecarMode::Classic {
         // A Job's main container ends the classic sidecar itself: POST /shutdown from

@@ -464,6 +464,18 @@ impl Webhook {
             "      init containers added: {}; then the volume with the mesh's roots and the annotation bulwark.dev/proxy-version",
             containers.join(", ")
         );
+        // The app's readiness probe, handed to its proxy so strict mTLS lets the kubelet in.
+        let probes = ops
+            .iter()
+            .filter(|op| op["path"] == "/spec/initContainers")
+            .flat_map(|op| op["value"].as_array().into_iter().flatten())
+            .flat_map(|c| c["env"].as_array().into_iter().flatten())
+            .find(|e| e["name"] == "BULWARK_INBOUND_PROBES")
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or("none");
+        println!(
+            "      the app's httpGet probes, admitted by its proxy even on a strict port: {probes}"
+        );
         let (response, _) = self.review(cp, "/inject", "inject-bad-annotation")?;
         println!(
             "    a pod with a bad per-pod setting: allowed = {}, {}",
