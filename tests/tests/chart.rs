@@ -31,6 +31,12 @@ fn crds_pass_kubernetes_validation_and_examples_conform() {
         2,
         "{stdout}"
     );
+    // The cross-field checks, as CEL rules: each one seen to refuse its broken copy.
+    assert!(
+        stdout.contains("cel rules hold for the examples"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("cel rule refused").count(), 7, "{stdout}");
 }
 
 /// The container of the rendered control-plane Deployment.

@@ -94,6 +94,7 @@ impl JsonSchema for Duration {
         json_schema!({
             "type": "string",
             "pattern": "^[0-9]+(ms|s|m|h)$",
+            "maxLength": 24,
             "description": "A whole number and a unit: ms, s, m or h (250ms, 10s, 5m)."
         })
     }

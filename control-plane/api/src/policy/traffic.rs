@@ -60,6 +60,9 @@ pub enum TargetKind {
 
 /// Timeouts. Defaults: connect 1s (Linkerd 1 s, Envoy 5 s); the others none.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.perTry) || !has(self.request) || duration(self.perTry) <= duration(self.request)", "message": "perTry is longer than the request timeout: no attempt could use it"}
+]))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Timeouts {
     /// TCP connect to an endpoint.
@@ -149,6 +152,9 @@ pub enum GrpcCode {
 
 /// Backoff between attempts: `base × 2^n`, capped at `max`, with full jitter.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.base) || !has(self.max) || duration(self.base) <= duration(self.max)", "message": "base is longer than max"}
+]))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Backoff {
     /// First delay. Default 25ms.
@@ -180,6 +186,9 @@ pub struct RetryBudget {
 /// Outlier detection. Defaults: consecutive5xx 5, interval 10s, baseEjectionTime 30s,
 /// maxEjectionTime 300s, maxEjectionPercent 50, panicThreshold 50.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.baseEjectionTime) || !has(self.maxEjectionTime) || duration(self.baseEjectionTime) <= duration(self.maxEjectionTime)", "message": "baseEjectionTime is longer than maxEjectionTime"}
+]))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OutlierDetection {
     /// Consecutive 5xx responses that eject an endpoint; 0 disables.
@@ -260,6 +269,9 @@ pub struct LatencyOutlier {
 
 /// Load balancing.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.algorithm) || self.algorithm == 'peakEwma' || (!has(self.defaultRtt) && !has(self.decay))", "message": "defaultRtt and decay apply to the peakEwma algorithm only"}
+]))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LoadBalancer {
     /// Algorithm. Default peakEwma.
@@ -287,6 +299,9 @@ pub enum Algorithm {
 
 /// Bulkhead limits; beyond them requests fail fast with 503 and the reason.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.maxConcurrentRequests) || (!has(self.maxPending) && !has(self.queueTimeout))", "message": "maxPending and queueTimeout have no effect without maxConcurrentRequests: nothing queues until the concurrency is limited"}
+]))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Limits {
     /// Concurrent requests to the target.
@@ -304,6 +319,9 @@ pub struct Limits {
 
 /// A per-route override.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.retries) || !has(self.retries.budget)", "message": "the retry budget belongs to the target, shared by its routes: set it in spec.retries"}
+]))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Route {
     /// Name used in logs and as the key of the route's hedge budget.
@@ -325,6 +343,9 @@ pub struct Route {
 
 /// Request matching.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.pathPrefix) || has(self.method) || (has(self.headers) && size(self.headers) > 0) || has(self.grpc)", "message": "needs at least one of pathPrefix, method, headers, grpc"}
+]))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RouteMatch {
     /// Path prefix, starting with `/`.
