@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand};
 
 mod image;
+mod values;
 
 #[derive(Parser, Debug)]
 #[command(name = "xtask")]
@@ -380,6 +381,16 @@ fn codegen(check: bool) -> Result<()> {
         if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
             continue;
         }
+        if check {
+            stale.push(path.display().to_string());
+        } else {
+            std::fs::write(&path, text)?;
+            println!("wrote {}", path.display());
+        }
+    }
+    let path = root().join("charts/bulwark/values.schema.json");
+    let text = values::schema();
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
         if check {
             stale.push(path.display().to_string());
         } else {
