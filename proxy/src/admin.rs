@@ -192,6 +192,10 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
                 "latency": s.metrics.stats(),
                 "process": ProcessStats::read(),
                 "learned_opaque_ports": s.learner.learned(Instant::now()),
+                "connections_open": {
+                    "inbound": s.metrics.connections_open(crate::metrics::Direction::Inbound),
+                    "outbound": s.metrics.connections_open(crate::metrics::Direction::Outbound),
+                },
             }),
         ),
         "/ready" => {

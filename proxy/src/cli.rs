@@ -31,6 +31,9 @@ pub(crate) enum Command {
     Init(InitArgs),
     /// Wait until the local proxy is ready, then run CMD in its place.
     Await(AwaitArgs),
+    /// Wait until the app has stopped calling out through the local proxy (a classic
+    /// sidecar's preStop hook: the proxy's SIGTERM waits for it).
+    Linger(LingerArgs),
 }
 
 #[derive(Args, Debug)]
@@ -298,6 +301,23 @@ pub(crate) struct InitArgs {
     /// address of a non-loopback interface when absent.
     #[arg(long, env = "BULWARK_POD_IP")]
     pub(crate) pod_ip: Option<std::net::IpAddr>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct LingerArgs {
+    /// The local proxy's admin address.
+    #[arg(
+        long,
+        env = "BULWARK_AWAIT_ADMIN_ADDR",
+        default_value_t = config::DEFAULT_AWAIT_ADMIN_ADDR
+    )]
+    pub(crate) admin_addr: SocketAddr,
+    /// Done once no outbound connection has been open for this long.
+    #[arg(long, env = "BULWARK_LINGER_QUIET", default_value_t = Dur(config::DEFAULT_LINGER_QUIET))]
+    pub(crate) quiet: Dur,
+    /// Stop waiting (and exit 0: the proxy's own shutdown grace follows) after this long.
+    #[arg(long, env = "BULWARK_LINGER_TIMEOUT", default_value_t = Dur(config::DEFAULT_LINGER_TIMEOUT))]
+    pub(crate) timeout: Dur,
 }
 
 #[derive(Args, Debug)]

@@ -18,6 +18,12 @@ pub const DEFAULT_ADMIN_ADDR: SocketAddr =
 /// Where `await` finds the local proxy's admin port.
 pub const DEFAULT_AWAIT_ADMIN_ADDR: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_ADMIN_PORT);
+/// Longest a classic sidecar's `linger` (its preStop hook) holds the proxy's SIGTERM back;
+/// with the default shutdown grace it stays inside the pod's default 30 s termination grace.
+pub const DEFAULT_LINGER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the app must have had no outbound connection through the proxy for `linger`
+/// to take it as done.
+pub const DEFAULT_LINGER_QUIET: Duration = Duration::from_secs(2);
 /// How long `await` waits for the proxy to be ready.
 pub const DEFAULT_AWAIT_TIMEOUT: Duration = Duration::from_secs(120);
 /// UID the proxy runs as; its own traffic is exempt from redirection by owner match.

@@ -13,7 +13,7 @@ use bulwark_proxy::logging::{self, ReloadableFilter};
 use clap::Parser;
 use tokio::time::Instant;
 
-use cli::{AwaitArgs, Cli, Command, InitArgs, RunArgs};
+use cli::{AwaitArgs, Cli, Command, InitArgs, LingerArgs, RunArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(*args, log),
         Command::Init(args) => init_cmd(args),
         Command::Await(args) => await_cmd(args),
+        Command::Linger(args) => linger_cmd(args),
     };
     match result {
         Ok(code) => code,
@@ -114,22 +115,73 @@ fn init_cmd(a: InitArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One HTTP/1.0 GET of `path` on the local admin port: the whole response, head and body.
+fn admin_get(addr: &std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(addr, Duration::from_secs(1))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    Ok(buf)
+}
+
+/// Polls `/stats` until no outbound connection has been open for `--quiet`: the app has
+/// stopped calling out (or has exited, closing its sockets). Bounded by `--timeout`, and
+/// always exits 0, so the kubelet goes on to SIGTERM and the proxy's drain.
+fn linger_cmd(a: LingerArgs) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    let mut quiet_since = None;
+    loop {
+        let open = admin_get(&a.admin_addr, "/stats").map(|resp| {
+            let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            serde_json::from_str::<serde_json::Value>(body).ok()?["connections_open"]["outbound"]
+                .as_u64()
+        });
+        let now = Instant::now();
+        match open {
+            Err(e) => {
+                println!("no proxy at {} ({e}): nothing to wait for", a.admin_addr);
+                break;
+            }
+            Ok(Some(0)) => {
+                let since = *quiet_since.get_or_insert(now);
+                if now - since >= a.quiet.0 {
+                    println!(
+                        "no outbound connection for {}: the app has stopped calling out",
+                        a.quiet
+                    );
+                    break;
+                }
+            }
+            Ok(open) => {
+                quiet_since = None;
+                if now - start >= a.timeout.0 {
+                    let open = open.map_or("an unknown number of".into(), |n| n.to_string());
+                    println!(
+                        "gave up after {}: {open} outbound connections still open; the proxy drains them",
+                        a.timeout
+                    );
+                    break;
+                }
+            }
+        }
+        if now - start >= a.timeout.0 + a.quiet.0 {
+            println!("gave up after {}: the proxy drains what is left", a.timeout);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Polls `/ready` on the admin port, then replaces this process with CMD (or exits 0).
 fn await_cmd(a: AwaitArgs) -> anyhow::Result<ExitCode> {
-    use std::io::{Read, Write};
     use std::os::unix::process::CommandExt;
     let deadline = Instant::now() + a.timeout.0;
     let mut last;
     loop {
-        let attempt = (|| -> std::io::Result<String> {
-            let mut s =
-                std::net::TcpStream::connect_timeout(&a.admin_addr, Duration::from_secs(1))?;
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            s.write_all(b"GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-            let mut buf = String::new();
-            s.read_to_string(&mut buf)?;
-            Ok(buf)
-        })();
+        let attempt = admin_get(&a.admin_addr, "/ready");
         match attempt {
             Ok(resp) if resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200") => {
                 break;

@@ -195,6 +195,13 @@ impl Metrics {
         self.directions[direction.index()].opened[idx].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Connections accepted in `direction` and not finished yet.
+    pub fn connections_open(&self, direction: Direction) -> u64 {
+        let d = &self.directions[direction.index()];
+        let opened: u64 = d.opened.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        opened.saturating_sub(d.closed.load(Ordering::Relaxed))
+    }
+
     /// Counts a connection finished.
     pub fn connection_closed(&self, direction: Direction) {
         self.directions[direction.index()]

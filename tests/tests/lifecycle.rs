@@ -1,4 +1,4 @@
-//! Readiness, `await`, admin shutdown and graceful drain under load.
+//! Readiness, `await`, `linger`, admin shutdown and graceful drain under load.
 
 use std::time::{Duration, Instant};
 
@@ -252,5 +252,52 @@ fn the_log_level_changes_at_run_time_from_loopback_only() -> Result<()> {
     wait_for("debug lines again", secs(5), || {
         Ok(log()[mark..].contains("DEBUG"))
     })?;
+    Ok(())
+}
+
+/// A classic sidecar's preStop hook: `linger` holds the proxy's SIGTERM back while the app
+/// still has a call out through it, lets it go once the app has stopped calling out, and
+/// never holds it past its timeout.
+#[test]
+fn linger_waits_for_the_apps_last_outbound_call_and_no_longer_than_its_timeout() -> Result<()> {
+    let mut mesh = Mesh::new("linger")?;
+    let client = mesh.pod("client")?;
+    let server = mesh.pod("server")?;
+    mesh.testserver(&server).http("0.0.0.0:8080").start()?;
+    mesh.proxy(&client).start()?;
+    let proxy_bin = bin("bulwark-proxy");
+    // The app's last call is under way (the proxy counts its connection) when linger starts;
+    // the log says in which order the two ended.
+    let run = |delay_ms: u64, linger: &str| {
+        client.sh_ok(&format!(
+            "log=/tmp/bw-linger-$$; \
+             (curl -s -o /dev/null -w 'call %{{http_code}}\\n' http://{}:8080/delay/{delay_ms} >> $log) & \
+             for i in $(seq 50); do curl -s -m 1 http://127.0.0.1:5191/stats | grep -Eq '\"outbound\": ?[1-9]' && break; sleep 0.1; done; \
+             {} linger {linger} >> $log; echo linger exit $? >> $log; wait; cat $log; rm -f $log",
+            server.ip,
+            proxy_bin.display()
+        ))
+    };
+    let out = run(1500, "--quiet 500ms --timeout 20s")?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "call 200",
+            "no outbound connection for 500ms: the app has stopped calling out",
+            "linger exit 0"
+        ],
+        "{out}"
+    );
+    // A call that outlasts the timeout: linger gives up first, and still exits 0 so the
+    // kubelet goes on to SIGTERM and the drain.
+    let out = run(4000, "--quiet 500ms --timeout 1s")?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with("gave up after 1s: 1 outbound"),
+        "{out}"
+    );
+    assert_eq!(lines[1..], ["linger exit 0", "call 200"], "{out}");
     Ok(())
 }

@@ -168,9 +168,15 @@ pub(super) fn proxy(s: &Settings, o: &Overrides, workload: &str, probes: &[Strin
                 json!({"httpGet": ready, "periodSeconds": 1, "failureThreshold": 120});
         }
         SidecarMode::Classic => {
-            c["lifecycle"] = json!({"postStart": {"exec": {"command": [
-                PROXY_BIN, "await", "--admin-addr", format!("127.0.0.1:{admin}"), "--timeout", "120s",
-            ]}}});
+            // Every container gets SIGTERM at once here; preStop holds the proxy's back
+            // until the app stops calling out, so its last calls still have a proxy.
+            let local = format!("127.0.0.1:{admin}");
+            c["lifecycle"] = json!({
+                "postStart": {"exec": {"command": [
+                    PROXY_BIN, "await", "--admin-addr", local, "--timeout", "120s",
+                ]}},
+                "preStop": {"exec": {"command": [PROXY_BIN, "linger", "--admin-addr", local]}},
+            });
         }
     }
     with_pull_policy(c, s)

@@ -280,6 +280,11 @@ fn a_classic_sidecar_goes_first_in_containers_and_holds_the_app_back() {
         proxy["lifecycle"]["postStart"]["exec"]["command"][1],
         "await"
     );
+    // SIGTERM reaches every container at once: the proxy's waits for the app's last calls.
+    assert_eq!(
+        proxy["lifecycle"]["preStop"]["exec"]["command"][1],
+        "linger"
+    );
     assert_eq!(env_of(proxy)["BULWARK_ADMIN_SHUTDOWN"], "true");
     assert_eq!(manifest(&mut d, &s), Ok(vec![Change::AlreadyInjected]));
 }
