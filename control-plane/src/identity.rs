@@ -1,9 +1,7 @@
-//! `Identity.Certify`: a proxy proves who it is — with a bootstrap token, or with the
-//! certificate it already holds — and gets a short-lived certificate for exactly that
-//! identity.
-//!
-//! The Kubernetes service-account token (checked with a TokenReview) is another
-//! [`Authenticator`] to come; the CSR checks do not change with it.
+//! `Identity.Certify`: a proxy proves who it is — with a bootstrap token, with its pod's
+//! projected service-account token (checked with a TokenReview, [`crate::token_review`]),
+//! or with the certificate it already holds — and gets a short-lived certificate for
+//! exactly that identity.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -18,12 +16,15 @@ use tonic::{Request, Response, Status};
 
 use crate::ca::{Ca, CertifyError};
 use crate::tls::Peer;
+use crate::token_review::TokenReviewer;
 
 /// Turns what a proxy presents into the identity it is granted.
 #[derive(Debug)]
 pub struct Authenticator {
     /// Checks bootstrap tokens.
     pub tokens: Option<TokenKey>,
+    /// Checks Kubernetes service-account tokens.
+    pub reviewer: Option<TokenReviewer>,
 }
 
 /// Why a proxy was not given a certificate, as counted.
@@ -59,14 +60,35 @@ impl Refusal {
 }
 
 impl Authenticator {
-    /// The identity `token` (or else the connection's certificate, `peer`) proves.
-    pub fn grant(
+    /// The identity `token` (or else the connection's certificate, `peer`) proves: a
+    /// bootstrap token says it is one (`bwt1.`); any other token is a service account's.
+    pub async fn grant(
         &self,
         trust_domain: &str,
         token: &str,
         peer: Option<&SpiffeId>,
         now: SystemTime,
     ) -> Result<SpiffeId, (Refusal, Status)> {
+        let bootstrap = token
+            .trim()
+            .strip_prefix(bulwark_identity::token::PREFIX)
+            .is_some_and(|rest| rest.starts_with('.'));
+        if !token.is_empty() && !bootstrap {
+            let Some(reviewer) = &self.reviewer else {
+                return Err((
+                    Refusal::BadToken,
+                    Status::unauthenticated(
+                        "not a bootstrap token, and this control plane checks no Kubernetes tokens (--token-review)",
+                    ),
+                ));
+            };
+            let (ns, sa) = reviewer
+                .review(token)
+                .await
+                .map_err(|e| (Refusal::BadToken, Status::unauthenticated(e.to_string())))?;
+            return SpiffeId::new(trust_domain, &ns, &sa)
+                .map_err(|e| (Refusal::BadToken, Status::unauthenticated(e.to_string())));
+        }
         if !token.is_empty() {
             let Some(key) = &self.tokens else {
                 return Err((
@@ -145,7 +167,7 @@ impl IdentityService {
         Self { ca, auth, counters }
     }
 
-    fn certify_now(
+    async fn certify_now(
         &self,
         req: &CertifyRequest,
         peer: Option<&Peer>,
@@ -154,7 +176,8 @@ impl IdentityService {
         let presented = peer.and_then(|p| p.identity.as_ref());
         let granted = self
             .auth
-            .grant(self.ca.trust_domain(), &req.token, presented, now)?;
+            .grant(self.ca.trust_domain(), &req.token, presented, now)
+            .await?;
         let issued = self
             .ca
             .certify(&req.csr_der, &granted, now)
@@ -187,7 +210,10 @@ impl Identity for IdentityService {
         request: Request<CertifyRequest>,
     ) -> Result<Response<CertifyResponse>, Status> {
         let peer = request.extensions().get::<Peer>().cloned();
-        match self.certify_now(request.get_ref(), peer.as_ref(), SystemTime::now()) {
+        match self
+            .certify_now(request.get_ref(), peer.as_ref(), SystemTime::now())
+            .await
+        {
             Ok(r) => {
                 self.counters.issued.fetch_add(1, Ordering::Relaxed);
                 Ok(Response::new(r))

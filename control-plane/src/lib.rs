@@ -33,6 +33,7 @@ pub mod service;
 pub mod source;
 pub mod state;
 pub mod tls;
+pub mod token_review;
 pub mod webhook;
 
 pub use bulwark_api as api;

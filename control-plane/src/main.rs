@@ -15,6 +15,7 @@ use bulwark_control_plane::identity::{Authenticator, IdentityService};
 use bulwark_control_plane::inject::Settings;
 use bulwark_control_plane::service::Service;
 use bulwark_control_plane::state::State;
+use bulwark_control_plane::token_review::TokenReviewer;
 use bulwark_control_plane::webhook::{self, Webhook};
 use bulwark_control_plane::{admin, source, tls};
 use bulwark_identity::SpiffeId;
@@ -129,6 +130,13 @@ struct IdentityArgs {
     /// spiffe://<trust-domain>/ns/<namespace>/sa/bulwark-control-plane.
     #[arg(long, env = "BULWARK_NAMESPACE", default_value = "bulwark")]
     namespace: String,
+    /// Grant identities to Kubernetes service-account tokens, checked with a TokenReview
+    /// (in-cluster configuration, or KUBECONFIG): the projected token of an injected pod.
+    #[arg(long, env = "BULWARK_TOKEN_REVIEW", default_value_t = false, action = clap::ArgAction::Set)]
+    token_review: bool,
+    /// The audience a service-account token must be for.
+    #[arg(long, env = "BULWARK_TOKEN_AUDIENCE", default_value = bulwark_control_plane::token_review::AUDIENCE)]
+    token_audience: String,
 }
 
 /// The service account the control plane's own certificate names.
@@ -261,10 +269,23 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding the gRPC address {grpc_addr}"))?;
     tracing::info!(identity = %own, trust_anchors = ?ca.bundle().fingerprints(), tokens = tokens.is_some(), "serving gRPC over TLS; issuing identities");
     let counters = state.issue_counters();
+    let reviewer = match identity.token_review {
+        true => {
+            let client = kube::Client::try_default().await.context(
+                "--token-review needs the API server: no in-cluster configuration or kubeconfig",
+            )?;
+            tracing::info!(
+                audience = identity.token_audience,
+                "service-account tokens checked with TokenReview"
+            );
+            Some(TokenReviewer::new(client, identity.token_audience.clone()))
+        }
+        false => None,
+    };
     router
         .add_service(IdentityServer::new(IdentityService::new(
             ca,
-            Authenticator { tokens },
+            Authenticator { tokens, reviewer },
             counters,
         )))
         .serve_with_incoming_shutdown(tls::incoming(listener, tls::acceptor(config)), shutdown)
