@@ -57,6 +57,13 @@ pub const TRUST_ANCHORS_CONFIGMAP: &str = "bulwark-trust-anchors";
 pub const TRUST_ANCHORS_VOLUME: &str = "bulwark-trust-anchors";
 /// Where the sidecar finds it.
 pub const TRUST_ANCHORS_DIR: &str = "/var/run/bulwark/trust-anchors";
+/// The pod volume with the service-account token projected for the mesh.
+pub const TOKEN_VOLUME: &str = "bulwark-token";
+/// Where the sidecar finds it (`token` inside).
+pub const TOKEN_DIR: &str = "/var/run/secrets/bulwark.dev/serviceaccount";
+/// How long a projected token lives; the kubelet renews it at 80 % and the proxy reads the
+/// file at each request (600 s is the least the API server accepts).
+pub const TOKEN_EXPIRATION_SECONDS: u64 = 3600;
 
 /// How the proxy runs beside the app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -122,6 +129,10 @@ pub struct Settings {
     pub log_level: String,
     /// Namespaces the webhook never injects, besides its own.
     pub excluded_namespaces: Vec<String>,
+    /// Give the proxy its pod's service-account token, projected for the mesh's audience,
+    /// to prove its identity with (the control plane checks it with a TokenReview: serve
+    /// `--token-review`). Off, injected proxies get no identity.
+    pub identity_token: bool,
 }
 
 impl Default for Settings {
@@ -138,6 +149,7 @@ impl Default for Settings {
             excluded_namespaces: ["kube-system", "kube-public", "kube-node-lease"]
                 .map(String::from)
                 .to_vec(),
+            identity_token: true,
         }
     }
 }
@@ -267,9 +279,18 @@ pub fn plan(meta: &Value, spec: &Value, s: &Settings, workload: &str) -> Result<
     }
     // Not optional: without the roots the proxy cannot verify the control plane, and a pod
     // waiting for its ConfigMap says why in its events.
-    let volume =
-        json!({"name": TRUST_ANCHORS_VOLUME, "configMap": {"name": TRUST_ANCHORS_CONFIGMAP}});
-    insert(spec, "volumes", vec![volume], false, &mut ops)?;
+    let mut volumes =
+        vec![json!({"name": TRUST_ANCHORS_VOLUME, "configMap": {"name": TRUST_ANCHORS_CONFIGMAP}})];
+    if s.identity_token {
+        volumes.push(json!({"name": TOKEN_VOLUME, "projected": {"sources": [{
+            "serviceAccountToken": {
+                "audience": crate::token_review::AUDIENCE,
+                "expirationSeconds": TOKEN_EXPIRATION_SECONDS,
+                "path": "token",
+            },
+        }]}}));
+    }
+    insert(spec, "volumes", volumes, false, &mut ops)?;
     let version = env!("CARGO_PKG_VERSION");
     ops.push(match (&meta, &meta["annotations"]) {
         (Value::Null, _) => add(
@@ -381,7 +402,7 @@ pub fn manifest(doc: &mut Value, s: &Settings) -> Result<Vec<Change>, InjectErro
 }
 
 /// Takes the sidecar back out of every pod template in `doc`: both containers, the volume
-/// and the version annotation. Returns, for each template, whether anything was removed.
+/// the volumes and the version annotation. Returns, for each template, whether anything was removed.
 pub fn uninject(doc: &mut Value) -> Result<Vec<bool>, InjectError> {
     each_template(doc, &mut |t, _| {
         let mut removed = false;
@@ -391,7 +412,7 @@ pub fn uninject(doc: &mut Value) -> Result<Vec<bool>, InjectError> {
         for (list, names) in [
             ("initContainers", &[INIT_CONTAINER, PROXY_CONTAINER][..]),
             ("containers", &[PROXY_CONTAINER][..]),
-            ("volumes", &[TRUST_ANCHORS_VOLUME][..]),
+            ("volumes", &[TRUST_ANCHORS_VOLUME, TOKEN_VOLUME][..]),
         ] {
             if let Some(items) = spec.get_mut(list).and_then(Value::as_array_mut) {
                 let before = items.len();

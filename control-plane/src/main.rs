@@ -134,9 +134,30 @@ struct IdentityArgs {
     /// (in-cluster configuration, or KUBECONFIG): the projected token of an injected pod.
     #[arg(long, env = "BULWARK_TOKEN_REVIEW", default_value_t = false, action = clap::ArgAction::Set)]
     token_review: bool,
+    /// The API server to review tokens with, as a kubeconfig file (for development); without
+    /// it, KUBECONFIG or the in-cluster configuration.
+    #[arg(long, env = "BULWARK_KUBECONFIG", requires = "token_review")]
+    kubeconfig: Option<PathBuf>,
     /// The audience a service-account token must be for.
     #[arg(long, env = "BULWARK_TOKEN_AUDIENCE", default_value = bulwark_control_plane::token_review::AUDIENCE)]
     token_audience: String,
+}
+
+/// The API server's client: from `kubeconfig` if given, else KUBECONFIG or in-cluster.
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .with_context(|| format!("the kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "--token-review needs the API server: no in-cluster configuration or kubeconfig",
+        )?,
+    };
+    kube::Client::try_from(config).context("a client for the API server")
 }
 
 /// The service account the control plane's own certificate names.
@@ -271,9 +292,7 @@ async fn main() -> anyhow::Result<()> {
     let counters = state.issue_counters();
     let reviewer = match identity.token_review {
         true => {
-            let client = kube::Client::try_default().await.context(
-                "--token-review needs the API server: no in-cluster configuration or kubeconfig",
-            )?;
+            let client = kube_client(identity.kubeconfig.as_deref()).await?;
             tracing::info!(
                 audience = identity.token_audience,
                 "service-account tokens checked with TokenReview"

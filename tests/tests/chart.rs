@@ -148,6 +148,18 @@ fn the_chart_lints_renders_valid_restricted_manifests_and_what_it_says_runs() ->
         .collect();
     let mut cmd = cp.restricted(uid, gid, bin("bulwark-control-plane"));
     cmd.args(&args);
+    // With TokenReview on, the kubelet gives the pod its service-account token and the API
+    // server's address; a kubeconfig naming an address in the pod where nothing listens
+    // stands for them (no review is made here: the client connects on first use).
+    assert_eq!(pod_spec["automountServiceAccountToken"], true);
+    assert!(args.iter().any(|a| a == "--token-review=true"), "{args:?}");
+    let kubeconfig = ca.dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:6443'}}]\n\
+         users: [{name: u, user: {token: placeholder}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
+    )?;
+    cmd.env("KUBECONFIG", &kubeconfig);
     mesh.spawn(&cp, "control-plane", cmd)?;
     let probe = &container["readinessProbe"]["httpGet"];
     let port = container["ports"]

@@ -2,8 +2,10 @@
 //! result validates against the Kubernetes schemas, and the init container's and the
 //! sidecar's own commands, environment (the downward API filled in as the kubelet would)
 //! and security settings run in a network-namespace pod beside the app: the rules are
-//! proven, the proxy becomes ready with no capability, the app's traffic goes through it,
-//! and on a strict mesh the kubelet's plaintext probe of the app still gets through.
+//! proven, the proxy proves its identity with the pod's projected service-account token
+//! (reviewed by an API server's TokenReview endpoint) and becomes ready with no capability,
+//! the app's traffic goes through it, and on a strict mesh the kubelet's plaintext probe of
+//! the app still gets through.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -71,7 +73,34 @@ fn an_injected_pods_own_commands_run_capability_free_and_intercept() -> Result<(
     let mesh_yaml = policy.join("mesh.yaml");
     let strict = std::fs::read_to_string(&mesh_yaml)? + "  mtls:\n    mode: strict\n";
     std::fs::write(&mesh_yaml, strict)?;
-    ca.start_control_plane(&mut mesh, &cp, &policy, "1h", &[])?;
+    // The API server's TokenReview endpoint knows the token the kubelet will project into
+    // the pod for the mesh's audience.
+    let projected = format!(
+        "eyJhbGciOiJSUzI1NiJ9.projected-for-checkout.{}",
+        std::process::id()
+    );
+    let tokens = ca.dir.join("tokens");
+    std::fs::write(&tokens, format!("{projected} shop checkout bulwark.dev\n"))?;
+    let mut api = cp.cmd(python());
+    api.arg(py_script("token_review_api.py"))
+        .arg("127.0.0.1:6443")
+        .arg(&tokens);
+    mesh.spawn(&cp, "api-server", api)?;
+    mesh.wait_listening(&cp, 6443)?;
+    let kubeconfig = ca.dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'http://127.0.0.1:6443'}}]\n\
+         users: [{name: u, user: {token: control-plane}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
+    )?;
+    let kubeconfig = kubeconfig.display().to_string();
+    ca.start_control_plane(
+        &mut mesh,
+        &cp,
+        &policy,
+        "1h",
+        &["--token-review=true", "--kubeconfig", &kubeconfig],
+    )?;
     mesh.testserver(&server).http("0.0.0.0:8080").start()?;
     mesh.testserver(&app)
         .http("0.0.0.0:8080")
@@ -120,14 +149,29 @@ fn an_injected_pods_own_commands_run_capability_free_and_intercept() -> Result<(
         "the app's readiness probe, its named port resolved"
     );
 
-    // The trust anchors ConfigMap, where the sidecar's volume mounts it.
-    let mount = proxy["volumeMounts"][0]["mountPath"]
-        .as_str()
-        .context("mount")?;
+    // The trust anchors ConfigMap and the projected token, where the sidecar's volumes
+    // mount them.
+    let mount = |i: usize| {
+        proxy["volumeMounts"][i]["mountPath"]
+            .as_str()
+            .context("mount")
+            .map(String::from)
+    };
+    let (anchors_mount, token_mount) = (mount(0)?, mount(1)?);
     let anchors_dir = ca.dir.join("anchors");
     std::fs::create_dir_all(&anchors_dir)?;
     std::fs::copy(ca.anchors(), anchors_dir.join("trust-anchors.pem"))?;
-    let local = |v: &str| v.replace(mount, &anchors_dir.display().to_string());
+    let token_dir = ca.dir.join("projected");
+    std::fs::create_dir_all(&token_dir)?;
+    std::fs::write(token_dir.join("token"), &projected)?;
+    std::fs::set_permissions(
+        token_dir.join("token"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )?;
+    let local = |v: &str| {
+        v.replace(&anchors_mount, &anchors_dir.display().to_string())
+            .replace(&token_mount, &token_dir.display().to_string())
+    };
 
     // The init container: root, NET_ADMIN and NET_RAW only.
     let caps = init["securityContext"]["capabilities"]["add"]
@@ -185,6 +229,18 @@ fn an_injected_pods_own_commands_run_capability_free_and_intercept() -> Result<(
     );
     app.wait_probe(&url, Duration::from_secs(15))
         .with_context(|| mesh.log_of("sidecar"))?;
+    // Ready means it holds its identity: the one the API server said the token is.
+    let (_, identity) = app.admin("/identity")?;
+    assert!(
+        identity.contains("spiffe://cluster.local/ns/shop/sa/checkout"),
+        "{identity}"
+    );
+    let reviews = mesh.log_of("api-server");
+    assert!(
+        reviews.contains("\"audiences\": [\"bulwark.dev\"]")
+            && reviews.contains("\"authenticated\": true"),
+        "{reviews}"
+    );
 
     // The app's traffic goes through it, and the control plane lists it by the workload
     // the downward API named.

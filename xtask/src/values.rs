@@ -135,6 +135,10 @@ pub struct Identity {
     /// Key (in the same Secret) that signs bootstrap tokens for workloads outside
     /// Kubernetes (bulwarkctl token create); empty when there are none.
     pub token_key: String,
+    /// Injected proxies prove their identity with their pod's service-account token,
+    /// projected for the audience bulwark.dev; the control plane checks it with a
+    /// TokenReview (a ClusterRole allowing only that is bound to it).
+    pub token_review: bool,
 }
 
 /// The injected containers.

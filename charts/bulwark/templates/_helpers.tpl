@@ -44,6 +44,7 @@ resources:
   {{- toYaml .Values.proxy.resources | nindent 2 }}
 excludedNamespaces:
   {{- toYaml (concat .Values.webhook.injection.excludedNamespaces (list .Release.Namespace) | uniq) | nindent 2 }}
+identityToken: {{ .Values.identity.tokenReview }}
 {{- end -}}
 
 {{/* A webhook's clientConfig: the control plane's Service on 443. */}}

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use super::annotations::Overrides;
 use super::{
     ADMIN_PORT, INIT_CONTAINER, PROXY_BIN, PROXY_CONTAINER, PROXY_UID, Settings, SidecarMode,
-    TRUST_ANCHORS_DIR, TRUST_ANCHORS_VOLUME,
+    TOKEN_DIR, TOKEN_VOLUME, TRUST_ANCHORS_DIR, TRUST_ANCHORS_VOLUME,
 };
 
 fn env_field(name: &str, path: &str) -> Value {
@@ -136,6 +136,16 @@ pub(super) fn proxy(s: &Settings, o: &Overrides, workload: &str, probes: &[Strin
     if !probes.is_empty() {
         env.push(env_value("BULWARK_INBOUND_PROBES", probes.join(",")));
     }
+    let mut mounts = vec![
+        json!({"name": TRUST_ANCHORS_VOLUME, "mountPath": TRUST_ANCHORS_DIR, "readOnly": true}),
+    ];
+    if s.identity_token {
+        env.push(env_value(
+            "BULWARK_IDENTITY_TOKEN_FILE",
+            format!("{TOKEN_DIR}/token"),
+        ));
+        mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}));
+    }
     if s.sidecar == SidecarMode::Classic {
         // A Job's main container ends the classic sidecar itself: POST /shutdown from
         // loopback (a native sidecar is ended by the kubelet).
@@ -159,7 +169,7 @@ pub(super) fn proxy(s: &Settings, o: &Overrides, workload: &str, probes: &[Strin
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [{"name": TRUST_ANCHORS_VOLUME, "mountPath": TRUST_ANCHORS_DIR, "readOnly": true}],
+        "volumeMounts": mounts,
     });
     match s.sidecar {
         SidecarMode::Native => {

@@ -59,6 +59,32 @@ fn the_init_container_and_the_native_sidecar_come_first() {
         .find(|e| e["name"] == "BULWARK_WORKLOAD")
         .unwrap();
     assert_eq!(workload["value"], "$(BULWARK_POD_NAMESPACE)/web");
+    // Its identity: the pod's service-account token, projected for the mesh's audience.
+    let token = env
+        .iter()
+        .find(|e| e["name"] == "BULWARK_IDENTITY_TOKEN_FILE")
+        .unwrap();
+    assert_eq!(token["value"], format!("{TOKEN_DIR}/token"));
+    let volumes = d["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+    let projected = volumes.iter().find(|v| v["name"] == TOKEN_VOLUME).unwrap();
+    assert_eq!(
+        projected["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+        crate::token_review::AUDIENCE
+    );
+    assert!(
+        proxy["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == TOKEN_VOLUME && m["mountPath"] == TOKEN_DIR)
+    );
+    let mut off = deployment();
+    let no_token = Settings {
+        identity_token: false,
+        ..Settings::default()
+    };
+    manifest(&mut off, &no_token).unwrap();
+    assert!(!off.to_string().contains(TOKEN_VOLUME), "{off}");
     // The app's containers are untouched.
     assert_eq!(
         d["spec"]["template"]["spec"]["containers"],

@@ -476,6 +476,16 @@ impl Webhook {
         println!(
             "      the app's httpGet probes, admitted by its proxy even on a strict port: {probes}"
         );
+        let audience = ops
+            .iter()
+            .filter_map(|op| {
+                op["value"]["projected"]["sources"][0]["serviceAccountToken"]["audience"].as_str()
+            })
+            .next()
+            .unwrap_or("none");
+        println!(
+            "      its identity: the pod's service-account token projected for audience {audience}, checked by the control plane with a TokenReview"
+        );
         let (response, _) = self.review(cp, "/inject", "inject-bad-annotation")?;
         println!(
             "    a pod with a bad per-pod setting: allowed = {}, {}",
