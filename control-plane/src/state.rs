@@ -41,6 +41,8 @@ pub struct ProxyIdentity {
     pub service_account: String,
     /// Pod IPs.
     pub pod_ips: Vec<String>,
+    /// Pod name (empty outside Kubernetes).
+    pub pod: String,
     /// Proxy version.
     pub proxy_version: String,
     /// The identity its connection's certificate proves, and when that expires (Unix
@@ -55,6 +57,7 @@ impl From<wire::Hello> for ProxyIdentity {
             namespace: h.namespace,
             service_account: h.service_account,
             pod_ips: h.pod_ips,
+            pod: h.pod,
             proxy_version: h.proxy_version,
             certified: None,
         }
@@ -306,6 +309,7 @@ impl State {
                 workload: e.id.workload.clone(),
                 namespace: e.id.namespace.clone(),
                 pod_ips: e.id.pod_ips.clone(),
+                pod: e.id.pod.clone(),
                 proxy_version: e.id.proxy_version.clone(),
                 sent_version: e.sent_version,
                 acked_version: e.acked_version,

@@ -246,6 +246,7 @@ pub async fn run(
             namespace: w.namespace.clone(),
             service_account: w.service_account.clone(),
             pod_ips: w.pod_ips.clone(),
+            pod: w.pod.clone(),
         };
         let channel = discovery::Channel {
             endpoint,

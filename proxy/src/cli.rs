@@ -78,6 +78,9 @@ pub(crate) struct RunArgs {
     /// This pod's IPs (comma-separated), reported to the control plane.
     #[arg(long, env = "BULWARK_POD_IPS", value_delimiter = ',')]
     pub(crate) pod_ips: Vec<String>,
+    /// The pod's name, reported to the control plane (shown by `bulwarkctl status`).
+    #[arg(long, env = "BULWARK_POD_NAME", default_value = "")]
+    pub(crate) pod_name: String,
     /// PEM bundle of the mesh's roots. Given, the control-plane channel is TLS and the
     /// control plane must prove its identity.
     #[arg(long, env = "BULWARK_TRUST_ANCHORS")]
@@ -218,6 +221,7 @@ impl RunArgs {
             name: name.to_string(),
             service_account: self.service_account,
             pod_ips: self.pod_ips,
+            pod: self.pod_name,
         };
         c.inbound_probes = self.inbound_probes;
         c.detect.timeout = self.detect_timeout.0;

@@ -193,6 +193,8 @@ pub struct WorkloadConfig {
     pub service_account: String,
     /// The pod's IPs.
     pub pod_ips: Vec<String>,
+    /// The pod's name (empty outside Kubernetes).
+    pub pod: String,
 }
 
 /// Protocol detection.

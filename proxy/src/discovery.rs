@@ -44,6 +44,8 @@ pub struct ProxyInfo {
     pub service_account: String,
     /// Pod IPs.
     pub pod_ips: Vec<String>,
+    /// Pod name (empty outside Kubernetes).
+    pub pod: String,
 }
 
 /// Why a snapshot was rejected.
@@ -197,6 +199,7 @@ async fn session(
             namespace: info.namespace.clone(),
             service_account: info.service_account.clone(),
             pod_ips: info.pod_ips.clone(),
+            pod: info.pod.clone(),
             proxy_version: env!("CARGO_PKG_VERSION").to_string(),
             cert_not_after_unix: not_after,
         })),

@@ -53,6 +53,7 @@ fn environment(container: &Value, pod: &Pod) -> Result<BTreeMap<String, String>>
         } else {
             match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
                 Some("metadata.namespace") => "shop".to_string(),
+                Some("metadata.name") => "checkout-7d9f8c6b5d-x2x9k".into(),
                 Some("spec.serviceAccountName") => "checkout".into(),
                 Some("status.podIP") | Some("status.podIPs") => pod.ip.to_string(),
                 other => anyhow::bail!("a downward-API field this test does not fill: {other:?}"),
@@ -255,6 +256,10 @@ fn an_injected_pods_own_commands_run_capability_free_and_intercept() -> Result<(
         ca.anchors().display()
     ))?;
     assert!(status.contains("shop/checkout"), "{status}");
+    assert!(
+        status.contains("pod checkout-7d9f8c6b5d-x2x9k"),
+        "the pod's name, from the downward API: {status}"
+    );
 
     // The kubelet probes from outside the mesh in plaintext: its GET of the probe path
     // reaches the app; any other plaintext request is refused, and so is a POST there.

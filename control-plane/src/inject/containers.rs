@@ -98,6 +98,7 @@ pub(super) fn proxy(s: &Settings, o: &Overrides, workload: &str, probes: &[Strin
     let admin = o.admin_port.unwrap_or(ADMIN_PORT);
     let mut env = vec![
         env_field("BULWARK_POD_NAMESPACE", "metadata.namespace"),
+        env_field("BULWARK_POD_NAME", "metadata.name"),
         env_value(
             "BULWARK_WORKLOAD",
             format!("$(BULWARK_POD_NAMESPACE)/{workload}"),

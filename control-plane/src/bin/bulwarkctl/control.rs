@@ -120,6 +120,7 @@ pub(crate) fn status(addr: &str, output: &str, tls: &TlsArgs) -> anyhow::Result<
                 serde_json::json!({
                     "workload": p.workload,
                     "namespace": p.namespace,
+                    "pod": (!p.pod.is_empty()).then_some(&p.pod),
                     "pod_ips": p.pod_ips,
                     "proxy_version": p.proxy_version,
                     "sent_version": p.sent_version,
@@ -190,6 +191,9 @@ pub(crate) fn status(addr: &str, output: &str, tls: &TlsArgs) -> anyhow::Result<
             p.connected_seconds,
             p.nack_reason
         );
+        if !p.pod.is_empty() {
+            println!("    pod {}", p.pod);
+        }
         if !p.identity.is_empty() {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
