@@ -423,6 +423,21 @@ impl Pod {
         c
     }
 
+    /// [`Pod::restricted`] with a read-only root filesystem as well, as
+    /// `readOnlyRootFilesystem: true` gives a container: its own mount namespace where `/`
+    /// is remounted read-only. The process keeps its PID through the chain of execs.
+    pub fn restricted_read_only(&self, uid: u64, gid: u64, program: impl AsRef<OsStr>) -> Command {
+        let mut c = self.cmd("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount -o remount,bind,ro / && exec \"$0\" \"$@\"")
+            .arg("setpriv")
+            .args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
+            .arg("--clear-groups")
+            .args(RESTRICTED)
+            .arg(program);
+        c
+    }
+
     /// Waits up to `timeout` for a GET of `url` from inside the pod to succeed, as a
     /// kubelet's HTTP probe would.
     pub fn wait_probe(&self, url: &str, timeout: Duration) -> Result<()> {

@@ -212,7 +212,8 @@ fn an_injected_pods_own_commands_run_capability_free_and_intercept() -> Result<(
     let uid = sc["runAsUser"].as_u64().context("runAsUser")?;
     let gid = sc["runAsGroup"].as_u64().context("runAsGroup")?;
     assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
-    let mut c = app.restricted(uid, gid, bin("bulwark-proxy"));
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    let mut c = app.restricted_read_only(uid, gid, bin("bulwark-proxy"));
     c.args(
         proxy["args"]
             .as_array()
@@ -221,7 +222,7 @@ fn an_injected_pods_own_commands_run_capability_free_and_intercept() -> Result<(
             .filter_map(Value::as_str),
     )
     .envs(env.into_iter().map(|(k, v)| (k, local(&v))));
-    mesh.spawn(&app, "sidecar", c)?;
+    let sidecar = mesh.spawn(&app, "sidecar", c)?;
     let probe = &proxy["startupProbe"]["httpGet"];
     let url = format!(
         "http://127.0.0.1:{}{}",
@@ -230,6 +231,20 @@ fn an_injected_pods_own_commands_run_capability_free_and_intercept() -> Result<(
     );
     app.wait_probe(&url, Duration::from_secs(15))
         .with_context(|| mesh.log_of("sidecar"))?;
+    // It runs on a read-only root, writing nothing.
+    let mountinfo = std::fs::read_to_string(format!("/proc/{sidecar}/mountinfo"))?;
+    let root = mountinfo
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .context("the root mount")?;
+    assert!(
+        root.split(' ')
+            .nth(5)
+            .is_some_and(|o| o.split(',').any(|f| f == "ro")),
+        "{root}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{sidecar}/status"))?;
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
     // Ready means it holds its identity: the one the API server said the token is.
     let (_, identity) = app.admin("/identity")?;
     assert!(
