@@ -307,8 +307,9 @@ pub(crate) struct InitArgs {
     pub(crate) pod_ip: Option<std::net::IpAddr>,
 }
 
+/// Where `await` and `linger` find the local proxy.
 #[derive(Args, Debug)]
-pub(crate) struct LingerArgs {
+pub(crate) struct LocalAdmin {
     /// The local proxy's admin address.
     #[arg(
         long,
@@ -316,6 +317,13 @@ pub(crate) struct LingerArgs {
         default_value_t = config::DEFAULT_AWAIT_ADMIN_ADDR
     )]
     pub(crate) admin_addr: SocketAddr,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct LingerArgs {
+    /// The local proxy.
+    #[command(flatten)]
+    pub(crate) local: LocalAdmin,
     /// Done once no outbound connection has been open for this long.
     #[arg(long, env = "BULWARK_LINGER_QUIET", default_value_t = Dur(config::DEFAULT_LINGER_QUIET))]
     pub(crate) quiet: Dur,
@@ -326,13 +334,9 @@ pub(crate) struct LingerArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct AwaitArgs {
-    /// The local proxy's admin address.
-    #[arg(
-        long,
-        env = "BULWARK_AWAIT_ADMIN_ADDR",
-        default_value_t = config::DEFAULT_AWAIT_ADMIN_ADDR
-    )]
-    pub(crate) admin_addr: SocketAddr,
+    /// The local proxy.
+    #[command(flatten)]
+    pub(crate) local: LocalAdmin,
     /// Give up (exit 1 without running CMD) after this long.
     #[arg(long, env = "BULWARK_AWAIT_TIMEOUT", default_value_t = Dur(config::DEFAULT_AWAIT_TIMEOUT))]
     pub(crate) timeout: Dur,

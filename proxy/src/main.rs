@@ -133,7 +133,7 @@ fn linger_cmd(a: LingerArgs) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let mut quiet_since = None;
     loop {
-        let open = admin_get(&a.admin_addr, "/stats").map(|resp| {
+        let open = admin_get(&a.local.admin_addr, "/stats").map(|resp| {
             let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
             serde_json::from_str::<serde_json::Value>(body).ok()?["connections_open"]["outbound"]
                 .as_u64()
@@ -141,7 +141,10 @@ fn linger_cmd(a: LingerArgs) -> anyhow::Result<ExitCode> {
         let now = Instant::now();
         match open {
             Err(e) => {
-                println!("no proxy at {} ({e}): nothing to wait for", a.admin_addr);
+                println!(
+                    "no proxy at {} ({e}): nothing to wait for",
+                    a.local.admin_addr
+                );
                 break;
             }
             Ok(Some(0)) => {
@@ -181,7 +184,7 @@ fn await_cmd(a: AwaitArgs) -> anyhow::Result<ExitCode> {
     let deadline = Instant::now() + a.timeout.0;
     let mut last;
     loop {
-        let attempt = admin_get(&a.admin_addr, "/ready");
+        let attempt = admin_get(&a.local.admin_addr, "/ready");
         match attempt {
             Ok(resp) if resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200") => {
                 break;
@@ -192,7 +195,7 @@ fn await_cmd(a: AwaitArgs) -> anyhow::Result<ExitCode> {
         if Instant::now() >= deadline {
             bail!(
                 "proxy at {} not ready after {:?}: {last}",
-                a.admin_addr,
+                a.local.admin_addr,
                 a.timeout
             );
         }
