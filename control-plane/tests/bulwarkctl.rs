@@ -1,4 +1,5 @@
-//! `bulwarkctl validate` as an operator runs it: exit status and messages.
+//! `bulwarkctl` as an operator runs it: `validate`'s exit status and messages, and the shell
+//! completion it prints.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -193,4 +194,36 @@ fn version_client_needs_no_control_plane() {
         .expect("bulwarkctl runs");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1"));
+}
+
+/// The bash script, sourced and asked as bash asks it at a TAB: it completes subcommands
+/// and the values of `-o`.
+#[test]
+fn the_bash_completion_completes_subcommands_and_output_formats() {
+    let bin = env!("CARGO_BIN_EXE_bulwarkctl");
+    let ask = |words: &str, cword: usize| {
+        let script = format!(
+            "source <('{bin}' completion bash) && COMP_WORDS=({words}) && COMP_CWORD={cword} \
+             && _bulwarkctl bulwarkctl \"${{COMP_WORDS[$COMP_CWORD]}}\" \"${{COMP_WORDS[$COMP_CWORD-1]}}\" \
+             && echo \"${{COMPREPLY[@]}}\""
+        );
+        let out = Command::new("bash")
+            .args(["-c", &script])
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(ask("bulwarkctl st", 1), "status");
+    assert_eq!(ask("bulwarkctl un", 1), "uninject");
+    assert_eq!(ask("bulwarkctl status -o ''", 3), "text json yaml");
+    let zsh = Command::new(bin)
+        .args(["completion", "zsh"])
+        .output()
+        .expect("bulwarkctl runs");
+    assert!(String::from_utf8_lossy(&zsh.stdout).starts_with("#compdef bulwarkctl"));
 }

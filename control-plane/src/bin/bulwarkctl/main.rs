@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod control;
 mod files;
@@ -82,6 +82,12 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Print the shell completion script for SHELL, e.g. `source <(bulwarkctl completion
+    /// bash)` or, for zsh, `bulwarkctl completion zsh > "${fpath[1]}/_bulwarkctl"`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,6 +114,15 @@ enum TokenCommand {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "bulwarkctl",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
         Command::Validate { paths, output } => files::validate(&paths, &output),
         Command::Inject {
             paths,
