@@ -7,7 +7,10 @@
 //!   rejection is recorded with its reasons).
 //! - [`state`]: the current policy (one `watch` channel every stream follows) and the
 //!   registry of connected proxies with their sent, acknowledged and rejected versions.
-//! - [`scope`]: which documents a proxy gets (pure).
+//! - [`kubernetes`]: the Kubernetes source: reflectors over the policy CRDs, Services,
+//!   EndpointSlices and Pods, turned (purely, in [`kubernetes::view`]) into the documents,
+//!   the Services' endpoints and the meshed pods that are served.
+//! - [`scope`]: which documents and Services a proxy gets (pure).
 //! - [`service`]: the gRPC services: `Discovery.Stream` (Hello, scoped snapshots, ACK/NACK)
 //!   and `Admin.Status` (what `bulwarkctl status` prints).
 //! - [`admin`]: the HTTP admin port: `/ready` and `/metrics`.
@@ -28,6 +31,7 @@ pub mod admin;
 pub mod ca;
 pub mod identity;
 pub mod inject;
+pub mod kubernetes;
 pub mod scope;
 pub mod service;
 pub mod source;

@@ -1,4 +1,5 @@
-//! `bulwark-control-plane serve`: reads policy from a directory and pushes it to proxies.
+//! `bulwark-control-plane serve`: reads policy from a directory or the Kubernetes API and
+//! pushes it to proxies.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use bulwark_control_plane::service::Service;
 use bulwark_control_plane::state::State;
 use bulwark_control_plane::token_review::TokenReviewer;
 use bulwark_control_plane::webhook::{self, Webhook};
-use bulwark_control_plane::{admin, source, tls};
+use bulwark_control_plane::{admin, kubernetes, source, tls};
 use bulwark_identity::SpiffeId;
 use bulwark_identity::tls::CertStore;
 use bulwark_identity::token::TokenKey;
@@ -39,11 +40,20 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve policy from a directory to proxies.
+    /// Serve policy, from a directory or from the Kubernetes API, to proxies.
     Serve {
         /// Directory of policy YAML (searched recursively for *.yaml and *.yml).
-        #[arg(long, env = "BULWARK_POLICY_DIR")]
-        policy_dir: PathBuf,
+        #[arg(
+            long,
+            env = "BULWARK_POLICY_DIR",
+            required_unless_present = "kubernetes",
+            conflicts_with = "kubernetes"
+        )]
+        policy_dir: Option<PathBuf>,
+        /// Read policy from the cluster instead: the Bulwark CRDs, Services with their
+        /// EndpointSlices, and Pods (in-cluster configuration, KUBECONFIG or --kubeconfig).
+        #[arg(long, env = "BULWARK_KUBERNETES", default_value_t = false, action = clap::ArgAction::Set)]
+        kubernetes: bool,
         /// gRPC address (Discovery and Admin services).
         #[arg(long, env = "BULWARK_GRPC_ADDR", default_value = "0.0.0.0:5170")]
         grpc_addr: SocketAddr,
@@ -134,9 +144,9 @@ struct IdentityArgs {
     /// (in-cluster configuration, or KUBECONFIG): the projected token of an injected pod.
     #[arg(long, env = "BULWARK_TOKEN_REVIEW", default_value_t = false, action = clap::ArgAction::Set)]
     token_review: bool,
-    /// The API server to review tokens with, as a kubeconfig file (for development); without
-    /// it, KUBECONFIG or the in-cluster configuration.
-    #[arg(long, env = "BULWARK_KUBECONFIG", requires = "token_review")]
+    /// The API server (for the Kubernetes source and TokenReview), as a kubeconfig file
+    /// (for development); without it, KUBECONFIG or the in-cluster configuration.
+    #[arg(long, env = "BULWARK_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
     /// The audience a service-account token must be for.
     #[arg(long, env = "BULWARK_TOKEN_AUDIENCE", default_value = bulwark_control_plane::token_review::AUDIENCE)]
@@ -154,7 +164,7 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
                 .with_context(|| format!("the kubeconfig {}", path.display()))?
         }
         None => kube::Config::infer().await.context(
-            "--token-review needs the API server: no in-cluster configuration or kubeconfig",
+            "--kubernetes and --token-review need the API server: no in-cluster configuration or kubeconfig",
         )?,
     };
     kube::Client::try_from(config).context("a client for the API server")
@@ -222,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let Command::Serve {
         policy_dir,
+        kubernetes,
         grpc_addr,
         admin_addr,
         poll_interval,
@@ -230,10 +241,16 @@ async fn main() -> anyhow::Result<()> {
     } = cli.command;
     let ca = certificate_authority(&identity)?;
     let state = Arc::new(State::new());
-    if let Err(problems) = source::reload(&state, &policy_dir) {
+    let client = match kubernetes || identity.token_review {
+        true => Some(kube_client(identity.kubeconfig.as_deref()).await?),
+        false => None,
+    };
+    if let Some(dir) = &policy_dir
+        && let Err(problems) = source::reload(&state, dir)
+    {
         bail!(
             "the policy in {} is invalid; nothing to serve:\n  {}",
-            policy_dir.display(),
+            dir.display(),
             problems.join("\n  ")
         );
     }
@@ -242,7 +259,24 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding the admin address {admin_addr}"))?;
     let hook = webhooks(&webhook, &identity.namespace).await?;
     tokio::spawn(admin::serve(admin_listener, state.clone(), hook));
-    tokio::spawn(source::watch(state.clone(), policy_dir, poll_interval));
+    match (policy_dir, &client) {
+        (Some(dir), _) => {
+            tokio::spawn(source::watch(state.clone(), dir, poll_interval));
+        }
+        (None, Some(client)) => {
+            // Meshed pods are told to callers only when this control plane issues their
+            // identities; otherwise a caller would demand mesh TLS nobody can offer.
+            let td = identity.trust_domain.clone();
+            let pods_meshed = ca.is_some();
+            tokio::spawn(kubernetes::run(
+                state.clone(),
+                client.clone(),
+                td,
+                pods_meshed,
+            ));
+        }
+        (None, None) => unreachable!("clap requires --policy-dir or --kubernetes"),
+    }
     let service = Service::new(state.clone());
     tracing::info!(%grpc_addr, %admin_addr, "serving");
     let shutdown = async {
@@ -290,16 +324,15 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding the gRPC address {grpc_addr}"))?;
     tracing::info!(identity = %own, trust_anchors = ?ca.bundle().fingerprints(), tokens = tokens.is_some(), "serving gRPC over TLS; issuing identities");
     let counters = state.issue_counters();
-    let reviewer = match identity.token_review {
-        true => {
-            let client = kube_client(identity.kubeconfig.as_deref()).await?;
+    let reviewer = match (identity.token_review, client) {
+        (true, Some(client)) => {
             tracing::info!(
                 audience = identity.token_audience,
                 "service-account tokens checked with TokenReview"
             );
             Some(TokenReviewer::new(client, identity.token_audience.clone()))
         }
-        false => None,
+        _ => None,
     };
     router
         .add_service(IdentityServer::new(IdentityService::new(

@@ -1,7 +1,9 @@
-//! Which policy a proxy receives: the documents of its own namespace, and the mesh-wide
-//! MeshConfig. A proxy never holds policy it does not need.
+//! Which policy a proxy receives: the documents of its own namespace, the mesh-wide
+//! MeshConfig, and (from the Kubernetes source) its namespace's Services with their
+//! endpoints. A proxy never holds policy it does not need.
 
 use bulwark_api::policy::Document;
+use bulwark_api::wire;
 
 /// The documents in scope for a proxy in `namespace`, in policy order.
 pub fn scope<'a>(documents: &'a [Document], namespace: &str) -> Vec<&'a Document> {
@@ -14,6 +16,15 @@ pub fn scope<'a>(documents: &'a [Document], namespace: &str) -> Vec<&'a Document
 /// The scoped documents as the JSON array a snapshot carries.
 pub fn scoped_json(documents: &[Document], namespace: &str) -> String {
     serde_json::to_string(&scope(documents, namespace)).unwrap_or_else(|_| "[]".into())
+}
+
+/// The Services in scope for a proxy in `namespace`.
+pub fn scoped_services(services: &[wire::Service], namespace: &str) -> Vec<wire::Service> {
+    services
+        .iter()
+        .filter(|s| s.namespace == namespace)
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::scope::scoped_json;
+use crate::scope::{scoped_json, scoped_services};
 use crate::state::{Members, ProxyIdentity, State};
 use crate::tls::Peer;
 
@@ -100,15 +100,16 @@ async fn follow(
     let mut policies = state.subscribe();
     let mut members = state.members();
     let mut closing = state.closing();
-    let mut last_sent: Option<(String, Arc<Members>)> = None;
+    let mut last_sent: Option<(String, Vec<wire::Service>, Arc<Members>)> = None;
     loop {
         let policy = policies.borrow_and_update().clone();
         let meshed = members.borrow_and_update().clone();
         if policy.version > 0 {
             let json = scoped_json(&policy.documents, namespace);
+            let services = scoped_services(&policy.services, namespace);
             let unchanged = last_sent
                 .as_ref()
-                .is_some_and(|(j, m)| *j == json && **m == *meshed);
+                .is_some_and(|(j, s, m)| *j == json && *s == services && **m == *meshed);
             if !unchanged {
                 let snapshot = wire::Snapshot {
                     version: policy.version,
@@ -120,6 +121,7 @@ async fn follow(
                             identity: identity.clone(),
                         })
                         .collect(),
+                    services: services.clone(),
                 };
                 let msg = wire::ControlMessage {
                     message: Some(control_message::Message::Snapshot(snapshot)),
@@ -128,7 +130,7 @@ async fn follow(
                     return;
                 }
                 state.sent(key, policy.version);
-                last_sent = Some((json, meshed));
+                last_sent = Some((json, services, meshed));
             } else {
                 state.unchanged(key, policy.version);
             }

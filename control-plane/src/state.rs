@@ -20,6 +20,8 @@ pub struct Policy {
     pub version: u64,
     /// The documents.
     pub documents: Vec<Document>,
+    /// Kubernetes Services with their endpoints (none in file mode).
+    pub services: Vec<wire::Service>,
     /// When it was loaded.
     pub loaded_at: Instant,
 }
@@ -96,6 +98,10 @@ pub struct State {
     counters: Mutex<Counters>,
     issue: Arc<IssueCounters>,
     members: watch::Sender<Arc<Members>>,
+    /// Meshed pods, as the Kubernetes source sees them.
+    pod_members: Mutex<Members>,
+    /// Policy objects the Kubernetes source refused (never pushed).
+    invalid: Mutex<Vec<String>>,
     closing: watch::Sender<bool>,
 }
 
@@ -120,6 +126,7 @@ impl State {
         let (policy, _) = watch::channel(Arc::new(Policy {
             version: 0,
             documents: Vec::new(),
+            services: Vec::new(),
             loaded_at: Instant::now(),
         }));
         Self {
@@ -136,6 +143,8 @@ impl State {
             }),
             issue: Arc::default(),
             members: watch::channel(Arc::default()).0,
+            pod_members: Mutex::default(),
+            invalid: Mutex::default(),
             closing: watch::channel(false).0,
         }
     }
@@ -145,14 +154,15 @@ impl State {
         self.members.subscribe()
     }
 
-    /// Recomputes the meshed workloads from the connected proxies; tells subscribers only
-    /// when they changed.
+    /// Recomputes the meshed workloads from the connected proxies and the meshed pods;
+    /// tells subscribers only when they changed.
     fn update_members(&self, proxies: &BTreeMap<u64, ProxyEntry>) {
         let mut m: Members = proxies
             .values()
             .filter_map(|e| Some((e.id.pod_ips.clone(), e.id.certified.as_ref()?.0.to_string())))
             .flat_map(|(ips, id)| ips.into_iter().map(move |ip| (ip, id.clone())))
             .collect();
+        m.extend(lock(&self.pod_members).iter().cloned());
         m.sort();
         m.dedup();
         self.members.send_if_modified(|cur| {
@@ -195,6 +205,11 @@ impl State {
     /// moved on), so they keep increasing across control-plane restarts and proxies never
     /// see a version go backwards.
     pub fn publish(&self, documents: Vec<Document>) -> u64 {
+        self.publish_with(documents, Vec::new())
+    }
+
+    /// Like [`State::publish`], with the Services and endpoints of the Kubernetes source.
+    pub fn publish_with(&self, documents: Vec<Document>, services: Vec<wire::Service>) -> u64 {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -203,6 +218,7 @@ impl State {
         self.policy.send_replace(Arc::new(Policy {
             version,
             documents,
+            services,
             loaded_at: Instant::now(),
         }));
         *lock(&self.rejected) = None;
@@ -216,6 +232,32 @@ impl State {
             at: Instant::now(),
         });
         lock(&self.counters).rejections += 1;
+    }
+
+    /// The meshed pods the Kubernetes source sees (IP, identity): callers originate mesh
+    /// TLS to them even before their proxies connect here.
+    pub fn set_pod_members(&self, members: Members) {
+        *lock(&self.pod_members) = members;
+        let proxies = lock(&self.proxies);
+        self.update_members(&proxies);
+    }
+
+    /// The policy objects the Kubernetes source refused, each `Kind ns/name: problems`.
+    pub fn set_invalid(&self, invalid: Vec<String>) {
+        let changed = {
+            let mut cur = lock(&self.invalid);
+            let changed = *cur != invalid && !invalid.is_empty();
+            *cur = invalid;
+            changed
+        };
+        if changed {
+            lock(&self.counters).rejections += 1;
+        }
+    }
+
+    /// How many policy objects are refused now.
+    pub fn invalid_count(&self) -> usize {
+        lock(&self.invalid).len()
     }
 
     /// A proxy connected.
@@ -334,7 +376,7 @@ impl State {
             rejected_reason: rejected
                 .as_ref()
                 .map(|r| r.reason.clone())
-                .unwrap_or_default(),
+                .unwrap_or_else(|| lock(&self.invalid).join("\n")),
             rejected_age_seconds: rejected
                 .as_ref()
                 .map(|r| r.at.elapsed().as_secs())

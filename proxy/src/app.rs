@@ -310,7 +310,8 @@ fn local_snapshot(cfg: &Config, registry: &Registry) -> Result<Snapshot, AppErro
         })
         .collect();
     let opaque_ports = cfg.detect.opaque_ports.iter().copied().collect();
-    Snapshot::build(0, opaque_ports, documents, registry).map_err(|e| AppError::Policy(e.0))
+    Snapshot::build(0, opaque_ports, documents, Vec::new(), registry)
+        .map_err(|e| AppError::Policy(e.0))
 }
 
 /// Checks the iptables rules until they are in place (every second at first, backing off

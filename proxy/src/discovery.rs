@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::drain::Drain;
 use crate::metrics::Metrics;
+use crate::outbound::build::{ServicePortSpec, ServiceSpec};
 use crate::outbound::registry::Registry;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
@@ -96,6 +97,7 @@ pub fn build(
             (_, Err(e)) => problems.push(format!("meshed[{i}].identity: {e}")),
         }
     }
+    let services = services(&received.services, &mut problems);
     if !problems.is_empty() {
         return Err(Rejected(problems.join("; ")));
     }
@@ -103,11 +105,69 @@ pub fn build(
         received.version,
         current.opaque_ports.clone(),
         documents,
+        services,
         registry,
     )
     .map_err(|e| Rejected(e.0))?;
     next.meshed = Arc::new(meshed);
     Ok(next)
+}
+
+/// The received Services as the route table takes them; each malformed field is a problem.
+fn services(received: &[wire::Service], problems: &mut Vec<String>) -> Vec<ServiceSpec> {
+    let mut out = Vec::with_capacity(received.len());
+    for (i, s) in received.iter().enumerate() {
+        let at = |field: &str| format!("services[{i}] ({}/{}).{field}", s.namespace, s.name);
+        let mut cluster_ips = Vec::with_capacity(s.cluster_ips.len());
+        for (j, ip) in s.cluster_ips.iter().enumerate() {
+            match ip.parse() {
+                Ok(ip) => cluster_ips.push(ip),
+                Err(e) => {
+                    problems.push(format!("{} {ip:?}: {e}", at(&format!("cluster_ips[{j}]"))))
+                }
+            }
+        }
+        let mut ports = Vec::with_capacity(s.ports.len());
+        for (j, p) in s.ports.iter().enumerate() {
+            let Some(port) = u16::try_from(p.port).ok().filter(|&p| p > 0) else {
+                problems.push(format!(
+                    "{}: {} is not a port",
+                    at(&format!("ports[{j}].port")),
+                    p.port
+                ));
+                continue;
+            };
+            let mut addrs = |list: &[String], field: &str| -> Vec<std::net::SocketAddr> {
+                list.iter()
+                    .enumerate()
+                    .filter_map(|(k, a)| match a.parse() {
+                        Ok(a) => Some(a),
+                        Err(e) => {
+                            problems.push(format!(
+                                "{} {a:?}: {e}",
+                                at(&format!("ports[{j}].{field}[{k}]"))
+                            ));
+                            None
+                        }
+                    })
+                    .collect()
+            };
+            let ready = addrs(&p.ready, "ready");
+            let terminating = addrs(&p.terminating, "terminating");
+            ports.push(ServicePortSpec {
+                port,
+                ready,
+                terminating,
+            });
+        }
+        out.push(ServiceSpec {
+            namespace: s.namespace.clone(),
+            name: s.name.clone(),
+            cluster_ips,
+            ports,
+        });
+    }
+    out
 }
 
 /// How the discovery stream reaches the control plane.

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::inbound::authz::Authz;
 use crate::inbound::mode::Modes;
-use crate::outbound::build;
+use crate::outbound::build::{self, ServiceSpec};
 use crate::outbound::policy::Target;
 use crate::outbound::registry::Registry;
 use crate::outbound::route::{self, RouteTable};
@@ -28,6 +28,8 @@ pub struct Snapshot {
     pub opaque_ports: BTreeSet<u16>,
     /// The policy documents in scope for this proxy, validated.
     pub documents: Vec<Document>,
+    /// The Kubernetes Services in scope, with their endpoints (none in file mode).
+    pub services: Vec<ServiceSpec>,
     /// The targets the documents define, with their effective policy.
     pub routes: RouteTable,
     /// The meshed workloads' pod IPs and the identity each must prove: connections to them
@@ -56,16 +58,17 @@ impl Snapshot {
         }
     }
 
-    /// The snapshot of `documents` (validated): their targets, each with its run-time state
-    /// from `registry` (kept from the last snapshot where the target was there already).
-    /// Refused whole when the documents name more endpoints than the registry takes.
+    /// The snapshot of `documents` (validated) and `services`: their targets, each with its
+    /// run-time state from `registry` (kept from the last snapshot where the target was
+    /// there already). Refused whole when they name more endpoints than the registry takes.
     pub fn build(
         version: u64,
         opaque_ports: BTreeSet<u16>,
         documents: Vec<Document>,
+        services: Vec<ServiceSpec>,
         registry: &Registry,
     ) -> Result<Self, TooLarge> {
-        let routes = build::table(&documents);
+        let routes = build::table(&documents, &services);
         routes
             .check_bound(registry.max_endpoints())
             .map_err(TooLarge)?;
@@ -76,6 +79,7 @@ impl Snapshot {
             inbound_modes: Modes::from_documents(&documents),
             authz: Authz::from_documents(&documents),
             documents,
+            services,
             routes,
             meshed: Arc::default(),
             states,

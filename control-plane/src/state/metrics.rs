@@ -50,6 +50,12 @@ impl State {
             "Policy changes rejected as invalid.",
             c.rejections.to_string(),
         );
+        metric(
+            "bulwark_cp_invalid_objects",
+            "gauge",
+            "Policy objects in the cluster refused as invalid (Kubernetes source); never pushed.",
+            self.invalid_count().to_string(),
+        );
         render_histogram(
             &mut o,
             "bulwark_cp_push_to_ack_seconds",

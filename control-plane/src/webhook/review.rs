@@ -112,25 +112,6 @@ pub fn inject(body: &[u8], s: &Settings, own: &str) -> Result<(Vec<u8>, Outcome)
     }
 }
 
-/// The object as the policy loader reads it: the API server's own metadata (uid,
-/// resourceVersion, managedFields, …) and status dropped.
-fn as_policy(obj: &DynamicObject) -> Value {
-    let mut v = serde_json::to_value(obj).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("status");
-    }
-    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.retain(|k, _| matches!(k.as_str(), "name" | "namespace" | "labels" | "annotations"));
-        if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
-            a.remove("kubectl.kubernetes.io/last-applied-configuration");
-            if a.is_empty() {
-                meta.remove("annotations");
-            }
-        }
-    }
-    v
-}
-
 /// Answers a validation review with the checks `bulwarkctl validate` runs on one document:
 /// a denial lists every problem as `field: reason`.
 pub fn validate(body: &[u8]) -> Result<(Vec<u8>, Outcome), Malformed> {
@@ -140,7 +121,7 @@ pub fn validate(body: &[u8]) -> Result<(Vec<u8>, Outcome), Malformed> {
         (Operation::Create | Operation::Update, Some(obj)) => obj,
         _ => return Ok((answer(resp), Outcome::Valid)),
     };
-    let value = as_policy(obj);
+    let value = crate::kubernetes::view::policy_value(obj);
     let what = format!(
         "{} {}/{}",
         req.kind.kind,

@@ -31,7 +31,7 @@ static TABLE: LazyLock<RouteTable> = LazyLock::new(|| {
         load_str(Path::new(file), text, &mut loaded);
     }
     let documents: Vec<_> = loaded.documents.into_iter().map(|s| s.document).collect();
-    build::table(&documents)
+    build::table(&documents, &[])
 });
 
 fuzz_target!(|data: &[u8]| {

@@ -4,6 +4,7 @@ use bulwark_api::wire::discovery_server::{Discovery, DiscoveryServer};
 use tokio_stream::Stream;
 
 use super::*;
+use crate::outbound::policy::EndpointSpec;
 use crate::snapshot;
 
 const WEB: &str = r#"{"apiVersion":"bulwark.dev/v1alpha1","kind":"TrafficPolicy","metadata":{"name":"web","namespace":"shop"},"spec":{"targetRef":{"kind":"Service","name":"web"}}}"#;
@@ -19,7 +20,60 @@ fn snap(version: u64, json: &str) -> wire::Snapshot {
         version,
         documents_json: json.to_string(),
         meshed: Vec::new(),
+        services: Vec::new(),
     }
+}
+
+#[test]
+fn services_become_targets_and_a_malformed_endpoint_rejects_the_snapshot() {
+    let current = Snapshot::from_flags([].into());
+    let mut s = snap(4, &format!("[{WEB}]"));
+    s.services = vec![wire::Service {
+        namespace: "shop".into(),
+        name: "web".into(),
+        cluster_ips: vec!["10.96.0.10".into()],
+        ports: vec![wire::ServicePort {
+            port: 80,
+            name: "http".into(),
+            ready: vec!["10.1.0.1:8080".into(), "10.1.0.2:8080".into()],
+            terminating: vec!["10.1.0.3:8080".into()],
+        }],
+    }];
+    let next = build(&s, &current, &registry(usize::MAX)).unwrap();
+    let dst: std::net::SocketAddr = "10.96.0.10:80".parse().unwrap();
+    let (target, _) = next
+        .lookup(dst, None)
+        .expect("the cluster IP reaches the Service");
+    assert_eq!(target.key, "Service/shop/web:80");
+    assert_eq!(target.endpoints.len(), 2, "terminating endpoints wait");
+    let (by_name, _) = next
+        .lookup("10.9.9.9:80".parse().unwrap(), Some("web.shop"))
+        .unwrap();
+    assert_eq!(
+        by_name.key, target.key,
+        "the name on the Service's port reaches it too"
+    );
+    assert!(
+        next.lookup("10.96.0.10:81".parse().unwrap(), None)
+            .is_none()
+    );
+    // Once nothing is ready, the terminating endpoints serve rather than nothing.
+    let mut draining = s.clone();
+    draining.services[0].ports[0].ready.clear();
+    let next = build(&draining, &current, &registry(usize::MAX)).unwrap();
+    let (target, _) = next.lookup(dst, None).unwrap();
+    assert_eq!(
+        target.endpoints,
+        [EndpointSpec::Addr("10.1.0.3:8080".parse().unwrap())]
+    );
+    s.services[0].ports[0].ready.push("10.1.0.9".into());
+    s.services[0].cluster_ips.push("nope".into());
+    let e = build(&s, &current, &registry(usize::MAX)).unwrap_err();
+    assert!(e.0.contains("services[0] (shop/web).cluster_ips[1]"), "{e}");
+    assert!(
+        e.0.contains("services[0] (shop/web).ports[0].ready[2] \"10.1.0.9\""),
+        "{e}"
+    );
 }
 
 #[test]

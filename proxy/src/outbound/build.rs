@@ -2,8 +2,12 @@
 //! TrafficPolicy becomes a [`Target`] with its effective policy (MeshConfig defaults, then
 //! the TrafficPolicy, then a route's overrides, every absent field its `DEFAULT_*`), and
 //! the [`RouteTable`] indexes them by the names and addresses that reach them.
+//!
+//! A Service whose endpoints the control plane sends (Kubernetes mode) becomes one target
+//! per port, balanced across its endpoints and reached by its names and cluster IPs; a
+//! Service it does not send keeps the address the app dialled as its one endpoint.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bulwark_api::policy::{
@@ -35,8 +39,32 @@ pub fn endpoint_spec(s: &str) -> Option<EndpointSpec> {
     })
 }
 
-/// Builds the table from a snapshot's documents. Pure.
-pub fn table(documents: &[Document]) -> RouteTable {
+/// A Kubernetes Service and its endpoints, as the control plane sent them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServiceSpec {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Cluster IPs (one per IP family).
+    pub cluster_ips: Vec<IpAddr>,
+    /// Ports, each with its endpoints.
+    pub ports: Vec<ServicePortSpec>,
+}
+
+/// One port of a [`ServiceSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServicePortSpec {
+    /// The port the Service is called on.
+    pub port: u16,
+    /// Endpoints taking new requests.
+    pub ready: Vec<SocketAddr>,
+    /// Terminating endpoints still serving: used only while none is ready.
+    pub terminating: Vec<SocketAddr>,
+}
+
+/// Builds the table from a snapshot's documents and Services. Pure.
+pub fn table(documents: &[Document], services: &[ServiceSpec]) -> RouteTable {
     let defaults = documents.iter().find_map(|d| match d {
         Document::MeshConfig(m) => m.spec.defaults.clone(),
         _ => None,
@@ -100,14 +128,58 @@ pub fn table(documents: &[Document]) -> RouteTable {
         }
         table.targets.push(Arc::new(target));
     }
-    // Services: reached by name (and port, when the policy names one); the endpoint is the
-    // original destination.
+    // Services with endpoints: a target per port, reached by name on that port and by
+    // each cluster IP; the policy naming that port wins over one naming none.
+    let mut known = std::collections::HashSet::new();
+    for s in services {
+        for sp in &s.ports {
+            let tp = policies
+                .iter()
+                .copied()
+                .filter(|p| {
+                    let r = &p.spec.target_ref;
+                    r.kind == TargetKind::Service
+                        && r.name == s.name
+                        && p.metadata.namespace() == s.namespace
+                        && r.port.is_none_or(|port| port == sp.port)
+                })
+                .max_by_key(|p| p.spec.target_ref.port.is_some());
+            let chosen = if sp.ready.is_empty() {
+                &sp.terminating
+            } else {
+                &sp.ready
+            };
+            let endpoints = chosen.iter().map(|a| EndpointSpec::Addr(*a)).collect();
+            let key = format!("Service/{}/{}:{}", s.namespace, s.name, sp.port);
+            let i = table.targets.len();
+            for n in names(&s.name, &s.namespace) {
+                table.add_host(n, Some(sp.port), i);
+            }
+            for ip in &s.cluster_ips {
+                table.add_addr(SocketAddr::new(*ip, sp.port), i);
+            }
+            table
+                .targets
+                .push(Arc::new(target(key, endpoints, &defaults, tp)));
+            known.insert((s.namespace.as_str(), s.name.as_str(), sp.port));
+        }
+        known.insert((s.namespace.as_str(), s.name.as_str(), 0));
+    }
+    // Services the control plane sent no endpoints for: reached by name (and port, when
+    // the policy names one); the endpoint is the original destination.
     for p in &policies {
         let r = &p.spec.target_ref;
         if r.kind != TargetKind::Service {
             continue;
         }
         let ns = p.metadata.namespace();
+        let sent = match r.port {
+            Some(port) => known.contains(&(ns, r.name.as_str(), port)),
+            None => known.contains(&(ns, r.name.as_str(), 0)),
+        };
+        if sent {
+            continue;
+        }
         let key = match r.port {
             Some(port) => format!("Service/{ns}/{}:{port}", r.name),
             None => format!("Service/{ns}/{}", r.name),

@@ -36,7 +36,7 @@ pub fn backend_state_with(endpoints: usize, spec: &str, metrics: Arc<Metrics>) -
         "apiVersion: bulwark.dev/v1alpha1\nkind: Backend\nmetadata: {{name: api, namespace: shop}}\nspec:\n  endpoints: [{}]\n---\napiVersion: bulwark.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: api, namespace: shop}}\nspec:\n  targetRef: {{kind: Backend, name: api}}\n{spec}",
         eps.join(", ")
     );
-    let table = build::table(&docs(&yaml));
+    let table = build::table(&docs(&yaml), &[]);
     Arc::new(TargetState::new(table.targets[0].clone(), metrics))
 }
 

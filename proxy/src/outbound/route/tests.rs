@@ -57,7 +57,7 @@ spec:
 
 #[test]
 fn targets_are_found_by_name_endpoint_hostname_and_address() {
-    let t = build::table(&docs(POLICY));
+    let t = build::table(&docs(POLICY), &[]);
     let dst: SocketAddr = "10.9.9.9:8080".parse().unwrap();
     for authority in [
         "api",
@@ -86,7 +86,7 @@ fn targets_are_found_by_name_endpoint_hostname_and_address() {
             b.spec.ports = vec![8080];
         }
     }
-    let tp = build::table(&with_ports);
+    let tp = build::table(&with_ports, &[]);
     assert!(tp.lookup(dst, Some("api.shop:8080")).is_some());
     assert!(
         tp.lookup(dst, Some("api.shop:9090")).is_none(),
@@ -115,7 +115,7 @@ fn targets_are_found_by_name_endpoint_hostname_and_address() {
 
 #[test]
 fn effective_policy_layers_defaults_policy_and_route() {
-    let t = build::table(&docs(POLICY));
+    let t = build::table(&docs(POLICY), &[]);
     let api = t
         .targets
         .iter()
