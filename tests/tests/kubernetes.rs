@@ -1,0 +1,308 @@
+//! The control plane's Kubernetes source end to end: `serve --kubernetes` follows a recorded
+//! API server (lists and watches of Services, EndpointSlices, Pods and the policy CRDs, as
+//! kube-apiserver writes them), and a client pod's proxy balances a Service's cluster IP
+//! across the endpoints its EndpointSlice lists, ejects the one that fails, and drains a
+//! terminating one without a failed request.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bulwark_tests::policy::{LoadResult, snapshot_version};
+use bulwark_tests::{Fault, Mesh, Pod, bin, py_script, python, wait_for};
+use serde_json::{Value, json};
+
+const CLUSTER_IP: &str = "10.96.0.10";
+
+/// Writes one API object as the recorded API server keeps it (whole, then renamed, so the
+/// server never reads half a file).
+fn put(dir: &Path, file: &str, obj: &Value) -> Result<()> {
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(obj)?)?;
+    std::fs::rename(&tmp, dir.join(format!("{file}.json")))?;
+    Ok(())
+}
+
+/// The Service's EndpointSlice with `(ip, ready, serving, terminating)` endpoints.
+fn slice(endpoints: &[(String, bool, bool, bool)]) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "web-x7k2p", "namespace": "shop",
+                     "labels": {"kubernetes.io/service-name": "web",
+                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints.iter().map(|(ip, ready, serving, terminating)| json!({
+            "addresses": [ip],
+            "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
+            "targetRef": {"kind": "Pod", "namespace": "shop", "name": format!("web-{ip}")}
+        })).collect::<Vec<_>>()
+    })
+}
+
+struct Cluster {
+    mesh: Mesh,
+    api: PathBuf,
+    cp: Pod,
+    client: Pod,
+    servers: Vec<Pod>,
+    server_pids: Vec<u32>,
+}
+
+impl Cluster {
+    fn ready(&self, serving: &[usize], terminating: &[usize]) -> Value {
+        let mut eps: Vec<(String, bool, bool, bool)> = serving
+            .iter()
+            .map(|&i| (self.servers[i].ip.to_string(), true, true, false))
+            .collect();
+        eps.extend(
+            terminating
+                .iter()
+                .map(|&i| (self.servers[i].ip.to_string(), false, true, true)),
+        );
+        slice(&eps)
+    }
+
+    /// Applies an API change and waits until the client's proxy runs the version it makes.
+    fn change(&self, file: &str, obj: &Value) -> Result<()> {
+        let before = snapshot_version(&self.client)?;
+        put(&self.api, file, obj)?;
+        wait_for(
+            "the change to reach the proxy",
+            Duration::from_secs(10),
+            || Ok(snapshot_version(&self.client)? > before),
+        )
+    }
+
+    fn received(&self) -> Result<Vec<u64>> {
+        self.servers.iter().map(|s| s.served("*")).collect()
+    }
+
+    fn load(&self, n: u64) -> Result<LoadResult> {
+        let out = self.client.sh_ok(&format!(
+            "h2load --h1 -n {n} -c 4 -t 1 http://{CLUSTER_IP}/"
+        ))?;
+        LoadResult::parse(&out).with_context(|| format!("h2load output: {out}"))
+    }
+
+    fn endpoint(&self, i: usize) -> Result<Value> {
+        let (_, body) = self.client.admin("/outliers")?;
+        let all: Value = serde_json::from_str(&body)?;
+        let want = format!("{}:8080", self.servers[i].ip);
+        all.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["target"] == "Service/shop/web:80")
+            .flat_map(|t| t["endpoints"].as_array().cloned().unwrap_or_default())
+            .find(|e| e["address"] == want.as_str())
+            .with_context(|| format!("{want} not in /outliers: {all}"))
+    }
+}
+
+fn delta(after: &[u64], before: &[u64]) -> Vec<u64> {
+    after.iter().zip(before).map(|(a, b)| a - b).collect()
+}
+
+fn start() -> Result<Cluster> {
+    let mut mesh = Mesh::new("kubernetes")?;
+    let cp = mesh.pod("cp")?;
+    let client = mesh.pod("client")?;
+    let mut servers = Vec::new();
+    let mut server_pids = Vec::new();
+    for i in 0..3 {
+        let pod = mesh.pod(&format!("s{i}"))?;
+        let name = format!("web-{i}");
+        server_pids.push(
+            mesh.testserver(&pod)
+                .http("0.0.0.0:8080")
+                .name(&name)
+                .start()?,
+        );
+        servers.push(pod);
+    }
+    let api = std::env::temp_dir().join(format!("bulwark-kube-api-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&api);
+    std::fs::create_dir_all(&api)?;
+    let cluster = Cluster {
+        mesh,
+        api,
+        cp,
+        client,
+        servers,
+        server_pids,
+    };
+    let api = &cluster.api;
+    put(
+        api,
+        "service-web",
+        &json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"type": "ClusterIP", "clusterIP": CLUSTER_IP, "clusterIPs": [CLUSTER_IP],
+                     "ipFamilies": ["IPv4"], "selector": {"app": "web"},
+                     "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}]}
+        }),
+    )?;
+    put(api, "slice-web", &cluster.ready(&[0, 1, 2], &[]))?;
+    put(
+        api,
+        "policy-web",
+        &json!({
+            "apiVersion": "bulwark.dev/v1alpha1", "kind": "TrafficPolicy",
+            "metadata": {"name": "web", "namespace": "shop", "generation": 1},
+            "spec": {"targetRef": {"kind": "Service", "name": "web"},
+                     "loadBalancer": {"algorithm": "roundRobin"},
+                     "retries": {"attempts": 3, "conditions": ["5xx", "connect-failure"],
+                                 "budget": {"ratio": 1.0}},
+                     "outlierDetection": {"consecutive5xx": 3, "baseEjectionTime": "30s",
+                                          "maxEjectionPercent": 50}}
+        }),
+    )?;
+    for (i, s) in cluster.servers.iter().enumerate() {
+        put(
+            api,
+            &format!("pod-web-{i}"),
+            &json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("web-{i}"), "namespace": "shop", "labels": {"app": "web"}},
+                "spec": {"serviceAccountName": "web", "containers": [{"name": "web", "image": "web:1"}]},
+                "status": {"phase": "Running", "podIP": s.ip.to_string(), "podIPs": [{"ip": s.ip.to_string()}]}
+            }),
+        )?;
+    }
+    Ok(cluster)
+}
+
+#[test]
+fn a_services_endpoints_from_its_endpoint_slice_share_load_eject_and_drain() -> Result<()> {
+    let mut c = start()?;
+    let cp = c.cp.clone();
+    let mut api_server = cp.cmd(python());
+    api_server
+        .arg(py_script("kube_api.py"))
+        .arg("127.0.0.1:6443")
+        .arg(&c.api);
+    c.mesh.spawn(&cp, "api-server", api_server)?;
+    c.mesh.wait_listening(&cp, 6443)?;
+    let kubeconfig = c.api.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'http://127.0.0.1:6443'}}]\n\
+         users: [{name: u, user: {token: control-plane}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
+    )?;
+    let mut serve = cp.cmd(bin("bulwark-control-plane"));
+    serve
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--kubernetes=true",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig);
+    c.mesh.spawn(&cp, "control-plane", serve)?;
+    wait_for(
+        "the control plane's first list",
+        Duration::from_secs(15),
+        || {
+            Ok(cp.sh_ok(
+                "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:5171/ready || true",
+            )? == "200")
+        },
+    )
+    .with_context(|| c.mesh.log_of("control-plane"))?;
+
+    // The client's pod routes the Service CIDR as a node does; its proxy follows the cluster.
+    let client = c.client.clone();
+    client.sh_ok("ip route add 10.96.0.0/16 dev eth0")?;
+    c.mesh
+        .proxy(&client)
+        .flag("--control-plane", format!("{}:5170", cp.ip))
+        .flag("--workload", "shop/client")
+        .flag("--pod-ips", client.ip.to_string())
+        .start()?;
+    wait_for(
+        "the proxy's first snapshot",
+        Duration::from_secs(10),
+        || Ok(snapshot_version(&client)? > 0),
+    )?;
+
+    // Three endpoints share the cluster IP's load, and the Service's names reach it too.
+    let before = c.received()?;
+    let r = c.load(600)?;
+    assert_eq!((r.ok, r.errored), (600, 0), "{r:?}");
+    let shares = delta(&c.received()?, &before);
+    assert_eq!(shares.iter().sum::<u64>(), 600, "{shares:?}");
+    assert!(
+        shares.iter().all(|&s| s >= 120),
+        "every endpoint takes a fair part: {shares:?}"
+    );
+    let by_name = client.sh_ok(&format!(
+        "curl -s -m 2 --resolve web.shop.svc.cluster.local:80:{CLUSTER_IP} http://web.shop.svc.cluster.local/"
+    ))?;
+    assert!(by_name.contains("hello from web-"), "{by_name}");
+
+    // One endpoint fails: retries absorb it and outlier detection ejects it.
+    c.servers[2].sh_ok(&format!(
+        "curl -sf -m 5 -X POST 'http://127.0.0.1:8080/_fault?{}' >/dev/null",
+        Fault::FailRate(1.0)
+    ))?;
+    let r = c.load(300)?;
+    assert_eq!(
+        (r.ok, r.errored),
+        (300, 0),
+        "retries hide the failing endpoint: {r:?}"
+    );
+    let ejected = c.endpoint(2)?;
+    assert_eq!(ejected["state"], "ejected", "{ejected}");
+    assert_eq!(
+        ejected["ejection"]["reason"], "consecutive_5xx",
+        "{ejected}"
+    );
+
+    // Scale-down: web-1 turns terminating. It gets no new request, then it goes away, and
+    // nothing fails meanwhile.
+    c.change("slice-web", &c.ready(&[0, 2], &[1]))?;
+    let before = c.received()?;
+    let r = c.load(300)?;
+    assert_eq!((r.ok, r.errored), (300, 0), "{r:?}");
+    let shares = delta(&c.received()?, &before);
+    assert_eq!(
+        shares[1], 0,
+        "the terminating endpoint is drained: {shares:?}"
+    );
+    let pid = c.server_pids[1];
+    c.mesh.terminate(pid, Duration::from_secs(5))?;
+    c.change("slice-web", &c.ready(&[0, 2], &[]))?;
+    let r = c.load(300)?;
+    assert_eq!((r.ok, r.errored), (300, 0), "{r:?}");
+
+    // The watch expires (410 Gone); the control plane relists, and a change made meanwhile
+    // still arrives.
+    let lists = |c: &Cluster| {
+        c.mesh
+            .log_of("api-server")
+            .matches("\"list\": \"/apis/discovery.k8s.io/v1/endpointslices\"")
+            .count()
+    };
+    let listed = lists(&c);
+    std::fs::write(c.api.join(".expire"), b"")?;
+    c.change("slice-web", &c.ready(&[0, 1, 2], &[]))?;
+    assert!(
+        lists(&c) > listed,
+        "the control plane listed again after 410 Gone: {}",
+        c.mesh.log_of("api-server")
+    );
+    let log = c.mesh.log_of("control-plane");
+    assert!(log.contains("cluster state served"), "{log}");
+
+    // bulwarkctl sees the proxy in sync with the cluster's version.
+    let status = cp.sh_ok(&format!(
+        "{} status --control-plane 127.0.0.1:5170 -o json",
+        bin("bulwarkctl").display()
+    ))?;
+    let status: Value = serde_json::from_str(&status)?;
+    assert_eq!(status["proxies"][0]["in_sync"], true, "{status}");
+    let _ = std::fs::remove_dir_all(&c.api);
+    Ok(())
+}
