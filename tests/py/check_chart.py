@@ -51,6 +51,7 @@ OVERRIDES = {
         "webhook": {"certificate": {"source": "certManager", "certManager": {"issuerKind": "ClusterIssuer", "issuerName": "internal-ca"}}},
     },
     "webhooks off": {"webhook": {"enabled": False}},
+    "kubernetes source": {"controlPlane": {"source": "kubernetes"}},
 }
 
 SERVICE = "bulwark-control-plane.bulwark.svc"
@@ -131,6 +132,26 @@ def check_webhooks(name, values, docs):
     return f"generated certificate for {SERVICE} verifies against the caBundle"
 
 
+def check_source(values, docs):
+    """The control plane reads its source, and may read nothing else from the API."""
+    kube = values.get("controlPlane", {}).get("source") == "kubernetes"
+    cp = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "bulwark-control-plane")
+    pod = cp["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    roles = {d["metadata"]["name"]: d for d in by_kind(docs, "ClusterRole")}
+    assert ("--kubernetes=true" in args) == kube, args
+    assert any(a.startswith("--policy-dir=") for a in args) != kube, args
+    assert bool(by_kind(docs, "ConfigMap") and any(
+        d["metadata"]["name"] == "bulwark-policy" for d in by_kind(docs, "ConfigMap"))) != kube
+    assert ("bulwark-control-plane-source" in roles) == kube, sorted(roles)
+    if kube:
+        assert pod["automountServiceAccountToken"] is True, pod
+        verbs = {v for r in roles["bulwark-control-plane-source"]["rules"] for v in r["verbs"]}
+        assert verbs == {"list", "watch"}, verbs
+        bound = [d for d in by_kind(docs, "ClusterRoleBinding") if d["roleRef"]["name"] == "bulwark-control-plane-source"]
+        assert bound and bound[0]["subjects"][0]["name"] == pod["serviceAccountName"], bound
+
+
 def validate(d):
     if d["apiVersion"].startswith("cert-manager.io/"):
         return  # not a Kubernetes kind: checked field by field in check_webhooks
@@ -151,6 +172,7 @@ def main(chart, emit):
             if d["kind"] in ("Deployment", "DaemonSet", "StatefulSet"):
                 restricted(d)
         webhooks = check_webhooks(name, values, docs)
+        check_source(values, docs)
         kinds = sorted(d["kind"] for d in docs)
         print(f"render ok: {name}: {', '.join(kinds)} valid for Kubernetes {VERSIONS[0]} to {VERSIONS[-1]}, restricted; {webhooks}")
         if emit and not values:

@@ -66,10 +66,10 @@ fn the_chart_lints_renders_valid_restricted_manifests_and_what_it_says_runs() ->
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("lint ok"), "{stdout}");
-    assert_eq!(stdout.matches("render ok:").count(), 6, "{stdout}");
+    assert_eq!(stdout.matches("render ok:").count(), 7, "{stdout}");
     assert_eq!(
         stdout.matches("verifies against the caBundle").count(),
-        3,
+        4,
         "{stdout}"
     );
     assert_eq!(stdout.matches("bad values refused").count(), 4, "{stdout}");

@@ -57,7 +57,13 @@ pub struct ControlPlane {
     pub resources: BTreeMap<String, serde_json::Value>,
     /// Log format: json (one object per line) or text.
     pub log_format: LogFormat,
-    /// How often the policy directory is checked for changes.
+    /// Where policy comes from. configmap: the policy values below, mounted as files.
+    /// kubernetes: the Bulwark objects in the cluster (kubectl apply them), with every
+    /// Service balanced across the endpoints of its EndpointSlices and injected pods meshed;
+    /// the control plane may then list and watch those kinds, Services, EndpointSlices and
+    /// Pods.
+    pub source: Source,
+    /// How often the policy directory is checked for changes (source configmap).
     #[schemars(regex(pattern = DURATION))]
     pub poll_interval: String,
     /// Lifetime of the workload certificates the control plane issues (Linkerd's and
@@ -73,6 +79,17 @@ pub struct ControlPlane {
     /// Extra affinity; a preferred anti-affinity spreading the replicas over nodes is
     /// always added.
     pub affinity: BTreeMap<String, serde_json::Value>,
+}
+
+/// Where the control plane reads policy.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Source {
+    /// The chart's policy values, as a mounted ConfigMap.
+    #[default]
+    Configmap,
+    /// The cluster's Bulwark objects, Services, EndpointSlices and Pods.
+    Kubernetes,
 }
 
 /// An image reference.
