@@ -1,30 +1,105 @@
 //! Which policy a proxy receives: the documents of its own namespace, the mesh-wide
 //! MeshConfig, and (from the Kubernetes source) its namespace's Services with their
-//! endpoints. A proxy never holds policy it does not need.
+//! endpoints, plus each Service of another namespace it reported calling, with the
+//! TrafficPolicies on it. A proxy never holds policy it does not need.
 
-use bulwark_api::policy::Document;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use bulwark_api::policy::{Document, TargetKind};
 use bulwark_api::wire;
 
-/// The documents in scope for a proxy in `namespace`, in policy order.
-pub fn scope<'a>(documents: &'a [Document], namespace: &str) -> Vec<&'a Document> {
-    documents
-        .iter()
-        .filter(|d| matches!(d, Document::MeshConfig(_)) || d.metadata().namespace() == namespace)
-        .collect()
+use crate::state::Policy;
+
+/// The most destinations one proxy's reports are kept for (the proxy bounds its own
+/// reports the same way).
+pub const MAX_WANTED: usize = 1024;
+
+/// What a proxy reported calling: addresses and host names with no target in its snapshot.
+#[derive(Debug, Default)]
+pub struct Wanted {
+    addrs: BTreeSet<SocketAddr>,
+    hosts: BTreeSet<String>,
 }
 
-/// The scoped documents as the JSON array a snapshot carries.
-pub fn scoped_json(documents: &[Document], namespace: &str) -> String {
-    serde_json::to_string(&scope(documents, namespace)).unwrap_or_else(|_| "[]".into())
+impl Wanted {
+    /// Adds a report; whether anything new was added. Unparsable or excess entries are
+    /// dropped.
+    pub fn add(&mut self, interest: wire::Interest) -> bool {
+        let mut added = false;
+        for a in interest.addresses.iter().filter_map(|a| a.parse().ok()) {
+            if self.addrs.len() < MAX_WANTED {
+                added |= self.addrs.insert(a);
+            }
+        }
+        for h in interest.hosts {
+            if self.hosts.len() < MAX_WANTED && !h.is_empty() && h.len() <= 253 {
+                added |= self.hosts.insert(h.to_ascii_lowercase());
+            }
+        }
+        added
+    }
+
+    /// The Services of other namespaces than `namespace` that the reports name, as
+    /// (namespace, name): by cluster IP and port, or by `name.namespace[.svc…]`.
+    pub fn services(&self, policy: &Policy, namespace: &str) -> BTreeSet<(String, String)> {
+        let index = &policy.service_index;
+        let mut out = BTreeSet::new();
+        for a in &self.addrs {
+            if let Some(&i) = index.by_addr.get(a) {
+                let s = &policy.services[i];
+                out.insert((s.namespace.clone(), s.name.clone()));
+            }
+        }
+        for h in &self.hosts {
+            let labels: Vec<&str> = h.split('.').collect();
+            let key = match labels.as_slice() {
+                [name, ns] => (ns.to_string(), name.to_string()),
+                [name, ns, "svc", ..] => (ns.to_string(), name.to_string()),
+                _ => continue,
+            };
+            if index.by_name.contains_key(&key) {
+                out.insert(key);
+            }
+        }
+        out.retain(|(ns, _)| ns != namespace);
+        out
+    }
 }
 
-/// The Services in scope for a proxy in `namespace`.
-pub fn scoped_services(services: &[wire::Service], namespace: &str) -> Vec<wire::Service> {
-    services
+/// The scope of a proxy in `namespace` that called the Services `wanted` (namespace,
+/// name) of other namespaces: the documents as JSON, and the Services.
+pub fn scoped(
+    policy: &Policy,
+    namespace: &str,
+    wanted: &BTreeSet<(String, String)>,
+) -> (String, Vec<wire::Service>) {
+    let docs: Vec<&Document> = policy
+        .documents
         .iter()
-        .filter(|s| s.namespace == namespace)
+        .filter(|d| match d {
+            Document::MeshConfig(_) => true,
+            _ if d.metadata().namespace() == namespace => true,
+            Document::TrafficPolicy(p) => {
+                p.spec.target_ref.kind == TargetKind::Service
+                    && wanted.contains(&(
+                        p.metadata.namespace().to_string(),
+                        p.spec.target_ref.name.clone(),
+                    ))
+            }
+            _ => false,
+        })
+        .collect();
+    let json = serde_json::to_string(&docs).unwrap_or_else(|_| "[]".into());
+    let services = policy
+        .services
+        .iter()
+        .filter(|s| {
+            s.namespace == namespace || wanted.contains(&(s.namespace.clone(), s.name.clone()))
+        })
         .cloned()
-        .collect()
+        .collect();
+    (json, services)
 }
 
 #[cfg(test)]
@@ -56,20 +131,75 @@ spec: {targetRef: {kind: Service, name: api}}
         loaded.documents.into_iter().map(|s| s.document).collect()
     }
 
+    fn names(json: &str) -> Vec<String> {
+        let v: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
+        v.iter()
+            .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     #[test]
     fn a_proxy_gets_its_namespace_and_the_mesh_config_only() {
-        let d = docs();
-        let names: Vec<&str> = scope(&d, "shop")
-            .iter()
-            .map(|d| d.metadata().name.as_str())
-            .collect();
-        assert_eq!(names, ["mesh", "web"]);
-        let names: Vec<&str> = scope(&d, "other")
-            .iter()
-            .map(|d| d.metadata().name.as_str())
-            .collect();
-        assert_eq!(names, ["mesh"]);
-        assert!(scoped_json(&d, "billing").contains("\"api\""));
-        assert!(!scoped_json(&d, "billing").contains("\"web\""));
+        let state = crate::state::State::new();
+        state.publish(docs());
+        let p = state.policy();
+        let none = BTreeSet::new();
+        assert_eq!(names(&scoped(&p, "shop", &none).0), ["mesh", "web"]);
+        assert_eq!(names(&scoped(&p, "other", &none).0), ["mesh"]);
+        assert_eq!(names(&scoped(&p, "billing", &none).0), ["mesh", "api"]);
+    }
+
+    fn service(ns: &str, name: &str, ip: &str) -> wire::Service {
+        wire::Service {
+            namespace: ns.into(),
+            name: name.into(),
+            cluster_ips: vec![ip.into()],
+            ports: vec![wire::ServicePort {
+                port: 80,
+                name: "http".into(),
+                ready: vec!["10.1.0.1:8080".into()],
+                terminating: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_service_of_another_namespace_joins_the_scope_once_the_proxy_calls_it() {
+        let state = crate::state::State::new();
+        state.publish_with(
+            docs(),
+            vec![
+                service("billing", "api", "10.96.0.20"),
+                service("shop", "web", "10.96.0.10"),
+                service("ops", "grafana", "10.96.0.30"),
+            ],
+        );
+        let p = state.policy();
+        let mut wanted = Wanted::default();
+        let (json, services) = scoped(&p, "shop", &wanted.services(&p, "shop"));
+        assert_eq!(names(&json), ["mesh", "web"]);
+        assert_eq!(services.len(), 1);
+        // Called by cluster IP: billing/api and its policy join; an unknown address does not.
+        assert!(wanted.add(wire::Interest {
+            addresses: vec!["10.96.0.20:80".into(), "10.96.9.9:80".into()],
+            hosts: vec![],
+        }));
+        let called = wanted.services(&p, "shop");
+        assert_eq!(called.len(), 1);
+        let (json, services) = scoped(&p, "shop", &called);
+        assert_eq!(names(&json), ["mesh", "web", "api"]);
+        let scoped_names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(scoped_names, ["api", "web"]);
+        // By name: `grafana.ops.svc.cluster.local` names ops/grafana, `grafana` alone does
+        // not (it would be shop's), and a report seen before adds nothing.
+        assert!(wanted.add(wire::Interest {
+            addresses: vec![],
+            hosts: vec!["grafana.ops.svc.cluster.local".into(), "grafana".into()],
+        }));
+        assert!(!wanted.add(wire::Interest {
+            addresses: vec!["10.96.0.20:80".into()],
+            hosts: vec![],
+        }));
+        assert_eq!(wanted.services(&p, "shop").len(), 2);
     }
 }

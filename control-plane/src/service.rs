@@ -11,7 +11,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::scope::{scoped_json, scoped_services};
+use crate::scope::{Wanted, scoped};
 use crate::state::{Members, ProxyIdentity, State};
 use crate::tls::Peer;
 
@@ -101,12 +101,12 @@ async fn follow(
     let mut members = state.members();
     let mut closing = state.closing();
     let mut last_sent: Option<(String, Vec<wire::Service>, Arc<Members>)> = None;
+    let mut wanted = Wanted::default();
     loop {
         let policy = policies.borrow_and_update().clone();
         let meshed = members.borrow_and_update().clone();
         if policy.version > 0 {
-            let json = scoped_json(&policy.documents, namespace);
-            let services = scoped_services(&policy.services, namespace);
+            let (json, services) = scoped(&policy, namespace, &wanted.services(&policy, namespace));
             let unchanged = last_sent
                 .as_ref()
                 .is_some_and(|(j, s, m)| *j == json && *s == services && **m == *meshed);
@@ -122,6 +122,7 @@ async fn follow(
                         })
                         .collect(),
                     services: services.clone(),
+                    discovers_services: policy.discovers_services,
                 };
                 let msg = wire::ControlMessage {
                     message: Some(control_message::Message::Snapshot(snapshot)),
@@ -155,6 +156,12 @@ async fn follow(
                         proxy_message::Message::Ack(a) => state.acked(key, a.version),
                         proxy_message::Message::Nack(n) => state.nacked(key, n.version, n.reason),
                         proxy_message::Message::Hello(h) => state.renewed(key, h.cert_not_after_unix),
+                        // A Service newly named widens the scope: compute it again.
+                        proxy_message::Message::Interest(i) => {
+                            if wanted.add(i) {
+                                break;
+                            }
+                        }
                     },
                     Ok(Some(_)) => {}
                     Ok(None) | Err(_) => return,

@@ -22,8 +22,39 @@ pub struct Policy {
     pub documents: Vec<Document>,
     /// Kubernetes Services with their endpoints (none in file mode).
     pub services: Vec<wire::Service>,
+    /// The Services by cluster IP and port, and by namespace and name (indexes into
+    /// `services`), to resolve what proxies report calling.
+    pub service_index: ServiceIndex,
+    /// Services are discovered (the Kubernetes source): proxies report what they call.
+    pub discovers_services: bool,
     /// When it was loaded.
     pub loaded_at: Instant,
+}
+
+/// See [`Policy::service_index`].
+#[derive(Debug, Default)]
+pub struct ServiceIndex {
+    /// Cluster IP and port → Service.
+    pub by_addr: std::collections::HashMap<std::net::SocketAddr, usize>,
+    /// (namespace, name) → Service.
+    pub by_name: std::collections::HashMap<(String, String), usize>,
+}
+
+impl ServiceIndex {
+    fn of(services: &[wire::Service]) -> Self {
+        let mut index = Self::default();
+        for (i, s) in services.iter().enumerate() {
+            index
+                .by_name
+                .insert((s.namespace.clone(), s.name.clone()), i);
+            for ip in s.cluster_ips.iter().filter_map(|ip| ip.parse().ok()) {
+                for p in s.ports.iter().filter_map(|p| u16::try_from(p.port).ok()) {
+                    index.by_addr.insert(std::net::SocketAddr::new(ip, p), i);
+                }
+            }
+        }
+        index
+    }
 }
 
 #[derive(Debug)]
@@ -127,6 +158,8 @@ impl State {
             version: 0,
             documents: Vec::new(),
             services: Vec::new(),
+            service_index: ServiceIndex::default(),
+            discovers_services: false,
             loaded_at: Instant::now(),
         }));
         Self {
@@ -205,11 +238,20 @@ impl State {
     /// moved on), so they keep increasing across control-plane restarts and proxies never
     /// see a version go backwards.
     pub fn publish(&self, documents: Vec<Document>) -> u64 {
-        self.publish_with(documents, Vec::new())
+        self.publish_version(documents, Vec::new(), false)
     }
 
     /// Like [`State::publish`], with the Services and endpoints of the Kubernetes source.
     pub fn publish_with(&self, documents: Vec<Document>, services: Vec<wire::Service>) -> u64 {
+        self.publish_version(documents, services, true)
+    }
+
+    fn publish_version(
+        &self,
+        documents: Vec<Document>,
+        services: Vec<wire::Service>,
+        discovers_services: bool,
+    ) -> u64 {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -218,7 +260,9 @@ impl State {
         self.policy.send_replace(Arc::new(Policy {
             version,
             documents,
+            service_index: ServiceIndex::of(&services),
             services,
+            discovers_services,
             loaded_at: Instant::now(),
         }));
         *lock(&self.rejected) = None;

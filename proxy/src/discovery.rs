@@ -110,6 +110,8 @@ pub fn build(
     )
     .map_err(|e| Rejected(e.0))?;
     next.meshed = Arc::new(meshed);
+    next.discovers_services = received.discovers_services;
+    next.interest = current.interest.clone();
     Ok(next)
 }
 
@@ -271,7 +273,25 @@ async fn session(
     let d = &metrics.discovery;
     d.connected.store(1, Ordering::Relaxed);
     let mut got = false;
+    // Destinations noted so far are sent once the first snapshot says the control plane
+    // discovers Services; new ones as they come.
+    let interest = snapshot.load().interest.clone();
+    let mut reported = 0;
     loop {
+        if snapshot.load().discovers_services {
+            let (addresses, hosts, next) = interest.since(reported);
+            if next > reported {
+                let msg = proxy_message::Message::Interest(wire::Interest { addresses, hosts });
+                if tx
+                    .send(wire::ProxyMessage { message: Some(msg) })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                reported = next;
+            }
+        }
         let renewed = async {
             match renewals.as_mut() {
                 Some(r) => r.changed().await.is_ok(),
@@ -280,6 +300,7 @@ async fn session(
         };
         let msg = tokio::select! {
             m = inbound.message() => m?,
+            _ = interest.changed() => continue,
             ok = renewed => {
                 // Tell the control plane the new expiry (bulwarkctl status shows it).
                 let t = renewals.as_mut().map_or(0, |r| *r.borrow_and_update());
@@ -325,6 +346,8 @@ async fn session(
     }
     Ok(got)
 }
+
+pub mod interest;
 
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,7 @@ use bulwark_api::policy::Document;
 use bulwark_identity::SpiffeId;
 use serde::Serialize;
 
+use crate::discovery::interest::Interest;
 use crate::inbound::authz::Authz;
 use crate::inbound::mode::Modes;
 use crate::outbound::build::{self, ServiceSpec};
@@ -39,6 +40,12 @@ pub struct Snapshot {
     pub inbound_modes: Modes,
     /// Who may reach this workload's ports and routes.
     pub authz: Authz,
+    /// The control plane discovers Services: destinations without a target are noted in
+    /// `interest` for it.
+    pub discovers_services: bool,
+    /// Destinations noted for the control plane; shared by every snapshot of the process.
+    #[serde(skip)]
+    pub interest: Arc<Interest>,
     /// Each target's run-time state, in the order of `routes.targets`.
     #[serde(skip)]
     states: Vec<Arc<TargetState>>,
@@ -82,6 +89,8 @@ impl Snapshot {
             services,
             routes,
             meshed: Arc::default(),
+            discovers_services: false,
+            interest: Arc::default(),
             states,
         })
     }
@@ -112,7 +121,12 @@ impl Snapshot {
                         .is_some_and(|s| s.has_resolved_address(dst))
                 })?
             }
-            None => return None,
+            None => {
+                if self.discovers_services {
+                    self.interest.note(dst, authority);
+                }
+                return None;
+            }
         };
         Some((self.routes.targets.get(i)?, self.states.get(i)?))
     }

@@ -157,6 +157,8 @@ class Handler(BaseHTTPRequestHandler):
                     pending = [e for e in store.events if e[0] > since and e[1] == path]
                     if not pending:
                         store.cond.wait(0.2)
+                        if since < store.compacted or store.expiries != expiries:
+                            continue  # expired while waiting: what came with it is not sent
                         pending = [e for e in store.events if e[0] > since and e[1] == path]
                     latest = store.version
                 for version, _, kind, obj in pending:

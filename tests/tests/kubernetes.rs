@@ -288,13 +288,97 @@ fn a_services_endpoints_from_its_endpoint_slice_share_load_eject_and_drain() -> 
     let listed = lists(&c);
     std::fs::write(c.api.join(".expire"), b"")?;
     c.change("slice-web", &c.ready(&[0, 1, 2], &[]))?;
-    assert!(
-        lists(&c) > listed,
-        "the control plane listed again after 410 Gone: {}",
-        c.mesh.log_of("api-server")
-    );
+    wait_for("a relist after 410 Gone", Duration::from_secs(5), || {
+        Ok(lists(&c) > listed)
+    })
+    .with_context(|| c.mesh.log_of("api-server"))?;
     let log = c.mesh.log_of("control-plane");
     assert!(log.contains("cluster state served"), "{log}");
+
+    // A Service of another namespace joins the proxy's scope once the proxy calls it. The
+    // first call goes where the app dialled, which kube-proxy's DNAT (emulated by one rule
+    // after the proxy's own) sends to web-0; the proxy reports it, and from the snapshot
+    // with billing/api on, calls are balanced over both of its endpoints, with billing's
+    // policy for it and none of billing's others.
+    let (s0, s2) = (c.servers[0].ip, c.servers[2].ip);
+    put(
+        &c.api,
+        "service-api",
+        &json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "api", "namespace": "billing"},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"],
+                     "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}
+        }),
+    )?;
+    put(
+        &c.api,
+        "slice-api",
+        &json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "api-9f3kd", "namespace": "billing",
+                         "labels": {"kubernetes.io/service-name": "api"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [s0.to_string()], "conditions": {"ready": true}},
+                          {"addresses": [s2.to_string()], "conditions": {"ready": true}}]
+        }),
+    )?;
+    for (name, service) in [("api", "api"), ("ledger", "ledger")] {
+        put(
+            &c.api,
+            &format!("policy-{name}"),
+            &json!({
+                "apiVersion": "bulwark.dev/v1alpha1", "kind": "TrafficPolicy",
+                "metadata": {"name": name, "namespace": "billing"},
+                "spec": {"targetRef": {"kind": "Service", "name": service},
+                         "loadBalancer": {"algorithm": "roundRobin"}}
+            }),
+        )?;
+    }
+    c.servers[2]
+        .sh_ok("curl -sf -m 5 -X POST 'http://127.0.0.1:8080/_fault?fail_rate=0' >/dev/null")?;
+    client.sh_ok(&format!(
+        "iptables -t nat -A OUTPUT -d 10.96.0.20 -p tcp --dport 80 -j DNAT --to-destination {s0}:8080"
+    ))?;
+    wait_for(
+        "billing/api in the control plane",
+        Duration::from_secs(10),
+        || Ok(c.mesh.log_of("control-plane").contains("\"services\":2")),
+    )?;
+    let first = client.sh_ok("curl -s -m 2 http://10.96.0.20/")?;
+    assert!(
+        first.contains("hello from web-0"),
+        "kube-proxy's answer: {first}"
+    );
+    wait_for(
+        "billing/api in the proxy's scope",
+        Duration::from_secs(10),
+        || {
+            Ok(c.client
+                .admin("/config_dump")?
+                .1
+                .contains("Service/billing/api:80"))
+        },
+    )?;
+    let dump = c.client.admin("/config_dump")?.1;
+    assert!(
+        !dump.contains("ledger"),
+        "billing's other policies stay out: {dump}"
+    );
+    // web-1 is gone: count the two live pods only.
+    let live = |c: &Cluster| -> Result<Vec<u64>> {
+        Ok(vec![c.servers[0].served("*")?, c.servers[2].served("*")?])
+    };
+    let before = live(&c)?;
+    let out = client.sh_ok("h2load --h1 -n 200 -c 2 -t 1 http://10.96.0.20/")?;
+    let r = LoadResult::parse(&out).context("h2load")?;
+    assert_eq!((r.ok, r.errored), (200, 0), "{r:?}");
+    let shares = delta(&live(&c)?, &before);
+    assert!(
+        shares[0] >= 80 && shares[1] >= 80,
+        "both of billing/api's endpoints: {shares:?}"
+    );
 
     // bulwarkctl sees the proxy in sync with the cluster's version.
     let status = cp.sh_ok(&format!(

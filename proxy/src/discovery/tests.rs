@@ -21,6 +21,7 @@ fn snap(version: u64, json: &str) -> wire::Snapshot {
         documents_json: json.to_string(),
         meshed: Vec::new(),
         services: Vec::new(),
+        discovers_services: false,
     }
 }
 
@@ -188,6 +189,10 @@ impl Discovery for Fake {
             while let Ok(Some(m)) = inbound.message().await {
                 let m = m.message.unwrap();
                 let is_hello = matches!(m, proxy_message::Message::Hello(_));
+                let is_answer = matches!(
+                    m,
+                    proxy_message::Message::Ack(_) | proxy_message::Message::Nack(_)
+                );
                 let _ = answers.send(m);
                 if is_hello {
                     for s in &snapshots {
@@ -196,7 +201,7 @@ impl Discovery for Fake {
                         };
                         let _ = tx.send(Ok(msg)).await;
                     }
-                } else {
+                } else if is_answer {
                     answered += 1;
                 }
                 // Once every scripted snapshot is answered, this control plane "goes away":
@@ -323,6 +328,91 @@ async fn acks_nacks_keeps_the_last_good_snapshot_and_reconnects() {
     ));
     assert!(matches!(next(&mut seen).await, proxy_message::Message::Ack(a) if a.version == 3));
     assert_eq!(shared.load().version, 3);
+    drain.signal();
+    let _ = tokio::time::timeout(Duration::from_secs(5), client).await;
+    drop(stop);
+    server.abort();
+}
+
+#[tokio::test]
+async fn destinations_without_a_target_are_reported_once_and_again_on_a_new_stream() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (answers, mut seen) = mpsc::unbounded_channel();
+    let discovering = |v| wire::Snapshot {
+        discovers_services: true,
+        ..snap(v, "[]")
+    };
+    let fake = Fake {
+        script: Arc::new(std::sync::Mutex::new(vec![
+            vec![snap(1, "[]")],
+            vec![discovering(2)],
+            vec![discovering(3)],
+        ])),
+        answers,
+    };
+    let (server, stop) = serve(listener, fake);
+    let shared = snapshot::shared(Snapshot::default());
+    let drain = Drain::new();
+    let metrics = Arc::new(crate::metrics::Metrics::new(8));
+    let client = tokio::spawn(run(
+        Channel {
+            endpoint: format!("http://{addr}"),
+            tls: None,
+            identity: None,
+        },
+        ProxyInfo {
+            workload: "shop/web".into(),
+            namespace: "shop".into(),
+            ..Default::default()
+        },
+        shared.clone(),
+        Arc::new(registry(usize::MAX)),
+        Arc::new(AtomicBool::new(false)),
+        metrics,
+        drain.clone(),
+    ));
+    let dst: std::net::SocketAddr = "10.96.0.20:80".parse().unwrap();
+    // A file-mode control plane discovers nothing: a miss is not noted.
+    assert!(matches!(
+        next(&mut seen).await,
+        proxy_message::Message::Hello(_)
+    ));
+    assert!(matches!(next(&mut seen).await, proxy_message::Message::Ack(a) if a.version == 1));
+    assert!(
+        shared
+            .load()
+            .lookup(dst, Some("api.billing.svc:80"))
+            .is_none()
+    );
+    assert_eq!(shared.load().interest.since(0).2, 0);
+    // One that does: the miss is reported, by address and by host name.
+    assert!(matches!(
+        next(&mut seen).await,
+        proxy_message::Message::Hello(_)
+    ));
+    assert!(matches!(next(&mut seen).await, proxy_message::Message::Ack(a) if a.version == 2));
+    assert!(
+        shared
+            .load()
+            .lookup(dst, Some("api.billing.svc:80"))
+            .is_none()
+    );
+    assert!(shared.load().lookup(dst, Some("api.billing.svc")).is_none());
+    assert_eq!(shared.load().interest.since(0).2, 2, "noted once");
+    // That stream ended after its ACK; the next one repeats every report at its start.
+    assert!(matches!(
+        next(&mut seen).await,
+        proxy_message::Message::Hello(_)
+    ));
+    match next(&mut seen).await {
+        proxy_message::Message::Interest(i) => {
+            assert_eq!(i.addresses, ["10.96.0.20:80"]);
+            assert_eq!(i.hosts, ["api.billing.svc"]);
+        }
+        other => panic!("expected the report, got {other:?}"),
+    }
+    assert!(matches!(next(&mut seen).await, proxy_message::Message::Ack(a) if a.version == 3));
     drain.signal();
     let _ = tokio::time::timeout(Duration::from_secs(5), client).await;
     drop(stop);
