@@ -26,6 +26,7 @@ use tokio_stream::StreamExt;
 
 use crate::state::State;
 
+pub mod status;
 pub mod view;
 
 pub use view::{Objects, View};
@@ -175,8 +176,15 @@ fn trim_policy(o: &mut DynamicObject) {
 }
 
 /// Follows the cluster and serves what it holds until the process ends. With `pods_meshed`,
-/// the injected pods are served as meshed workloads (callers originate mesh TLS to them).
-pub async fn run(state: Arc<State>, client: Client, trust_domain: String, pods_meshed: bool) {
+/// the injected pods are served as meshed workloads (callers originate mesh TLS to them);
+/// with an `elector`, the policy objects' status is written while it holds the Lease.
+pub async fn run(
+    state: Arc<State>,
+    client: Client,
+    trust_domain: String,
+    pods_meshed: bool,
+    elector: Option<status::Elector>,
+) {
     let changed = Arc::new(Notify::new());
     let mut tasks: Vec<Task> = Vec::new();
     let mut policy = Vec::new();
@@ -207,7 +215,7 @@ pub async fn run(state: Arc<State>, client: Client, trust_domain: String, pods_m
     let (pods, w) = reflector::store();
     tasks.push(follow(
         "pods",
-        Api::all(client),
+        Api::all(client.clone()),
         w,
         changed.clone(),
         trim_pod,
@@ -224,10 +232,20 @@ pub async fn run(state: Arc<State>, client: Client, trust_domain: String, pods_m
     tracing::info!("listing the cluster's policy, Services, EndpointSlices and Pods");
     stores.ready().await;
     let mut served: Option<View> = None;
+    let (views, _) = tokio::sync::watch::channel(Arc::new(View::default()));
+    if let Some(elector) = elector {
+        tokio::spawn(status::run(
+            state.clone(),
+            client,
+            views.subscribe(),
+            elector,
+        ));
+    }
     loop {
         let next = view::view(&stores.objects(), &trust_domain);
         if served.as_ref() != Some(&next) {
             apply(&state, served.as_ref(), &next, pods_meshed);
+            views.send_replace(Arc::new(next.clone()));
             served = Some(next);
         }
         changed.notified().await;

@@ -54,6 +54,11 @@ enum Command {
         /// EndpointSlices, and Pods (in-cluster configuration, KUBECONFIG or --kubeconfig).
         #[arg(long, env = "BULWARK_KUBERNETES", default_value_t = false, action = clap::ArgAction::Set)]
         kubernetes: bool,
+        /// With --kubernetes: write each policy object's status (Accepted, and the proxies
+        /// it concerns), from the one replica holding the Lease bulwark-control-plane in
+        /// --namespace.
+        #[arg(long, env = "BULWARK_WRITE_STATUS", default_value_t = true, action = clap::ArgAction::Set)]
+        write_status: bool,
         /// gRPC address (Discovery and Admin services).
         #[arg(long, env = "BULWARK_GRPC_ADDR", default_value = "0.0.0.0:5170")]
         grpc_addr: SocketAddr,
@@ -170,6 +175,13 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
     kube::Client::try_from(config).context("a client for the API server")
 }
 
+/// Who this replica is in the status Lease: the pod's name (HOSTNAME in a pod) and the
+/// process, so a restarted container is a new holder.
+fn holder() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "bulwark-control-plane".into());
+    format!("{host}_{}", std::process::id())
+}
+
 /// The service account the control plane's own certificate names.
 const SERVICE_ACCOUNT: &str = "bulwark-control-plane";
 
@@ -233,6 +245,7 @@ async fn main() -> anyhow::Result<()> {
     let Command::Serve {
         policy_dir,
         kubernetes,
+        write_status,
         grpc_addr,
         admin_addr,
         poll_interval,
@@ -268,11 +281,15 @@ async fn main() -> anyhow::Result<()> {
             // identities; otherwise a caller would demand mesh TLS nobody can offer.
             let td = identity.trust_domain.clone();
             let pods_meshed = ca.is_some();
+            let elector = write_status.then(|| {
+                kubernetes::status::Elector::new(client.clone(), &identity.namespace, holder())
+            });
             tokio::spawn(kubernetes::run(
                 state.clone(),
                 client.clone(),
                 td,
                 pods_meshed,
+                elector,
             ));
         }
         (None, None) => unreachable!("clap requires --policy-dir or --kubernetes"),

@@ -146,8 +146,12 @@ def check_source(values, docs):
     assert ("bulwark-control-plane-source" in roles) == kube, sorted(roles)
     if kube:
         assert pod["automountServiceAccountToken"] is True, pod
-        verbs = {v for r in roles["bulwark-control-plane-source"]["rules"] for v in r["verbs"]}
-        assert verbs == {"list", "watch"}, verbs
+        for r in roles["bulwark-control-plane-source"]["rules"]:
+            status = all(res.endswith("/status") for res in r["resources"])
+            assert set(r["verbs"]) == ({"patch"} if status else {"list", "watch"}), r
+        lease = next(d for d in by_kind(docs, "Role") if d["metadata"]["name"] == "bulwark-control-plane-lease")
+        assert lease["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                   "verbs": ["get", "create", "update"]}], lease
         bound = [d for d in by_kind(docs, "ClusterRoleBinding") if d["roleRef"]["name"] == "bulwark-control-plane-source"]
         assert bound and bound[0]["subjects"][0]["name"] == pod["serviceAccountName"], bound
 

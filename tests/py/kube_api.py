@@ -12,6 +12,11 @@ watch cache would number them.
 - `GET <collection>?watch=true&resourceVersion=N` streams, one JSON event per line, every
   change after N, BOOKMARK events each second when `allowWatchBookmarks=true`, and ends
   after `timeoutSeconds`;
+- `PATCH <collection>/namespaces/NS/NAME/status` (or `<collection>/NAME/status` for a
+  cluster-scoped kind) merges the body's `status` into the object's file, which watches
+  then see as MODIFIED, as a real status write is;
+- `coordination.k8s.io/v1` Leases in memory: GET, POST (409 when it exists) and PUT
+  (409 unless `metadata.resourceVersion` is the stored one);
 - touching DIR/.expire compacts history: every open watch is sent the 410 Gone `ERROR` a
   real server sends for an expired resourceVersion and ends, and a watch from an older
   resourceVersion gets the same 410 at once, so the client must list again.
@@ -50,6 +55,7 @@ class Store:
         self.objects = {}  # file -> (digest, object)
         self.events = []  # (version, collection, type, object)
         self.expire_mtime = self.mtime(".expire")
+        self.leases = {}
 
     def mtime(self, name):
         try:
@@ -117,10 +123,92 @@ def gone(since, compacted):
         "reason": "Expired", "code": 410}}
 
 
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/"
+
+
+def status_target(path):
+    """(collection, namespace or None, name) of a `.../status` path."""
+    parts = path.split("/")
+    if len(parts) < 4 or parts[-1] != "status":
+        return None
+    name = parts[-2]
+    for collection in KINDS:
+        prefix = collection.rsplit("/", 1)
+        if path.startswith(prefix[0] + "/namespaces/"):
+            rest = path[len(prefix[0]) + len("/namespaces/"):].split("/")
+            if len(rest) == 4 and rest[1] == prefix[1]:
+                return collection, rest[0], name
+        if path == f"{collection}/{name}/status":
+            return collection, None, name
+    return None
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
+    def body(self):
+        return json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))) or b"null")
+
+    def status(self, code, reason, message):
+        self.reply(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                          "message": message, "reason": reason, "code": code})
+
+    def lease(self, method, body=None):
+        store = self.server.store
+        with store.cond:
+            cur = store.leases.get(self.path.split("?")[0].rstrip("/").rsplit("/", 1)[-1])
+            if method == "GET":
+                return self.reply(200, cur) if cur else self.status(404, "NotFound", "lease not found")
+            name = body["metadata"]["name"]
+            cur = store.leases.get(name)
+            if method == "POST" and cur:
+                return self.status(409, "AlreadyExists", f"leases \"{name}\" already exists")
+            if method == "PUT" and (not cur or cur["metadata"]["resourceVersion"] != body["metadata"].get("resourceVersion")):
+                return self.status(409, "Conflict", "the object has been modified")
+            store.version += 1
+            body["metadata"]["resourceVersion"] = str(store.version)
+            store.leases[name] = body
+        print(json.dumps({"lease": method, "holder": body["spec"].get("holderIdentity")}), flush=True)
+        self.reply(201 if method == "POST" else 200, body)
+
+    def do_POST(self):
+        if self.path.startswith(LEASES):
+            return self.lease("POST", self.body())
+        self.status(405, "MethodNotAllowed", "not served here")
+
+    def do_PUT(self):
+        if self.path.startswith(LEASES):
+            return self.lease("PUT", self.body())
+        self.status(405, "MethodNotAllowed", "not served here")
+
+    def do_PATCH(self):
+        target = status_target(urlparse(self.path).path)
+        patch = self.body()
+        if target is None or self.headers.get("content-type") != "application/merge-patch+json":
+            return self.status(415, "UnsupportedMediaType", "a merge patch of a status is served here")
+        collection, ns, name = target
+        store = self.server.store
+        with store.cond:
+            found = [(f, o) for f, (_, o) in store.objects.items()
+                     if COLLECTIONS.get((o.get("apiVersion"), o.get("kind"))) == collection
+                     and o["metadata"].get("namespace") == ns and o["metadata"]["name"] == name]
+        if not found:
+            return self.status(404, "NotFound", f"{name} not found")
+        file, obj = found[0]
+        with open(os.path.join(store.dir, file)) as f:
+            kept = json.load(f)
+        kept["status"] = patch.get("status")
+        tmp = os.path.join(store.dir, "." + file + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(kept, f)
+        os.rename(tmp, os.path.join(store.dir, file))
+        print(json.dumps({"status": self.path, "conditions": (patch.get("status") or {}).get("conditions")}), flush=True)
+        obj = dict(obj, status=patch.get("status"))
+        self.reply(200, obj)
+
     def do_GET(self):
+        if self.path.startswith(LEASES):
+            return self.lease("GET")
         url = urlparse(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         key = KINDS.get(url.path)

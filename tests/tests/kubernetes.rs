@@ -380,6 +380,48 @@ fn a_services_endpoints_from_its_endpoint_slice_share_load_eject_and_drain() -> 
         "both of billing/api's endpoints: {shares:?}"
     );
 
+    // Status written back by the replica holding the Lease: the policy is Accepted and its
+    // namespace's proxy is in sync; an invalid one says why, and is not pushed.
+    put(
+        &c.api,
+        "policy-bad",
+        &json!({
+            "apiVersion": "bulwark.dev/v1alpha1", "kind": "TrafficPolicy",
+            "metadata": {"name": "bad", "namespace": "shop", "generation": 2},
+            "spec": {"targetRef": {"kind": "Service", "name": "web"},
+                     "timeouts": {"perTry": "5s", "request": "1s"}}
+        }),
+    )?;
+    let status_of = |file: &str| -> Result<Value> {
+        let obj: Value =
+            serde_json::from_slice(&std::fs::read(c.api.join(format!("{file}.json")))?)?;
+        Ok(obj["status"].clone())
+    };
+    wait_for("the statuses", Duration::from_secs(15), || {
+        let web = status_of("policy-web")?;
+        Ok(web["conditions"][0]["status"] == "True"
+            && web["proxies"]["inSync"] == 1
+            && status_of("policy-bad")?["conditions"][0]["status"] == "False")
+    })
+    .with_context(|| c.mesh.log_of("control-plane"))?;
+    let web = status_of("policy-web")?;
+    assert_eq!(web["conditions"][0]["reason"], "Accepted", "{web}");
+    assert_eq!(web["observedGeneration"], 1, "{web}");
+    let bad = status_of("policy-bad")?;
+    assert_eq!(bad["conditions"][0]["reason"], "Invalid", "{bad}");
+    assert_eq!(bad["observedGeneration"], 2, "{bad}");
+    let why = bad["conditions"][0]["message"].as_str().unwrap_or("");
+    assert!(why.contains("spec.timeouts.perTry"), "{bad}");
+    assert!(
+        !c.client.admin("/config_dump")?.1.contains("\"bad\""),
+        "never pushed"
+    );
+    assert!(
+        c.mesh
+            .log_of("control-plane")
+            .contains("status writer elected")
+    );
+
     // bulwarkctl sees the proxy in sync with the cluster's version.
     let status = cp.sh_ok(&format!(
         "{} status --control-plane 127.0.0.1:5170 -o json",

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::*;
+use bulwark_api::wire;
 
 type Reply = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -245,6 +246,29 @@ struct Resource {
 struct Fake {
     resources: Arc<Mutex<HashMap<String, Resource>>>,
     lists: Arc<Mutex<Vec<String>>>,
+    /// The Lease (`coordination.k8s.io`), if created.
+    lease: Arc<Mutex<Option<Value>>>,
+    /// Status patches, as (path, body).
+    patches: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/bulwark/leases";
+
+fn not_found() -> Response<Reply> {
+    json_reply(
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": "not found", "reason": "NotFound", "code": 404}),
+    )
+}
+
+fn conflict() -> Response<Reply> {
+    json_reply(
+        409,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": "the object has been modified; please apply your changes to the latest version and try again",
+               "reason": "Conflict", "code": 409}),
+    )
 }
 
 const RESOURCES: [(&str, &str); 7] = [
@@ -332,13 +356,62 @@ impl Fake {
             .count()
     }
 
+    /// Lease reads and writes (with resourceVersion conflicts, as the API server checks
+    /// them) and status patches.
+    fn write(&self, method: &http::Method, path: &str, body: Value) -> Response<Reply> {
+        if path.ends_with("/status") {
+            assert_eq!(method, http::Method::PATCH, "{path}");
+            self.patches
+                .lock()
+                .unwrap()
+                .push((path.to_string(), body.clone()));
+            return json_reply(200, body);
+        }
+        let mut lease = self.lease.lock().unwrap();
+        let bump = |mut l: Value| {
+            let v: u64 = l["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            l["metadata"]["resourceVersion"] = json!((v + 1).to_string());
+            l
+        };
+        match (method.as_str(), lease.clone()) {
+            ("GET", Some(l)) => json_reply(200, l),
+            ("GET", None) => not_found(),
+            ("POST", None) => {
+                let mut l = body;
+                l["metadata"]["resourceVersion"] = json!("1");
+                *lease = Some(l.clone());
+                json_reply(201, l)
+            }
+            ("POST", Some(_)) => conflict(),
+            ("PUT", Some(cur))
+                if cur["metadata"]["resourceVersion"] == body["metadata"]["resourceVersion"] =>
+            {
+                let l = bump(body);
+                *lease = Some(l.clone());
+                json_reply(200, l)
+            }
+            ("PUT", _) => conflict(),
+            _ => not_found(),
+        }
+    }
+
     /// Answers every request until the client goes away.
     async fn serve(self, mut handle: tower_test::mock::Handle<Request<Body>, Response<Reply>>) {
         while let Some((req, send)) = handle.next_request().await {
             let path = req.uri().path().to_string();
             let query = req.uri().query().unwrap_or("").to_string();
+            if path.starts_with(LEASES) || path.ends_with("/status") {
+                let method = req.method().clone();
+                let body = req.into_body().collect_bytes().await.unwrap_or_default();
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                send.send_response(self.write(&method, &path, body));
+                continue;
+            }
             let Some((_, list_kind)) = RESOURCES.iter().find(|(p, _)| *p == path) else {
-                send.send_response(json_reply(404, json!({"kind": "Status", "code": 404})));
+                send.send_response(not_found());
                 continue;
             };
             if query.split('&').any(|kv| kv == "watch=true") {
@@ -436,7 +509,13 @@ async fn the_source_lists_follows_watches_and_relists_after_410_gone() {
     let client = kube::Client::new(svc, "default");
     let server = tokio::spawn(fake.clone().serve(handle));
     let state = Arc::new(State::new());
-    let source = tokio::spawn(run(state.clone(), client, "cluster.local".into(), true));
+    let source = tokio::spawn(run(
+        state.clone(),
+        client,
+        "cluster.local".into(),
+        true,
+        None,
+    ));
 
     // Listed: one version with the policy, the Service's endpoint, and the meshed pod.
     until("the first list is served", || state.policy().version > 0).await;
@@ -549,4 +628,163 @@ fn pods_are_trimmed_to_what_the_view_reads() {
         "cluster.local",
     );
     assert_eq!(v.members.len(), 1, "still meshed after trimming");
+}
+
+fn proxy(ns: &str, in_sync: bool, nack: Option<&str>) -> wire::ProxyStatus {
+    wire::ProxyStatus {
+        workload: format!("{ns}/client"),
+        namespace: ns.into(),
+        sent_version: 5,
+        acked_version: if nack.is_some() { 4 } else { 5 },
+        nacked_version: if nack.is_some() { 5 } else { 0 },
+        nack_reason: nack.unwrap_or_default().into(),
+        in_sync,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_status_says_accepted_or_why_not_and_how_the_proxies_it_concerns_are() {
+    let verdict = |problems: Vec<String>| {
+        status::status_of(
+            &view::Verdict {
+                kind: "TrafficPolicy".into(),
+                namespace: Some("shop".into()),
+                name: "web".into(),
+                generation: Some(3),
+                problems,
+            },
+            &[
+                proxy("shop", true, None),
+                proxy("shop", false, Some("document 0: too many endpoints")),
+                proxy("billing", true, None),
+            ],
+            "2026-12-03T10:00:00Z",
+        )
+    };
+    let ok = verdict(vec![]);
+    assert_eq!(ok["observedGeneration"], 3);
+    let c = &ok["conditions"][0];
+    assert_eq!(
+        (
+            c["type"].as_str(),
+            c["status"].as_str(),
+            c["reason"].as_str()
+        ),
+        (Some("Accepted"), Some("True"), Some("Accepted"))
+    );
+    assert_eq!(c["lastTransitionTime"], "2026-12-03T10:00:00Z");
+    assert_eq!(
+        ok["proxies"],
+        json!({"connected": 2, "inSync": 1, "rejecting": 1,
+                                      "lastRejection": "shop/client: document 0: too many endpoints"})
+    );
+    let bad = verdict(vec![
+        "spec.retries.attempts: must be between 1 and 10, got 0".into(),
+    ]);
+    let c = &bad["conditions"][0];
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("False"), Some("Invalid"))
+    );
+    assert_eq!(
+        c["message"],
+        "spec.retries.attempts: must be between 1 and 10, got 0"
+    );
+}
+
+#[tokio::test]
+async fn one_replica_holds_the_lease_until_it_stops_renewing_it() {
+    let fake = Fake::default();
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Reply>>();
+    let client = kube::Client::new(svc, "default");
+    let server = tokio::spawn(fake.clone().serve(handle));
+    let a = status::Elector::new(client.clone(), "bulwark", "cp-a".into());
+    let b = status::Elector::new(client, "bulwark", "cp-b".into());
+    assert!(
+        a.try_hold().await.unwrap(),
+        "the first replica creates the Lease"
+    );
+    assert!(!b.try_hold().await.unwrap(), "a held Lease is not taken");
+    assert!(a.try_hold().await.unwrap(), "the holder renews it");
+    let held = fake.lease.lock().unwrap().clone().unwrap();
+    assert_eq!(held["spec"]["holderIdentity"], "cp-a");
+    assert_eq!(held["spec"]["leaseDurationSeconds"], 15);
+    // cp-a stops renewing: once the Lease is older than its duration, cp-b takes it.
+    fake.lease.lock().unwrap().as_mut().unwrap()["spec"]["renewTime"] =
+        json!("2026-01-01T00:00:00.000000Z");
+    assert!(b.try_hold().await.unwrap(), "an expired Lease is taken");
+    let held = fake.lease.lock().unwrap().clone().unwrap();
+    assert_eq!(held["spec"]["holderIdentity"], "cp-b");
+    assert_eq!(held["spec"]["leaseTransitions"], 1);
+    assert!(!a.try_hold().await.unwrap(), "the old holder stands down");
+    server.abort();
+}
+
+#[tokio::test]
+async fn the_elected_replica_writes_each_objects_status_once_per_change() {
+    let fake = Fake::default();
+    fake.apply(
+        POLICIES,
+        policy(
+            "web",
+            "shop",
+            json!({"targetRef": {"kind": "Service", "name": "web"}}),
+        ),
+        false,
+    );
+    fake.apply(
+        POLICIES,
+        policy(
+            "bad",
+            "shop",
+            json!({"targetRef": {"kind": "Service", "name": "web"},
+                                     "retries": {"attempts": 0}}),
+        ),
+        false,
+    );
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Reply>>();
+    let client = kube::Client::new(svc, "default");
+    let server = tokio::spawn(fake.clone().serve(handle));
+    let state = Arc::new(State::new());
+    let elector = status::Elector::new(client.clone(), "bulwark", "cp-a".into());
+    let source = tokio::spawn(run(
+        state.clone(),
+        client,
+        "cluster.local".into(),
+        false,
+        Some(elector),
+    ));
+    let patches = || fake.patches.lock().unwrap().clone();
+    until("both statuses are written", || patches().len() >= 2).await;
+    let of = |name: &str| {
+        patches()
+            .into_iter()
+            .rev()
+            .find(|(p, _)| {
+                p == &format!(
+                    "/apis/bulwark.dev/v1alpha1/namespaces/shop/trafficpolicies/{name}/status"
+                )
+            })
+            .map(|(_, b)| b)
+            .unwrap_or_else(|| panic!("no status for {name}: {:?}", patches()))
+    };
+    let web = of("web");
+    assert_eq!(web["status"]["conditions"][0]["status"], "True", "{web}");
+    assert_eq!(web["status"]["observedGeneration"], 1);
+    let bad = of("bad");
+    assert_eq!(bad["status"]["conditions"][0]["reason"], "Invalid", "{bad}");
+    assert!(
+        bad["status"]["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.retries.attempts"),
+        "{bad}"
+    );
+    // Nothing changed: nothing is written again.
+    let n = patches().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(patches().len(), n, "{:?}", patches());
+    source.abort();
+    server.abort();
 }

@@ -29,6 +29,23 @@ pub struct View {
     pub services: Vec<wire::Service>,
     /// Meshed pods' IPs and identities, sorted by IP.
     pub members: Members,
+    /// Every policy object with what was decided about it, for its status.
+    pub verdicts: Vec<Verdict>,
+}
+
+/// What was decided about one policy object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Its kind.
+    pub kind: String,
+    /// Its namespace (none for a cluster-scoped kind).
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// The generation it was read at.
+    pub generation: Option<i64>,
+    /// Why it is refused, each `field: reason`; empty when accepted.
+    pub problems: Vec<String>,
 }
 
 /// The objects of one moment, as the reflectors hold them.
@@ -46,10 +63,11 @@ pub struct Objects {
 
 /// Computes the view. `trust_domain` names the pods' identities.
 pub fn view(objects: &Objects, trust_domain: &str) -> View {
-    let (documents, invalid) = documents(&objects.policy);
+    let (documents, invalid, verdicts) = documents(&objects.policy);
     View {
         documents,
         invalid,
+        verdicts,
         services: services(&objects.services, &objects.slices),
         members: members(&objects.pods, trust_domain),
     }
@@ -74,9 +92,10 @@ pub fn policy_value(obj: &DynamicObject) -> Value {
     v
 }
 
-fn documents(objects: &[Arc<DynamicObject>]) -> (Vec<Document>, Vec<String>) {
+fn documents(objects: &[Arc<DynamicObject>]) -> (Vec<Document>, Vec<String>, Vec<Verdict>) {
     let mut valid = Vec::new();
     let mut invalid = Vec::new();
+    let mut verdicts = Vec::new();
     for obj in objects {
         let value = policy_value(obj);
         let kind = value.get("kind").and_then(Value::as_str).unwrap_or("?");
@@ -101,6 +120,13 @@ fn documents(objects: &[Arc<DynamicObject>]) -> (Vec<Document>, Vec<String>) {
         if !problems.is_empty() {
             invalid.push(format!("{what}: {}", problems.join("; ")));
         }
+        verdicts.push(Verdict {
+            kind: kind.to_string(),
+            namespace: obj.metadata.namespace.clone(),
+            name: obj.metadata.name.clone().unwrap_or_default(),
+            generation: obj.metadata.generation,
+            problems,
+        });
     }
     let order = |d: &Document| {
         let m = d.metadata();
@@ -108,7 +134,9 @@ fn documents(objects: &[Arc<DynamicObject>]) -> (Vec<Document>, Vec<String>) {
     };
     valid.sort_by_key(order);
     invalid.sort();
-    (valid, invalid)
+    verdicts
+        .sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
+    (valid, invalid, verdicts)
 }
 
 fn services(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<wire::Service> {
