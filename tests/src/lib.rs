@@ -8,7 +8,8 @@
 //!
 //! Layout: this file has pods, the mesh, the proxy and test server launchers, [`Fault`]s and
 //! [`wait_for`]; [`policy`] a mesh with a control plane and replicas; [`resources`] the
-//! policy documents as typed values.
+//! policy documents as typed values; [`kubernetes`] a recorded Kubernetes API and the
+//! control plane following it.
 
 use std::ffi::{OsStr, OsString};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -21,6 +22,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Deserialize;
 
 pub mod identity;
+pub mod kubernetes;
 pub mod policy;
 pub mod resources;
 

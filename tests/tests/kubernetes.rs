@@ -4,45 +4,19 @@
 //! across the endpoints its EndpointSlice lists, ejects the one that fails, and drains a
 //! terminating one without a failed request.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use bulwark_tests::kubernetes::{RecordedApi, endpoint_slice, endpoints, pod_object, service};
 use bulwark_tests::policy::{LoadResult, snapshot_version};
-use bulwark_tests::{Fault, Mesh, Pod, bin, py_script, python, wait_for};
+use bulwark_tests::{Fault, Mesh, Pod, bin, wait_for};
 use serde_json::{Value, json};
 
 const CLUSTER_IP: &str = "10.96.0.10";
 
-/// Writes one API object as the recorded API server keeps it (whole, then renamed, so the
-/// server never reads half a file).
-fn put(dir: &Path, file: &str, obj: &Value) -> Result<()> {
-    let tmp = dir.join(format!(".{file}.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(obj)?)?;
-    std::fs::rename(&tmp, dir.join(format!("{file}.json")))?;
-    Ok(())
-}
-
-/// The Service's EndpointSlice with `(ip, ready, serving, terminating)` endpoints.
-fn slice(endpoints: &[(String, bool, bool, bool)]) -> Value {
-    json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "web-x7k2p", "namespace": "shop",
-                     "labels": {"kubernetes.io/service-name": "web",
-                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": endpoints.iter().map(|(ip, ready, serving, terminating)| json!({
-            "addresses": [ip],
-            "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
-            "targetRef": {"kind": "Pod", "namespace": "shop", "name": format!("web-{ip}")}
-        })).collect::<Vec<_>>()
-    })
-}
-
 struct Cluster {
     mesh: Mesh,
-    api: PathBuf,
+    api: RecordedApi,
     cp: Pod,
     client: Pod,
     servers: Vec<Pod>,
@@ -50,23 +24,20 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn ready(&self, serving: &[usize], terminating: &[usize]) -> Value {
-        let mut eps: Vec<(String, bool, bool, bool)> = serving
-            .iter()
-            .map(|&i| (self.servers[i].ip.to_string(), true, true, false))
-            .collect();
-        eps.extend(
-            terminating
-                .iter()
-                .map(|&i| (self.servers[i].ip.to_string(), false, true, true)),
-        );
-        slice(&eps)
+    /// The EndpointSlice of shop/web: `ready` and `terminating` index the servers.
+    fn ready(&self, ready: &[usize], terminating: &[usize]) -> Value {
+        endpoint_slice(
+            "shop",
+            "web",
+            "web-x7k2p",
+            &endpoints(&self.servers, ready, terminating),
+        )
     }
 
     /// Applies an API change and waits until the client's proxy runs the version it makes.
     fn change(&self, file: &str, obj: &Value) -> Result<()> {
         let before = snapshot_version(&self.client)?;
-        put(&self.api, file, obj)?;
+        self.api.put(file, obj)?;
         wait_for(
             "the change to reach the proxy",
             Duration::from_secs(10),
@@ -120,10 +91,8 @@ fn start() -> Result<Cluster> {
         );
         servers.push(pod);
     }
-    let api = std::env::temp_dir().join(format!("bulwark-kube-api-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&api);
-    std::fs::create_dir_all(&api)?;
-    let cluster = Cluster {
+    let api = RecordedApi::start(&mut mesh, &cp, "e2e")?;
+    let mut cluster = Cluster {
         mesh,
         api,
         cp,
@@ -132,20 +101,9 @@ fn start() -> Result<Cluster> {
         server_pids,
     };
     let api = &cluster.api;
-    put(
-        api,
-        "service-web",
-        &json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "web", "namespace": "shop"},
-            "spec": {"type": "ClusterIP", "clusterIP": CLUSTER_IP, "clusterIPs": [CLUSTER_IP],
-                     "ipFamilies": ["IPv4"], "selector": {"app": "web"},
-                     "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}]}
-        }),
-    )?;
-    put(api, "slice-web", &cluster.ready(&[0, 1, 2], &[]))?;
-    put(
-        api,
+    api.put("service-web", &service("shop", "web", CLUSTER_IP))?;
+    api.put("slice-web", &cluster.ready(&[0, 1, 2], &[]))?;
+    api.put(
         "policy-web",
         &json!({
             "apiVersion": "bulwark.dev/v1alpha1", "kind": "TrafficPolicy",
@@ -159,17 +117,19 @@ fn start() -> Result<Cluster> {
         }),
     )?;
     for (i, s) in cluster.servers.iter().enumerate() {
-        put(
-            api,
+        api.put(
             &format!("pod-web-{i}"),
-            &json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": format!("web-{i}"), "namespace": "shop", "labels": {"app": "web"}},
-                "spec": {"serviceAccountName": "web", "containers": [{"name": "web", "image": "web:1"}]},
-                "status": {"phase": "Running", "podIP": s.ip.to_string(), "podIPs": [{"ip": s.ip.to_string()}]}
-            }),
+            &pod_object("shop", &format!("web-{i}"), "web", s),
         )?;
     }
+    let cp = cluster.cp.clone();
+    cluster.api.start_control_plane(
+        &mut cluster.mesh,
+        &cp,
+        "control-plane",
+        "0.0.0.0:5171",
+        &[],
+    )?;
     Ok(cluster)
 }
 
@@ -177,40 +137,6 @@ fn start() -> Result<Cluster> {
 fn a_services_endpoints_from_its_endpoint_slice_share_load_eject_and_drain() -> Result<()> {
     let mut c = start()?;
     let cp = c.cp.clone();
-    let mut api_server = cp.cmd(python());
-    api_server
-        .arg(py_script("kube_api.py"))
-        .arg("127.0.0.1:6443")
-        .arg(&c.api);
-    c.mesh.spawn(&cp, "api-server", api_server)?;
-    c.mesh.wait_listening(&cp, 6443)?;
-    let kubeconfig = c.api.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'http://127.0.0.1:6443'}}]\n\
-         users: [{name: u, user: {token: control-plane}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
-    )?;
-    let mut serve = cp.cmd(bin("bulwark-control-plane"));
-    serve
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--kubernetes=true",
-            "--kubeconfig",
-        ])
-        .arg(&kubeconfig);
-    c.mesh.spawn(&cp, "control-plane", serve)?;
-    wait_for(
-        "the control plane's first list",
-        Duration::from_secs(15),
-        || {
-            Ok(cp.sh_ok(
-                "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:5171/ready || true",
-            )? == "200")
-        },
-    )
-    .with_context(|| c.mesh.log_of("control-plane"))?;
 
     // The client's pod routes the Service CIDR as a node does; its proxy follows the cluster.
     let client = c.client.clone();
@@ -286,7 +212,7 @@ fn a_services_endpoints_from_its_endpoint_slice_share_load_eject_and_drain() -> 
             .count()
     };
     let listed = lists(&c);
-    std::fs::write(c.api.join(".expire"), b"")?;
+    std::fs::write(c.api.dir.join(".expire"), b"")?;
     c.change("slice-web", &c.ready(&[0, 1, 2], &[]))?;
     wait_for("a relist after 410 Gone", Duration::from_secs(5), || {
         Ok(lists(&c) > listed)
@@ -301,8 +227,7 @@ fn a_services_endpoints_from_its_endpoint_slice_share_load_eject_and_drain() -> 
     // with billing/api on, calls are balanced over both of its endpoints, with billing's
     // policy for it and none of billing's others.
     let (s0, s2) = (c.servers[0].ip, c.servers[2].ip);
-    put(
-        &c.api,
+    c.api.put(
         "service-api",
         &json!({
             "apiVersion": "v1", "kind": "Service",
@@ -311,8 +236,7 @@ fn a_services_endpoints_from_its_endpoint_slice_share_load_eject_and_drain() -> 
                      "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}
         }),
     )?;
-    put(
-        &c.api,
+    c.api.put(
         "slice-api",
         &json!({
             "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
@@ -325,8 +249,7 @@ fn a_services_endpoints_from_its_endpoint_slice_share_load_eject_and_drain() -> 
         }),
     )?;
     for (name, service) in [("api", "api"), ("ledger", "ledger")] {
-        put(
-            &c.api,
+        c.api.put(
             &format!("policy-{name}"),
             &json!({
                 "apiVersion": "bulwark.dev/v1alpha1", "kind": "TrafficPolicy",
@@ -382,8 +305,7 @@ fn a_services_endpoints_from_its_endpoint_slice_share_load_eject_and_drain() -> 
 
     // Status written back by the replica holding the Lease: the policy is Accepted and its
     // namespace's proxy is in sync; an invalid one says why, and is not pushed.
-    put(
-        &c.api,
+    c.api.put(
         "policy-bad",
         &json!({
             "apiVersion": "bulwark.dev/v1alpha1", "kind": "TrafficPolicy",
@@ -392,11 +314,7 @@ fn a_services_endpoints_from_its_endpoint_slice_share_load_eject_and_drain() -> 
                      "timeouts": {"perTry": "5s", "request": "1s"}}
         }),
     )?;
-    let status_of = |file: &str| -> Result<Value> {
-        let obj: Value =
-            serde_json::from_slice(&std::fs::read(c.api.join(format!("{file}.json")))?)?;
-        Ok(obj["status"].clone())
-    };
+    let status_of = |file: &str| c.api.status_of(file);
     wait_for("the statuses", Duration::from_secs(15), || {
         let web = status_of("policy-web")?;
         Ok(web["conditions"][0]["status"] == "True"
@@ -429,6 +347,5 @@ fn a_services_endpoints_from_its_endpoint_slice_share_load_eject_and_drain() -> 
     ))?;
     let status: Value = serde_json::from_str(&status)?;
     assert_eq!(status["proxies"][0]["in_sync"], true, "{status}");
-    let _ = std::fs::remove_dir_all(&c.api);
     Ok(())
 }
