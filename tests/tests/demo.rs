@@ -31,6 +31,12 @@ fn the_demo_shows_the_injected_fault_absorbed() -> Result<()> {
         "{text}"
     );
     assert!(
+        text.contains("balanced by the caller's proxy over the slice: 300 of 300 succeeded; web-0 100, web-1 100, web-2 100")
+            && text.contains("300 more: 300 of 300 succeeded; web-0 150, web-1 0, web-2 150")
+            && text.contains("Accepted=True"),
+        "cluster mode balances the EndpointSlice and drains the terminating pod: {text}"
+    );
+    assert!(
         text.contains("two Content-Lengths: HTTP/1.1 400"),
         "the smuggling-shaped head is refused: {text}"
     );

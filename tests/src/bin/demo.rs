@@ -2,7 +2,8 @@
 //! namespaces with real iptables interception, one replica with an injected fault. The same
 //! load runs without and then with a resilience policy (pushed live), then the demo prints
 //! what retries and outlier detection did, mesh TLS and authorization, the admission
-//! webhooks, and what each proxy saw.
+//! webhooks, the control plane in cluster mode (following a recorded Kubernetes API), and
+//! what each proxy saw.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -353,8 +354,9 @@ fn main() -> Result<()> {
     )?;
 
     hook.show(&cp)?;
+    cluster_mode(&mut mesh, &cp)?;
 
-    step(13, "what the proxies saw (GET /stats on each admin port)");
+    step(14, "what the proxies saw (GET /stats on each admin port)");
     print_stats(&client, "client proxy")?;
     print_stats(&replicas[2], "checkout-2 proxy (the faulty replica)")?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -362,6 +364,113 @@ fn main() -> Result<()> {
     println!(
         "\ndone in {:.1}s; namespaces and processes cleaned up.",
         t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Requests each pod served since `before`.
+fn served_since(pods: &[Pod], before: &[u64]) -> Result<Vec<u64>> {
+    pods.iter()
+        .zip(before)
+        .map(|(p, b)| Ok(p.served("*")? - b))
+        .collect()
+}
+
+/// Cluster mode: a second control plane follows a recorded Kubernetes API; a client pod
+/// calls a Service's cluster IP and its proxy balances it over the EndpointSlice's pods,
+/// drains one that turns terminating, and the policy's status says it was accepted.
+fn cluster_mode(mesh: &mut Mesh, cp: &Pod) -> Result<()> {
+    use bulwark_tests::kubernetes::{RecordedApi, endpoint_slice, endpoints, pod_object, service};
+    step(
+        13,
+        "cluster mode: a second control plane runs `serve --kubernetes` against a recorded Kubernetes API (Service shop/web on 10.96.0.10, its EndpointSlice of three pods, a TrafficPolicy)",
+    );
+    let pods: Vec<Pod> = (0..3)
+        .map(|i| mesh.pod(&format!("web{i}")))
+        .collect::<Result<_>>()?;
+    for (i, p) in pods.iter().enumerate() {
+        mesh.testserver(p)
+            .http("0.0.0.0:8080")
+            .name(&format!("web-{i}"))
+            .start()?;
+    }
+    let caller = mesh.pod("caller")?;
+    let api = RecordedApi::start(mesh, cp, "demo")?;
+    api.put("service-web", &service("shop", "web", "10.96.0.10"))?;
+    let slice = |ready: &[usize], terminating: &[usize]| {
+        endpoint_slice(
+            "shop",
+            "web",
+            "web-x7k2p",
+            &endpoints(&pods, ready, terminating),
+        )
+    };
+    api.put("slice-web", &slice(&[0, 1, 2], &[]))?;
+    for (i, p) in pods.iter().enumerate() {
+        api.put(
+            &format!("pod-{i}"),
+            &pod_object("shop", &format!("web-{i}"), "web", p),
+        )?;
+    }
+    api.put(
+        "policy-web",
+        &serde_json::json!({
+            "apiVersion": "bulwark.dev/v1alpha1", "kind": "TrafficPolicy",
+            "metadata": {"name": "web", "namespace": "shop", "generation": 1},
+            "spec": {"targetRef": {"kind": "Service", "name": "web"},
+                     "loadBalancer": {"algorithm": "roundRobin"},
+                     "retries": {"attempts": 2, "conditions": ["connect-failure"]}}
+        }),
+    )?;
+    api.start_control_plane(
+        mesh,
+        cp,
+        "control-plane-kubernetes",
+        "0.0.0.0:5271",
+        &["--grpc-addr", "0.0.0.0:5270"],
+    )?;
+    // The caller's node routes the Service CIDR; its proxy follows the cluster-mode control plane.
+    caller.sh_ok("ip route add 10.96.0.0/16 dev eth0")?;
+    mesh.proxy(&caller)
+        .flag("--control-plane", format!("{}:5270", cp.ip))
+        .flag("--workload", "shop/caller")
+        .flag("--pod-ips", caller.ip.to_string())
+        .start()?;
+    wait_for(
+        "the caller's first snapshot",
+        Duration::from_secs(10),
+        || Ok(snapshot_version(&caller)? > 0),
+    )?;
+    let load = |what: &str| -> Result<()> {
+        let before: Vec<u64> = pods.iter().map(|p| p.served("*")).collect::<Result<_>>()?;
+        let out = caller.sh_ok("h2load --h1 -n 300 -c 3 -t 1 http://10.96.0.10/")?;
+        let r = bulwark_tests::policy::LoadResult::parse(&out).context("h2load")?;
+        let shares = served_since(&pods, &before)?;
+        println!(
+            "    {what}: {} of 300 succeeded; web-0 {}, web-1 {}, web-2 {}",
+            r.ok, shares[0], shares[1], shares[2]
+        );
+        Ok(())
+    };
+    load("300 requests to 10.96.0.10:80, balanced by the caller's proxy over the slice")?;
+    let before = snapshot_version(&caller)?;
+    api.put("slice-web", &slice(&[0, 2], &[1]))?;
+    wait_for(
+        "the scale-down to reach the proxy",
+        Duration::from_secs(10),
+        || Ok(snapshot_version(&caller)? > before),
+    )?;
+    load("web-1 turns terminating (a scale-down): 300 more")?;
+    wait_for("the policy's status", Duration::from_secs(15), || {
+        Ok(api.status_of("policy-web")?["proxies"]["inSync"] == 1)
+    })?;
+    let status = api.status_of("policy-web")?;
+    let c = &status["conditions"][0];
+    println!(
+        "    TrafficPolicy shop/web .status (written by the replica holding the Lease): Accepted={} ({}), proxies {}",
+        c["status"].as_str().unwrap_or("?"),
+        c["message"].as_str().unwrap_or(""),
+        status["proxies"]
     );
     Ok(())
 }
