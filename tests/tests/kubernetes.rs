@@ -109,7 +109,7 @@ fn start() -> Result<Cluster> {
             "apiVersion": "bulwark.dev/v1alpha1", "kind": "TrafficPolicy",
             "metadata": {"name": "web", "namespace": "shop", "generation": 1},
             "spec": {"targetRef": {"kind": "Service", "name": "web"},
-                     "loadBalancer": {"algorithm": "roundRobin"},
+                     "loadBalancer": {"algorithm": "roundRobin", "slowStart": "30s"},
                      "retries": {"attempts": 3, "conditions": ["5xx", "connect-failure"],
                                  "budget": {"ratio": 1.0}},
                      "outlierDetection": {"consecutive5xx": 3, "baseEjectionTime": "30s",
@@ -204,7 +204,7 @@ fn a_services_endpoints_from_its_endpoint_slice_share_load_eject_and_drain() -> 
     assert_eq!((r.ok, r.errored), (300, 0), "{r:?}");
 
     // The watch expires (410 Gone); the control plane relists, and a change made meanwhile
-    // still arrives.
+    // still arrives: web-1, restarted, is ready again.
     let lists = |c: &Cluster| {
         c.mesh
             .log_of("api-server")
@@ -212,6 +212,12 @@ fn a_services_endpoints_from_its_endpoint_slice_share_load_eject_and_drain() -> 
             .count()
     };
     let listed = lists(&c);
+    let s1 = c.servers[1].clone();
+    c.mesh
+        .testserver(&s1)
+        .http("0.0.0.0:8080")
+        .name("web-1")
+        .start()?;
     std::fs::write(c.api.dir.join(".expire"), b"")?;
     c.change("slice-web", &c.ready(&[0, 1, 2], &[]))?;
     wait_for("a relist after 410 Gone", Duration::from_secs(5), || {
@@ -220,6 +226,25 @@ fn a_services_endpoints_from_its_endpoint_slice_share_load_eject_and_drain() -> 
     .with_context(|| c.mesh.log_of("api-server"))?;
     let log = c.mesh.log_of("control-plane");
     assert!(log.contains("cluster state served"), "{log}");
+
+    // web-1 joined again, so it slow-starts (30 s from a tenth of its share); web-0 and
+    // web-2 were there from the start and are at full weight.
+    let ramping = c.endpoint(1)?;
+    let weight = ramping["slow_start"]["weight"].as_f64().unwrap_or(1.0);
+    assert!(weight < 0.5, "{ramping}");
+    assert!(
+        ramping["slow_start"]["remaining_ms"].as_u64().unwrap_or(0) > 10_000,
+        "{ramping}"
+    );
+    assert!(c.endpoint(0)?.get("slow_start").is_none());
+    let before = c.servers[1].served("*")?;
+    let r = c.load(300)?;
+    assert_eq!((r.ok, r.errored), (300, 0), "{r:?}");
+    let got = c.servers[1].served("*")? - before;
+    assert!(
+        got < 60,
+        "the restarted endpoint takes a small share while it ramps: {got} of 300"
+    );
 
     // A Service of another namespace joins the proxy's scope once the proxy calls it. The
     // first call goes where the app dialled, which kube-proxy's DNAT (emulated by one rule

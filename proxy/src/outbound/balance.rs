@@ -2,6 +2,11 @@
 //! Linkerd), over in-flight requests (least-request), or round robin. Ejected endpoints and
 //! endpoints an earlier attempt of the same request failed on are skipped; below the panic
 //! threshold ejections are ignored rather than leaving too few endpoints to carry the load.
+//!
+//! Slow start, in every algorithm: an endpoint that joined the target less than the window
+//! ago has a weight from [`SLOW_START_MIN_WEIGHT`] growing linearly to 1, and is passed over
+//! with probability 1 − weight: round robin moves on to the next endpoint, P2C lets the
+//! other of its pair win whatever the costs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,11 +62,16 @@ fn weight(elapsed: Duration, decay: Duration) -> f64 {
     (-(elapsed.as_secs_f64()) / decay.as_secs_f64().max(1e-3)).exp()
 }
 
+/// The weight an endpoint starts its slow start with (Envoy's default minimum too).
+pub const SLOW_START_MIN_WEIGHT: f64 = 0.1;
+
 /// One endpoint of a target, with its load and health.
 #[derive(Debug)]
 pub struct Endpoint {
     /// Where it is.
     pub addr: SocketAddr,
+    /// When it joined its target; none for the endpoints the target started with.
+    pub joined: Option<Instant>,
     /// Requests in flight to it.
     pub in_flight: AtomicU32,
     /// Requests sent to it.
@@ -80,16 +90,41 @@ pub struct EndpointState {
 }
 
 impl Endpoint {
-    /// A fresh endpoint.
+    /// A fresh endpoint, present since the target began.
     pub fn new(addr: SocketAddr, default_rtt: Duration, now: Instant) -> Self {
         Self {
             addr,
+            joined: None,
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             state: Mutex::new(EndpointState {
                 ewma: Ewma::new(default_rtt, now),
                 outlier: outlier::State::default(),
             }),
+        }
+    }
+
+    /// An endpoint that joined its target at `now`: it slow-starts when the target has a
+    /// window.
+    pub fn joining(addr: SocketAddr, default_rtt: Duration, now: Instant) -> Self {
+        Self {
+            joined: Some(now),
+            ..Self::new(addr, default_rtt, now)
+        }
+    }
+
+    /// Its slow-start weight at `now` under `window`: 1 once ramped up (or with no window).
+    pub fn weight(&self, window: Option<Duration>, now: Instant) -> f64 {
+        match (self.joined, window) {
+            (Some(joined), Some(w)) if !w.is_zero() => {
+                let f = now.saturating_duration_since(joined).as_secs_f64() / w.as_secs_f64();
+                if f >= 1.0 {
+                    1.0
+                } else {
+                    f.max(SLOW_START_MIN_WEIGHT)
+                }
+            }
+            _ => 1.0,
         }
     }
 
@@ -179,7 +214,23 @@ pub fn pick(
         0 => return None,
         1 => candidates[0],
         n => match policy.algorithm {
-            Algorithm::RoundRobin => candidates[(rr.fetch_add(1, Ordering::Relaxed) as usize) % n],
+            Algorithm::RoundRobin => {
+                // A ramping endpoint is passed over with probability 1 − weight, at most
+                // once round the candidates.
+                let start = rr.fetch_add(1, Ordering::Relaxed) as usize;
+                let mut chosen = candidates[start % n];
+                if policy.slow_start.is_some() {
+                    for k in 0..n {
+                        let e = candidates[(start + k) % n];
+                        let w = e.weight(policy.slow_start, now);
+                        if w >= 1.0 || unit() < w {
+                            chosen = e;
+                            break;
+                        }
+                    }
+                }
+                chosen
+            }
             Algorithm::PeakEwma | Algorithm::LeastRequest => {
                 let a = ((unit() * n as f64) as usize).min(n - 1);
                 let mut b = ((unit() * (n - 1) as f64) as usize).min(n - 2);
@@ -191,7 +242,24 @@ pub fn pick(
                     Algorithm::LeastRequest => e.in_flight.load(Ordering::Relaxed) as f64,
                     _ => e.ewma_cost(now, policy.decay),
                 };
-                if cost(eb) < cost(ea) { eb } else { ea }
+                // A ramping endpoint of the pair is admitted with probability = its
+                // weight; one passed over loses to the other whatever the costs.
+                let (in_a, in_b) = match policy.slow_start {
+                    None => (true, true),
+                    Some(_) => {
+                        let mut admitted = |e: &Endpoint| {
+                            let w = e.weight(policy.slow_start, now);
+                            w >= 1.0 || unit() < w
+                        };
+                        (admitted(ea), admitted(eb))
+                    }
+                };
+                match (in_a, in_b) {
+                    (true, false) => ea,
+                    (false, true) => eb,
+                    _ if cost(eb) < cost(ea) => eb,
+                    _ => ea,
+                }
             }
         },
     };

@@ -268,6 +268,7 @@ fn target(
                 .and_then(|l| l.decay.as_ref())
                 .map(|d| d.0)
                 .unwrap_or(DEFAULT_DECAY),
+            slow_start: lb.and_then(|l| l.slow_start.as_ref()).map(|d| d.0),
         },
         limits: spec.and_then(|s| s.limits.as_ref()).and_then(|l| {
             let max_concurrent = l.max_concurrent_requests?;

@@ -157,6 +157,9 @@ pub struct BalancePolicy {
     /// Peak-EWMA decay.
     #[serde(serialize_with = "ser::duration")]
     pub decay: Duration,
+    /// Slow-start window of an endpoint that joins the target; none: off.
+    #[serde(serialize_with = "ser::opt_duration")]
+    pub slow_start: Option<Duration>,
 }
 
 /// Bulkhead limits in effect.

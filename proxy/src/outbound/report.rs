@@ -54,6 +54,17 @@ pub fn of(state: &TargetState, now: Instant) -> TargetReport {
                 in_flight: e.in_flight.load(Ordering::Relaxed),
                 ewma_ms: s.ewma.estimate_ns() / 1e6,
                 interval_requests: o.volume(),
+                slow_start: {
+                    let window = target.balance.slow_start;
+                    let w = e.weight(window, now);
+                    (w < 1.0).then(|| SlowStartReport {
+                        weight: (w * 100.0).round() / 100.0,
+                        remaining_ms: e.joined.zip(window).map_or(0, |(j, w)| {
+                            w.saturating_sub(now.saturating_duration_since(j))
+                                .as_millis() as u64
+                        }),
+                    })
+                },
                 ejection,
             }
         })
@@ -76,6 +87,15 @@ pub struct TargetReport {
     pub endpoints: Vec<EndpointReport>,
 }
 
+/// An endpoint ramping up in its slow-start window.
+#[derive(Debug, Serialize)]
+pub struct SlowStartReport {
+    /// Its weight now, from 0.1 to 1.
+    pub weight: f64,
+    /// Until it is at full weight.
+    pub remaining_ms: u64,
+}
+
 /// One endpoint in `/outliers`.
 #[derive(Debug, Serialize)]
 pub struct EndpointReport {
@@ -95,6 +115,9 @@ pub struct EndpointReport {
     pub ewma_ms: f64,
     /// Requests in the current outlier interval.
     pub interval_requests: u32,
+    /// Its slow start, while it ramps up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<SlowStartReport>,
     /// The ejection in force, or the last one.
     pub ejection: Option<EjectionReport>,
 }

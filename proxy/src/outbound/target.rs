@@ -42,6 +42,8 @@ pub struct TargetState {
     pub hedges: RouteStats,
     bulkhead: ArcSwap<Option<Arc<Bulkhead>>>,
     in_panic: AtomicBool,
+    /// Its first endpoints have been set.
+    started: AtomicBool,
     /// Cancels the DNS refresh of its hostname endpoints.
     pub(super) dns: Mutex<Option<CancellationToken>>,
     pub(super) metrics: Arc<Metrics>,
@@ -62,6 +64,7 @@ impl TargetState {
             hedges: RouteStats::default(),
             bulkhead: ArcSwap::from_pointee(target.limits.map(|l| Arc::new(Bulkhead::new(l)))),
             in_panic: AtomicBool::new(false),
+            started: AtomicBool::new(false),
             dns: Mutex::new(None),
             target: ArcSwap::new(target),
             metrics,
@@ -112,13 +115,23 @@ impl TargetState {
         self.resolved_addrs.store(Arc::new(from_dns));
         let old = self.endpoints.load();
         let now = Instant::now();
+        // The endpoints a target starts with are at full weight; later ones join (and slow
+        // start, when the target has a window).
+        let first = old.is_empty() && !self.started.swap(true, Ordering::Relaxed);
+        let rtt = target.balance.default_rtt;
         let next: Vec<Arc<Endpoint>> = addrs
             .into_iter()
             .map(|a| {
                 old.iter()
                     .find(|e| e.addr == a)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(Endpoint::new(a, target.balance.default_rtt, now)))
+                    .unwrap_or_else(|| {
+                        Arc::new(if first {
+                            Endpoint::new(a, rtt, now)
+                        } else {
+                            Endpoint::joining(a, rtt, now)
+                        })
+                    })
             })
             .collect();
         self.endpoints.store(Arc::new(next));

@@ -283,6 +283,12 @@ pub struct LoadBalancer {
     /// peakEwma: how fast old latency is forgotten. Default 10s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decay: Option<Duration>,
+    /// Slow start, in every algorithm: an endpoint that joins a target (a new or restarted
+    /// pod) takes a share of the load that grows linearly over this window, from 10 % of
+    /// its fair share. Endpoints present when the target first appears start at full
+    /// weight. Default: off. At most 10m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<Duration>,
 }
 
 /// Load-balancing algorithms.

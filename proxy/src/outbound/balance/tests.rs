@@ -24,6 +24,7 @@ fn lb(algorithm: Algorithm) -> BalancePolicy {
         algorithm,
         default_rtt: Duration::from_millis(30),
         decay: Duration::from_secs(10),
+        slow_start: None,
     }
 }
 
@@ -172,4 +173,59 @@ fn tried_and_ejected_endpoints_are_skipped_unless_nothing_else_is_left() {
         Candidates::Healthy,
         "panic threshold 0 turns panic off"
     );
+}
+
+/// Shares of 4,000 picks among `endpoints` at `now`.
+fn shares(endpoints: &[Arc<Endpoint>], policy: &BalancePolicy, now: Instant) -> Vec<usize> {
+    let rr = AtomicU64::new(0);
+    let mut unit = rng(7);
+    let mut n = vec![0; endpoints.len()];
+    for _ in 0..4000 {
+        let (e, _) = pick(endpoints, &[], policy, 50, &rr, now, &mut unit).unwrap();
+        n[endpoints.iter().position(|x| Arc::ptr_eq(x, &e)).unwrap()] += 1;
+    }
+    n
+}
+
+#[test]
+fn a_joining_endpoint_ramps_up_over_the_slow_start_window_in_every_algorithm() {
+    let now = Instant::now();
+    let window = Duration::from_secs(10);
+    for algorithm in [
+        Algorithm::RoundRobin,
+        Algorithm::LeastRequest,
+        Algorithm::PeakEwma,
+    ] {
+        let mut eps = endpoints(3, now);
+        let addr: SocketAddr = "10.0.0.9:80".parse().unwrap();
+        eps.push(Arc::new(Endpoint::joining(
+            addr,
+            Duration::from_millis(30),
+            now,
+        )));
+        let policy = BalancePolicy {
+            slow_start: Some(window),
+            ..lb(algorithm)
+        };
+        let at = |secs: u64| shares(&eps, &policy, now + Duration::from_secs(secs));
+        let start = at(0);
+        assert!(
+            start[3] < 4000 / 4 / 3,
+            "{algorithm:?}: starts at a small share: {start:?}"
+        );
+        let half = at(5);
+        assert!(
+            half[3] > start[3],
+            "{algorithm:?}: grows: {start:?} then {half:?}"
+        );
+        let done = at(10);
+        assert!(
+            done[3] > 4000 / 4 * 3 / 4,
+            "{algorithm:?}: full weight after the window: {done:?}"
+        );
+        assert_eq!(eps[3].weight(policy.slow_start, now + window), 1.0);
+        // Without a window it is at full weight at once.
+        let off = shares(&eps, &lb(algorithm), now);
+        assert!(off[3] > 4000 / 4 * 3 / 4, "{algorithm:?}: {off:?}");
+    }
 }

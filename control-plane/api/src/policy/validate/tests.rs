@@ -130,6 +130,7 @@ fn peak_ewma_settings_need_peak_ewma() {
         algorithm: Some(Algorithm::RoundRobin),
         default_rtt: Some(Duration::from_millis(30)),
         decay: None,
+        slow_start: Some(Duration::from_secs(900)),
     };
     let p = problems(&policy(TrafficPolicySpec {
         target_ref: target(),
@@ -138,7 +139,10 @@ fn peak_ewma_settings_need_peak_ewma() {
     }));
     assert_eq!(
         p,
-        ["spec.loadBalancer.defaultRtt: applies to the peakEwma algorithm only"]
+        [
+            "spec.loadBalancer.slowStart: 15m is longer than 10m: a new endpoint would idle that long",
+            "spec.loadBalancer.defaultRtt: applies to the peakEwma algorithm only"
+        ]
     );
 }
 

@@ -136,6 +136,15 @@ pub(super) fn outliers(c: &mut Check, p: &str, o: &OutlierDetection) {
 pub(super) fn load_balancer(c: &mut Check, p: &str, lb: &LoadBalancer) {
     c.positive(&format!("{p}.defaultRtt"), lb.default_rtt);
     c.positive(&format!("{p}.decay"), lb.decay);
+    c.positive(&format!("{p}.slowStart"), lb.slow_start);
+    if let Some(w) = lb.slow_start
+        && w.0 > std::time::Duration::from_secs(600)
+    {
+        c.fail(
+            format!("{p}.slowStart"),
+            format!("{w} is longer than 10m: a new endpoint would idle that long"),
+        );
+    }
     let peak = matches!(lb.algorithm, None | Some(Algorithm::PeakEwma));
     for (name, v) in [
         ("defaultRtt", lb.default_rtt.is_some()),
