@@ -52,13 +52,13 @@ fn pool_lookup(c: &mut Criterion) {
         .map(|i| std::net::SocketAddr::from(([10, 0, 0, i as u8], 8080)))
         .collect();
     for a in &addrs {
-        pools.get(*a, Version::Http1, connect, None);
+        pools.get(*a, Version::Http1, connect, None, None);
     }
     let mut i = 0;
     c.bench_function("pool/get_existing", |b| {
         b.iter(|| {
             i = (i + 1) % addrs.len();
-            black_box(pools.get(addrs[i], Version::Http1, connect, None));
+            black_box(pools.get(addrs[i], Version::Http1, connect, None, None));
         })
     });
 }

@@ -167,7 +167,14 @@ fn trim_slice(s: &mut EndpointSlice) {
     trim_meta(&mut s.metadata);
     for e in &mut s.endpoints {
         e.hints = None;
-        e.target_ref = None;
+        // Only the pod's UID is read: it tells a new pod on a reused IP.
+        e.target_ref = e
+            .target_ref
+            .take()
+            .map(|r| k8s_openapi::api::core::v1::ObjectReference {
+                uid: r.uid,
+                ..Default::default()
+            });
     }
 }
 

@@ -159,6 +159,7 @@ spec: {targetRef: {kind: Service, name: api}}
                 name: "http".into(),
                 ready: vec!["10.1.0.1:8080".into()],
                 terminating: vec![],
+                owners: Default::default(),
             }],
         }
     }

@@ -156,10 +156,22 @@ fn services(received: &[wire::Service], problems: &mut Vec<String>) -> Vec<Servi
             };
             let ready = addrs(&p.ready, "ready");
             let terminating = addrs(&p.terminating, "terminating");
+            let mut owners: Vec<(std::net::SocketAddr, String)> =
+                Vec::with_capacity(p.owners.len());
+            for (a, uid) in &p.owners {
+                match a.parse() {
+                    Ok(a) => owners.push((a, uid.clone())),
+                    Err(e) => {
+                        problems.push(format!("{} {a:?}: {e}", at(&format!("ports[{j}].owners"))))
+                    }
+                }
+            }
+            owners.sort();
             ports.push(ServicePortSpec {
                 port,
                 ready,
                 terminating,
+                owners,
             });
         }
         out.push(ServiceSpec {

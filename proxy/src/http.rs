@@ -268,11 +268,12 @@ impl Hop {
         version: Version,
         dst: SocketAddr,
         peer: Option<&SpiffeId>,
+        owner: Option<&str>,
     ) -> impl Future<Output = Result<Forwarded, Error>> + Send + 'static {
         let req = req.map(body::AttemptBody::Streamed);
         let sent = self
             .pools
-            .send(dst, version, self.tcp.connect_timeout, peer, req);
+            .send(dst, version, self.tcp.connect_timeout, peer, owner, req);
         async move { sent.await.map(Forwarded::plain) }
     }
 }

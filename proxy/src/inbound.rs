@@ -181,7 +181,7 @@ impl Inbound {
                     Ok(p) if let Err(kind) = verdict => this.hop.finish(p, dst, Err(kind.into())),
                     Ok(p) => {
                         tell_client_id(req.headers_mut(), caller.id.as_deref());
-                        let result = this.hop.passthrough(req, version, dst, None).await;
+                        let result = this.hop.passthrough(req, version, dst, None, None).await;
                         this.hop.finish(p, dst, result)
                     }
                     Err((p, e)) => this.hop.finish(p, dst, Err(e)),

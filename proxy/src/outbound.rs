@@ -85,8 +85,9 @@ impl Upstream<Incoming> for PooledUpstream<'_> {
         req: Request<AttemptBody>,
     ) -> impl Future<Output = Result<Response<Incoming>, Error>> + Send {
         let peer = self.snapshot.mesh_peer(addr);
+        let owner = self.snapshot.endpoint_owner(addr);
         self.pools
-            .send(addr, self.version, connect_timeout, peer, req)
+            .send(addr, self.version, connect_timeout, peer, owner, req)
     }
 }
 
@@ -132,7 +133,8 @@ impl Outbound {
             }
             None => {
                 let peer = snapshot.mesh_peer(dst);
-                self.hop.passthrough(req, version, dst, peer).await
+                let owner = snapshot.endpoint_owner(dst);
+                self.hop.passthrough(req, version, dst, peer, owner).await
             }
         };
         self.hop.finish(p, dst, result)

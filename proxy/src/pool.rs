@@ -84,8 +84,9 @@ impl Version {
 }
 
 /// A pool's key: endpoint, protocol, and connect timeout (policies may differ in it). The
-/// identity an endpoint must prove is kept in its entry: an address has one at a time, and
-/// a pool whose address now belongs to another identity is replaced.
+/// identity an endpoint must prove and the pod behind it are kept in its entry: an address
+/// has one of each at a time, and a pool whose address now belongs to another identity or
+/// another pod (a new pod on a reused IP) is replaced, its idle connections closed.
 type Key = (SocketAddr, Version, Duration);
 
 /// Pools keyed by endpoint and protocol, with a use counter for LRU eviction.
@@ -99,6 +100,7 @@ struct Table {
 struct Entry {
     client: EndpointClient,
     peer: Option<SpiffeId>,
+    owner: Option<Box<str>>,
     last_used: u64,
 }
 
@@ -124,14 +126,15 @@ impl Pools {
         }
     }
 
-    /// The client for `addr`, which must prove `peer` when it is meshed; created on first
-    /// use.
+    /// The client for `addr`, which must prove `peer` when it is meshed, and is the pod
+    /// `owner` when known; created on first use.
     pub fn get(
         &self,
         addr: SocketAddr,
         version: Version,
         connect_timeout: Duration,
         peer: Option<&SpiffeId>,
+        owner: Option<&str>,
     ) -> EndpointClient {
         let peer = peer.filter(|_| self.mesh.is_some());
         let key = (addr, version, connect_timeout);
@@ -140,10 +143,11 @@ impl Pools {
         *clock += 1;
         let now = *clock;
         if let Some(e) = map.get_mut(&key) {
-            if e.peer.as_ref() == peer {
+            if e.peer.as_ref() == peer && e.owner.as_deref() == owner {
                 e.last_used = now;
                 return e.client.clone();
             }
+            tracing::debug!(%addr, owner, "the endpoint's identity or pod changed: its pooled connections are dropped");
         } else if map.len() >= self.http.pool_max_endpoints
             && let Some(oldest) = map.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| *k)
         {
@@ -155,6 +159,7 @@ impl Pools {
             Entry {
                 client: client.clone(),
                 peer: peer.cloned(),
+                owner: owner.map(Box::from),
                 last_used: now,
             },
         );
@@ -170,9 +175,12 @@ impl Pools {
         version: Version,
         connect_timeout: Duration,
         peer: Option<&SpiffeId>,
+        owner: Option<&str>,
         req: Request<AttemptBody>,
     ) -> impl Future<Output = Result<Response<Incoming>, Error>> + Send + 'static {
-        let sent = self.get(addr, version, connect_timeout, peer).request(req);
+        let sent = self
+            .get(addr, version, connect_timeout, peer, owner)
+            .request(req);
         async move {
             sent.await.map_err(|e| {
                 let error = error_of(&e);
@@ -364,11 +372,11 @@ mod tests {
         let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
         let c: SocketAddr = "10.0.0.3:80".parse().unwrap();
-        pools.get(a, Version::Http1, t, None);
-        pools.get(b, Version::Http1, t, None);
-        pools.get(a, Version::Http1, t, None);
+        pools.get(a, Version::Http1, t, None, None);
+        pools.get(b, Version::Http1, t, None, None);
+        pools.get(a, Version::Http1, t, None, None);
         assert_eq!(pools.len(), 2);
-        pools.get(c, Version::Http1, t, None);
+        pools.get(c, Version::Http1, t, None, None);
         assert_eq!(pools.len(), 2);
         let map = &pools.clients.lock().unwrap().map;
         assert!(

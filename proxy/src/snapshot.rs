@@ -40,6 +40,10 @@ pub struct Snapshot {
     pub inbound_modes: Modes,
     /// Who may reach this workload's ports and routes.
     pub authz: Authz,
+    /// The pod behind each Service endpoint (its UID): a pooled connection is used only for
+    /// the pod it was opened to.
+    #[serde(skip)]
+    pub owners: Arc<std::collections::HashMap<SocketAddr, Arc<str>>>,
     /// The control plane discovers Services: destinations without a target are noted in
     /// `interest` for it.
     pub discovers_services: bool,
@@ -76,6 +80,12 @@ impl Snapshot {
         registry: &Registry,
     ) -> Result<Self, TooLarge> {
         let routes = build::table(&documents, &services);
+        let owners: std::collections::HashMap<SocketAddr, Arc<str>> = services
+            .iter()
+            .flat_map(|s| &s.ports)
+            .flat_map(|p| &p.owners)
+            .map(|(a, uid)| (*a, Arc::from(uid.as_str())))
+            .collect();
         routes
             .check_bound(registry.max_endpoints())
             .map_err(TooLarge)?;
@@ -91,8 +101,17 @@ impl Snapshot {
             meshed: Arc::default(),
             discovers_services: false,
             interest: Arc::default(),
+            owners: Arc::new(owners),
             states,
         })
+    }
+
+    /// The pod behind `addr`, when the control plane said.
+    pub fn endpoint_owner(&self, addr: SocketAddr) -> Option<&str> {
+        if self.owners.is_empty() {
+            return None;
+        }
+        self.owners.get(&addr).map(|o| &**o)
     }
 
     /// The identity the peer at `addr` must prove, when it is a meshed workload.

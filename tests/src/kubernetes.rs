@@ -116,7 +116,7 @@ pub fn service(ns: &str, name: &str, ip: &str) -> Value {
 }
 
 /// The EndpointSlice `slice` of Service `ns/service`, port `http` on 8080, with
-/// `(ip, ready, serving, terminating)` endpoints.
+/// `(ip, ready, serving, terminating)` endpoints, each pod's UID `pod-uid-IP`.
 pub fn endpoint_slice(
     ns: &str,
     service: &str,
@@ -133,9 +133,20 @@ pub fn endpoint_slice(
         "endpoints": endpoints.iter().map(|(ip, ready, serving, terminating)| json!({
             "addresses": [ip],
             "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
-            "targetRef": {"kind": "Pod", "namespace": ns, "name": format!("{service}-{ip}")}
+            "targetRef": {"kind": "Pod", "namespace": ns, "name": format!("{service}-{ip}"),
+                          "uid": format!("pod-uid-{ip}")}
         })).collect::<Vec<_>>()
     })
+}
+
+/// `slice` with the endpoint at `ip` now another pod (UID `uid`) on the same address.
+pub fn with_pod_uid(mut slice: Value, ip: &str, uid: &str) -> Value {
+    if let Some(eps) = slice["endpoints"].as_array_mut() {
+        for e in eps.iter_mut().filter(|e| e["addresses"][0] == ip) {
+            e["targetRef"]["uid"] = json!(uid);
+        }
+    }
+    slice
 }
 
 /// The endpoints `(ip, ready, serving, terminating)` of `pods`: those in `ready` ready,

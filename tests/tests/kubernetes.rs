@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bulwark_tests::kubernetes::{RecordedApi, endpoint_slice, endpoints, pod_object, service};
+use bulwark_tests::kubernetes::{
+    RecordedApi, endpoint_slice, endpoints, pod_object, service, with_pod_uid,
+};
 use bulwark_tests::policy::{LoadResult, snapshot_version};
 use bulwark_tests::{Fault, Mesh, Pod, bin, wait_for};
 use serde_json::{Value, json};
@@ -167,6 +169,34 @@ fn a_services_endpoints_from_its_endpoint_slice_share_load_eject_and_drain() -> 
         "curl -s -m 2 --resolve web.shop.svc.cluster.local:80:{CLUSTER_IP} http://web.shop.svc.cluster.local/"
     ))?;
     assert!(by_name.contains("hello from web-"), "{by_name}");
+
+    // web-0's pod is replaced by another on the same IP (a new UID in the slice): the
+    // proxy's pooled connections to that address are dropped, never reused.
+    let conns = |pod: &Pod| -> Result<std::collections::BTreeSet<String>> {
+        Ok(pod
+            .sh_ok("ss -Htn state established '( sport = :8080 )'")?
+            .lines()
+            .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+            .collect())
+    };
+    let pooled = conns(&c.servers[0])?;
+    assert!(
+        !pooled.is_empty(),
+        "the proxy keeps idle connections to web-0"
+    );
+    let ip0 = c.servers[0].ip.to_string();
+    c.change(
+        "slice-web",
+        &with_pod_uid(c.ready(&[0, 1, 2], &[]), &ip0, "pod-uid-replaced"),
+    )?;
+    let r = c.load(30)?;
+    assert_eq!((r.ok, r.errored), (30, 0), "{r:?}");
+    let after = conns(&c.servers[0])?;
+    assert!(!after.is_empty(), "web-0 still served");
+    assert!(
+        pooled.is_disjoint(&after),
+        "no connection opened to the old pod is reused: {pooled:?} then {after:?}"
+    );
 
     // One endpoint fails: retries absorb it and outlier detection ejects it.
     c.servers[2].sh_ok(&format!(

@@ -188,12 +188,13 @@ fn services(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<wir
             .filter_map(|p| {
                 let port = u32::try_from(p.port).ok()?;
                 let pname = p.name.clone().unwrap_or_default();
-                let (ready, terminating) = endpoints(svc_slices, &pname);
+                let (ready, terminating, owners) = endpoints(svc_slices, &pname);
                 Some(wire::ServicePort {
                     port,
                     name: pname,
                     ready,
                     terminating,
+                    owners,
                 })
             })
             .collect::<Vec<_>>();
@@ -212,11 +213,19 @@ fn services(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<wir
 }
 
 /// The ready and the terminating-but-serving endpoints of the Service port named `port`,
-/// as `ip:port`, sorted. Conditions left unset mean what the API says they mean: ready
-/// unless said otherwise, serving as ready, not terminating.
-fn endpoints(slices: &[&EndpointSlice], port: &str) -> (Vec<String>, Vec<String>) {
+/// as `ip:port`, sorted, and the pod UID behind each. Conditions left unset mean what the
+/// API says they mean: ready unless said otherwise, serving as ready, not terminating.
+fn endpoints(
+    slices: &[&EndpointSlice],
+    port: &str,
+) -> (
+    Vec<String>,
+    Vec<String>,
+    std::collections::HashMap<String, String>,
+) {
     let mut ready = BTreeSet::new();
     let mut terminating = BTreeSet::new();
+    let mut owners = std::collections::HashMap::new();
     for s in slices {
         if !matches!(s.address_type.as_str(), "IPv4" | "IPv6") {
             continue;
@@ -242,6 +251,11 @@ fn endpoints(slices: &[&EndpointSlice], port: &str) -> (Vec<String>, Vec<String>
                     continue;
                 };
                 let addr = std::net::SocketAddr::new(ip, target).to_string();
+                if let Some(uid) = e.target_ref.as_ref().and_then(|r| r.uid.as_ref())
+                    && (is_ready || is_serving)
+                {
+                    owners.insert(addr.clone(), uid.clone());
+                }
                 if is_ready && !is_terminating {
                     ready.insert(addr);
                 } else if is_serving && is_terminating {
@@ -253,6 +267,7 @@ fn endpoints(slices: &[&EndpointSlice], port: &str) -> (Vec<String>, Vec<String>
     (
         ready.into_iter().collect(),
         terminating.into_iter().collect(),
+        owners,
     )
 }
 

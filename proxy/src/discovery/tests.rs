@@ -38,6 +38,7 @@ fn services_become_targets_and_a_malformed_endpoint_rejects_the_snapshot() {
             name: "http".into(),
             ready: vec!["10.1.0.1:8080".into(), "10.1.0.2:8080".into()],
             terminating: vec!["10.1.0.3:8080".into()],
+            owners: Default::default(),
         }],
     }];
     let next = build(&s, &current, &registry(usize::MAX)).unwrap();

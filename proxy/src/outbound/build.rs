@@ -61,6 +61,8 @@ pub struct ServicePortSpec {
     pub ready: Vec<SocketAddr>,
     /// Terminating endpoints still serving: used only while none is ready.
     pub terminating: Vec<SocketAddr>,
+    /// The pod behind each endpoint (its UID), where known.
+    pub owners: Vec<(SocketAddr, String)>,
 }
 
 /// Builds the table from a snapshot's documents and Services. Pure.
