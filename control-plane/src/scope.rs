@@ -67,13 +67,37 @@ impl Wanted {
     }
 }
 
+/// What one proxy's snapshot holds of a policy version.
+#[derive(Debug, PartialEq)]
+pub struct Scoped {
+    /// The documents, as the snapshot's JSON array.
+    pub json: String,
+    /// The Services with their endpoints.
+    pub services: Vec<wire::Service>,
+}
+
 /// The scope of a proxy in `namespace` that called the Services `wanted` (namespace,
-/// name) of other namespaces: the documents as JSON, and the Services.
+/// name) of other namespaces. A proxy that called none outside its namespace shares its
+/// namespace's scope, computed once per version however many proxies it has: a change is
+/// serialised once per namespace, not once per stream.
 pub fn scoped(
     policy: &Policy,
     namespace: &str,
     wanted: &BTreeSet<(String, String)>,
-) -> (String, Vec<wire::Service>) {
+) -> std::sync::Arc<Scoped> {
+    if wanted.is_empty() {
+        let mut cache = policy.scoped.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = cache.get(namespace) {
+            return s.clone();
+        }
+        let s = std::sync::Arc::new(compute(policy, namespace, wanted));
+        cache.insert(namespace.to_string(), s.clone());
+        return s;
+    }
+    std::sync::Arc::new(compute(policy, namespace, wanted))
+}
+
+fn compute(policy: &Policy, namespace: &str, wanted: &BTreeSet<(String, String)>) -> Scoped {
     let docs: Vec<&Document> = policy
         .documents
         .iter()
@@ -99,7 +123,7 @@ pub fn scoped(
         })
         .cloned()
         .collect();
-    (json, services)
+    Scoped { json, services }
 }
 
 #[cfg(test)]
@@ -144,9 +168,13 @@ spec: {targetRef: {kind: Service, name: api}}
         state.publish(docs());
         let p = state.policy();
         let none = BTreeSet::new();
-        assert_eq!(names(&scoped(&p, "shop", &none).0), ["mesh", "web"]);
-        assert_eq!(names(&scoped(&p, "other", &none).0), ["mesh"]);
-        assert_eq!(names(&scoped(&p, "billing", &none).0), ["mesh", "api"]);
+        assert_eq!(names(&scoped(&p, "shop", &none).json), ["mesh", "web"]);
+        assert_eq!(names(&scoped(&p, "other", &none).json), ["mesh"]);
+        assert_eq!(names(&scoped(&p, "billing", &none).json), ["mesh", "api"]);
+        assert!(
+            std::sync::Arc::ptr_eq(&scoped(&p, "shop", &none), &scoped(&p, "shop", &none)),
+            "one namespace's scope is computed once per version"
+        );
     }
 
     fn service(ns: &str, name: &str, ip: &str) -> wire::Service {
@@ -177,9 +205,9 @@ spec: {targetRef: {kind: Service, name: api}}
         );
         let p = state.policy();
         let mut wanted = Wanted::default();
-        let (json, services) = scoped(&p, "shop", &wanted.services(&p, "shop"));
-        assert_eq!(names(&json), ["mesh", "web"]);
-        assert_eq!(services.len(), 1);
+        let s = scoped(&p, "shop", &wanted.services(&p, "shop"));
+        assert_eq!(names(&s.json), ["mesh", "web"]);
+        assert_eq!(s.services.len(), 1);
         // Called by cluster IP: billing/api and its policy join; an unknown address does not.
         assert!(wanted.add(wire::Interest {
             addresses: vec!["10.96.0.20:80".into(), "10.96.9.9:80".into()],
@@ -187,9 +215,9 @@ spec: {targetRef: {kind: Service, name: api}}
         }));
         let called = wanted.services(&p, "shop");
         assert_eq!(called.len(), 1);
-        let (json, services) = scoped(&p, "shop", &called);
-        assert_eq!(names(&json), ["mesh", "web", "api"]);
-        let scoped_names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        let s = scoped(&p, "shop", &called);
+        assert_eq!(names(&s.json), ["mesh", "web", "api"]);
+        let scoped_names: Vec<&str> = s.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(scoped_names, ["api", "web"]);
         // By name: `grafana.ops.svc.cluster.local` names ops/grafana, `grafana` alone does
         // not (it would be shop's), and a report seen before adds nothing.

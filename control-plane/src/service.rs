@@ -11,7 +11,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::scope::{Wanted, scoped};
+use crate::scope::{Scoped, Wanted, scoped};
 use crate::state::{Members, ProxyIdentity, State};
 use crate::tls::Peer;
 
@@ -100,20 +100,21 @@ async fn follow(
     let mut policies = state.subscribe();
     let mut members = state.members();
     let mut closing = state.closing();
-    let mut last_sent: Option<(String, Vec<wire::Service>, Arc<Members>)> = None;
+    let mut last_sent: Option<(Arc<Scoped>, Arc<Members>)> = None;
     let mut wanted = Wanted::default();
     loop {
         let policy = policies.borrow_and_update().clone();
         let meshed = members.borrow_and_update().clone();
         if policy.version > 0 {
-            let (json, services) = scoped(&policy, namespace, &wanted.services(&policy, namespace));
+            let scope = scoped(&policy, namespace, &wanted.services(&policy, namespace));
+            // Shared scopes of one version are one allocation; across versions, content.
             let unchanged = last_sent
                 .as_ref()
-                .is_some_and(|(j, s, m)| *j == json && *s == services && **m == *meshed);
+                .is_some_and(|(s, m)| (Arc::ptr_eq(s, &scope) || **s == *scope) && **m == *meshed);
             if !unchanged {
                 let snapshot = wire::Snapshot {
                     version: policy.version,
-                    documents_json: json.clone(),
+                    documents_json: scope.json.clone(),
                     meshed: meshed
                         .iter()
                         .map(|(ip, identity)| wire::MeshedEndpoint {
@@ -121,7 +122,7 @@ async fn follow(
                             identity: identity.clone(),
                         })
                         .collect(),
-                    services: services.clone(),
+                    services: scope.services.clone(),
                     discovers_services: policy.discovers_services,
                 };
                 let msg = wire::ControlMessage {
@@ -131,7 +132,7 @@ async fn follow(
                     return;
                 }
                 state.sent(key, policy.version);
-                last_sent = Some((json, services, meshed));
+                last_sent = Some((scope, meshed));
             } else {
                 state.unchanged(key, policy.version);
             }

@@ -27,6 +27,8 @@ pub struct Policy {
     pub service_index: ServiceIndex,
     /// Services are discovered (the Kubernetes source): proxies report what they call.
     pub discovers_services: bool,
+    /// Each namespace's scope, computed on first use (see [`crate::scope::scoped`]).
+    pub scoped: Mutex<std::collections::HashMap<String, Arc<crate::scope::Scoped>>>,
     /// When it was loaded.
     pub loaded_at: Instant,
 }
@@ -160,6 +162,7 @@ impl State {
             services: Vec::new(),
             service_index: ServiceIndex::default(),
             discovers_services: false,
+            scoped: Mutex::default(),
             loaded_at: Instant::now(),
         }));
         Self {
@@ -263,6 +266,7 @@ impl State {
             service_index: ServiceIndex::of(&services),
             services,
             discovers_services,
+            scoped: Mutex::default(),
             loaded_at: Instant::now(),
         }));
         *lock(&self.rejected) = None;
