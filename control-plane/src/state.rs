@@ -29,6 +29,9 @@ pub struct Policy {
     pub discovers_services: bool,
     /// Each namespace's scope, computed on first use (see [`crate::scope::scoped`]).
     pub scoped: Mutex<std::collections::HashMap<String, Arc<crate::scope::Scoped>>>,
+    /// The previous version's scopes: a namespace whose scope did not change keeps the
+    /// same allocation, so its streams see "unchanged" without comparing content.
+    pub scoped_before: std::collections::HashMap<String, Arc<crate::scope::Scoped>>,
     /// When it was loaded.
     pub loaded_at: Instant,
 }
@@ -163,6 +166,7 @@ impl State {
             service_index: ServiceIndex::default(),
             discovers_services: false,
             scoped: Mutex::default(),
+            scoped_before: Default::default(),
             loaded_at: Instant::now(),
         }));
         Self {
@@ -259,7 +263,11 @@ impl State {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let version = now.max(self.policy.borrow().version + 1);
+        let (version, scoped_before) = {
+            let current = self.policy.borrow();
+            let before = lock(&current.scoped).clone();
+            (now.max(current.version + 1), before)
+        };
         self.policy.send_replace(Arc::new(Policy {
             version,
             documents,
@@ -267,6 +275,7 @@ impl State {
             services,
             discovers_services,
             scoped: Mutex::default(),
+            scoped_before,
             loaded_at: Instant::now(),
         }));
         *lock(&self.rejected) = None;

@@ -358,6 +358,7 @@ async fn proxy(
     namespace: String,
     seen_tx: mpsc::UnboundedSender<(u64, Instant)>,
     first: mpsc::UnboundedSender<()>,
+    started: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<()> {
     let channel = tonic::transport::Endpoint::from_shared(endpoint)?
         .connect()
@@ -374,7 +375,6 @@ async fn proxy(
     .await?;
     let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
     let mut seen = HashSet::new();
-    let mut started = false;
     while let Some(m) = inbound.message().await? {
         let Some(control_message::Message::Snapshot(s)) = m.message else {
             continue;
@@ -396,8 +396,7 @@ async fn proxy(
                 }
             }
         }
-        if !started {
-            started = true;
+        if !started.swap(true, std::sync::atomic::Ordering::Relaxed) {
             let _ = first.send(());
         }
         let ack = proxy_message::Message::Ack(wire::Ack { version: s.version });
@@ -468,8 +467,30 @@ async fn main() -> Result<()> {
         let namespace = format!("ns-{}", i % args.namespaces);
         let (endpoint, seen_tx, first_tx) = (endpoint.clone(), seen_tx.clone(), first_tx.clone());
         tokio::spawn(async move {
-            if let Err(e) = proxy(endpoint, namespace, seen_tx, first_tx).await {
-                eprintln!("stream {i}: {e}");
+            // A connection refused or reset before the first snapshot (the listen backlog
+            // overflowing while thousands connect) is retried, as a proxy reconnects.
+            let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for attempt in 0..5 {
+                let r = proxy(
+                    endpoint.clone(),
+                    namespace.clone(),
+                    seen_tx.clone(),
+                    first_tx.clone(),
+                    started.clone(),
+                )
+                .await;
+                match r {
+                    Err(_)
+                        if attempt < 4 && !started.load(std::sync::atomic::Ordering::Relaxed) =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => {
+                        eprintln!("stream {i}: {e}");
+                        return;
+                    }
+                    Ok(()) => return,
+                }
             }
         });
         if i % 200 == 199 {
