@@ -130,7 +130,11 @@ impl Cluster {
 
     fn list(&self, path: &str) -> Option<Value> {
         let a = &self.args;
-        let v = self.version.lock().unwrap().to_string();
+        let v = self
+            .version
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_string();
         let (kind, api_version, items): (&str, &str, Vec<Value>) = match path {
             "/api/v1/services" if self.with_slices => ("ServiceList", "v1", (0..a.services)
                 .map(|s| json!({
@@ -143,7 +147,7 @@ impl Cluster {
             "/apis/discovery.k8s.io/v1/endpointslices" => (
                 "EndpointSliceList",
                 "discovery.k8s.io/v1",
-                if self.with_slices { self.slices.lock().unwrap().clone() } else { vec![] },
+                if self.with_slices { self.slices.lock().unwrap_or_else(|e| e.into_inner()).clone() } else { vec![] },
             ),
             "/api/v1/pods" if self.with_pods => ("PodList", "v1", (0..a.pods)
                 .map(|p| json!({
@@ -220,9 +224,9 @@ impl Cluster {
     fn change(&self, seq: u64) -> usize {
         let a = &self.args;
         let service = (seq as usize * 7919) % a.services;
-        let mut version = self.version.lock().unwrap();
+        let mut version = self.version.lock().unwrap_or_else(|e| e.into_inner());
         *version += 1;
-        let mut slices = self.slices.lock().unwrap();
+        let mut slices = self.slices.lock().unwrap_or_else(|e| e.into_inner());
         let mut ips: Vec<Ipv4Addr> = (0..a.endpoints).map(|i| endpoint_ip(service, i)).collect();
         ips[seq as usize % a.endpoints] = change_ip(seq);
         slices[service] = slice(a, service, &ips, *version);
