@@ -32,6 +32,25 @@ pub struct Report {
     pub hist: Vec<(u64, u64)>,
 }
 
+/// Resident memory of process `pid`, in KiB (0 when it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Raises this process's open-file limit to its hard limit: thousands of simulated proxy
+/// streams are thousands of sockets.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 /// A new latency histogram with the shared bounds and 3 significant figures.
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(HIST_BOUNDS.0, HIST_BOUNDS.1, 3)

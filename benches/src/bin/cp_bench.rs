@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bulwark_api::wire::discovery_client::DiscoveryClient;
 use bulwark_api::wire::{self, control_message, proxy_message};
-use bulwark_benches::histogram;
+use bulwark_benches::{histogram, raise_fd_limit, rss_kib};
 use bulwark_tests::{bin, workspace_root};
 use clap::Parser;
 use tokio::sync::{Mutex, mpsc};
@@ -25,15 +25,6 @@ struct Args {
     /// The control plane's poll interval (part of the measured time).
     #[arg(long, default_value = "50ms")]
     poll: String,
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// One simulated proxy: Hello, then ACK every snapshot and record when.
@@ -67,13 +58,6 @@ async fn proxy(endpoint: String, acks: mpsc::UnboundedSender<(u64, Instant)>) ->
         }
     }
     Ok(())
-}
-
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
 }
 
 #[tokio::main]

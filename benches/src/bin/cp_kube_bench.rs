@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bulwark_api::wire::discovery_client::DiscoveryClient;
 use bulwark_api::wire::{self, control_message, proxy_message};
-use bulwark_benches::histogram;
+use bulwark_benches::{histogram, raise_fd_limit, rss_kib};
 use bulwark_tests::bin;
 use bytes::Bytes;
 use clap::Parser;
@@ -258,15 +258,6 @@ async fn api_server(cluster: Arc<Cluster>) -> Result<SocketAddr> {
     Ok(addr)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// utime + stime of `pid`, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -413,13 +404,6 @@ async fn proxy(
         }
     }
     Ok(())
-}
-
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
 }
 
 fn cluster(args: &Args, with_slices: bool, with_pods: bool) -> Arc<Cluster> {
