@@ -239,7 +239,19 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
             &serde_json::json!({ "config": &*s.cfg, "snapshot": &**s.snapshot.load() }),
         ),
         "/detect" => json(StatusCode::OK, &s.learner.learned(Instant::now())),
-        "/outliers" => json(StatusCode::OK, &s.registry.report()),
+        "/outliers" => {
+            let mut report = s.registry.report();
+            let snapshot = s.snapshot.load();
+            for e in report.iter_mut().flat_map(|t| t.endpoints.iter_mut()) {
+                e.pod = e
+                    .address
+                    .parse()
+                    .ok()
+                    .and_then(|a| snapshot.endpoint_owner(a))
+                    .map(str::to_string);
+            }
+            json(StatusCode::OK, &report)
+        }
         "/identity" => match &s.identity {
             Some(i) => json(StatusCode::OK, &i.report(std::time::SystemTime::now())),
             None => reply(

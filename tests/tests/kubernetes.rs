@@ -189,6 +189,11 @@ fn a_services_endpoints_from_its_endpoint_slice_share_load_eject_and_drain() -> 
         "slice-web",
         &with_pod_uid(c.ready(&[0, 1, 2], &[]), &ip0, "pod-uid-replaced"),
     )?;
+    assert_eq!(
+        c.endpoint(0)?["pod"],
+        "pod-uid-replaced",
+        "/outliers names the new pod"
+    );
     let r = c.load(30)?;
     assert_eq!((r.ok, r.errored), (30, 0), "{r:?}");
     let after = conns(&c.servers[0])?;

@@ -66,6 +66,7 @@ pub fn of(state: &TargetState, now: Instant) -> TargetReport {
                     })
                 },
                 ejection,
+                pod: None,
             }
         })
         .collect();
@@ -118,6 +119,10 @@ pub struct EndpointReport {
     /// Its slow start, while it ramps up.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slow_start: Option<SlowStartReport>,
+    /// The pod behind the address (its UID), when the control plane said: a connection is
+    /// reused only for the pod it was opened to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     /// The ejection in force, or the last one.
     pub ejection: Option<EjectionReport>,
 }
