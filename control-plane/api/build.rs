@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={p}");
     }
     let fds = protox::compile(protos, ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // The services' buffers start small: see src/codec.rs.
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::Lean")
+        .compile_fds(fds)?;
     Ok(())
 }

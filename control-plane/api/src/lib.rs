@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`codec`]: the gRPC codec of the services (prost's, with small starting buffers).
 //! - [`duration`]: durations written `250ms`, `10s`, `5m` in flags and YAML.
 //! - [`endpoint`]: the control plane's address as the binaries' flags take it.
 //! - [`policy`]: the policy kinds users write (`apiVersion: bulwark.dev/v1alpha1`): one Rust
@@ -11,6 +12,7 @@
 //!   that name the file, line and column, the field path and the reason.
 //! - [`locate`]: where each field of a YAML document is, so semantic errors point at it.
 
+pub mod codec;
 pub mod crd;
 pub mod duration;
 pub mod endpoint;
