@@ -189,7 +189,7 @@ fn typed<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, (String, S
         if path == "." {
             path.clear();
         }
-        let mut reason = e.inner().to_string();
+        let mut reason = for_people(&e.inner().to_string());
         // serde names an unknown field in the message; point at the field itself.
         if let Some(name) = reason
             .strip_prefix("unknown field `")
@@ -214,6 +214,39 @@ fn typed<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, (String, S
         }
         (path, reason)
     })
+}
+
+/// serde's type words as a person writing YAML reads them: `expected u32` says the range,
+/// `a sequence` is a list, a struct is a mapping.
+fn for_people(reason: &str) -> String {
+    if !reason.starts_with("invalid type: ") && !reason.starts_with("invalid value: ") {
+        return reason.to_string();
+    }
+    let Some((head, expected)) = reason.split_once(", expected ") else {
+        return reason.to_string();
+    };
+    let expected = match expected {
+        "u8" => "a whole number from 0 to 255".to_string(),
+        "u16" => "a whole number from 0 to 65535".to_string(),
+        "u32" | "u64" | "usize" => "a whole number, 0 or more".to_string(),
+        "i32" | "i64" => "a whole number".to_string(),
+        "f32" | "f64" => "a number".to_string(),
+        "a boolean" => "true or false".to_string(),
+        "a sequence" => "a list".to_string(),
+        "a map" => "a mapping (key: value lines)".to_string(),
+        e if e.starts_with("struct ") => "a mapping (key: value lines)".to_string(),
+        e => e.to_string(),
+    };
+    // `invalid type: string "3"` reads better as what was written.
+    let head = head
+        .replace("invalid type: string ", "got the text ")
+        .replace("invalid type: integer ", "got the number ")
+        .replace("invalid type: floating point ", "got the number ")
+        .replace("invalid type: boolean ", "got ")
+        .replace("invalid type: sequence", "got a list")
+        .replace("invalid type: map", "got a mapping")
+        .replace("invalid value: integer ", "got ");
+    format!("expected {expected}; {head}")
 }
 
 /// Turns one parsed document into its typed kind. Errors are (field path, reason). Used by

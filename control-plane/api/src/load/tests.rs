@@ -72,9 +72,34 @@ fn a_wrong_type_names_the_field() {
     let text = POLICY.replace("delay: 50ms", "delay: 50");
     let e = only_error(&text);
     assert!(
-        e.starts_with("policy.yaml:19:9: spec.routes[0].hedging.delay: invalid type"),
+        e.starts_with("policy.yaml:19:9: spec.routes[0].hedging.delay: expected "),
         "{e}"
     );
+}
+
+#[test]
+fn type_errors_say_what_to_write_in_words_not_rust_types() {
+    for (from, to, want) in [
+        (
+            "    attempts: 3",
+            "    attempts: three",
+            "spec.retries.attempts: expected a whole number, 0 or more; got the text \"three\"",
+        ),
+        (
+            "    attempts: 3",
+            "    attempts: -1",
+            "spec.retries.attempts: expected a whole number, 0 or more; got `-1`",
+        ),
+        (
+            "    attempts: 3",
+            "    attempts: [3]",
+            "spec.retries.attempts: expected a whole number, 0 or more; got a list",
+        ),
+    ] {
+        let e = only_error(&POLICY.replace(from, to));
+        assert!(e.contains(want), "{to}: {e}");
+        assert!(!e.contains(" u32") && !e.contains("invalid type"), "{e}");
+    }
 }
 
 #[test]
