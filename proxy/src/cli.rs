@@ -47,9 +47,11 @@ pub(crate) struct RunArgs {
     /// Address of the admin server.
     #[arg(long, env = "BULWARK_ADMIN_ADDR", default_value_t = config::DEFAULT_ADMIN_ADDR)]
     pub(crate) admin_addr: SocketAddr,
-    /// Also listen on IPv6 ([::1] outbound, [::] inbound) and verify ip6tables rules.
-    #[arg(long, env = "BULWARK_IPV6", default_value_t = false, action = ArgAction::Set)]
-    pub(crate) ipv6: bool,
+    /// Also listen on IPv6 ([::1] outbound, [::] inbound) and verify ip6tables rules: `on`,
+    /// `off`, or `auto` (when the kernel has IPv6), the values `init --ipv6` takes; `true`
+    /// and `false` still read as `on` and `off`.
+    #[arg(long, env = "BULWARK_IPV6", value_enum, default_value = "off")]
+    pub(crate) ipv6: Ipv6Mode,
     /// Hold /ready at 503 until the iptables rules read back as written. Needs CAP_NET_ADMIN,
     /// so it is off by default: `init` proves the rules by connecting through them, and the
     /// proxy runs with every capability dropped.
@@ -199,7 +201,11 @@ impl RunArgs {
         c.outbound_addr.set_port(self.outbound_port);
         c.inbound_addr.set_port(self.inbound_port);
         c.admin_addr = self.admin_addr;
-        c.ipv6 = self.ipv6;
+        c.ipv6 = match self.ipv6 {
+            Ipv6Mode::On => true,
+            Ipv6Mode::Off => false,
+            Ipv6Mode::Auto => std::path::Path::new("/proc/net/if_inet6").exists(),
+        };
         c.verify_redirect = self.verify_redirect;
         c.proxy_uid = self.proxy_uid;
         c.proxy_gid = self.proxy_gid;

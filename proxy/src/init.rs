@@ -36,8 +36,10 @@ pub enum Ipv6Mode {
     /// When the kernel has IPv6 and ip6tables is installed.
     Auto,
     /// Always; fail if impossible.
+    #[value(alias = "true")]
     On,
     /// Never.
+    #[value(alias = "false")]
     Off,
 }
 

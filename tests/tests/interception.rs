@@ -149,7 +149,8 @@ fn ipv6_traffic_is_intercepted_in_both_directions() -> Result<()> {
     let client = mesh.pod("client")?;
     let server = mesh.pod("server")?;
     mesh.testserver(&server).http("[::]:8081").start()?;
-    mesh.proxy(&server).flag("--ipv6", "true").start()?;
+    // `init --ipv6` values; `true`, the older spelling, still reads as `on`.
+    mesh.proxy(&server).flag("--ipv6", "on").start()?;
     mesh.proxy(&client).flag("--ipv6", "true").start()?;
     let out = client.sh_ok(&format!(
         "curl -sf -g 'http://[{}]:8081/headers'",
