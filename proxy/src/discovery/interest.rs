@@ -6,11 +6,9 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use tokio::sync::Notify;
-
-use crate::lock::lock;
 
 /// The most destinations noted: a proxy calling more distinct unknown destinations than
 /// this (scanners, a client of many external hosts) stops reporting new ones.
@@ -19,15 +17,34 @@ pub const MAX_NOTED: usize = 1024;
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct Interest {
-    noted: Mutex<Noted>,
+    noted: RwLock<Noted>,
     changed: Notify,
 }
 
 #[derive(Debug, Default)]
 struct Noted {
-    seen: HashSet<String>,
-    /// (is a host, destination), in the order noted.
-    order: Vec<(bool, String)>,
+    addrs: HashSet<SocketAddr>,
+    hosts: HashSet<String>,
+    /// Destinations in the order noted, as reported.
+    order: Vec<Destination>,
+}
+
+#[derive(Debug)]
+enum Destination {
+    Addr(SocketAddr),
+    Host(String),
+}
+
+impl Noted {
+    fn full(&self) -> bool {
+        self.order.len() >= MAX_NOTED
+    }
+
+    /// Whether there is nothing to add: the common case on the request path, decided under
+    /// a read lock and without allocating.
+    fn knows(&self, dst: SocketAddr, host: Option<&str>) -> bool {
+        self.full() || (self.addrs.contains(&dst) && host.is_none_or(|h| self.hosts.contains(h)))
+    }
 }
 
 impl Interest {
@@ -36,10 +53,35 @@ impl Interest {
         let host = authority
             .map(host_of)
             .filter(|h| !h.is_empty() && h.parse::<std::net::IpAddr>().is_err());
-        let mut n = lock(&self.noted);
-        let mut added = n.add(false, dst.to_string());
-        if let Some(h) = host {
-            added |= n.add(true, h.to_ascii_lowercase());
+        let lower;
+        let host = match host {
+            Some(h) if h.bytes().any(|b| b.is_ascii_uppercase()) => {
+                lower = h.to_ascii_lowercase();
+                Some(lower.as_str())
+            }
+            h => h,
+        };
+        if self
+            .noted
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .knows(dst, host)
+        {
+            return;
+        }
+        let mut n = self.noted.write().unwrap_or_else(|e| e.into_inner());
+        let mut added = false;
+        if !n.full() && n.addrs.insert(dst) {
+            n.order.push(Destination::Addr(dst));
+            added = true;
+        }
+        if let Some(h) = host
+            && !n.full()
+            && !n.hosts.contains(h)
+        {
+            n.hosts.insert(h.to_string());
+            n.order.push(Destination::Host(h.to_string()));
+            added = true;
         }
         drop(n);
         if added {
@@ -49,13 +91,12 @@ impl Interest {
 
     /// The noted destinations from index `from` on (addresses, hosts), and the next index.
     pub fn since(&self, from: usize) -> (Vec<String>, Vec<String>, usize) {
-        let n = lock(&self.noted);
+        let n = self.noted.read().unwrap_or_else(|e| e.into_inner());
         let (mut addrs, mut hosts) = (Vec::new(), Vec::new());
-        for (is_host, d) in n.order.iter().skip(from) {
-            if *is_host {
-                hosts.push(d.clone());
-            } else {
-                addrs.push(d.clone());
+        for d in n.order.iter().skip(from) {
+            match d {
+                Destination::Addr(a) => addrs.push(a.to_string()),
+                Destination::Host(h) => hosts.push(h.clone()),
             }
         }
         (addrs, hosts, n.order.len())
@@ -64,17 +105,6 @@ impl Interest {
     /// Resolves when something new was noted.
     pub async fn changed(&self) {
         self.changed.notified().await
-    }
-}
-
-impl Noted {
-    fn add(&mut self, is_host: bool, d: String) -> bool {
-        if self.seen.len() >= MAX_NOTED || self.seen.contains(&d) {
-            return false;
-        }
-        self.seen.insert(d.clone());
-        self.order.push((is_host, d));
-        true
     }
 }
 
