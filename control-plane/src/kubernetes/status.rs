@@ -237,11 +237,14 @@ pub async fn run(
                 }
                 tokio::time::sleep(Duration::from_millis(1000 / WRITES_PER_SECOND)).await;
             }
-            written.retain(|k, _| {
-                view.verdicts
-                    .iter()
-                    .any(|v| (&v.kind, &v.namespace, &v.name) == (&k.0, &k.1, &k.2))
-            });
+            // Forget deleted objects (both maps), in one pass over a set of the live ones.
+            let live: std::collections::HashSet<Key> = view
+                .verdicts
+                .iter()
+                .map(|v| (v.kind.clone(), v.namespace.clone(), v.name.clone()))
+                .collect();
+            written.retain(|k, _| live.contains(k));
+            since.retain(|k, _| live.contains(k));
         }
         // Look again when the view changes, or on the next renewal (proxies' ACKs change
         // the summaries without changing the view).
