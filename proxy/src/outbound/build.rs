@@ -7,7 +7,7 @@
 //! per port, balanced across its endpoints and reached by its names and cluster IPs; a
 //! Service it does not send keeps the address the app dialled as its one endpoint.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bulwark_api::policy::{
@@ -16,6 +16,10 @@ use bulwark_api::policy::{
 
 use super::policy::*;
 use super::route::RouteTable;
+
+mod services;
+
+pub use services::{ServicePortSpec, ServiceSpec};
 
 /// The names a Kubernetes-style object is reached by from its own namespace and others.
 fn names(name: &str, namespace: &str) -> [String; 4] {
@@ -37,32 +41,6 @@ pub fn endpoint_spec(s: &str) -> Option<EndpointSpec> {
         host: host.to_ascii_lowercase(),
         port: port.parse().ok()?,
     })
-}
-
-/// A Kubernetes Service and its endpoints, as the control plane sent them.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ServiceSpec {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// Cluster IPs (one per IP family).
-    pub cluster_ips: Vec<IpAddr>,
-    /// Ports, each with its endpoints.
-    pub ports: Vec<ServicePortSpec>,
-}
-
-/// One port of a [`ServiceSpec`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ServicePortSpec {
-    /// The port the Service is called on.
-    pub port: u16,
-    /// Endpoints taking new requests.
-    pub ready: Vec<SocketAddr>,
-    /// Terminating endpoints still serving: used only while none is ready.
-    pub terminating: Vec<SocketAddr>,
-    /// The pod behind each endpoint (its UID), where known.
-    pub owners: Vec<(SocketAddr, String)>,
 }
 
 /// Builds the table from a snapshot's documents and Services. Pure.
@@ -130,43 +108,7 @@ pub fn table(documents: &[Document], services: &[ServiceSpec]) -> RouteTable {
         }
         table.targets.push(Arc::new(target));
     }
-    // Services with endpoints: a target per port, reached by name on that port and by
-    // each cluster IP; the policy naming that port wins over one naming none.
-    let mut known = std::collections::HashSet::new();
-    for s in services {
-        for sp in &s.ports {
-            let tp = policies
-                .iter()
-                .copied()
-                .filter(|p| {
-                    let r = &p.spec.target_ref;
-                    r.kind == TargetKind::Service
-                        && r.name == s.name
-                        && p.metadata.namespace() == s.namespace
-                        && r.port.is_none_or(|port| port == sp.port)
-                })
-                .max_by_key(|p| p.spec.target_ref.port.is_some());
-            let chosen = if sp.ready.is_empty() {
-                &sp.terminating
-            } else {
-                &sp.ready
-            };
-            let endpoints = chosen.iter().map(|a| EndpointSpec::Addr(*a)).collect();
-            let key = format!("Service/{}/{}:{}", s.namespace, s.name, sp.port);
-            let i = table.targets.len();
-            for n in names(&s.name, &s.namespace) {
-                table.add_host(n, Some(sp.port), i);
-            }
-            for ip in &s.cluster_ips {
-                table.add_addr(SocketAddr::new(*ip, sp.port), i);
-            }
-            table
-                .targets
-                .push(Arc::new(target(key, endpoints, &defaults, tp)));
-            known.insert((s.namespace.as_str(), s.name.as_str(), sp.port));
-        }
-        known.insert((s.namespace.as_str(), s.name.as_str(), 0));
-    }
+    let sent = services::add(&mut table, services, &policies, &defaults);
     // Services the control plane sent no endpoints for: reached by name (and port, when
     // the policy names one); the endpoint is the original destination.
     for p in &policies {
@@ -175,11 +117,7 @@ pub fn table(documents: &[Document], services: &[ServiceSpec]) -> RouteTable {
             continue;
         }
         let ns = p.metadata.namespace();
-        let sent = match r.port {
-            Some(port) => known.contains(&(ns, r.name.as_str(), port)),
-            None => known.contains(&(ns, r.name.as_str(), 0)),
-        };
-        if sent {
+        if sent.contains(&(ns, r.name.as_str(), r.port)) {
             continue;
         }
         let key = match r.port {
