@@ -36,32 +36,6 @@ pub struct Policy {
     pub loaded_at: Instant,
 }
 
-/// See [`Policy::service_index`].
-#[derive(Debug, Default)]
-pub struct ServiceIndex {
-    /// Cluster IP and port → Service.
-    pub by_addr: std::collections::HashMap<std::net::SocketAddr, usize>,
-    /// (namespace, name) → Service.
-    pub by_name: std::collections::HashMap<(String, String), usize>,
-}
-
-impl ServiceIndex {
-    fn of(services: &[wire::Service]) -> Self {
-        let mut index = Self::default();
-        for (i, s) in services.iter().enumerate() {
-            index
-                .by_name
-                .insert((s.namespace.clone(), s.name.clone()), i);
-            for ip in s.cluster_ips.iter().filter_map(|ip| ip.parse().ok()) {
-                for p in s.ports.iter().filter_map(|p| u16::try_from(p.port).ok()) {
-                    index.by_addr.insert(std::net::SocketAddr::new(ip, p), i);
-                }
-            }
-        }
-        index
-    }
-}
-
 #[derive(Debug)]
 struct Rejection {
     reason: String,
@@ -291,32 +265,6 @@ impl State {
         lock(&self.counters).rejections += 1;
     }
 
-    /// The meshed pods the Kubernetes source sees (IP, identity): callers originate mesh
-    /// TLS to them even before their proxies connect here.
-    pub fn set_pod_members(&self, members: Members) {
-        *lock(&self.pod_members) = members;
-        let proxies = lock(&self.proxies);
-        self.update_members(&proxies);
-    }
-
-    /// The policy objects the Kubernetes source refused, each `Kind ns/name: problems`.
-    pub fn set_invalid(&self, invalid: Vec<String>) {
-        let changed = {
-            let mut cur = lock(&self.invalid);
-            let changed = *cur != invalid && !invalid.is_empty();
-            *cur = invalid;
-            changed
-        };
-        if changed {
-            lock(&self.counters).rejections += 1;
-        }
-    }
-
-    /// How many policy objects are refused now.
-    pub fn invalid_count(&self) -> usize {
-        lock(&self.invalid).len()
-    }
-
     /// A proxy connected.
     pub fn register(&self, id: ProxyIdentity) -> u64 {
         let key = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -397,54 +345,13 @@ impl State {
         }
         lock(&self.counters).nacks += 1;
     }
-
-    /// What `bulwarkctl status` shows.
-    pub fn status(&self) -> wire::StatusResponse {
-        let policy = self.policy();
-        let rejected = lock(&self.rejected);
-        let proxies = lock(&self.proxies)
-            .values()
-            .map(|e| wire::ProxyStatus {
-                workload: e.id.workload.clone(),
-                namespace: e.id.namespace.clone(),
-                pod_ips: e.id.pod_ips.clone(),
-                pod: e.id.pod.clone(),
-                proxy_version: e.id.proxy_version.clone(),
-                sent_version: e.sent_version,
-                acked_version: e.acked_version,
-                nacked_version: e.nacked_version,
-                nack_reason: e.nack_reason.clone(),
-                connected_seconds: e.connected_at.elapsed().as_secs(),
-                in_sync: e.sent_version > 0
-                    && e.acked_version == e.sent_version
-                    && e.checked_version == policy.version,
-                identity: e
-                    .id
-                    .certified
-                    .as_ref()
-                    .map(|(id, _)| id.to_string())
-                    .unwrap_or_default(),
-                cert_not_after_unix: e.id.certified.as_ref().map_or(0, |(_, t)| *t),
-            })
-            .collect();
-        wire::StatusResponse {
-            policy_version: policy.version,
-            policy_age_seconds: policy.loaded_at.elapsed().as_secs(),
-            rejected_reason: rejected
-                .as_ref()
-                .map(|r| r.reason.clone())
-                .unwrap_or_else(|| lock(&self.invalid).join("\n")),
-            rejected_age_seconds: rejected
-                .as_ref()
-                .map(|r| r.at.elapsed().as_secs())
-                .unwrap_or_default(),
-            proxies,
-            control_plane_version: env!("CARGO_PKG_VERSION").into(),
-        }
-    }
 }
 
+mod cluster;
 mod metrics;
+mod status;
+
+pub use cluster::ServiceIndex;
 
 #[cfg(test)]
 mod tests;
