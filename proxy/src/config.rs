@@ -148,40 +148,6 @@ pub struct Config {
     pub inbound_probes: Vec<ProbeRoute>,
 }
 
-/// An app's HTTP probe, `PORT:PATH`: the kubelet's GET of PATH (with its query, as the
-/// probe spells it) on the app's PORT.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProbeRoute {
-    /// The app's port.
-    pub port: u16,
-    /// The request target, starting with `/`.
-    pub path: String,
-}
-
-impl std::str::FromStr for ProbeRoute {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (port, path) = s
-            .split_once(':')
-            .ok_or_else(|| format!("probe {s:?}: expected PORT:PATH, e.g. 8080:/healthz"))?;
-        let port = port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| format!("probe {s:?}: port {port:?} is not 1-65535"))?;
-        if !path.starts_with('/') || path.contains(char::is_whitespace) {
-            return Err(format!(
-                "probe {s:?}: path {path:?} must start with / and hold no spaces"
-            ));
-        }
-        Ok(Self {
-            port,
-            path: path.to_string(),
-        })
-    }
-}
-
 /// The workload this proxy serves.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct WorkloadConfig {
@@ -281,35 +247,6 @@ pub struct DnsConfig {
     /// Ceiling on the time an answer is used.
     #[serde(with = "duration_str")]
     pub max_refresh: Duration,
-}
-
-/// A cross-field rule that a configuration breaks.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    /// Two listeners on the same address would steal each other's traffic.
-    #[error("{a} and {b} are both {addr}: every listener needs its own port")]
-    PortClash {
-        /// First listener.
-        a: &'static str,
-        /// Second listener.
-        b: &'static str,
-        /// The shared address.
-        addr: SocketAddr,
-    },
-    /// Policy from two sources at once.
-    #[error("--policy and --control-plane are exclusive: policy comes from one source")]
-    TwoPolicySources,
-    /// An identity token with no control plane to present it to.
-    #[error(
-        "--identity-token-file needs --control-plane: the control plane issues the certificate"
-    )]
-    TokenWithoutControlPlane,
-    /// A value of zero would disable a bound that must exist.
-    #[error("{field} must be greater than zero")]
-    Zero {
-        /// The field's flag name.
-        field: &'static str,
-    },
 }
 
 impl Default for Config {
@@ -431,13 +368,17 @@ impl Config {
 }
 
 mod duration;
+mod error;
 mod identity;
+mod probe;
 
 use self::duration::duration_str;
 pub use self::duration::{Dur, format_duration, parse_duration};
+pub use self::error::ConfigError;
 pub use self::identity::{
     CONTROL_PLANE_SERVICE_ACCOUNT, DEFAULT_CONTROL_PLANE_NAMESPACE, IdentityConfig,
 };
+pub use self::probe::ProbeRoute;
 
 #[cfg(test)]
 mod tests;
