@@ -10,7 +10,9 @@ unauthenticated. Every review is printed, one JSON line each, for the test to re
 """
 import json
 import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
+from api_handler import JsonHandler
 
 PATH = "/apis/authentication.k8s.io/v1/tokenreviews"
 
@@ -25,7 +27,7 @@ def load(path):
     return tokens
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
         if self.path.split("?")[0] != PATH:
@@ -54,16 +56,6 @@ class Handler(BaseHTTPRequestHandler):
         print(json.dumps({"audiences": wanted, "status": status}), flush=True)
         self.reply(201, review)
 
-    def reply(self, code, doc):
-        data = json.dumps(doc).encode()
-        self.send_response(code)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
 
 
 def main(addr, tokens_file):
