@@ -33,7 +33,7 @@ use crate::config::{HttpConfig, TcpConfig};
 use crate::drain::Drain;
 use crate::error::{Error, Kind};
 use crate::metrics::{Direction, Metrics};
-use crate::pool::{Pools, Version};
+use crate::pool::{Pools, UpstreamBody, Version};
 use crate::transport::mesh::MeshTls;
 
 /// What forwarding HTTP in one direction takes.
@@ -74,7 +74,7 @@ pub struct Prepared {
 #[derive(Debug)]
 pub struct Forwarded {
     /// The response.
-    pub resp: Response<Incoming>,
+    pub resp: Response<UpstreamBody>,
     /// Deadline for the whole response, body included.
     pub deadline: Option<Instant>,
     /// Longest silence in the body.
@@ -87,7 +87,7 @@ pub struct Forwarded {
 
 impl Forwarded {
     /// A response with nothing attached.
-    pub fn plain(resp: Response<Incoming>) -> Self {
+    pub fn plain(resp: Response<UpstreamBody>) -> Self {
         Self {
             resp,
             deadline: None,
@@ -138,8 +138,9 @@ impl BodyEnd for GrpcStatusCount {
 
 impl Hop {
     /// Reads the head and rewrites it for the next hop: hop-by-hop fields removed (an
-    /// Upgrade keeps `Connection: upgrade`), the URI made absolute with the request's own
-    /// authority (the pools dial `dst` whatever it says). A head whose framing is in doubt
+    /// Upgrade keeps `Connection: upgrade`), the URI in the form the upstream version wants
+    /// (HTTP/2: absolute, with the request's own authority; HTTP/1: origin-form, the
+    /// authority in `Host`); the pools dial `dst` whatever it says. A head whose framing is in doubt
     /// is refused: the error comes back with what was read, for [`Hop::finish`].
     pub fn prepare(
         &self,
@@ -188,7 +189,22 @@ impl Hop {
             req.headers_mut().insert(UPGRADE, proto);
             hyper::upgrade::on(&mut *req)
         });
-        *req.uri_mut() = headers::absolute_uri(std::mem::take(req.uri_mut()), &authority, dst);
+        match version {
+            Version::Http2 => {
+                *req.uri_mut() =
+                    headers::absolute_uri(std::mem::take(req.uri_mut()), &authority, dst);
+            }
+            Version::Http1 => {
+                if req.method() != http::Method::CONNECT {
+                    *req.uri_mut() = headers::origin_form(std::mem::take(req.uri_mut()));
+                }
+                if !req.headers().contains_key(http::header::HOST)
+                    && let Ok(v) = http::HeaderValue::from_str(&authority)
+                {
+                    req.headers_mut().insert(http::header::HOST, v);
+                }
+            }
+        }
         Ok(Prepared {
             authority,
             grpc,

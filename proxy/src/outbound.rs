@@ -48,7 +48,7 @@ use crate::http::activity::Open;
 use crate::http::body::AttemptBody;
 use crate::http::body::{BodyEnd, Hold, ProxyBody};
 use crate::http::{Forwarded, Hop, server};
-use crate::pool::{Pools, Version};
+use crate::pool::{Pools, UpstreamBody, Version};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::tcp;
 use crate::transport::copy::OnFirstByte;
@@ -75,7 +75,7 @@ pub struct PooledUpstream<'a> {
 }
 
 impl Upstream<Incoming> for PooledUpstream<'_> {
-    type Body = Incoming;
+    type Body = UpstreamBody;
 
     /// Hands the request to the pool at once (no future of its own to move it through).
     fn send(
@@ -83,7 +83,7 @@ impl Upstream<Incoming> for PooledUpstream<'_> {
         addr: SocketAddr,
         connect_timeout: Duration,
         req: Request<AttemptBody>,
-    ) -> impl Future<Output = Result<Response<Incoming>, Error>> + Send {
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, Error>> + Send {
         let peer = self.snapshot.mesh_peer(addr);
         let owner = self.snapshot.endpoint_owner(addr);
         self.pools

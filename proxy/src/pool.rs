@@ -1,68 +1,30 @@
-//! Upstream HTTP connection pools, one per endpoint and protocol, bounded in count.
+//! Upstream HTTP connections, pooled per endpoint and protocol, bounded in count.
 //!
-//! Each pool is a hyper-util client whose connector always dials one endpoint, so the
-//! request keeps its own authority (`Host` / `:authority`) while the connection goes to the
-//! original destination. A pool to a meshed endpoint dials mesh TLS (its ALPN says which
-//! HTTP version the connection carries); connections are reused, so handshakes are rare.
+//! Each endpoint's pool ([`endpoint`]) dials that one address, whatever the request's
+//! authority says, so the request keeps its own `Host` / `:authority` while the connection
+//! goes to the original destination. A pool to a meshed endpoint dials mesh TLS (its ALPN
+//! says which HTTP version the connection carries); connections are reused, so handshakes
+//! are rare. A sweeper task closes connections idle past the idle timeout.
+
+mod endpoint;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bulwark_identity::SpiffeId;
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::config::{HttpConfig, TcpConfig};
-use crate::error::{Error, Kind, chain};
+use crate::error::{Error, Kind};
 use crate::http::body::{AttemptBody, DownstreamBodyError};
 use crate::lock::lock;
-use crate::transport::mesh::{self, MeshTls, Stream};
+use crate::transport::mesh::MeshTls;
 use crate::transport::socket::ConnectError;
 
-/// Dials one endpoint, whatever the request URI says: mesh TLS when it is a meshed peer.
-#[derive(Debug, Clone)]
-pub struct EndpointConnector {
-    addr: SocketAddr,
-    connect_timeout: Duration,
-    keepalive: Duration,
-    /// The identity the endpoint must prove, and the TLS to prove it with.
-    peer: Option<(SpiffeId, Arc<MeshTls>)>,
-    alpn: &'static [u8],
-}
-
-impl tower_service::Service<http::Uri> for EndpointConnector {
-    type Response = TokioIo<Stream>;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: http::Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let (peer, tls) = match &this.peer {
-                Some((p, t)) => (Some(p), Some(&**t)),
-                None => (None, None),
-            };
-            let times = (this.connect_timeout, this.keepalive);
-            mesh::dial(this.addr, peer, tls, this.alpn, times)
-                .await
-                .map(TokioIo::new)
-        })
-    }
-}
-
-/// A pooled client for one endpoint.
-pub type EndpointClient = Client<EndpointConnector, AttemptBody>;
+pub use endpoint::{Endpoint, UpstreamBody};
 
 /// Which HTTP version the pool speaks upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,11 +56,13 @@ type Key = (SocketAddr, Version, Duration);
 struct Table {
     clock: u64,
     map: HashMap<Key, Entry>,
+    /// Whether the sweeper task runs.
+    swept: bool,
 }
 
 #[derive(Debug)]
 struct Entry {
-    client: EndpointClient,
+    pool: Arc<Endpoint>,
     peer: Option<SpiffeId>,
     owner: Option<Box<str>>,
     last_used: u64,
@@ -111,7 +75,7 @@ pub struct Pools {
     http: HttpConfig,
     tcp: TcpConfig,
     mesh: Option<Arc<MeshTls>>,
-    clients: Mutex<Table>,
+    clients: Arc<Mutex<Table>>,
 }
 
 impl Pools {
@@ -122,11 +86,11 @@ impl Pools {
             http,
             tcp,
             mesh,
-            clients: Mutex::new(Table::default()),
+            clients: Arc::new(Mutex::new(Table::default())),
         }
     }
 
-    /// The client for `addr`, which must prove `peer` when it is meshed, and is the pod
+    /// The pool for `addr`, which must prove `peer` when it is meshed, and is the pod
     /// `owner` when known; created on first use.
     pub fn get(
         &self,
@@ -135,40 +99,45 @@ impl Pools {
         connect_timeout: Duration,
         peer: Option<&SpiffeId>,
         owner: Option<&str>,
-    ) -> EndpointClient {
+    ) -> Arc<Endpoint> {
         let peer = peer.filter(|_| self.mesh.is_some());
         let key = (addr, version, connect_timeout);
         let mut guard = lock(&self.clients);
-        let Table { clock, map } = &mut *guard;
-        *clock += 1;
-        let now = *clock;
-        if let Some(e) = map.get_mut(&key) {
+        let table = &mut *guard;
+        table.clock += 1;
+        let now = table.clock;
+        if let Some(e) = table.map.get_mut(&key) {
             if e.peer.as_ref() == peer && e.owner.as_deref() == owner {
                 e.last_used = now;
-                return e.client.clone();
+                return e.pool.clone();
             }
             tracing::debug!(%addr, owner, "the endpoint's identity or pod changed: its pooled connections are dropped");
-        } else if map.len() >= self.http.pool_max_endpoints
-            && let Some(oldest) = map.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| *k)
+        } else if table.map.len() >= self.http.pool_max_endpoints
+            && let Some(oldest) = table
+                .map
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| *k)
         {
-            map.remove(&oldest);
+            table.map.remove(&oldest);
         }
-        let client = self.build(key, peer);
-        map.insert(
+        if !table.swept {
+            table.swept = self.start_sweeper();
+        }
+        let pool = Arc::new(self.build(key, peer));
+        table.map.insert(
             key,
             Entry {
-                client: client.clone(),
+                pool: pool.clone(),
                 peer: peer.cloned(),
                 owner: owner.map(Box::from),
                 last_used: now,
             },
         );
-        client
+        pool
     }
 
     /// Sends `req` to `addr` on a pooled connection; a failure says whose fault it was.
-    /// The request is handed to the client before the future is returned, so it is not
-    /// moved through one more future on its way (this is on every request's path).
     pub fn send(
         &self,
         addr: SocketAddr,
@@ -177,17 +146,9 @@ impl Pools {
         peer: Option<&SpiffeId>,
         owner: Option<&str>,
         req: Request<AttemptBody>,
-    ) -> impl Future<Output = Result<Response<Incoming>, Error>> + Send + 'static {
-        let sent = self
-            .get(addr, version, connect_timeout, peer, owner)
-            .request(req);
-        async move {
-            sent.await.map_err(|e| {
-                let error = error_of(&e);
-                tracing::debug!(error = %chain(&e), %addr, reason = error.reason(), "upstream request failed");
-                error
-            })
-        }
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, Error>> + Send + 'static {
+        self.get(addr, version, connect_timeout, peer, owner)
+            .send(req)
     }
 
     /// Endpoints with a live pool.
@@ -200,31 +161,53 @@ impl Pools {
         self.len() == 0
     }
 
-    fn build(
+    fn build(&self, key: Key, peer: Option<&SpiffeId>) -> Endpoint {
+        Endpoint::new(self.settings(key, peer))
+    }
+
+    fn settings(
         &self,
         (addr, version, connect_timeout): Key,
         peer: Option<&SpiffeId>,
-    ) -> EndpointClient {
-        let mut b = Client::builder(TokioExecutor::new());
-        b.pool_idle_timeout(self.http.pool_idle_timeout)
-            .pool_max_idle_per_host(self.http.pool_max_idle_per_endpoint)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new());
-        if version == Version::Http2 {
-            b.http2_only(true)
-                .http2_max_header_list_size(self.http.max_header_bytes as u32)
-                .http2_keep_alive_interval(Duration::from_secs(30))
-                .http2_keep_alive_while_idle(false);
-        } else {
-            b.http1_max_headers(self.http.max_headers.max(100));
-        }
-        b.build(EndpointConnector {
+    ) -> endpoint::Settings {
+        endpoint::Settings {
             addr,
+            version,
             connect_timeout,
             keepalive: self.tcp.keepalive,
             peer: peer.zip(self.mesh.clone()).map(|(p, m)| (p.clone(), m)),
-            alpn: version.mesh_alpn(),
-        })
+            idle_timeout: self.http.pool_idle_timeout,
+            max_idle: self.http.pool_max_idle_per_endpoint,
+            max_headers: self.http.max_headers,
+            max_header_bytes: u32::try_from(self.http.max_header_bytes).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Starts the task that closes idle connections, when there is a runtime to run it;
+    /// it ends with the pools.
+    fn start_sweeper(&self) -> bool {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let every = (self.http.pool_idle_timeout / 2)
+            .clamp(Duration::from_secs(1), Duration::from_secs(30));
+        rt.spawn(sweep(Arc::downgrade(&self.clients), every));
+        true
+    }
+}
+
+/// Every `every`, lets each pool close its connections idle past the timeout.
+async fn sweep(table: Weak<Mutex<Table>>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(table) = table.upgrade() else { return };
+        let pools: Vec<Arc<Endpoint>> = lock(&table).map.values().map(|e| e.pool.clone()).collect();
+        for p in pools {
+            p.sweep();
+        }
     }
 }
 
@@ -249,8 +232,8 @@ fn client_body_failure(e: &DownstreamBodyError) -> Kind {
 /// Sorts a client error by whose fault it is: the client's body failed (its upload was
 /// aborted), a connect failed (the request never left), an HTTP/2 stream was refused (never
 /// processed), or else the upstream connection broke.
-pub fn error_of(e: &hyper_util::client::legacy::Error) -> Error {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+pub fn error_of(e: &(dyn std::error::Error + 'static)) -> Error {
+    let mut source = Some(e);
     while let Some(err) = source {
         if let Some(b) = err.downcast_ref::<DownstreamBodyError>() {
             return client_body_failure(b).into();
@@ -278,111 +261,4 @@ pub fn error_of(e: &hyper_util::client::legacy::Error) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-
-    /// A request whose body fails mid-upload with `kind`, sent over `version` by a real
-    /// hyper client to a real socket that reads everything: the error must say the client
-    /// failed.
-    async fn aborted_upload(version: Version, kind: std::io::ErrorKind) -> Error {
-        use bytes::Bytes;
-        use http_body_util::StreamBody;
-        use hyper::body::Frame;
-
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let sink = tokio::spawn(async move {
-            let (s, _) = listener.accept().await.unwrap();
-            // A server that reads the whole request body before it answers.
-            let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                use http_body_util::BodyExt;
-                let _ = req.into_body().collect().await;
-                Ok::<_, std::convert::Infallible>(Response::new(
-                    http_body_util::Empty::<Bytes>::new(),
-                ))
-            });
-            let io = TokioIo::new(s);
-            let _ = match version {
-                Version::Http1 => {
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .await
-                }
-                Version::Http2 => {
-                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(io, svc)
-                        .await
-                }
-            };
-        });
-        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
-            Ok(Frame::data(Bytes::from_static(b"part of an upload"))),
-            Err(std::io::Error::new(kind, "client went away")),
-        ];
-        let body = AttemptBody::Streamed(StreamBody::new(tokio_stream::iter(frames)));
-        let mut b = Client::builder(TokioExecutor::new());
-        b.http2_only(version == Version::Http2);
-        let client: Client<_, AttemptBody<_>> = b.build(EndpointConnector {
-            addr,
-            connect_timeout: Duration::from_secs(1),
-            keepalive: Duration::from_secs(60),
-            peer: None,
-            alpn: version.mesh_alpn(),
-        });
-        let req = Request::post(format!("http://{addr}/upload"))
-            .body(body)
-            .unwrap();
-        let result = tokio::time::timeout(Duration::from_secs(5), client.request(req)).await;
-        sink.abort();
-        match result {
-            Ok(Err(e)) => error_of(&e),
-            other => panic!("expected a failed request, got {other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn an_aborted_upload_is_the_clients_fault() {
-        for version in [Version::Http1, Version::Http2] {
-            let e = aborted_upload(version, std::io::ErrorKind::ConnectionReset).await;
-            assert_eq!(e.kind, Kind::DownstreamAborted, "{version:?}");
-            assert_eq!(e.side, crate::error::Side::Downstream);
-        }
-    }
-
-    #[tokio::test]
-    async fn a_body_whose_framing_breaks_is_a_malformed_request() {
-        // hyper's chunked decoder fails with InvalidInput or InvalidData.
-        for kind in [
-            std::io::ErrorKind::InvalidInput,
-            std::io::ErrorKind::InvalidData,
-        ] {
-            let e = aborted_upload(Version::Http1, kind).await;
-            assert_eq!(e.kind, Kind::MalformedRequest, "{kind:?}");
-            assert_eq!(e.side, crate::error::Side::Downstream);
-        }
-    }
-
-    #[tokio::test]
-    async fn pools_are_per_endpoint_and_bounded() {
-        let mut cfg = Config::default();
-        cfg.http.pool_max_endpoints = 2;
-        let t = cfg.tcp.connect_timeout;
-        let pools = Pools::new(cfg.http, cfg.tcp, None);
-        let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
-        let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
-        let c: SocketAddr = "10.0.0.3:80".parse().unwrap();
-        pools.get(a, Version::Http1, t, None, None);
-        pools.get(b, Version::Http1, t, None, None);
-        pools.get(a, Version::Http1, t, None, None);
-        assert_eq!(pools.len(), 2);
-        pools.get(c, Version::Http1, t, None, None);
-        assert_eq!(pools.len(), 2);
-        let map = &pools.clients.lock().unwrap().map;
-        assert!(
-            map.contains_key(&(a, Version::Http1, t)),
-            "a was used most recently and stays"
-        );
-        assert!(!map.contains_key(&(b, Version::Http1, t)));
-    }
-}
+mod tests;

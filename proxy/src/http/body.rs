@@ -17,6 +17,7 @@ use tokio::time::Sleep;
 
 use super::activity::Open;
 use super::replay::ReplayBody;
+use crate::pool::UpstreamBody;
 
 /// Told how a streamed response body ended (a gRPC call's status comes in its trailers).
 pub trait BodyEnd: Send + std::fmt::Debug {
@@ -57,7 +58,7 @@ pub enum ProxyBody {
 /// An upstream body with timers.
 #[derive(Debug)]
 pub struct Timed {
-    inner: Incoming,
+    inner: UpstreamBody,
     deadline: Option<Pin<Box<Sleep>>>,
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
     _hold: Option<Hold>,
@@ -67,14 +68,14 @@ pub struct Timed {
 
 impl ProxyBody {
     /// An upstream body with no timers.
-    pub fn upstream(inner: Incoming) -> Self {
+    pub fn upstream(inner: UpstreamBody) -> Self {
         Self::timed(inner, None, None, None, None)
     }
 
     /// An upstream body ended at `deadline` or after `idle` without data; `hold` lives as
     /// long as the body, `outcome` hears how it ended.
     pub fn timed(
-        inner: Incoming,
+        inner: UpstreamBody,
         deadline: Option<Instant>,
         idle: Option<Duration>,
         hold: Option<Hold>,

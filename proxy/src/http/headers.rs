@@ -1,6 +1,6 @@
 //! HTTP/1 and HTTP/2 heads as a proxy must treat them: the authority a request is for,
 //! the hop-by-hop fields that stop at each hop (RFC 9110 §7.6.1), Upgrade requests, and
-//! the absolute URI the connection pools want. Pure.
+//! and the request target each HTTP version wants upstream. Pure.
 
 use std::net::SocketAddr;
 
@@ -122,6 +122,18 @@ pub fn absolute_uri(uri: Uri, authority: &str, dst: SocketAddr) -> Uri {
     Uri::from_parts(parts).unwrap_or_default()
 }
 
+/// The request target in origin-form (RFC 9112 §3.2.1), what an HTTP/1 origin server
+/// expects; the authority goes in `Host`. An origin-form target is kept as it came.
+pub fn origin_form(uri: Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return uri;
+    }
+    match uri.path_and_query() {
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +201,20 @@ mod tests {
         ]);
         assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
         assert!(upgrade_protocol(&headers(&[("upgrade", "websocket")])).is_none());
+    }
+
+    #[test]
+    fn origin_form_drops_scheme_and_authority_and_keeps_the_query() {
+        let cases = [
+            ("http://web.svc:8080/a?b=1", "/a?b=1"),
+            ("http://web.svc", "/"),
+            ("/already?x", "/already?x"),
+            ("*", "*"),
+        ];
+        for (given, want) in cases {
+            let uri: Uri = given.parse().unwrap();
+            assert_eq!(origin_form(uri).to_string(), want, "{given}");
+        }
     }
 
     #[test]
