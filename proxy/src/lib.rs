@@ -39,6 +39,7 @@ pub mod inbound;
 pub mod init;
 pub mod lock;
 pub mod logging;
+pub mod map;
 pub mod metrics;
 pub mod outbound;
 pub mod pool;

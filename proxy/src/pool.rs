@@ -8,7 +8,6 @@
 
 mod endpoint;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
@@ -21,6 +20,7 @@ use crate::config::{HttpConfig, TcpConfig};
 use crate::error::{Error, Kind};
 use crate::http::body::{AttemptBody, DownstreamBodyError};
 use crate::lock::lock;
+use crate::map::FastMap;
 use crate::transport::mesh::MeshTls;
 use crate::transport::socket::ConnectError;
 
@@ -55,7 +55,7 @@ type Key = (SocketAddr, Version, Duration);
 #[derive(Debug, Default)]
 struct Table {
     clock: u64,
-    map: HashMap<Key, Entry>,
+    map: FastMap<Key, Entry>,
     /// Whether the sweeper task runs.
     swept: bool,
 }

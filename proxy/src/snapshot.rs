@@ -43,7 +43,7 @@ pub struct Snapshot {
     /// The pod behind each Service endpoint (its UID): a pooled connection is used only for
     /// the pod it was opened to.
     #[serde(skip)]
-    pub owners: Arc<std::collections::HashMap<SocketAddr, Arc<str>>>,
+    pub owners: Arc<crate::map::FastMap<SocketAddr, Arc<str>>>,
     /// The control plane discovers Services: destinations without a target are noted in
     /// `interest` for it.
     pub discovers_services: bool,
@@ -80,7 +80,7 @@ impl Snapshot {
         registry: &Registry,
     ) -> Result<Self, TooLarge> {
         let routes = build::table(&documents, &services);
-        let owners: std::collections::HashMap<SocketAddr, Arc<str>> = services
+        let owners: crate::map::FastMap<SocketAddr, Arc<str>> = services
             .iter()
             .flat_map(|s| &s.ports)
             .flat_map(|p| &p.owners)

@@ -1,7 +1,7 @@
 //! Routing, decided without I/O: which target a connection or request is for (by HTTP
 //! authority, then by address), and which of its routes a request matches.
 
-use std::collections::HashMap;
+use crate::map::FastMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -69,10 +69,10 @@ pub struct RouteTable {
     /// matches. Keyed by the name alone so a lookup borrows the request's authority instead
     /// of building a key.
     #[serde(skip)]
-    by_host: HashMap<String, Vec<(Option<u16>, usize)>>,
+    by_host: FastMap<String, Vec<(Option<u16>, usize)>>,
     /// Literal endpoint addresses → target.
     #[serde(skip)]
-    by_addr: HashMap<SocketAddr, usize>,
+    by_addr: FastMap<SocketAddr, usize>,
     /// The targets with hostname endpoints, whose addresses only DNS knows.
     #[serde(skip)]
     pub hostname_targets: Vec<usize>,
