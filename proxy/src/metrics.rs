@@ -4,6 +4,7 @@
 //! [`encode`] is the one Prometheus text exposition of all of it.
 
 pub mod encode;
+mod labels;
 pub mod latency;
 pub mod process;
 pub mod resilience;
@@ -15,7 +16,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use self::latency::{LatencyStats, MAX_TRACKED_US, Series, class_index, sorted_series};
+use self::labels::ByAuthority;
+use self::latency::{LatencyStats, MAX_TRACKED_US, Series, class_index, each_series};
 pub use self::process::ProcessStats;
 pub use self::resilience::Resilience;
 use crate::error::Kind;
@@ -133,13 +135,13 @@ pub struct TargetGauges {
 /// All of the proxy's counters. Shared by every task behind an `Arc`.
 #[derive(Debug)]
 pub struct Metrics {
-    max_authorities: usize,
-    requests: Mutex<HashMap<String, Series>>,
+    /// Latency series per authority, each behind its own lock.
+    requests: ByAuthority<Mutex<Series>>,
     directions: [DirectionCounters; 2],
     errors: Mutex<HashMap<(Direction, Kind), u64>>,
     limited: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Per authority, per direction, per outcome.
-    grpc: Mutex<HashMap<String, [[u64; GRPC_OUTCOMES]; 2]>>,
+    grpc: ByAuthority<[[AtomicU64; GRPC_OUTCOMES]; 2]>,
     resilience: Mutex<BTreeMap<(Resilience, String, &'static str), u64>>,
     /// The discovery client's state.
     pub discovery: DiscoveryCounters,
@@ -149,12 +151,11 @@ impl Metrics {
     /// Metrics with at most `max_authorities` distinct authority labels.
     pub fn new(max_authorities: usize) -> Self {
         Self {
-            max_authorities,
-            requests: Mutex::new(HashMap::new()),
+            requests: ByAuthority::new(max_authorities),
             directions: Default::default(),
             errors: Mutex::new(HashMap::new()),
             limited: Mutex::new(BTreeMap::new()),
-            grpc: Mutex::new(HashMap::new()),
+            grpc: ByAuthority::new(max_authorities),
             resilience: Mutex::new(BTreeMap::new()),
             discovery: DiscoveryCounters::default(),
         }
@@ -171,17 +172,8 @@ impl Metrics {
     ) {
         let slot = direction.index() * 5 + class_index(status);
         let us = (latency.as_micros() as u64).clamp(1, MAX_TRACKED_US);
-        let mut map = lock(&self.requests);
-        if let Some(series) = map.get_mut(authority) {
-            series.record(slot, us);
-            return;
-        }
-        let label = if map.len() < self.max_authorities && authority.len() <= 255 {
-            authority
-        } else {
-            "other"
-        };
-        map.entry(label.to_string()).or_default().record(slot, us);
+        self.requests
+            .with(authority, |series| lock(series).record(slot, us));
     }
 
     /// Counts a connection accepted and handed to `protocol`.
@@ -230,18 +222,9 @@ impl Metrics {
             Some(_) => crate::http::headers::GRPC_UNKNOWN as usize, // not a gRPC code
             None => GRPC_OUTCOMES - 1,
         };
-        let mut map = lock(&self.grpc);
-        if let Some(v) = map.get_mut(authority) {
-            v[direction.index()][i] += 1;
-            return;
-        }
-        let label = if map.len() < self.max_authorities && authority.len() <= 255 {
-            authority
-        } else {
-            "other"
-        };
-        map.entry(label.to_string())
-            .or_insert([[0; GRPC_OUTCOMES]; 2])[direction.index()][i] += 1;
+        self.grpc.with(authority, |counts| {
+            counts[direction.index()][i].fetch_add(1, Ordering::Relaxed);
+        });
     }
 
     /// Counts an RST_STREAM from an HTTP/2 client.
@@ -294,11 +277,10 @@ impl Metrics {
 
     /// Percentiles per series, sorted.
     pub fn stats(&self) -> Vec<LatencyStats> {
-        let map = lock(&self.requests);
         let ms = |us: u64| us as f64 / 1000.0;
-        sorted_series(&map)
-            .into_iter()
-            .map(|(direction, authority, status_class, l)| LatencyStats {
+        let mut rows = Vec::new();
+        each_series(&self.requests, |direction, authority, status_class, l| {
+            rows.push(LatencyStats {
                 direction,
                 authority: authority.to_string(),
                 status_class,
@@ -309,7 +291,8 @@ impl Metrics {
                 p999_ms: ms(l.hist.value_at_quantile(0.999)),
                 max_ms: ms(l.hist.max()),
             })
-            .collect()
+        });
+        rows
     }
 }
 

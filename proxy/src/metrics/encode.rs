@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::latency::{BUCKETS_US, sorted_series};
+use super::latency::{BUCKETS_US, each_series};
 use super::{
     DETECT_LABELS, Direction, DirectionCounters, GRPC_OUTCOMES, Metrics, ProcessStats, Resilience,
     TargetGauges,
@@ -136,13 +136,11 @@ impl Metrics {
             "gRPC calls by the status they ended with (grpc_status 0-16; reset: the stream failed before a status came), whatever their HTTP status.",
         );
         {
-            let map = lock(&self.grpc);
-            let mut rows: Vec<_> = map.iter().collect();
-            rows.sort_by(|a, b| a.0.cmp(b.0));
+            let rows = self.grpc.sorted();
             for d in [Direction::Inbound, Direction::Outbound] {
                 for (authority, counts) in &rows {
-                    let counts = &counts[d.index()];
-                    for (code, n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+                    let counts = counts[d.index()].iter().map(|n| n.load(Ordering::Relaxed));
+                    for (code, n) in counts.enumerate().filter(|(_, n)| *n > 0) {
                         let status = if code == GRPC_OUTCOMES - 1 {
                             "reset".to_string()
                         } else {
@@ -266,8 +264,7 @@ impl Metrics {
             "histogram",
             "Time from request received to response headers, by direction, authority and status class.",
         );
-        let map = lock(&self.requests);
-        for (direction, authority, status_class, l) in sorted_series(&map) {
+        each_series(&self.requests, |direction, authority, status_class, l| {
             let labels = format!(
                 "direction=\"{direction}\",authority=\"{}\",status_class=\"{status_class}\"",
                 escape(authority),
@@ -303,7 +300,7 @@ impl Metrics {
                 "bulwark_request_duration_seconds_count{{{labels}}} {}",
                 l.hist.len()
             );
-        }
+        });
     }
 }
 

@@ -2,12 +2,14 @@
 //! significant figures, from which `/metrics` renders buckets and `/stats` reads exact
 //! percentiles.
 
-use std::collections::HashMap;
+use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::Direction;
+use super::labels::ByAuthority;
+use crate::lock::lock;
 
 /// Upper bounds of the Prometheus buckets, in microseconds. The lowest, 50 µs and 100 µs,
 /// resolve a sidecar's own overhead (Linkerd's smallest bucket is 1 ms).
@@ -41,26 +43,26 @@ impl Series {
     }
 }
 
-/// Every recorded series as (direction, authority, status class, latency), sorted.
-pub(super) fn sorted_series(
-    map: &HashMap<String, Series>,
-) -> Vec<(&'static str, &str, &'static str, &Latency)> {
-    let mut rows = Vec::new();
-    for (authority, series) in map {
-        for (slot, l) in series.0.iter().enumerate() {
-            if let Some(l) = l {
-                let direction = [Direction::Inbound, Direction::Outbound][slot / 5].as_str();
-                rows.push((
-                    direction,
-                    authority.as_str(),
-                    STATUS_CLASSES[slot % 5],
-                    &**l,
-                ));
+/// Calls `f` on every recorded series as (direction, authority, status class, latency),
+/// sorted in that order. Each authority's series is locked only while `f` reads it.
+pub(super) fn each_series(
+    series: &ByAuthority<Mutex<Series>>,
+    mut f: impl FnMut(&'static str, &str, &'static str, &Latency),
+) {
+    let rows = series.sorted();
+    for (d, direction) in [Direction::Inbound, Direction::Outbound]
+        .into_iter()
+        .enumerate()
+    {
+        for (authority, s) in &rows {
+            let s = lock(s);
+            for (class, l) in s.0[d * 5..d * 5 + 5].iter().enumerate() {
+                if let Some(l) = l {
+                    f(direction.as_str(), authority, STATUS_CLASSES[class], l);
+                }
             }
         }
     }
-    rows.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-    rows
 }
 
 #[derive(Debug)]
