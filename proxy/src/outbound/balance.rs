@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -76,6 +76,9 @@ pub struct Endpoint {
     pub in_flight: AtomicU32,
     /// Requests sent to it.
     pub requests: AtomicU64,
+    /// Whether it is ejected: the outlier state's verdict, readable without its lock by
+    /// every pick.
+    ejected: AtomicBool,
     /// Latency estimate and outlier state.
     pub state: Mutex<EndpointState>,
 }
@@ -97,6 +100,7 @@ impl Endpoint {
             joined: None,
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
+            ejected: AtomicBool::new(false),
             state: Mutex::new(EndpointState {
                 ewma: Ewma::new(default_rtt, now),
                 outlier: outlier::State::default(),
@@ -126,6 +130,17 @@ impl Endpoint {
             }
             _ => 1.0,
         }
+    }
+
+    /// Whether it is ejected now.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// Mirrors the outlier state's verdict; called by whoever ejects or releases it,
+    /// holding the state's lock.
+    pub fn set_ejected(&self, ejected: bool) {
+        self.ejected.store(ejected, Ordering::Relaxed);
     }
 
     /// Locks the mutable state (a poisoned lock still holds usable numbers).
@@ -187,41 +202,49 @@ pub fn pick(
         [] => return None,
         // No choice to make for a lone healthy endpoint. Only `maxEjectionPercent: 100`
         // ejects a lone one; the panic threshold then says whether it is still used.
-        [only] if !only.lock().outlier.is_ejected() => {
+        [only] if !only.is_ejected() => {
             return Some((only.clone(), Candidates::Healthy));
         }
         _ => {}
     }
-    let healthy: Vec<&Arc<Endpoint>> = endpoints
+    // The candidates are counted and then indexed, not collected: no allocation per pick.
+    let healthy = endpoints.iter().filter(|e| !e.is_ejected()).count();
+    let pool = if outlier::in_panic(endpoints.len(), healthy, panic_threshold) {
+        Candidates::Panic
+    } else {
+        Candidates::Healthy
+    };
+    let in_pool = |e: &Endpoint| pool == Candidates::Panic || !e.is_ejected();
+    let fresh = endpoints
         .iter()
-        .filter(|e| !e.lock().outlier.is_ejected())
-        .collect();
-    let (mut candidates, pool) =
-        if outlier::in_panic(endpoints.len(), healthy.len(), panic_threshold) {
-            (endpoints.iter().collect::<Vec<_>>(), Candidates::Panic)
-        } else {
-            (healthy, Candidates::Healthy)
-        };
-    let fresh: Vec<&Arc<Endpoint>> = candidates
-        .iter()
-        .copied()
-        .filter(|e| !exclude.contains(&e.addr))
-        .collect();
-    if !fresh.is_empty() {
-        candidates = fresh;
-    }
-    let chosen = match candidates.len() {
+        .filter(|e| in_pool(e) && !exclude.contains(&e.addr))
+        .count();
+    let is_candidate = |e: &Endpoint| in_pool(e) && (fresh == 0 || !exclude.contains(&e.addr));
+    let n = match fresh {
+        0 => endpoints.iter().filter(|e| in_pool(e)).count(),
+        n => n,
+    };
+    // An ejection between the count and the lookup can shorten the list by one: any
+    // endpoint is then as good an answer.
+    let nth = |k: usize| {
+        endpoints
+            .iter()
+            .filter(|e| is_candidate(e))
+            .nth(k)
+            .unwrap_or(&endpoints[0])
+    };
+    let chosen = match n {
         0 => return None,
-        1 => candidates[0],
+        1 => nth(0),
         n => match policy.algorithm {
             Algorithm::RoundRobin => {
                 // A ramping endpoint is passed over with probability 1 − weight, at most
                 // once round the candidates.
                 let start = rr.fetch_add(1, Ordering::Relaxed) as usize;
-                let mut chosen = candidates[start % n];
+                let mut chosen = nth(start % n);
                 if policy.slow_start.is_some() {
                     for k in 0..n {
-                        let e = candidates[(start + k) % n];
+                        let e = nth((start + k) % n);
                         let w = e.weight(policy.slow_start, now);
                         if w >= 1.0 || unit() < w {
                             chosen = e;
@@ -237,7 +260,7 @@ pub fn pick(
                 if b >= a {
                     b += 1;
                 }
-                let (ea, eb) = (candidates[a], candidates[b]);
+                let (ea, eb) = (nth(a), nth(b));
                 let cost = |e: &Endpoint| match policy.algorithm {
                     Algorithm::LeastRequest => e.in_flight.load(Ordering::Relaxed) as f64,
                     _ => e.ewma_cost(now, policy.decay),

@@ -227,8 +227,14 @@ impl TargetState {
         let target = self.target.load();
         let policy = &target.outlier;
         let endpoints = self.endpoints.load();
-        for e in endpoints.iter() {
-            if e.lock().outlier.release_if_due(now) {
+        for e in endpoints.iter().filter(|e| e.is_ejected()) {
+            let mut s = e.lock();
+            let released = s.outlier.release_if_due(now);
+            if released {
+                e.set_ejected(false);
+            }
+            drop(s);
+            if released {
                 tracing::info!(target = %target.key, endpoint = %e.addr, "endpoint back from ejection, on probation");
                 self.metrics
                     .count(Resilience::OutlierReturns, &target.key, "probation");
@@ -287,10 +293,7 @@ impl TargetState {
         let policy = &target.outlier;
         let endpoints = self.endpoints.load();
         let _deciding = lock(&self.ejecting);
-        let ejected = endpoints
-            .iter()
-            .filter(|e| e.lock().outlier.is_ejected())
-            .count();
+        let ejected = endpoints.iter().filter(|e| e.is_ejected()).count();
         if ejected >= outlier::ejection_cap(endpoints.len(), policy.max_ejection_percent) {
             tracing::warn!(target = %target.key, endpoint = %ep.addr, reason = reason.label(), %detail, max_ejection_percent = policy.max_ejection_percent, "outlier not ejected: the ejection cap is reached");
             self.metrics.count(
@@ -306,6 +309,7 @@ impl TargetState {
         }
         s.outlier
             .eject(reason, detail.clone(), now, policy, random::unit());
+        ep.set_ejected(true);
         let length = s
             .outlier
             .ejected

@@ -152,6 +152,7 @@ fn tried_and_ejected_endpoints_are_skipped_unless_nothing_else_is_left() {
         .lock()
         .outlier
         .eject(outlier::Reason::Latency, String::new(), now, &op, 0.0);
+    eps[0].set_ejected(true);
     for _ in 0..50 {
         let (e, pool) = pick(&eps, &[], &policy, 50, &rr, now, &mut r).unwrap();
         assert_ne!(e.addr, eps[0].addr);
@@ -161,6 +162,7 @@ fn tried_and_ejected_endpoints_are_skipped_unless_nothing_else_is_left() {
         .lock()
         .outlier
         .eject(outlier::Reason::Latency, String::new(), now, &op, 0.0);
+    eps[1].set_ejected(true);
     let (_, pool) = pick(&eps, &[], &policy, 50, &rr, now, &mut r).unwrap();
     assert_eq!(
         pool,
