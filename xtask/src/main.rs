@@ -259,6 +259,7 @@ fn test(no_install: bool) -> Result<()> {
     run(t.env("BULWARK_TEST_PYTHON", &python))?;
     fuzz(FUZZ_SMOKE_SECONDS, &[])?;
     bench(true, &[])?;
+    instruction_budget()?;
     image::image(false, None, true)?;
     println!("all checks passed in {:.0}s", t0.elapsed().as_secs_f64());
     Ok(())
@@ -455,6 +456,28 @@ fn bench_callgrind(rest: &[String]) -> Result<()> {
     ensure_packages(&["valgrind"])?;
     run(cargo().args(["build", "--release", "--bins"]))?;
     run(Command::new(target_dir().join("release/bulwark-callgrind")).args(rest))
+}
+
+/// The instruction counts of plain forwarding and the policy path against their budgets
+/// in benches/instructions.json: a change that makes a request dearer fails here, on any
+/// machine (counts, unlike times, repeat).
+fn instruction_budget() -> Result<()> {
+    ensure_packages(&["valgrind"])?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "bulwark-proxy",
+        "-p",
+        "bulwark-tests",
+        "-p",
+        "bulwark-benches",
+        "--bins",
+    ]))?;
+    let budgets = root().join("benches/instructions.json");
+    run(Command::new(target_dir().join("release/bulwark-callgrind"))
+        .arg("--check")
+        .arg(budgets))
 }
 
 fn demo(requests: u32) -> Result<()> {

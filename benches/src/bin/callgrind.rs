@@ -5,6 +5,8 @@
 //! requests (start-up and shutdown) are subtracted. `--proxy` measures another build of
 //! the proxy the same way, so two revisions compare in one sitting. `--tool dhat` counts
 //! heap allocations per request the same way (valgrind's DHAT), as repeatable.
+//! `--check FILE` fails when a topology's count is over the budget FILE gives it by more
+//! than its tolerance (`cargo xtask test` checks `benches/instructions.json`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,6 +40,41 @@ struct Args {
     /// `callgrind` (instructions) or `dhat` (heap allocations and bytes allocated).
     #[arg(long, default_value = "callgrind", value_parser = ["callgrind", "dhat"])]
     tool: String,
+    /// Fail when a count passes its budget in this JSON file (`{"tolerance_percent": 5,
+    /// "h1": {"B": 29000, "B2": 36000}}`) by more than the tolerance.
+    #[arg(long)]
+    check: Option<PathBuf>,
+}
+
+/// Instruction budgets per protocol and topology, and how far a run may pass them.
+#[derive(Debug, serde::Deserialize)]
+struct Budgets {
+    tolerance_percent: f64,
+    #[serde(default)]
+    h1: std::collections::BTreeMap<String, f64>,
+    #[serde(default)]
+    h2: std::collections::BTreeMap<String, f64>,
+}
+
+impl Budgets {
+    fn read(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Why `measured` instructions per request fail the budget of `topo`, if they do.
+    fn over(&self, proto: &str, topo: &str, measured: f64) -> Option<String> {
+        let budgets = if proto == "h2" { &self.h2 } else { &self.h1 };
+        let budget = *budgets.get(topo)?;
+        let limit = budget * (1.0 + self.tolerance_percent / 100.0);
+        (measured > limit).then(|| {
+            format!(
+                "{topo} ({proto}) costs {measured:.0} instructions per request, over its budget of {budget:.0} by more than {}% (limit {limit:.0}); if the rise is meant, raise the budget in the same change and say why",
+                self.tolerance_percent
+            )
+        })
+    }
 }
 
 /// Requests of the run that is subtracted: start-up, connection set-up and shutdown.
@@ -52,6 +89,12 @@ fn main() -> Result<()> {
     let proxy = args.proxy.clone().unwrap_or_else(|| bin("bulwark-proxy"));
     ensure!(proxy.exists(), "no proxy binary at {}", proxy.display());
     let dhat = args.tool == "dhat";
+    let budgets = match &args.check {
+        Some(path) if !dhat => Some(Budgets::read(path)?),
+        Some(_) => bail!("--check compares instruction counts: it needs --tool callgrind"),
+        None => None,
+    };
+    let mut failures = Vec::new();
     if dhat {
         println!(
             "| topology | allocations per request | bytes allocated per request |\n|---|---:|---:|"
@@ -80,8 +123,12 @@ fn main() -> Result<()> {
             println!("| {topo} | {:.1} | {:.0} |", per(0), per(1));
         } else {
             println!("| {topo} | {:.0} |", per(0));
+            if let Some(why) = budgets.as_ref().and_then(|b| b.over(&args.proto, topo, per(0))) {
+                failures.push(why);
+            }
         }
     }
+    ensure!(failures.is_empty(), "{}", failures.join("\n"));
     Ok(())
 }
 
