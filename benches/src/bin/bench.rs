@@ -56,6 +56,8 @@ struct Topo {
     /// Proxy processes whose CPU and memory are measured.
     pids: Vec<u32>,
     h2: bool,
+    /// Where HTTP/2 points go, when not `url` (HAProxy's h2c frontend).
+    h2_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -220,6 +222,7 @@ fn mesh_tls_hop(mesh: &mut Mesh, path: &str, ca: &MeshCa) -> Result<Topo> {
         url: format!("http://{}:8080{path}", srv.ip),
         pids,
         h2: true,
+        h2_url: None,
     })
 }
 
@@ -284,6 +287,7 @@ fn setup(
             url: direct.clone(),
             pids: vec![],
             h2: true,
+            h2_url: None,
         },
         Topo {
             key: "B",
@@ -292,6 +296,7 @@ fn setup(
             url: direct.clone(),
             pids: vec![bpid],
             h2: true,
+            h2_url: None,
         },
         Topo {
             key: "B2",
@@ -300,6 +305,7 @@ fn setup(
             url: direct.clone(),
             pids: vec![bppid],
             h2: true,
+            h2_url: None,
         },
         Topo {
             key: "BW2",
@@ -308,6 +314,7 @@ fn setup(
             url: direct.clone(),
             pids: vec![bwpid],
             h2: true,
+            h2_url: None,
         },
         Topo {
             key: "C",
@@ -316,6 +323,7 @@ fn setup(
             url: format!("http://{}:8080{path}", srvm.ip),
             pids: vec![cpid, spid],
             h2: true,
+            h2_url: None,
         },
     ];
     topos.push(mesh_tls_hop(mesh, &path, ca)?);
@@ -329,6 +337,7 @@ fn setup(
             url: direct.clone(),
             pids: vec![pid],
             h2: true,
+            h2_url: None,
         });
         let b20 = mesh.pod("b20")?;
         let policy = [
@@ -343,6 +352,7 @@ fn setup(
             url: direct.clone(),
             pids: vec![pid],
             h2: true,
+            h2_url: None,
         });
     }
     let dir = std::env::temp_dir().join(format!("bulwark-bench-{}", std::process::id()));
@@ -354,8 +364,9 @@ fn setup(
             &cfg,
             format!(
                 "global\n  nbthread 1\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
-             frontend fe\n  bind 127.0.0.1:9000\n  default_backend be\nbackend be\n  http-reuse always\n  server s1 {}:8080\n",
-                srv.ip
+             frontend fe\n  bind 127.0.0.1:9000\n  default_backend be\nbackend be\n  http-reuse always\n  server s1 {ip}:8080\n\
+             frontend fe2\n  bind 127.0.0.1:9002 proto h2\n  default_backend be2\nbackend be2\n  http-reuse always\n  server s1 {ip}:8080 proto h2\n",
+                ip = srv.ip
             ),
         )?;
         let args = ["-db".into(), "-f".into(), cfg.into_os_string()];
@@ -365,7 +376,7 @@ fn setup(
             ("D1", "HAProxy, one hop"),
             "haproxy",
             &args,
-            9000,
+            (9000, Some(9002)),
             &path,
         )?);
     }
@@ -396,7 +407,7 @@ fn setup(
             ("D2", "nginx, one hop"),
             "nginx",
             &args,
-            9001,
+            (9001, None),
             &path,
         )?);
     }
@@ -411,7 +422,7 @@ fn reference(
     (key, name): (&'static str, &'static str),
     program: &str,
     args: &[std::ffi::OsString],
-    port: u16,
+    (port, h2_port): (u16, Option<u16>),
     path: &str,
 ) -> Result<Topo> {
     let mut c = pinned(&pod, "1", program);
@@ -424,15 +435,20 @@ fn reference(
         client: pod,
         url: format!("http://127.0.0.1:{port}{path}"),
         pids: vec![pid],
-        h2: false,
+        h2: h2_port.is_some(),
+        h2_url: h2_port.map(|p| format!("http://127.0.0.1:{p}{path}")),
     })
 }
 
 fn run_load(topo: &Topo, p: &Point, seconds: f64, warmup: f64) -> Result<Report> {
     let mut c = pinned(&topo.client, "0", bin("bulwark-loadgen"));
+    let url = match (&topo.h2_url, p.proto) {
+        (Some(u), "h2") => u,
+        _ => &topo.url,
+    };
     c.args([
         "--url",
-        &topo.url,
+        url,
         "--proto",
         p.proto,
         "--connections",

@@ -123,7 +123,10 @@ fn main() -> Result<()> {
             println!("| {topo} | {:.1} | {:.0} |", per(0), per(1));
         } else {
             println!("| {topo} | {:.0} |", per(0));
-            if let Some(why) = budgets.as_ref().and_then(|b| b.over(&args.proto, topo, per(0))) {
+            if let Some(why) = budgets
+                .as_ref()
+                .and_then(|b| b.over(&args.proto, topo, per(0)))
+            {
                 failures.push(why);
             }
         }

@@ -102,7 +102,10 @@ impl<B: SendBody> Endpoint<B> {
         match self.settings.version {
             Version::Http1 => self.send_h1(req).await,
             Version::Http2 => {
-                let mut tx = self.h2_sender().await?;
+                let mut tx = match self.open_h2() {
+                    Some(tx) => tx,
+                    None => Box::pin(self.dial_h2()).await?,
+                };
                 let resp = tx.send_request(req).await.map_err(|e| error_of(&e))?;
                 Ok(resp.map(UpstreamBody::passthrough))
             }
@@ -117,9 +120,12 @@ impl<B: SendBody> Endpoint<B> {
         mut req: Request<B>,
     ) -> Result<Response<UpstreamBody<B>>, Error> {
         loop {
+            // Dialling is boxed: its futures (TCP, mesh TLS, the handshake) are large, and
+            // inline they would grow every request's future, which is moved and, on
+            // HTTP/2, copied into a task per stream.
             let (mut tx, reused) = match self.checkout() {
                 Some(tx) => (tx, true),
-                None => (self.dial_h1().await?, false),
+                None => (Box::pin(self.dial_h1()).await?, false),
             };
             if tx.ready().await.is_err() {
                 if reused {
@@ -189,11 +195,9 @@ impl<B: SendBody> Endpoint<B> {
         lock(&self.idle).len()
     }
 
-    /// The shared HTTP/2 connection, dialled when there is none or it closed.
-    async fn h2_sender(&self) -> Result<http2::SendRequest<B>, Error> {
-        if let Some(tx) = self.open_h2() {
-            return Ok(tx);
-        }
+    /// A new shared HTTP/2 connection, when there is none or it closed; requests that
+    /// find a dial under way wait for it.
+    async fn dial_h2(&self) -> Result<http2::SendRequest<B>, Error> {
         let _dialling = self.h2_dial.lock().await;
         if let Some(tx) = self.open_h2() {
             return Ok(tx);
