@@ -475,9 +475,11 @@ fn instruction_budget() -> Result<()> {
         "--bins",
     ]))?;
     let budgets = root().join("benches/instructions.json");
-    run(Command::new(target_dir().join("release/bulwark-callgrind"))
-        .arg("--check")
-        .arg(budgets))
+    let tool = target_dir().join("release/bulwark-callgrind");
+    run(Command::new(&tool).arg("--check").arg(&budgets))?;
+    run(Command::new(&tool)
+        .args(["--proto", "h2", "--requests", "10000", "--check"])
+        .arg(&budgets))
 }
 
 fn demo(requests: u32) -> Result<()> {
