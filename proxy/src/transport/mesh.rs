@@ -20,7 +20,6 @@ use std::time::Duration;
 use bulwark_identity::SpiffeId;
 use bulwark_identity::tls::{self, CertStore, SharedBundle};
 use bytes::{Bytes, BytesMut};
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -285,15 +284,6 @@ impl Stream {
     /// Whether the connection is mesh TLS.
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
-    }
-}
-
-impl Connection for Stream {
-    fn connected(&self) -> Connected {
-        match self {
-            Stream::Plain(s) => s.connected(),
-            Stream::Tls(s) => s.get_ref().0.connected(),
-        }
     }
 }
 
