@@ -171,13 +171,6 @@ impl Hop {
             };
             return Err((p, kind.into()));
         }
-        if version == Version::Http1 && req.uri().authority().is_some() {
-            // An absolute-form target wins over `Host` (RFC 9112 §3.2.2): the upstream is
-            // told the authority the proxy routed and labelled the request by.
-            if let Ok(v) = http::HeaderValue::from_str(&authority) {
-                req.headers_mut().insert(http::header::HOST, v);
-            }
-        }
         let upgrade = match version {
             Version::Http1 => headers::upgrade_protocol(req.headers()),
             Version::Http2 => None,
@@ -195,13 +188,17 @@ impl Hop {
                     headers::absolute_uri(std::mem::take(req.uri_mut()), &authority, dst);
             }
             Version::Http1 => {
-                if req.method() != http::Method::CONNECT {
-                    *req.uri_mut() = headers::origin_form(std::mem::take(req.uri_mut()));
-                }
-                if !req.headers().contains_key(http::header::HOST)
+                // An absolute-form target wins over `Host` (RFC 9112 §3.2.2), and a request
+                // without one (HTTP/1.0) gets it: the upstream is told the authority the
+                // proxy routed and labelled the request by.
+                let absolute = req.uri().authority().is_some();
+                if (absolute || !req.headers().contains_key(http::header::HOST))
                     && let Ok(v) = http::HeaderValue::from_str(&authority)
                 {
                     req.headers_mut().insert(http::header::HOST, v);
+                }
+                if req.method() != http::Method::CONNECT {
+                    *req.uri_mut() = headers::origin_form(std::mem::take(req.uri_mut()));
                 }
             }
         }
