@@ -247,6 +247,22 @@ async fn next(
         .expect("open")
 }
 
+/// The next message opens a stream.
+async fn expect_hello(seen: &mut mpsc::UnboundedReceiver<proxy_message::Message>) {
+    let m = next(seen).await;
+    assert!(matches!(m, proxy_message::Message::Hello(_)), "{m:?}");
+}
+
+/// A stream opens and the proxy ACKs snapshot `version`.
+async fn hello_then_ack(seen: &mut mpsc::UnboundedReceiver<proxy_message::Message>, version: u64) {
+    expect_hello(seen).await;
+    let m = next(seen).await;
+    assert!(
+        matches!(&m, proxy_message::Message::Ack(a) if a.version == version),
+        "{m:?}"
+    );
+}
+
 #[tokio::test]
 async fn acks_nacks_keeps_the_last_good_snapshot_and_reconnects() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -323,11 +339,7 @@ async fn acks_nacks_keeps_the_last_good_snapshot_and_reconnects() {
     // The stream ends (the control plane went away): the proxy keeps its snapshot (static
     // stability), reconnects by itself, and applies what the next stream sends.
     assert_eq!(shared.load().version, 1);
-    assert!(matches!(
-        next(&mut seen).await,
-        proxy_message::Message::Hello(_)
-    ));
-    assert!(matches!(next(&mut seen).await, proxy_message::Message::Ack(a) if a.version == 3));
+    hello_then_ack(&mut seen, 3).await;
     assert_eq!(shared.load().version, 3);
     drain.signal();
     let _ = tokio::time::timeout(Duration::from_secs(5), client).await;
@@ -375,11 +387,7 @@ async fn destinations_without_a_target_are_reported_once_and_again_on_a_new_stre
     ));
     let dst: std::net::SocketAddr = "10.96.0.20:80".parse().unwrap();
     // A file-mode control plane discovers nothing: a miss is not noted.
-    assert!(matches!(
-        next(&mut seen).await,
-        proxy_message::Message::Hello(_)
-    ));
-    assert!(matches!(next(&mut seen).await, proxy_message::Message::Ack(a) if a.version == 1));
+    hello_then_ack(&mut seen, 1).await;
     assert!(
         shared
             .load()
@@ -388,11 +396,7 @@ async fn destinations_without_a_target_are_reported_once_and_again_on_a_new_stre
     );
     assert_eq!(shared.load().interest.since(0).2, 0);
     // One that does: the miss is reported, by address and by host name.
-    assert!(matches!(
-        next(&mut seen).await,
-        proxy_message::Message::Hello(_)
-    ));
-    assert!(matches!(next(&mut seen).await, proxy_message::Message::Ack(a) if a.version == 2));
+    hello_then_ack(&mut seen, 2).await;
     assert!(
         shared
             .load()
@@ -402,10 +406,7 @@ async fn destinations_without_a_target_are_reported_once_and_again_on_a_new_stre
     assert!(shared.load().lookup(dst, Some("api.billing.svc")).is_none());
     assert_eq!(shared.load().interest.since(0).2, 2, "noted once");
     // That stream ended after its ACK; the next one repeats every report at its start.
-    assert!(matches!(
-        next(&mut seen).await,
-        proxy_message::Message::Hello(_)
-    ));
+    expect_hello(&mut seen).await;
     match next(&mut seen).await {
         proxy_message::Message::Interest(i) => {
             assert_eq!(i.addresses, ["10.96.0.20:80"]);
