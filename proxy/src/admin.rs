@@ -23,6 +23,7 @@ use crate::identity::Identity;
 use crate::inbound::authz::Journal;
 use crate::inbound::callers::Callers;
 use crate::lock::lock;
+use crate::metrics::encode::{Format, to_openmetrics};
 use crate::metrics::{Metrics, ProcessStats};
 use crate::outbound::registry::Registry;
 use crate::snapshot::SharedSnapshot;
@@ -167,7 +168,10 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
     }
     match path {
         "/metrics" => {
-            let mut text = s.metrics.render(
+            let accept = req.headers().get(header::ACCEPT);
+            let format = Format::from_accept(accept.and_then(|v| v.to_str().ok()));
+            let mut text = s.metrics.render_as(
+                format,
                 &s.learner.learned(Instant::now()),
                 &ProcessStats::read(),
                 &s.registry.gauges(),
@@ -180,16 +184,16 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
             }
             s.journal.render(&mut text);
             s.callers.render(&mut text);
-            reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                text,
-            )
+            if format == Format::OpenMetrics {
+                text = to_openmetrics(&text);
+            }
+            reply(StatusCode::OK, format.content_type(), text)
         }
         "/stats" => json(
             StatusCode::OK,
             &serde_json::json!({
                 "latency": s.metrics.stats(),
+                "requests": s.metrics.request_counts(),
                 "process": ProcessStats::read(),
                 "learned_opaque_ports": s.learner.learned(Instant::now()),
                 "connections_open": {

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::discovery;
 use crate::drain::Drain;
 use crate::http::Hop;
+use crate::http::access_log::AccessLog;
 use crate::inbound::Inbound;
 use crate::inbound::authz::Journal;
 use crate::inbound::callers::Callers;
@@ -170,8 +171,14 @@ pub async fn run(
         }),
     ));
     let pools = Arc::new(Pools::new(cfg.http.clone(), cfg.tcp.clone(), mesh.clone()));
+    let access_log = AccessLog::start(
+        cfg.http.access_log,
+        cfg.http.access_log_sample,
+        metrics.clone(),
+    );
     let hop = |direction| Hop {
         direction,
+        access_log: access_log.clone(),
         metrics: metrics.clone(),
         pools: pools.clone(),
         mesh: mesh.clone(),

@@ -97,6 +97,16 @@ pub(crate) struct RunArgs {
     /// The control plane's namespace (part of the identity it must prove).
     #[arg(long, env = "BULWARK_CONTROL_PLANE_NAMESPACE", default_value = config::DEFAULT_CONTROL_PLANE_NAMESPACE)]
     pub(crate) control_plane_namespace: String,
+    /// When a request without `x-request-id` gets one (a random UUID), so one request's
+    /// hops can be found in the logs: `auto` (while the access log is on), `on` or `off`.
+    #[arg(long, env = "BULWARK_REQUEST_ID", value_enum, default_value_t = config::RequestId::Auto)]
+    pub(crate) request_id: config::RequestId,
+    /// The access log on stdout: `off`, `text` (key=value) or `json`, one line per request.
+    #[arg(long, env = "BULWARK_ACCESS_LOG", value_enum, default_value_t = config::AccessLogFormat::Off)]
+    pub(crate) access_log: config::AccessLogFormat,
+    /// Log one request in this many (1: every request).
+    #[arg(long, env = "BULWARK_ACCESS_LOG_SAMPLE", default_value_t = config::DEFAULT_ACCESS_LOG_SAMPLE)]
+    pub(crate) access_log_sample: u32,
     /// Enable POST /shutdown on the admin port (accepted from loopback only).
     #[arg(long, env = "BULWARK_ADMIN_SHUTDOWN", default_value_t = false, action = ArgAction::Set)]
     pub(crate) admin_shutdown: bool,
@@ -240,6 +250,9 @@ impl RunArgs {
         c.http.header_read_timeout = self.header_read_timeout.0;
         c.http.max_header_bytes = self.max_header_bytes;
         c.http.max_headers = self.max_headers;
+        c.http.request_id = self.request_id;
+        c.http.access_log = self.access_log;
+        c.http.access_log_sample = self.access_log_sample;
         c.http.h2_max_concurrent_streams = self.h2_max_concurrent_streams;
         c.http.h2_max_pending_resets = self.h2_max_pending_resets;
         c.http.h2_max_local_error_resets = self.h2_max_local_error_resets;

@@ -85,6 +85,11 @@ pub const DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT: usize = 32;
 pub const DEFAULT_POOL_MAX_ENDPOINTS: usize = 1024;
 /// Distinct authority label values in metrics; the rest are counted under `other`.
 pub const DEFAULT_METRICS_MAX_AUTHORITIES: usize = 256;
+/// One access-log line per this many requests (1: every request).
+pub const DEFAULT_ACCESS_LOG_SAMPLE: u32 = 1;
+/// Access-log lines waiting for the writer; past it lines are dropped (and counted), so a
+/// slow log reader never holds up requests.
+pub const ACCESS_LOG_QUEUE: usize = 4096;
 /// Endpoints one policy snapshot may name. Each costs run-time state (latency, outlier
 /// state), a connection pool when used, and metric series; 10,000 is far beyond what one
 /// workload calls, and bounds what a mistaken policy generator can make a proxy hold.
@@ -234,6 +239,39 @@ pub struct HttpConfig {
     pub pool_max_idle_per_endpoint: usize,
     /// Endpoints with a live pool.
     pub pool_max_endpoints: usize,
+    /// When a request without `x-request-id` gets one.
+    pub request_id: RequestId,
+    /// The access log: off, or its format.
+    pub access_log: AccessLogFormat,
+    /// One access-log line per this many requests.
+    pub access_log_sample: u32,
+}
+
+/// When the proxy gives a request without `x-request-id` one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestId {
+    /// While the access log is on: the id is what ties one request's lines on each hop
+    /// together, and without a reader it costs 3–5 % of a hop (see docs/benchmarks.md).
+    Auto,
+    /// Always.
+    #[value(alias = "true")]
+    On,
+    /// Never.
+    #[value(alias = "false")]
+    Off,
+}
+
+/// How the access log is written (to stdout, one line per request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// No access log.
+    Off,
+    /// `key=value` fields, space-separated (docs/operations.md lists them).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// DNS for hostname endpoints.
@@ -296,6 +334,9 @@ impl Default for Config {
                 pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
                 pool_max_idle_per_endpoint: DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT,
                 pool_max_endpoints: DEFAULT_POOL_MAX_ENDPOINTS,
+                request_id: RequestId::Auto,
+                access_log: AccessLogFormat::Off,
+                access_log_sample: DEFAULT_ACCESS_LOG_SAMPLE,
             },
             metrics_max_authorities: DEFAULT_METRICS_MAX_AUTHORITIES,
             max_policy_endpoints: DEFAULT_MAX_POLICY_ENDPOINTS,
@@ -347,6 +388,7 @@ impl Config {
                 self.http.h2_flood.max_premature_resets == 0,
             ),
             ("--pool-max-endpoints", self.http.pool_max_endpoints == 0),
+            ("--access-log-sample", self.http.access_log_sample == 0),
             (
                 "--metrics-max-authorities",
                 self.metrics_max_authorities == 0,

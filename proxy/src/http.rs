@@ -6,6 +6,7 @@
 //! head, the direction decides where the request goes and sends it, [`Hop::finish`]
 //! records it and hands the response (or the proxy's error) back downstream.
 
+pub mod access_log;
 pub mod activity;
 pub mod body;
 pub mod h2_guard;
@@ -13,6 +14,7 @@ pub mod headers;
 pub mod replay;
 pub mod respond;
 pub mod server;
+pub mod trace;
 pub mod upgrade;
 
 use std::future::Future;
@@ -23,15 +25,17 @@ use std::time::Duration;
 use bulwark_identity::SpiffeId;
 use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
+use self::access_log::{AccessLog, Pending};
 use self::activity::Open;
-use self::body::{BodyEnd, Hold, ProxyBody};
-use crate::config::{HttpConfig, TcpConfig};
+use self::body::{BodyEnd, ClientBody, Hold, ProxyBody};
+use crate::config::{HttpConfig, RequestId, TcpConfig};
 use crate::drain::Drain;
 use crate::error::{Error, Kind};
+use crate::metrics::requests::{AfterTally, AuthorityStats, RouteLabel, Tally, TraceId};
 use crate::metrics::{Direction, Metrics};
 use crate::pool::{Pools, UpstreamBody, Version};
 use crate::transport::mesh::MeshTls;
@@ -53,6 +57,8 @@ pub struct Hop {
     pub limits: HttpConfig,
     /// Connect timeout and idle timeout (of tunnels).
     pub tcp: TcpConfig,
+    /// The access log, when on.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// What [`Hop::prepare`] read from a request head.
@@ -68,6 +74,23 @@ pub struct Prepared {
     pub start: Instant,
     /// Holds the request open on its connection until the response body ends.
     pub open: Open,
+    /// The counters of its authority.
+    pub stats: Arc<AuthorityStats>,
+    /// The trace it is part of, if its headers say.
+    pub trace: Option<TraceId>,
+    /// Its access-log line, if it is one to log.
+    pub log: Option<Box<Pending>>,
+}
+
+/// Who answered a forwarded request (the access log's fields).
+#[derive(Debug, Clone, Copy)]
+pub struct Served {
+    /// The endpoint whose response it is.
+    pub endpoint: SocketAddr,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+    /// Whether a hedged attempt was sent.
+    pub hedged: bool,
 }
 
 /// An upstream response with what must outlive its body.
@@ -83,55 +106,24 @@ pub struct Forwarded {
     pub hold: Option<Hold>,
     /// Told how the body ended.
     pub on_end: Option<Box<dyn BodyEnd>>,
+    /// Who answered.
+    pub served: Option<Served>,
 }
 
 impl Forwarded {
-    /// A response with nothing attached.
-    pub fn plain(resp: Response<UpstreamBody>) -> Self {
+    /// A response from `endpoint`, first try, with nothing attached.
+    pub fn plain(resp: Response<UpstreamBody>, endpoint: SocketAddr) -> Self {
         Self {
             resp,
             deadline: None,
             idle: None,
             hold: None,
             on_end: None,
-        }
-    }
-}
-
-/// Counts a gRPC call's status when its body ends, then tells whoever else waits for it
-/// (the engine's outlier accounting).
-#[derive(Debug)]
-struct GrpcStatusCount {
-    metrics: Arc<Metrics>,
-    direction: Direction,
-    authority: String,
-    next: Option<Box<dyn BodyEnd>>,
-}
-
-impl BodyEnd for GrpcStatusCount {
-    /// A missing `grpc-status` is UNKNOWN, as gRPC clients read it.
-    fn trailers(self: Box<Self>, trailers: &http::HeaderMap) {
-        let code = headers::grpc_status_at_end(trailers);
-        self.metrics
-            .record_grpc(self.direction, &self.authority, Some(code));
-        if let Some(n) = self.next {
-            n.trailers(trailers);
-        }
-    }
-
-    fn no_trailers(self: Box<Self>) {
-        self.metrics
-            .record_grpc(self.direction, &self.authority, Some(headers::GRPC_UNKNOWN));
-        if let Some(n) = self.next {
-            n.no_trailers();
-        }
-    }
-
-    fn failed(self: Box<Self>) {
-        self.metrics
-            .record_grpc(self.direction, &self.authority, None);
-        if let Some(n) = self.next {
-            n.failed();
+            served: Some(Served {
+                endpoint,
+                attempts: 1,
+                hedged: false,
+            }),
         }
     }
 }
@@ -152,6 +144,8 @@ impl Hop {
         let start = Instant::now();
         let authority = headers::authority_of(req).unwrap_or_else(|| dst.to_string());
         let grpc = headers::is_grpc(req.headers());
+        let stats = self.metrics.authority(&authority);
+        let trace = trace::trace_id(req.headers());
         let refused = if let Some(doubt) = headers::framing_doubt(req.headers()) {
             tracing::info!(%dst, %authority, doubt, "request refused: its framing is in doubt");
             Some(Kind::MalformedRequest)
@@ -168,6 +162,9 @@ impl Hop {
                 upgrade: None,
                 start,
                 open,
+                stats,
+                trace,
+                log: self.pending_log(req),
             };
             return Err((p, kind.into()));
         }
@@ -176,6 +173,10 @@ impl Hop {
             Version::Http2 => None,
         };
         headers::strip_hop_by_hop(req.headers_mut());
+        if self.adds_request_id() {
+            trace::ensure_request_id(req.headers_mut());
+        }
+        let log = self.pending_log(req);
         let upgrade = upgrade.map(|proto| {
             req.headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -208,55 +209,87 @@ impl Hop {
             upgrade,
             start,
             open,
+            stats,
+            trace,
+            log,
         })
     }
 
+    /// Whether a request without `x-request-id` gets one.
+    fn adds_request_id(&self) -> bool {
+        match self.limits.request_id {
+            RequestId::On => true,
+            RequestId::Off => false,
+            RequestId::Auto => self.access_log.is_some(),
+        }
+    }
+
+    /// The access-log line of `req`, if the log is on and this request is one to log.
+    fn pending_log<B>(&self, req: &Request<B>) -> Option<Box<Pending>> {
+        let log = self.access_log.as_ref().filter(|l| l.sampled())?;
+        Some(Box::new(Pending::new(log.clone(), self.direction, req)))
+    }
+
+    /// The request with its body counted for its authority (and its log line).
+    pub fn client_body(&self, p: &Prepared, req: Request<Incoming>) -> Request<ClientBody> {
+        // A body known to be empty (most GETs) has no bytes to count.
+        let stats = (!req.body().is_end_stream()).then(|| (p.stats.clone(), self.direction));
+        let logged = p.log.as_ref().map(|l| l.request_bytes.clone());
+        req.map(|b| ClientBody::counted(b, stats, logged))
+    }
+
     /// Records the request and turns what forwarding came to into the downstream response:
-    /// the proxy's error response, or the upstream's with its body timed (and, on 101, the
-    /// upgraded halves joined).
+    /// the proxy's error response, or the upstream's with its body timed and counted when
+    /// it ends (and, on 101, the upgraded halves joined). `route` is the policy route it
+    /// took, if any.
     pub fn finish(
         &self,
         p: Prepared,
         dst: SocketAddr,
+        route: Option<Arc<RouteLabel>>,
         result: Result<Forwarded, Error>,
     ) -> Response<ProxyBody> {
         let d = self.direction;
+        let mut log = p.log;
+        if let Some(l) = &mut log {
+            l.entry.authority.clone_from(&p.authority);
+        }
         let f = match result {
             Ok(f) => f,
             Err(e) => {
                 self.metrics.error(d, e.kind);
-                self.metrics.record_request(
-                    d,
-                    &p.authority,
-                    e.status().as_u16(),
-                    p.start.elapsed(),
-                );
+                let status = e.status().as_u16();
+                p.stats
+                    .record_latency(d, status, p.start.elapsed(), p.trace.as_ref());
                 tracing::info!(%dst, authority = %p.authority, reason = e.reason(), side = ?e.side, "request failed");
-                if p.grpc {
-                    self.metrics
-                        .record_grpc(d, &p.authority, Some(e.grpc_status()));
+                if let Some(l) = &mut log {
+                    (l.entry.status, l.entry.error) = (status, Some(e.reason()));
                 }
+                let then = log.map(|l| l as Box<dyn AfterTally>);
+                let mut tally = Tally::new(p.stats, d, status, p.grpc, route).then(then);
+                tally.end(Some(e.grpc_status()));
                 return respond::error_response(&e, p.grpc);
             }
         };
         let mut resp = f.resp;
-        self.metrics
-            .record_request(d, &p.authority, resp.status().as_u16(), p.start.elapsed());
-        let mut on_end = f.on_end;
-        if p.grpc {
+        let status = resp.status().as_u16();
+        p.stats
+            .record_latency(d, status, p.start.elapsed(), p.trace.as_ref());
+        if let Some(l) = &mut log {
+            l.entry.status = status;
+            if let Some(s) = f.served {
+                l.entry.upstream = Some(s.endpoint);
+                (l.entry.attempts, l.entry.hedged) = (s.attempts, s.hedged);
+            }
+        }
+        let then = log.map(|l| l as Box<dyn AfterTally>);
+        let mut tally = Tally::new(p.stats, d, status, p.grpc, route).then(then);
+        if p.grpc
+            && let Some(code) = headers::grpc_status(resp.headers())
+        {
             // Trailers-only (an error before any message): the status is in the headers.
             // Otherwise it comes in the trailers, when the body ends.
-            match headers::grpc_status(resp.headers()) {
-                Some(code) => self.metrics.record_grpc(d, &p.authority, Some(code)),
-                None => {
-                    on_end = Some(Box::new(GrpcStatusCount {
-                        metrics: self.metrics.clone(),
-                        direction: d,
-                        authority: p.authority.clone(),
-                        next: on_end,
-                    }))
-                }
-            }
+            tally.end(Some(code));
         }
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(down) = p.upgrade {
@@ -269,7 +302,11 @@ impl Hop {
         } else {
             headers::strip_hop_by_hop(resp.headers_mut());
         }
-        resp.map(|b| ProxyBody::timed(b, f.deadline, f.idle, f.hold, on_end).held_open(p.open))
+        resp.map(|b| {
+            ProxyBody::timed(b, f.deadline, f.idle, f.hold, f.on_end)
+                .held_open(p.open)
+                .tallied(tally)
+        })
     }
 
     /// One attempt straight to `dst` with the proxy's own limits: what a request with no
@@ -277,7 +314,7 @@ impl Hop {
     /// at once; the future only waits for the answer.
     pub fn passthrough(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         version: Version,
         dst: SocketAddr,
         peer: Option<&SpiffeId>,
@@ -287,6 +324,6 @@ impl Hop {
         let sent = self
             .pools
             .send(dst, version, self.tcp.connect_timeout, peer, owner, req);
-        async move { sent.await.map(Forwarded::plain) }
+        async move { sent.await.map(|r| Forwarded::plain(r, dst)) }
     }
 }

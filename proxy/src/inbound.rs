@@ -29,7 +29,7 @@ use self::mode::{Admission, Arrival};
 use self::probes::Probes;
 use crate::accept::{Conn, Room};
 use crate::error::Kind;
-use crate::http::{Hop, server};
+use crate::http::{Hop, Prepared, server};
 use crate::pool::Version;
 use crate::snapshot::SharedSnapshot;
 use crate::tcp;
@@ -71,6 +71,14 @@ struct Caller {
     addr: SocketAddr,
     id: Option<Arc<str>>,
     requests: Arc<AtomicU64>,
+}
+
+/// The caller's identity goes on the request's access-log line.
+fn with_client_id(mut p: Prepared, caller: &Caller) -> Prepared {
+    if let Some(l) = &mut p.log {
+        l.entry.client_id.clone_from(&caller.id);
+    }
+    p
 }
 
 impl Inbound {
@@ -177,14 +185,18 @@ impl Inbound {
             caller.requests.fetch_add(1, Ordering::Relaxed);
             let verdict = this.verdict(gate, &caller, dst, &req);
             async move {
-                let resp = match this.hop.prepare(&mut req, version, dst, open) {
-                    Ok(p) if let Err(kind) = verdict => this.hop.finish(p, dst, Err(kind.into())),
+                let prepared = this.hop.prepare(&mut req, version, dst, open);
+                let resp = match prepared.map(|p| with_client_id(p, &caller)) {
+                    Ok(p) if let Err(kind) = verdict => {
+                        this.hop.finish(p, dst, None, Err(kind.into()))
+                    }
                     Ok(p) => {
                         tell_client_id(req.headers_mut(), caller.id.as_deref());
+                        let req = this.hop.client_body(&p, req);
                         let result = this.hop.passthrough(req, version, dst, None, None).await;
-                        this.hop.finish(p, dst, result)
+                        this.hop.finish(p, dst, None, result)
                     }
-                    Err((p, e)) => this.hop.finish(p, dst, Err(e)),
+                    Err((p, e)) => this.hop.finish(p, dst, None, Err(e)),
                 };
                 Ok::<_, Infallible>(resp)
             }

@@ -7,18 +7,20 @@ pub mod encode;
 mod labels;
 pub mod latency;
 pub mod process;
+pub mod requests;
 pub mod resilience;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use self::labels::ByAuthority;
-use self::latency::{LatencyStats, MAX_TRACKED_US, Series, class_index, each_series};
+use self::latency::{LatencyStats, each_series};
 pub use self::process::ProcessStats;
+use self::requests::{AuthorityStats, RequestCount};
 pub use self::resilience::Resilience;
 use crate::error::Kind;
 use crate::lock::lock;
@@ -135,16 +137,16 @@ pub struct TargetGauges {
 /// All of the proxy's counters. Shared by every task behind an `Arc`.
 #[derive(Debug)]
 pub struct Metrics {
-    /// Latency series per authority, each behind its own lock.
-    requests: ByAuthority<Mutex<Series>>,
+    /// Latency series, request counts, gRPC outcomes and bytes per authority.
+    requests: ByAuthority<AuthorityStats>,
     directions: [DirectionCounters; 2],
     errors: Mutex<HashMap<(Direction, Kind), u64>>,
     limited: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    /// Per authority, per direction, per outcome.
-    grpc: ByAuthority<[[AtomicU64; GRPC_OUTCOMES]; 2]>,
     resilience: Mutex<BTreeMap<(Resilience, String, &'static str), u64>>,
     /// The discovery client's state.
     pub discovery: DiscoveryCounters,
+    /// Access-log lines dropped because the writer fell behind.
+    pub access_log_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -155,14 +157,20 @@ impl Metrics {
             directions: Default::default(),
             errors: Mutex::new(HashMap::new()),
             limited: Mutex::new(BTreeMap::new()),
-            grpc: ByAuthority::new(max_authorities),
             resilience: Mutex::new(BTreeMap::new()),
             discovery: DiscoveryCounters::default(),
+            access_log_dropped: AtomicU64::new(0),
         }
     }
 
-    /// Records one request's time to response headers. Past `max_authorities` distinct
-    /// authorities (or for one longer than 255 bytes) the request counts under `other`.
+    /// The counters of `authority`: what one request records into. Past `max_authorities`
+    /// distinct authorities (or for one longer than 255 bytes) they are those of `other`.
+    pub fn authority(&self, authority: &str) -> Arc<AuthorityStats> {
+        self.requests.get(authority)
+    }
+
+    /// Records one request's time to response headers (a shorthand of [`Self::authority`]
+    /// and [`AuthorityStats::record_latency`]).
     pub fn record_request(
         &self,
         direction: Direction,
@@ -170,10 +178,9 @@ impl Metrics {
         status: u16,
         latency: Duration,
     ) {
-        let slot = direction.index() * 5 + class_index(status);
-        let us = (latency.as_micros() as u64).clamp(1, MAX_TRACKED_US);
-        self.requests
-            .with(authority, |series| lock(series).record(slot, us));
+        self.requests.with(authority, |a| {
+            a.record_latency(direction, status, latency, None)
+        });
     }
 
     /// Counts a connection accepted and handed to `protocol`.
@@ -215,16 +222,17 @@ impl Metrics {
     }
 
     /// Counts how a gRPC call ended, by its status (`None`: the stream failed before one
-    /// came). Authorities are bounded as the request series are.
+    /// came), in `bulwark_grpc_responses_total` alone; a request's [`requests::Tally`]
+    /// counts it there and in `bulwark_requests_total`.
+    #[cfg(test)]
     pub fn record_grpc(&self, direction: Direction, authority: &str, status: Option<u32>) {
-        let i = match status {
-            Some(code) if code <= 16 => code as usize,
-            Some(_) => crate::http::headers::GRPC_UNKNOWN as usize, // not a gRPC code
-            None => GRPC_OUTCOMES - 1,
+        let label = match status {
+            Some(code) if code <= 16 => code as u8,
+            Some(_) => crate::http::headers::GRPC_UNKNOWN as u8, // not a gRPC code
+            None => requests::GRPC_RESET,
         };
-        self.grpc.with(authority, |counts| {
-            counts[direction.index()][i].fetch_add(1, Ordering::Relaxed);
-        });
+        self.requests
+            .with(authority, |a| a.count_grpc(direction, label));
     }
 
     /// Counts an RST_STREAM from an HTTP/2 client.
@@ -292,6 +300,18 @@ impl Metrics {
                 max_ms: ms(l.hist.max()),
             })
         });
+        rows
+    }
+
+    /// `bulwark_requests_total` as rows, sorted by authority.
+    pub fn request_counts(&self) -> Vec<RequestCount> {
+        let mut rows = Vec::new();
+        for (authority, a) in self.requests.sorted() {
+            let s = lock(&a.series);
+            for (key, n) in &s.counts {
+                rows.push(RequestCount::new(&authority, key, *n));
+            }
+        }
         rows
     }
 }

@@ -46,7 +46,7 @@ use crate::accept::{Conn, Room};
 use crate::error::Error;
 use crate::http::activity::Open;
 use crate::http::body::AttemptBody;
-use crate::http::body::{BodyEnd, Hold, ProxyBody};
+use crate::http::body::{BodyEnd, ClientBody, Hold, ProxyBody};
 use crate::http::{Forwarded, Hop, server};
 use crate::pool::{Pools, UpstreamBody, Version};
 use crate::snapshot::{SharedSnapshot, Snapshot};
@@ -74,7 +74,7 @@ pub struct PooledUpstream<'a> {
     pub snapshot: &'a Snapshot,
 }
 
-impl Upstream<Incoming> for PooledUpstream<'_> {
+impl Upstream<ClientBody> for PooledUpstream<'_> {
     type Body = UpstreamBody;
 
     /// Hands the request to the pool at once (no future of its own to move it through).
@@ -103,11 +103,15 @@ impl Outbound {
     ) -> Response<ProxyBody> {
         let p = match self.hop.prepare(&mut req, version, dst, open) {
             Ok(p) => p,
-            Err((p, e)) => return self.hop.finish(p, dst, Err(e)),
+            Err((p, e)) => return self.hop.finish(p, dst, None, Err(e)),
         };
+        let req = self.hop.client_body(&p, req);
         let snapshot = self.snapshot.load();
+        let mut route = None;
         let result = match snapshot.lookup(dst, Some(&p.authority)) {
             Some((target, state)) => {
+                let policy = target.request_policy(req.method(), req.uri().path(), req.headers());
+                route = Some(policy.label.clone());
                 let upstream = PooledUpstream {
                     pools: &self.hop.pools,
                     version,
@@ -119,6 +123,7 @@ impl Outbound {
                     dst,
                     target,
                     state,
+                    policy,
                     grpc: p.grpc,
                     start: p.start,
                     upgrade: p.upgrade.is_some(),
@@ -129,6 +134,7 @@ impl Outbound {
                     idle: r.idle,
                     hold: r.slot.map(|s| Box::new(s) as Hold),
                     on_end: r.pending.map(|o| Box::new(o) as Box<dyn BodyEnd>),
+                    served: Some(r.served),
                 })
             }
             None => {
@@ -137,7 +143,7 @@ impl Outbound {
                 self.hop.passthrough(req, version, dst, peer, owner).await
             }
         };
-        self.hop.finish(p, dst, result)
+        self.hop.finish(p, dst, route, result)
     }
 }
 

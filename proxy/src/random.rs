@@ -4,6 +4,11 @@
 
 /// A random number in [0, 1).
 pub fn unit() -> f64 {
+    (u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// 64 random bits.
+pub fn u64() -> u64 {
     use std::cell::Cell;
     thread_local! {
         static SEED: Cell<u64> = Cell::new(
@@ -21,6 +26,6 @@ pub fn unit() -> f64 {
         x ^= x >> 7;
         x ^= x << 17;
         s.set(x);
-        (x >> 11) as f64 / (1u64 << 53) as f64
+        x
     })
 }

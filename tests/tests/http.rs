@@ -1,6 +1,8 @@
 //! HTTP through real interception: curl, nghttp and h2load in client pods, the test server
 //! behind a second proxy in a server pod.
 
+use std::time::Duration;
+
 use anyhow::Result;
 use bulwark_tests::{Mesh, Pod};
 
@@ -231,6 +233,54 @@ fn metrics_parse_with_the_prometheus_parser_and_stats_give_percentiles() -> Resu
         rows.iter()
             .any(|r| r["status_class"] == "5xx" && r["count"] == 1)
     );
+
+    // The request counter by exact status, and the bytes.
+    let authority = format!("{}:8080", server.ip);
+    let counted = |status: &str, class: &str| {
+        client.metric(&format!(
+            "bulwark_requests_total{{direction=\"outbound\",authority=\"{authority}\",target=\"\",route=\"\",status_code=\"{status}\",grpc_status=\"\",classification=\"{class}\"}}"
+        ))
+    };
+    assert_eq!(counted("200", "success")?, Some(50.0));
+    assert_eq!(counted("503", "failure")?, Some(1.0));
+    let sent = client.metric(&format!(
+        "bulwark_response_bytes_total{{direction=\"outbound\",authority=\"{authority}\"}}"
+    ))?;
+    assert!(
+        sent.is_some_and(|b| b >= 50.0 * "hello from server".len() as f64),
+        "{sent:?}"
+    );
+
+    // OpenMetrics when asked: the strict parser takes it, and a traced request's latency
+    // carries its trace id as an exemplar.
+    client.sh_ok(&format!(
+        "curl -s -o /dev/null -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' http://{authority}/"
+    ))?;
+    let out = client.sh_ok(&format!(
+        "curl -s -D /tmp/om-headers -H 'Accept: application/openmetrics-text; version=1.0.0' http://127.0.0.1:5191/metrics | {} {} --openmetrics && grep -i '^content-type' /tmp/om-headers",
+        py.display(),
+        script.display()
+    ))?;
+    assert!(
+        out.contains("application/openmetrics-text; version=1.0.0"),
+        "{out}"
+    );
+    let json_line = out.lines().next().unwrap_or_default();
+    let parsed: serde_json::Value = serde_json::from_str(json_line)?;
+    assert_eq!(
+        parsed["families"]["bulwark_requests"]["type"], "counter",
+        "{out}"
+    );
+    assert_eq!(
+        parsed["families"]["bulwark_request_duration_seconds"]["type"],
+        "histogram"
+    );
+    let traced = parsed["exemplars"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| e["labels"]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(traced, "the traced request is an exemplar: {out}");
     Ok(())
 }
 
@@ -253,6 +303,124 @@ fn connection_failures_are_answered_by_the_proxy_with_a_reason() -> Result<()> {
             "bulwark_proxy_errors_total{direction=\"outbound\",reason=\"connect_refused\"}"
         )?,
         Some(1.0)
+    );
+    Ok(())
+}
+
+#[test]
+fn trace_headers_pass_through_and_a_request_without_an_id_gets_one() -> Result<()> {
+    let mut mesh = Mesh::new("reqid")?;
+    let (client, server) = two_pods(&mut mesh)?;
+    let asking = mesh.pod("asking")?;
+    mesh.proxy(&asking).flag("--request-id", "on").start()?;
+    let url = format!("http://{}:8080/headers", server.ip);
+    let headers = |pod: &Pod, args: &str| -> Result<serde_json::Value> {
+        let out = pod.sh_ok(&format!("curl -sS -m 10 {args} {url}"))?;
+        let seen: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(seen["headers"].clone())
+    };
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let seen = headers(
+        &client,
+        &format!(
+            "-H 'traceparent: {traceparent}' -H 'X-B3-TraceId: 463ac35c9f6413ad' -H 'X-B3-SpanId: a2fb4a1d1a96d312'"
+        ),
+    )?;
+    assert_eq!(seen["traceparent"], traceparent, "{seen}");
+    assert_eq!(seen["x-b3-traceid"], "463ac35c9f6413ad", "{seen}");
+    assert_eq!(seen["x-b3-spanid"], "a2fb4a1d1a96d312", "{seen}");
+    // By default (no access log to read it) neither proxy adds an id.
+    assert!(seen.get("x-request-id").is_none(), "{seen}");
+    // Asked to, the first hop adds one; the server's proxy keeps it.
+    let seen = headers(&asking, "")?;
+    let id = seen["x-request-id"].as_str().unwrap_or_default();
+    assert_eq!(id.len(), 36, "a UUID: {seen}");
+    assert_eq!(&id[14..15], "4", "version 4: {seen}");
+    assert_ne!(
+        headers(&asking, "")?["x-request-id"],
+        id,
+        "one id per request"
+    );
+    // The app's own id is kept.
+    let seen = headers(&asking, "-H 'X-Request-Id: from-the-app'")?;
+    assert_eq!(seen["x-request-id"], "from-the-app", "{seen}");
+    Ok(())
+}
+
+#[test]
+fn the_access_log_has_a_line_per_request_in_json_or_text() -> Result<()> {
+    let mut mesh = Mesh::new("accesslog")?;
+    let client = mesh.pod("client")?;
+    let server = mesh.pod("server")?;
+    mesh.testserver(&server)
+        .http("0.0.0.0:8080")
+        .name("server")
+        .start()?;
+    mesh.proxy(&server).flag("--access-log", "text").start()?;
+    mesh.proxy(&client).flag("--access-log", "json").start()?;
+    let base = format!("http://{}:8080", server.ip);
+    client.sh_ok(&format!(
+        "curl -sS -m 10 -o /dev/null {base}/bytes/1234 && \
+         head -c 1000 /dev/zero | curl -sS -m 10 -o /dev/null --data-binary @- {base}/upload && \
+         curl -sS -m 10 -o /dev/null -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' {base}/status/503"
+    ))?;
+    let json_lines = || -> Vec<serde_json::Value> {
+        mesh.log_of(&format!("proxy-{}", client.ns))
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("duration_ms").is_some())
+            .collect()
+    };
+    bulwark_tests::wait_for("three access-log lines", Duration::from_secs(5), || {
+        Ok(json_lines().len() == 3)
+    })?;
+    let lines = json_lines();
+    let authority = format!("{}:8080", server.ip);
+    let (get, post, failed) = (&lines[0], &lines[1], &lines[2]);
+    assert_eq!(
+        (&get["method"], &get["path"], &get["status"]),
+        (&"GET".into(), &"/bytes/1234".into(), &200.into()),
+        "{get}"
+    );
+    assert_eq!(get["authority"], authority.as_str(), "{get}");
+    assert_eq!(get["direction"], "outbound");
+    assert_eq!(get["response_bytes"], 1234, "{get}");
+    assert_eq!(get["upstream"], authority.as_str(), "{get}");
+    assert_eq!(get["attempts"], 1);
+    assert_eq!(get["hedged"], false);
+    assert!(
+        get["duration_ms"].as_f64().is_some_and(|d| d > 0.0),
+        "{get}"
+    );
+    assert_eq!(get["request_id"].as_str().map(str::len), Some(36), "{get}");
+    assert_eq!(
+        (&post["method"], &post["request_bytes"]),
+        (&"POST".into(), &1000.into()),
+        "{post}"
+    );
+    assert_eq!(failed["status"], 503, "{failed}");
+    assert_eq!(
+        failed["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{failed}"
+    );
+
+    // The server's proxy logs the same requests inbound, as text, with the same ids.
+    let text = mesh.log_of(&format!("proxy-{}", server.ns));
+    let inbound: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("start=") && l.contains("direction=inbound"))
+        .collect();
+    assert_eq!(inbound.len(), 3, "{text}");
+    assert!(
+        inbound[0].contains("method=GET ") && inbound[0].contains(" path=/bytes/1234 status=200 "),
+        "{}",
+        inbound[0]
+    );
+    let id = get["request_id"].as_str().unwrap_or_default();
+    assert!(
+        inbound[0].contains(&format!("request_id={id}")),
+        "{}",
+        inbound[0]
     );
     Ok(())
 }

@@ -89,6 +89,36 @@ fn a_grpc_status_in_the_trailers_counts_against_the_endpoint() -> Result<()> {
         Duration::from_secs(5),
         || Ok(client.metric(&unavailable)? == Some(3.0)),
     )?;
+    // ...and the request counter calls them failures, on the policy's target and route.
+    let (_, stats) = client.admin("/stats")?;
+    let stats: serde_json::Value = serde_json::from_str(&stats)?;
+    let failed: Vec<_> = stats["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["grpc_status"] == "14")
+        .collect();
+    assert_eq!(failed.len(), 1, "{stats}");
+    let r = failed[0];
+    assert_eq!(
+        (
+            &r["status_code"],
+            &r["classification"],
+            &r["route"],
+            &r["count"]
+        ),
+        (
+            &serde_json::json!("200"),
+            &serde_json::json!("failure"),
+            &serde_json::json!("default"),
+            &serde_json::json!(3)
+        ),
+        "{stats}"
+    );
+    assert!(
+        r["target"].as_str().is_some_and(|t| t.ends_with("/echo")),
+        "{r}"
+    );
     let (_, body) = client.admin("/outliers")?;
     let v: serde_json::Value = serde_json::from_str(&body)?;
     let ep = &v[0]["endpoints"][0];

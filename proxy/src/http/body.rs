@@ -15,8 +15,14 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::activity::Open;
+use super::headers::GRPC_UNKNOWN;
 use super::replay::ReplayBody;
+use crate::metrics::Direction;
+use crate::metrics::requests::{AuthorityStats, Tally};
 use crate::pool::UpstreamBody;
 
 /// Told how a streamed response body ended (a gRPC call's status comes in its trailers).
@@ -63,6 +69,8 @@ pub struct Timed {
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
     _hold: Option<Hold>,
     outcome: Option<Box<dyn BodyEnd>>,
+    /// Counts the response in `bulwark_requests_total` when it ends, and its bytes.
+    tally: Option<Tally>,
     _open: Option<Open>,
 }
 
@@ -87,8 +95,17 @@ impl ProxyBody {
             idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
             _hold: hold,
             outcome,
+            tally: None,
             _open: None,
         }))
+    }
+
+    /// The body counts its response when it ends (see [`Tally`]).
+    pub fn tallied(mut self, tally: Tally) -> Self {
+        if let ProxyBody::Upstream(t) = &mut self {
+            t.tally = Some(tally);
+        }
+        self
     }
 
     /// The body keeps its request open on the connection (for the stream idle timeout)
@@ -125,6 +142,9 @@ impl Body for ProxyBody {
                     if let (Some((d, sleep)), Some(Ok(_))) = (&mut t.idle, &f) {
                         sleep.as_mut().reset(Instant::now() + *d);
                     }
+                    if let Some(tally) = &mut t.tally {
+                        tally_frame(tally, &f, t.inner.is_end_stream());
+                    }
                     if let Some(o) = t.outcome.take() {
                         match &f {
                             Some(Ok(frame)) => match frame.trailers_ref() {
@@ -153,6 +173,9 @@ impl Body for ProxyBody {
                         if let Some(o) = t.outcome.take() {
                             o.failed();
                         }
+                        if let Some(tally) = &mut t.tally {
+                            tally.end(None);
+                        }
                         Poll::Ready(Some(Err(e)))
                     }
                     None => Poll::Pending,
@@ -178,6 +201,82 @@ impl Body for ProxyBody {
     }
 }
 
+/// Counts one response frame: data bytes, and the end (the last frame read, trailers —
+/// a gRPC call's status — or a failure). A body whose last data frame says so has ended
+/// before its end is read, so the count is there before the client has the response.
+fn tally_frame(tally: &mut Tally, f: &Option<Result<Frame<Bytes>, hyper::Error>>, at_end: bool) {
+    match f {
+        Some(Ok(frame)) => {
+            if let Some(d) = frame.data_ref() {
+                tally.bytes(d.len() as u64);
+                if at_end {
+                    let status = tally.is_grpc().then_some(GRPC_UNKNOWN);
+                    tally.end(status);
+                }
+            } else if let Some(trailers) = frame.trailers_ref() {
+                tally.end(Some(super::headers::grpc_status_at_end(trailers)));
+            }
+        }
+        Some(Err(_)) => tally.end(None),
+        None => tally.end(tally.is_grpc().then_some(GRPC_UNKNOWN)),
+    }
+}
+
+/// The client's request body as the proxy reads it, its data bytes counted for its
+/// authority (`bulwark_request_bytes_total`).
+#[derive(Debug)]
+pub struct ClientBody {
+    inner: Incoming,
+    counted: Option<(Arc<AuthorityStats>, Direction)>,
+    /// This request's own count, for its access-log line.
+    logged: Option<Arc<AtomicU64>>,
+}
+
+impl ClientBody {
+    /// `inner`, counted into its authority's `stats` and, if it is to be logged, `logged`.
+    pub fn counted(
+        inner: Incoming,
+        stats: Option<(Arc<AuthorityStats>, Direction)>,
+        logged: Option<Arc<AtomicU64>>,
+    ) -> Self {
+        Self {
+            inner,
+            counted: stats,
+            logged,
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let f = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some((stats, d))) = (&f, &this.counted)
+            && let Some(data) = frame.data_ref()
+        {
+            stats.add_bytes(*d, false, data.len() as u64);
+            if let Some(n) = &this.logged {
+                n.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        f
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// The client's request body failed (it aborted its upload, or went away). Carried as the
 /// error of an [`AttemptBody`], so a failed upstream request can tell the client's fault
 /// from the endpoint's.
@@ -187,7 +286,7 @@ pub struct DownstreamBodyError(#[source] pub Box<dyn std::error::Error + Send + 
 
 /// The request body of one upstream attempt: the client's, streamed once, or a replay of it.
 #[derive(Debug)]
-pub enum AttemptBody<B = Incoming> {
+pub enum AttemptBody<B = ClientBody> {
     /// Streamed as it arrives; no second attempt can have it.
     Streamed(B),
     /// Replayable: a copy is kept while it streams.

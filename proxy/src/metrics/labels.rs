@@ -32,16 +32,21 @@ impl<V: Default> ByAuthority<V> {
         if let Some(v) = read(&self.map).get(authority) {
             return f(v);
         }
-        let v = {
-            let mut map = write(&self.map);
-            let label = if map.len() < self.max && authority.len() <= 255 {
-                authority
-            } else {
-                OTHER
-            };
-            map.entry(label.into()).or_default().clone()
+        f(&self.get(authority))
+    }
+
+    /// The value of `authority`, created on first use, to keep.
+    pub(super) fn get(&self, authority: &str) -> Arc<V> {
+        if let Some(v) = read(&self.map).get(authority) {
+            return v.clone();
+        }
+        let mut map = write(&self.map);
+        let label = if map.len() < self.max && authority.len() <= 255 {
+            authority
+        } else {
+            OTHER
         };
-        f(&v)
+        map.entry(label.into()).or_default().clone()
     }
 
     /// Every (authority, value), sorted by authority.

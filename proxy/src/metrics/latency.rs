@@ -2,13 +2,14 @@
 //! significant figures, from which `/metrics` renders buckets and `/stats` reads exact
 //! percentiles.
 
-use std::sync::Mutex;
+use std::time::SystemTime;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::Direction;
 use super::labels::ByAuthority;
+use super::requests::{AuthorityStats, CountKey, Exemplar, TraceId};
 use crate::lock::lock;
 
 /// Upper bounds of the Prometheus buckets, in microseconds. The lowest, 50 µs and 100 µs,
@@ -24,29 +25,46 @@ pub(super) const MAX_TRACKED_US: u64 = 60_000_000;
 pub(super) const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// One authority's latency series, indexed by direction × status class and created on first
-/// use, so recording a request is one hash lookup and no allocation.
+/// use, so recording a request is no allocation; and its request counters.
 #[derive(Debug, Default)]
-pub(super) struct Series([Option<Box<Latency>>; 10]);
+pub(super) struct Series {
+    latency: [Option<Box<Latency>>; 10],
+    /// `bulwark_requests_total`, at most [`super::requests::MAX_COUNTS_PER_AUTHORITY`].
+    pub(super) counts: Vec<(CountKey, u64)>,
+}
 
 impl Series {
-    pub(super) fn record(&mut self, slot: usize, us: u64) {
-        let l = self.0[slot].get_or_insert_with(|| {
+    pub(super) fn record(&mut self, slot: usize, us: u64, trace: Option<&TraceId>) {
+        let l = self.latency[slot].get_or_insert_with(|| {
             Box::new(Latency {
                 // Two significant figures: 1 % resolution in ~10 KiB per series.
                 hist: Histogram::new_with_bounds(1, MAX_TRACKED_US, 2)
                     .expect("static histogram bounds are valid"),
                 sum_us: 0,
+                exemplars: None,
             })
         });
         l.hist.saturating_record(us);
         l.sum_us = l.sum_us.saturating_add(us);
+        if let Some(trace) = trace {
+            let value = l.hist.lowest_equivalent(us);
+            let bucket = BUCKETS_US
+                .iter()
+                .position(|&b| value <= b)
+                .unwrap_or(BUCKETS_US.len());
+            l.exemplars.get_or_insert_default()[bucket] = Some(Exemplar {
+                trace: *trace,
+                us: value,
+                at: SystemTime::now(),
+            });
+        }
     }
 }
 
 /// Calls `f` on every recorded series as (direction, authority, status class, latency),
 /// sorted in that order. Each authority's series is locked only while `f` reads it.
 pub(super) fn each_series(
-    series: &ByAuthority<Mutex<Series>>,
+    series: &ByAuthority<AuthorityStats>,
     mut f: impl FnMut(&'static str, &str, &'static str, &Latency),
 ) {
     let rows = series.sorted();
@@ -55,8 +73,8 @@ pub(super) fn each_series(
         .enumerate()
     {
         for (authority, s) in &rows {
-            let s = lock(s);
-            for (class, l) in s.0[d * 5..d * 5 + 5].iter().enumerate() {
+            let s = lock(&s.series);
+            for (class, l) in s.latency[d * 5..d * 5 + 5].iter().enumerate() {
                 if let Some(l) = l {
                     f(direction.as_str(), authority, STATUS_CLASSES[class], l);
                 }
@@ -69,6 +87,8 @@ pub(super) fn each_series(
 pub(super) struct Latency {
     pub(super) hist: Histogram<u64>,
     pub(super) sum_us: u64,
+    /// Per bucket (and +Inf), the last request with a trace id.
+    pub(super) exemplars: Option<Box<[Option<Exemplar>; BUCKETS_US.len() + 1]>>,
 }
 
 /// Status class label of an HTTP status, or of a proxy-made failure.

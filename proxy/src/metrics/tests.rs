@@ -136,6 +136,126 @@ fn grpc_calls_are_counted_by_status_and_authorities_stay_bounded() {
     }
 }
 
+fn route(target: &str, route: &str) -> Option<Arc<requests::RouteLabel>> {
+    Some(Arc::new(requests::RouteLabel {
+        target: target.into(),
+        route: route.into(),
+    }))
+}
+
+#[test]
+fn requests_count_by_status_grpc_status_and_route_when_they_end() {
+    use requests::Tally;
+    let m = Metrics::new(10);
+    let a = m.authority("api:80");
+    let d = Direction::Outbound;
+    let api = route("Backend/shop/api", "reads");
+    // A gRPC call that failed UNAVAILABLE behind HTTP 200, twice: one sample, a failure.
+    for _ in 0..2 {
+        let mut t = Tally::new(a.clone(), d, 200, true, api.clone());
+        t.bytes(5);
+        t.end(Some(14));
+        t.end(Some(0)); // only the first end counts
+    }
+    Tally::new(a.clone(), d, 200, true, api.clone()).end(Some(0));
+    drop(Tally::new(a.clone(), d, 200, true, api.clone())); // given up before its status
+    Tally::new(a.clone(), d, 503, false, None).end(None);
+    drop(Tally::new(a.clone(), d, 404, false, None));
+    a.add_bytes(d, false, 7);
+    let text = m.render(&[], &ProcessStats::default(), &[]);
+    let l = |target: &str, route: &str, status: &str, grpc: &str, class: &str, n: u64| {
+        format!(
+            "bulwark_requests_total{{direction=\"outbound\",authority=\"api:80\",target=\"{target}\",route=\"{route}\",status_code=\"{status}\",grpc_status=\"{grpc}\",classification=\"{class}\"}} {n}\n"
+        )
+    };
+    for want in [
+        l("Backend/shop/api", "reads", "200", "14", "failure", 2),
+        l("Backend/shop/api", "reads", "200", "0", "success", 1),
+        l("Backend/shop/api", "reads", "200", "reset", "failure", 1),
+        l("", "", "503", "", "failure", 1),
+        l("", "", "404", "", "success", 1),
+        "bulwark_response_bytes_total{direction=\"outbound\",authority=\"api:80\"} 10\n".into(),
+        "bulwark_request_bytes_total{direction=\"outbound\",authority=\"api:80\"} 7\n".into(),
+        // The Tally counts the gRPC outcome too.
+        "bulwark_grpc_responses_total{direction=\"outbound\",authority=\"api:80\",grpc_status=\"14\"} 2\n".into(),
+        "bulwark_grpc_responses_total{direction=\"outbound\",authority=\"api:80\",grpc_status=\"reset\"} 1\n".into(),
+    ] {
+        assert!(text.contains(&want), "{want}in:\n{text}");
+    }
+    let rows = m.request_counts();
+    assert_eq!(rows.iter().map(|r| r.count).sum::<u64>(), 6);
+}
+
+#[test]
+fn request_counters_of_one_authority_are_bounded() {
+    let m = Metrics::new(10);
+    let a = m.authority("api:80");
+    for i in 0..(requests::MAX_COUNTS_PER_AUTHORITY as u16 + 50) {
+        let r = route("Backend/shop/api", &format!("r{i}"));
+        requests::Tally::new(a.clone(), Direction::Inbound, 200, false, r).end(None);
+    }
+    let rows = m.request_counts();
+    assert_eq!(rows.len(), requests::MAX_COUNTS_PER_AUTHORITY + 1);
+    let other = rows
+        .iter()
+        .find(|r| r.status_code == "other")
+        .expect("an overflow row");
+    assert_eq!((other.count, other.route.as_str()), (50, ""));
+}
+
+#[test]
+fn openmetrics_names_counter_families_without_total_and_carries_exemplars() {
+    let m = Metrics::new(10);
+    let a = m.authority("web:80");
+    let trace = [0xab; 16];
+    a.record_latency(
+        Direction::Outbound,
+        200,
+        Duration::from_micros(700),
+        Some(&trace),
+    );
+    a.record_latency(Direction::Outbound, 200, Duration::from_micros(80), None);
+    let plain = m.render(&[], &ProcessStats::default(), &[]);
+    assert!(
+        !plain.contains("trace_id"),
+        "no exemplars in Prometheus text"
+    );
+    let om = encode::to_openmetrics(&m.render_as(
+        encode::Format::OpenMetrics,
+        &[],
+        &ProcessStats::default(),
+        &[],
+    ));
+    assert!(om.ends_with("# EOF\n"));
+    assert!(om.contains("# TYPE bulwark_requests counter\n"), "{om}");
+    assert!(om.contains("# TYPE bulwark_request_duration_seconds histogram\n"));
+    let id = "ab".repeat(16);
+    let bucket = om
+        .lines()
+        .find(|l| l.contains("le=\"0.001\""))
+        .expect("the 1 ms bucket");
+    assert!(
+        bucket.contains(&format!("}} 2 # {{trace_id=\"{id}\"}} 0.0007")),
+        "{bucket}"
+    );
+    assert!(
+        om.lines()
+            .filter(|l| l.contains("le=\"0.0001\""))
+            .all(|l| !l.contains('#')),
+        "the bucket of the untraced request has no exemplar"
+    );
+    assert_eq!(
+        encode::Format::from_accept(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+        )),
+        encode::Format::OpenMetrics
+    );
+    assert_eq!(
+        encode::Format::from_accept(Some("*/*")),
+        encode::Format::Prometheus
+    );
+}
+
 /// docs/operations.md lists every family the proxy exports, and nothing else.
 #[test]
 fn every_exported_family_is_documented_and_every_documented_one_exported() {

@@ -159,8 +159,15 @@ fn target(
         spec.and_then(|s| s.load_balancer.as_ref()),
     );
     let (outlier, lb) = (outlier.as_ref(), lb.as_ref());
+    let label = |route: &str| {
+        Arc::new(RouteLabel {
+            target: key.as_str().into(),
+            route: route.into(),
+        })
+    };
     let default = Arc::new(RequestPolicy {
         route: "default".into(),
+        label: label("default"),
         timeouts: timeouts_of(timeouts.as_ref()),
         retry: retry_policy(retries.as_ref()),
         hedge: None,
@@ -170,17 +177,21 @@ fn target(
         .unwrap_or_default()
         .iter()
         .enumerate()
-        .map(|(i, r)| Route {
-            matches: r.matches.clone(),
-            policy: Arc::new(RequestPolicy {
-                route: r.name.clone().unwrap_or_else(|| format!("route-{i}")),
-                timeouts: timeouts_of(layered(timeouts.as_ref(), r.timeouts.as_ref()).as_ref()),
-                retry: retry_policy(layered(retries.as_ref(), r.retries.as_ref()).as_ref()),
-                hedge: r.hedging.as_ref().map(|h| HedgePolicy {
-                    delay: h.delay.as_ref().map(|d| d.0),
-                    ratio: h.budget_ratio.unwrap_or(DEFAULT_HEDGE_RATIO),
+        .map(|(i, r)| {
+            let route = r.name.clone().unwrap_or_else(|| format!("route-{i}"));
+            Route {
+                matches: r.matches.clone(),
+                policy: Arc::new(RequestPolicy {
+                    label: label(&route),
+                    route,
+                    timeouts: timeouts_of(layered(timeouts.as_ref(), r.timeouts.as_ref()).as_ref()),
+                    retry: retry_policy(layered(retries.as_ref(), r.retries.as_ref()).as_ref()),
+                    hedge: r.hedging.as_ref().map(|h| HedgePolicy {
+                        delay: h.delay.as_ref().map(|d| d.0),
+                        ratio: h.budget_ratio.unwrap_or(DEFAULT_HEDGE_RATIO),
+                    }),
                 }),
-            }),
+            }
         })
         .collect();
     let budget = retries.as_ref().and_then(|r| r.budget.as_ref());

@@ -13,7 +13,7 @@ use hyper::body::Body;
 use tokio::time::Instant;
 
 use super::deadline;
-use super::policy::Target;
+use super::policy::{RequestPolicy, Target};
 use super::target::TargetState;
 use crate::error::Error;
 use crate::http::body::AttemptBody;
@@ -48,6 +48,8 @@ pub struct Call<'a, U> {
     pub target: &'a Target,
     /// Its run-time state.
     pub state: &'a Arc<TargetState>,
+    /// The policy of the request's route.
+    pub policy: &'a Arc<RequestPolicy>,
     /// Whether the request is gRPC.
     pub grpc: bool,
     /// When the request arrived.

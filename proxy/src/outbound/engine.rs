@@ -23,6 +23,7 @@ use super::deadline::{self, Deadlines};
 use super::hedge;
 use super::retry::{self, Attempted, Decision, Failure, Stop};
 use crate::error::{Error, Kind};
+use crate::http::Served;
 use crate::http::replay::ReplayBody;
 use crate::metrics::Resilience;
 use crate::random;
@@ -40,6 +41,8 @@ pub struct Reply<R> {
     pub slot: Option<Slot>,
     /// A gRPC call's outcome, known only once its trailers arrive.
     pub pending: Option<PendingGrpcStatus>,
+    /// Who answered, after how many attempts.
+    pub served: Served,
 }
 
 /// Runs one request through the target's policy.
@@ -49,10 +52,7 @@ where
     U: Upstream<B>,
 {
     let key = c.target.key.as_str();
-    let policy = c
-        .target
-        .request_policy(req.method(), req.uri().path(), req.headers())
-        .clone();
+    let policy = c.policy;
     c.state.deposit(Instant::now());
     let deadlines = Deadlines::new(c.start, &policy.timeouts, req.headers(), c.grpc);
     let slot = match c.state.bulkhead() {
@@ -109,7 +109,7 @@ where
             (Some(h), 1) => {
                 let delay = h.delay.or_else(|| c.state.hedges.p95(&policy.route));
                 let plan = hedge::Plan {
-                    policy: &policy,
+                    policy,
                     parts: &parts,
                     deadlines: &deadlines,
                     try_deadline,
@@ -120,17 +120,17 @@ where
             }
             _ => {
                 let req = request(&parts, this_body, grpc_deadline);
-                attempt::send(c, &policy, first, req, try_deadline).await
+                attempt::send(c, policy, first, req, try_deadline).await
             }
         };
-        let Some(failure) = a.failure(&policy, c.grpc) else {
+        let Some(failure) = a.failure(policy, c.grpc) else {
             // Only a hedge without a fixed delay reads the route's latency.
             if policy.hedge.is_some_and(|h| h.delay.is_none()) {
                 c.state
                     .hedges
                     .record_latency(&policy.route, c.start.elapsed());
             }
-            break finish(a, &deadlines);
+            break finish(a, n, &deadlines);
         };
         let now = Instant::now();
         let attempted = Attempted {
@@ -153,14 +153,14 @@ where
                 c.metrics
                     .count(Resilience::RetryBudgetExhausted, key, failure.label());
                 tracing::debug!(target = key, "retry budget exhausted");
-                break finish(a, &deadlines);
+                break finish(a, n, &deadlines);
             }
             Decision::Stop(stop) => {
                 if stop == Stop::BodyNotReplayable {
                     c.metrics
                         .count(Resilience::RetriesSkipped, key, "body_not_replayable");
                 }
-                break finish(a, &deadlines);
+                break finish(a, n, &deadlines);
             }
         };
         // The retry's body is taken now, before the backoff: from here on the failed
@@ -171,19 +171,20 @@ where
         if next.is_none() {
             c.metrics
                 .count(Resilience::RetriesSkipped, key, "body_not_replayable");
-            break finish(a, &deadlines);
+            break finish(a, n, &deadlines);
         }
         c.metrics.count(Resilience::Retries, key, failure.label());
         tried.push(a.addr);
         tried.extend(a.also_tried);
         tokio::time::sleep(wait).await;
     };
-    answer.map(|(resp, pending)| Reply {
+    answer.map(|(resp, pending, served)| Reply {
         resp,
         deadline: deadlines.request,
         idle: policy.timeouts.idle,
         slot,
         pending,
+        served,
     })
 }
 
@@ -191,10 +192,16 @@ where
 /// per-try timeout that ran into the request's deadline is named after the deadline).
 fn finish<R>(
     a: Attempt<R>,
+    n: u32,
     deadlines: &Deadlines,
-) -> Result<(Response<R>, Option<PendingGrpcStatus>), Error> {
+) -> Result<(Response<R>, Option<PendingGrpcStatus>, Served), Error> {
+    let served = Served {
+        endpoint: a.addr,
+        attempts: n + u32::from(a.also_tried.is_some()),
+        hedged: a.also_tried.is_some(),
+    };
     match a.result {
-        Ok(resp) => Ok((resp, a.pending)),
+        Ok(resp) => Ok((resp, a.pending, served)),
         Err(e)
             if Failure::from(&e) == Failure::PerTryTimeout && deadlines.passed(Instant::now()) =>
         {

@@ -9,6 +9,8 @@ use std::time::Duration;
 use bulwark_api::policy::{self, Algorithm, RetryCondition};
 use serde::Serialize;
 
+pub use crate::metrics::requests::RouteLabel;
+
 /// Connect timeout when no policy sets one: the proxy's own (`--connect-timeout`).
 pub use crate::config::DEFAULT_CONNECT_TIMEOUT;
 /// Attempts in all when no policy sets them: one retry.
@@ -189,6 +191,9 @@ pub struct HedgePolicy {
 pub struct RequestPolicy {
     /// Route name (`default` when no route matched).
     pub route: String,
+    /// The `target` and `route` labels of its requests' metrics.
+    #[serde(skip)]
+    pub label: Arc<RouteLabel>,
     /// Timeouts.
     pub timeouts: Timeouts,
     /// Retries.

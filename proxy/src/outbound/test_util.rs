@@ -44,6 +44,10 @@ pub fn backend_state_with(endpoints: usize, spec: &str, metrics: Arc<Metrics>) -
 pub fn policy_with_retries(attempts: u32, status_codes: &[u16]) -> RequestPolicy {
     RequestPolicy {
         route: "r".into(),
+        label: Arc::new(crate::metrics::requests::RouteLabel {
+            target: "Backend/test/t".into(),
+            route: "r".into(),
+        }),
         timeouts: Timeouts {
             connect: Duration::from_secs(1),
             request: None,

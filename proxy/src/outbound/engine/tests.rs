@@ -192,12 +192,16 @@ impl Fixture {
         body: TestBody,
     ) -> Result<Reply<()>, Error> {
         let target = self.state.target.load_full();
+        let policy = target
+            .request_policy(&method, "/items", &http::HeaderMap::new())
+            .clone();
         let c = Call {
             upstream: script,
             metrics: &self.metrics,
             dst: "10.9.9.9:80".parse().unwrap(),
             target: &target,
             state: &self.state,
+            policy: &policy,
             grpc: false,
             start: Instant::now(),
             upgrade: false,
