@@ -1,5 +1,5 @@
 //! The admin port: metrics, percentiles, readiness, liveness, the running config, learned
-//! opaque ports, and (opt-in, loopback only) shutdown.
+//! opaque ports, the live page (`admin/page.html`), and (opt-in, loopback only) shutdown.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -151,6 +151,20 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
     reply(status, "application/json", body)
 }
 
+/// The live page: one self-contained file polling `/stats`, `/outliers` and `/metrics`,
+/// so it works where nothing can be fetched from outside the cluster.
+const PAGE: &str = include_str!("admin/page.html");
+
+fn page() -> Response<Full<Bytes>> {
+    let mut res = reply(StatusCode::OK, "text/html; charset=utf-8", PAGE);
+    // Never a copy cached before an upgrade: the page must match the JSON it reads.
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    res
+}
+
 /// Routes one admin request. Pure apart from reading shared state and, for `/shutdown`,
 /// signalling the drain.
 fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -237,6 +251,7 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
             };
             json(status, &body)
         }
+        "/" | "/dashboard" => page(),
         "/live" => reply(StatusCode::OK, "text/plain", "live\n"),
         "/config_dump" => json(
             StatusCode::OK,
@@ -285,7 +300,7 @@ fn route(admin: &Admin, peer: SocketAddr, req: Request<Incoming>) -> Response<Fu
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "endpoints: /metrics /stats /ready /live /config_dump /detect /outliers /identity /authz /log-level /shutdown\n",
+            "endpoints: / /dashboard /metrics /stats /ready /live /config_dump /detect /outliers /identity /authz /log-level /shutdown\n",
         ),
     }
 }

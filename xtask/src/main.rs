@@ -80,7 +80,8 @@ enum Cmd {
 /// and nghttp2-client (nghttp, h2load) as clients, python3-venv for grpcio and websockets,
 /// util-linux for setpriv, procps for process checks, openssl for the TLS passthrough and identity tests,
 /// tcpdump for the capture that proves mesh traffic is encrypted, g++ for libFuzzer (built
-/// from source by the fuzz targets' libfuzzer-sys), buildah for the images.
+/// from source by the fuzz targets' libfuzzer-sys), buildah for the images, chromium to load
+/// the admin port's live page headless and check what its script draws.
 const APT_PACKAGES: &[&str] = &[
     "iptables",
     "iproute2",
@@ -94,6 +95,7 @@ const APT_PACKAGES: &[&str] = &[
     "tcpdump",
     "g++",
     "buildah",
+    "chromium",
 ];
 
 /// The workspace root. `cargo run` (which `cargo xtask` is) names the package's directory
