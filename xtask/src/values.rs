@@ -39,6 +39,12 @@ pub struct Values {
     /// The admission webhooks.
     #[serde(default)]
     pub webhook: Webhook,
+    /// The Grafana dashboards.
+    #[serde(default)]
+    pub dashboards: Dashboards,
+    /// The Prometheus alert rules.
+    #[serde(default)]
+    pub alerts: Alerts,
 }
 
 /// A duration as the binaries read it (250ms, 10s, 5m, 1h).
@@ -312,6 +318,32 @@ pub enum FailurePolicy {
     Fail,
     // Let it through.
     Ignore,
+}
+
+/// The Grafana dashboards of `dashboards/`, as ConfigMaps for Grafana's sidecar.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Dashboards {
+    /// Install the dashboards (mesh, workload, policy target), one ConfigMap each, labelled
+    /// grafana_dashboard: "1" for Grafana's dashboard sidecar. They expect the proxies
+    /// scraped with the namespace and pod labels of Prometheus's Kubernetes service
+    /// discovery.
+    pub enabled: bool,
+    /// Extra labels of the dashboard ConfigMaps, for a sidecar that selects on more than
+    /// grafana_dashboard.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The alert rules of `alerts/bulwark.rules.yaml`, as a PrometheusRule.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Alerts {
+    /// Install the alert rules as a PrometheusRule (the Prometheus Operator's CRD must be
+    /// installed).
+    pub enabled: bool,
+    /// Extra labels of the PrometheusRule, for the Prometheus ruleSelector that must pick
+    /// it (kube-prometheus-stack's wants release: <its release name>).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `values.schema.json`'s text: JSON Schema draft 7 (what Helm validates), inlined.
