@@ -109,12 +109,14 @@ fn standard_input_is_read_and_empty_input_fails() {
         out.contains("error: <stdin>:7:1: kind: must be one of Backend, TrafficPolicy, MeshConfig, AuthorizationPolicy, got \"TraficPolicy\"; did you mean TrafficPolicy?"),
         "{out}"
     );
-    let (code, out) = run("");
-    assert_eq!(code, Some(1), "{out}");
-    assert!(
-        out.contains("error: no policy documents in - (1 files read)"),
-        "{out}"
-    );
+    for empty in ["", "# only a comment\n---\n---\n"] {
+        let (code, out) = run(empty);
+        assert_eq!(code, Some(1), "{empty:?}: {out}");
+        assert!(
+            out.contains("error: no policy documents in - (1 files read)"),
+            "{empty:?}: {out}"
+        );
+    }
 }
 
 /// `validate -o FORMAT -` on `input`: exit status and standard output.
@@ -176,6 +178,75 @@ fn validate_speaks_json_and_yaml_for_scripts() {
     assert_eq!(doc["diagnostics"][0]["reason"], "no policy documents");
 }
 
+/// The reviewed messages: each `tests/golden/validate/NAME.yaml` (a mistake, said in its
+/// first comment) is checked from that directory, and what `validate` prints must be
+/// `NAME.txt` (standard error) and, with `-o json`, `NAME.json`, exactly. Run with
+/// `BULWARK_BLESS=1` to rewrite them after a deliberate change, and review the diff.
+#[test]
+fn validate_messages_match_the_golden_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/validate");
+    let bless = std::env::var_os("BULWARK_BLESS").is_some();
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("the golden directory")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    inputs.sort();
+    assert!(inputs.len() >= 5, "{inputs:?}");
+    let mut differ = Vec::new();
+    for input in &inputs {
+        let name = input.file_name().expect("a file name");
+        let run = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_bulwarkctl"))
+                .current_dir(&dir)
+                .arg("validate")
+                .args(args)
+                .arg(name)
+                .output()
+                .expect("bulwarkctl runs");
+            assert_eq!(out.status.code(), Some(1), "{name:?} is a mistake");
+            out
+        };
+        let text = run(&[]);
+        assert!(
+            text.stdout.is_empty(),
+            "{name:?}: text goes to standard error"
+        );
+        let json = run(&["-o", "json"]);
+        for (ext, got) in [("txt", text.stderr), ("json", json.stdout)] {
+            let want = input.with_extension(ext);
+            let got = String::from_utf8(got).expect("UTF-8");
+            if bless {
+                std::fs::write(&want, &got).expect("the golden file is written");
+            } else if std::fs::read_to_string(&want).ok().as_deref() != Some(got.as_str()) {
+                differ.push(format!("{}:\n{got}", want.display()));
+            }
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "output differs from the golden files (BULWARK_BLESS=1 rewrites them):\n{}",
+        differ.join("\n")
+    );
+}
+
+/// `inject` reads manifests with the loader's YAML reading: a syntax error is said once, at
+/// FILE:LINE:COLUMN, with where the bracket it leaves open was opened.
+#[test]
+fn inject_says_a_yaml_error_once_as_validate_does() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bulwarkctl"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/validate"))
+        .args(["inject", "unclosed-bracket.yaml"])
+        .output()
+        .expect("bulwarkctl runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "bulwarkctl inject: unclosed-bracket.yaml:11:7: invalid YAML: illegal placement of ':' indicator; \
+         unclosed-bracket.yaml:10:10: the [ opened here is never closed\n"
+    );
+}
+
 #[test]
 fn version_client_needs_no_control_plane() {
     let out = Command::new(env!("CARGO_BIN_EXE_bulwarkctl"))
@@ -193,7 +264,11 @@ fn version_client_needs_no_control_plane() {
         .output()
         .expect("bulwarkctl runs");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    // The transport's causes repeat each other's words; the message says them once.
+    let parts: Vec<&str> = err.trim_end().split(": ").collect();
+    assert!(parts.windows(2).all(|w| w[0] != w[1]), "{err}");
 }
 
 /// The bash script, sourced and asked as bash asks it at a TAB: it completes subcommands

@@ -7,8 +7,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod errors;
+mod schema;
+mod syntax;
 
-use errors::{closest, typed};
+use errors::closest;
+use schema::{SchemaErrors, typed};
 
 use crate::locate::{self, DocIndex, Position};
 use crate::policy::validate::validate;
@@ -169,29 +172,39 @@ pub fn load_paths(paths: &[PathBuf]) -> Loaded {
     loaded
 }
 
-/// Turns one parsed document into its typed kind. Errors are (field path, reason). Used by
-/// the loader and by proxies receiving documents from the control plane.
+/// Schema errors reported per document, in document order; the rest are counted.
+pub const MAX_ERRORS_PER_DOCUMENT: usize = 50;
+
+/// Turns one parsed document into its typed kind. The error is the first schema error
+/// found, as (field path, reason): what the admission webhook, the Kubernetes source and
+/// proxies receiving documents from the control plane use. The loader reports every one.
 pub fn document(value: &serde_json::Value) -> Result<Document, (String, String)> {
+    parse(value, 1).map_err(|e| e.errors.into_iter().next().unwrap_or_default())
+}
+
+/// One document as its kind, or its schema errors (at most `limit` of them). A wrong
+/// apiVersion or kind is the one error: the schema to check the rest against is unknown.
+fn parse(value: &serde_json::Value, limit: usize) -> Result<Document, SchemaErrors> {
     let api_version = value
         .get("apiVersion")
         .and_then(|v| v.as_str())
         .unwrap_or("");
     let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
     if api_version != API_VERSION {
-        return Err((
-            "apiVersion".into(),
+        return Err(SchemaErrors::one(
+            "apiVersion",
             format!("must be {API_VERSION}, got {api_version:?}"),
         ));
     }
     match kind {
-        "Backend" => typed::<Backend>(value).map(Document::Backend),
-        "TrafficPolicy" => typed::<TrafficPolicy>(value).map(Document::TrafficPolicy),
-        "MeshConfig" => typed::<MeshConfig>(value).map(Document::MeshConfig),
+        "Backend" => typed::<Backend>(value, limit).map(Document::Backend),
+        "TrafficPolicy" => typed::<TrafficPolicy>(value, limit).map(Document::TrafficPolicy),
+        "MeshConfig" => typed::<MeshConfig>(value, limit).map(Document::MeshConfig),
         "AuthorizationPolicy" => {
-            typed::<AuthorizationPolicy>(value).map(Document::AuthorizationPolicy)
+            typed::<AuthorizationPolicy>(value, limit).map(Document::AuthorizationPolicy)
         }
-        other => Err((
-            "kind".to_string(),
+        other => Err(SchemaErrors::one(
+            "kind",
             match closest(other, &KINDS) {
                 Some(near) => format!(
                     "must be one of {}, got {other:?}; did you mean {near}?",
@@ -203,6 +216,27 @@ pub fn document(value: &serde_json::Value) -> Result<Document, (String, String)>
     }
 }
 
+/// The YAML documents of one file's text, empty ones (such as after a trailing `---`)
+/// left out; or why it is not YAML: the parser's error, then where a bracket or quote it
+/// leaves open was opened. Also what `bulwarkctl inject` reads manifests with.
+pub fn yaml_documents(file: &Path, text: &str) -> Result<Vec<serde_json::Value>, Vec<Diagnostic>> {
+    match serde_saphyr::from_multiple(text) {
+        Ok(v) => Ok(v
+            .into_iter()
+            .filter(|v: &serde_json::Value| !v.is_null())
+            .collect()),
+        Err(e) => Err(syntax::problems(text, &e)
+            .into_iter()
+            .map(|(position, reason)| Diagnostic {
+                file: file.to_path_buf(),
+                position,
+                path: String::new(),
+                reason,
+            })
+            .collect()),
+    }
+}
+
 /// Parses one file's text (possibly several `---` documents) into `loaded`.
 pub fn load_str(file: &Path, text: &str, loaded: &mut Loaded) {
     let diag = |position, path: &str, reason: String| Diagnostic {
@@ -211,28 +245,10 @@ pub fn load_str(file: &Path, text: &str, loaded: &mut Loaded) {
         path: path.to_string(),
         reason,
     };
-    let values: Vec<serde_json::Value> = match serde_saphyr::from_multiple(text) {
-        Ok(v) => v
-            .into_iter()
-            .filter(|v: &serde_json::Value| !v.is_null())
-            .collect(),
-        Err(e) => {
-            let position = e.location().map(|l| Position {
-                line: l.line() as usize,
-                column: l.column() as usize,
-            });
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid YAML");
-            // The parser repeats the position in its message; we print it once, up front.
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            let reason = match first.split_once(": ") {
-                Some((pos, rest)) if pos.starts_with("line ") => rest,
-                _ => first,
-            }
-            .to_string();
-            loaded
-                .diagnostics
-                .push(diag(position, "", format!("invalid YAML: {reason}")));
+    let values = match yaml_documents(file, text) {
+        Ok(v) => v,
+        Err(problems) => {
+            loaded.diagnostics.extend(problems);
             return;
         }
     };
@@ -253,11 +269,12 @@ pub fn load_str(file: &Path, text: &str, loaded: &mut Loaded) {
             ));
             continue;
         }
-        let parsed = document(value);
-        let document = match parsed {
+        let document = match parse(value, usize::MAX) {
             Ok(d) => d,
-            Err((path, reason)) => {
-                loaded.diagnostics.push(diag(at(&path), &path, reason));
+            Err(found) => {
+                for (position, path, reason) in in_document_order(found, &idx, root) {
+                    loaded.diagnostics.push(diag(position, &path, reason));
+                }
                 continue;
             }
         };
@@ -277,6 +294,37 @@ pub fn load_str(file: &Path, text: &str, loaded: &mut Loaded) {
             }
         }
     }
+}
+
+/// A document's schema errors as (position, path, reason): in document order, at most
+/// [`MAX_ERRORS_PER_DOCUMENT`], then how many more there are, at the document's root.
+fn in_document_order(
+    found: SchemaErrors,
+    idx: &DocIndex,
+    root: Position,
+) -> Vec<(Option<Position>, String, String)> {
+    let mut located: Vec<(Option<Position>, String, String)> = found
+        .errors
+        .into_iter()
+        .map(|(path, reason)| (idx.find(&path), path, reason))
+        .collect();
+    // Found in serde's order (keys sorted); read in the document's.
+    located.sort_by_key(|(position, ..)| *position);
+    let more = located.len().saturating_sub(MAX_ERRORS_PER_DOCUMENT);
+    located.truncate(MAX_ERRORS_PER_DOCUMENT);
+    let count = if found.cut_short {
+        format!("at least {more}")
+    } else {
+        more.to_string()
+    };
+    if more > 0 || found.cut_short {
+        located.push((
+            Some(root),
+            String::new(),
+            format!("… and {count} more errors in this document"),
+        ));
+    }
+    located
 }
 
 /// Rules across documents: one object per kind, namespace and name; one MeshConfig; a

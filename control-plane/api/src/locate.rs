@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use serde_saphyr::granit_parser::{Event, Parser, Span};
 
-/// A 1-based line and column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A 1-based line and column; ordered as in the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
     /// Line, from 1.
     pub line: usize,

@@ -147,6 +147,7 @@ pub struct BackendSpec {
     /// Ports the Backend's name is reached on (`api:8080`); every port when absent. Its
     /// endpoint hostnames and addresses match on their own ports whatever this says.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(range(min = 1, max = 65535)))]
     pub ports: Vec<u16>,
     /// The identity the endpoints must present under mTLS
     /// (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`); none means no identity check.

@@ -13,6 +13,15 @@ fn only_error(text: &str) -> String {
     l.diagnostics[0].to_string()
 }
 
+/// Every diagnostic of `text`, as printed.
+fn errors(text: &str) -> Vec<String> {
+    load(text)
+        .diagnostics
+        .iter()
+        .map(|d| d.to_string())
+        .collect()
+}
+
 const POLICY: &str = "\
 apiVersion: bulwark.dev/v1alpha1
 kind: TrafficPolicy
@@ -83,17 +92,22 @@ fn type_errors_say_what_to_write_in_words_not_rust_types() {
         (
             "    attempts: 3",
             "    attempts: three",
-            "spec.retries.attempts: expected a whole number, 0 or more; got the text \"three\"",
+            "spec.retries.attempts: expected a whole number from 1 to 10; got the text \"three\"",
         ),
         (
             "    attempts: 3",
             "    attempts: -1",
-            "spec.retries.attempts: expected a whole number, 0 or more; got `-1`",
+            "spec.retries.attempts: expected a whole number from 1 to 10; got `-1`",
         ),
         (
             "    attempts: 3",
             "    attempts: [3]",
-            "spec.retries.attempts: expected a whole number, 0 or more; got a list",
+            "spec.retries.attempts: expected a whole number from 1 to 10; got a list",
+        ),
+        (
+            "      ratio: 0.2",
+            "      ratio: [0.2]",
+            "spec.retries.budget.ratio: expected a number; got a list",
         ),
     ] {
         let e = only_error(&POLICY.replace(from, to));
@@ -223,4 +237,413 @@ spec:
     let l = load(&ok);
     assert!(l.is_valid(), "{:#?}", l.diagnostics);
     assert_eq!(l.documents[0].document.kind(), "AuthorizationPolicy");
+}
+
+#[test]
+fn every_schema_error_of_a_document_is_reported_in_document_order_with_its_own_words() {
+    // Each mistake alone, in document order; together they must read exactly as alone.
+    let mistakes = [
+        ("    kind: Service", "    kind: Servce"),
+        ("    attempts: 3", "    attempts: three"),
+        (
+            "[5xx, connect-failure]",
+            "[5xx, sometimes, connect-failure]",
+        ),
+        ("      ratio: 0.2", "      ration: 0.2"),
+        ("        delay: 50ms", "        delay: 50"),
+    ];
+    let alone: Vec<String> = mistakes
+        .iter()
+        .map(|(from, to)| only_error(&POLICY.replace(from, to)))
+        .collect();
+    let all = mistakes
+        .iter()
+        .fold(POLICY.to_string(), |text, (from, to)| {
+            text.replace(from, to)
+        });
+    assert_eq!(errors(&all), alone);
+    assert_eq!(
+        alone,
+        [
+            "policy.yaml:7:5: spec.targetRef.kind: unknown variant `Servce`, expected `Service` or `Backend`",
+            "policy.yaml:10:5: spec.retries.attempts: expected a whole number from 1 to 10; got the text \"three\"",
+            "policy.yaml:11:23: spec.retries.conditions[1]: unknown variant `sometimes`, expected one of `5xx`, `gateway-error`, `reset`, `connect-failure`, `refused-stream`",
+            "policy.yaml:13:7: spec.retries.budget.ration: unknown field `ration` (did you mean `ratio`?), expected one of `ratio`, `minPerSecond`, `window`",
+            "policy.yaml:19:9: spec.routes[0].hedging.delay: expected a string; got the number `50`",
+        ]
+    );
+    // What the webhook and the proxies ask for: the first error serde meets.
+    let value: serde_json::Value = serde_saphyr::from_str(&all).unwrap();
+    assert!(document(&value).is_err());
+}
+
+#[test]
+fn list_items_after_a_bad_one_keep_their_index() {
+    let text = "\
+apiVersion: bulwark.dev/v1alpha1
+kind: Backend
+metadata:
+  name: db
+spec:
+  endpoints:
+    - [10.0.0.1:80]
+    - 10.0.0.2:80
+    - {host: db}
+    - 10.0.0.4:80
+    - 5432
+";
+    assert_eq!(
+        errors(text),
+        [
+            "policy.yaml:7:7: spec.endpoints[0]: expected a string; got a list",
+            "policy.yaml:9:7: spec.endpoints[2]: expected a string; got a mapping",
+            "policy.yaml:11:7: spec.endpoints[4]: expected a string; got the number `5432`",
+        ]
+    );
+}
+
+#[test]
+fn a_wrong_required_field_is_one_error_and_a_missing_one_is_still_reported() {
+    // Taking out the wrong `name` must not add "missing field `name`".
+    let text = POLICY
+        .replace("    name: web", "    name: [web]")
+        .replace("  name: web", "  name: {web: 1}")
+        .replace("    attempts: 3", "    attempts: three");
+    assert_eq!(
+        errors(&text),
+        [
+            "policy.yaml:4:3: metadata.name: expected a string; got a mapping",
+            "policy.yaml:8:5: spec.targetRef.name: expected a string; got a list",
+            "policy.yaml:10:5: spec.retries.attempts: expected a whole number from 1 to 10; got the text \"three\"",
+        ]
+    );
+    let text = POLICY
+        .replace("    name: web\n  retries", "  retries")
+        .replace("    attempts: 3", "    attempts: three");
+    assert_eq!(
+        errors(&text),
+        [
+            "policy.yaml:6:3: spec.targetRef: missing field `name`",
+            "policy.yaml:9:5: spec.retries.attempts: expected a whole number from 1 to 10; got the text \"three\"",
+        ]
+    );
+}
+
+#[test]
+fn at_most_fifty_errors_are_shown_per_document_then_a_count() {
+    let codes = vec!["x"; 60].join(", ");
+    let text = POLICY.replace(
+        "    attempts: 3",
+        &format!("    attempts: 3\n    statusCodes: [{codes}]"),
+    );
+    let shown = errors(&text);
+    assert_eq!(shown.len(), MAX_ERRORS_PER_DOCUMENT + 1, "{shown:#?}");
+    assert_eq!(
+        shown[0],
+        "policy.yaml:11:19: spec.retries.statusCodes[0]: expected a whole number from 100 to 599; got the text \"x\""
+    );
+    assert!(
+        shown[49].starts_with("policy.yaml:11:166: spec.retries.statusCodes[49]: "),
+        "{}",
+        shown[49]
+    );
+    assert_eq!(
+        shown[50],
+        "policy.yaml:1:1: … and 10 more errors in this document"
+    );
+}
+
+#[test]
+fn whole_number_type_errors_say_the_fields_range() {
+    let text = "\
+apiVersion: bulwark.dev/v1alpha1
+kind: TrafficPolicy
+metadata:
+  name: web
+spec:
+  targetRef:
+    kind: Service
+    name: web
+    port: http
+  retries:
+    statusCodes: [503, five-oh-three]
+  outlierDetection:
+    consecutive5xx: many
+    maxEjectionPercent: half
+    latency:
+      requestVolume: -1
+  limits:
+    maxConcurrentRequests: 1.5
+";
+    let reasons: Vec<String> = load(text)
+        .diagnostics
+        .into_iter()
+        .map(|d| format!("{}: {}", d.path, d.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "spec.targetRef.port: expected a whole number from 1 to 65535; got the text \"http\"",
+            "spec.retries.statusCodes[1]: expected a whole number from 100 to 599; got the text \"five-oh-three\"",
+            "spec.outlierDetection.consecutive5xx: expected a whole number, 0 or more; got the text \"many\"",
+            "spec.outlierDetection.maxEjectionPercent: expected a whole number from 0 to 100; got the text \"half\"",
+            "spec.outlierDetection.latency.requestVolume: expected a whole number from 1 to 256; got `-1`",
+            "spec.limits.maxConcurrentRequests: expected a whole number from 1 to 1000000; got the number `1.5`",
+        ]
+    );
+    let mesh = "\
+apiVersion: bulwark.dev/v1alpha1
+kind: MeshConfig
+metadata:
+  name: mesh
+spec:
+  trustDomain: cluster.local
+  mtls:
+    ports:
+      - port: eighty
+        mode: strict
+";
+    assert_eq!(
+        only_error(mesh),
+        "policy.yaml:9:9: spec.mtls.ports[0].port: expected a whole number from 1 to 65535; got the text \"eighty\""
+    );
+}
+
+const AUTHZ: &str = "\
+apiVersion: bulwark.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata:
+  name: web
+spec:
+  target:
+    workload: web
+  ports: [80, 443]
+  action: deny
+";
+
+#[test]
+fn an_unclosed_bracket_is_shown_where_it_was_opened() {
+    let e = errors(&AUTHZ.replace("[80, 443]", "[80, 443"));
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(e[0].starts_with("policy.yaml:9:"), "{e:#?}");
+    assert!(e[0].contains(": invalid YAML: "), "{e:#?}");
+    assert_eq!(e[1], "policy.yaml:8:10: the [ opened here is never closed");
+
+    let e = errors(&AUTHZ.replace("  target:\n    workload: web", "  target: {workload: web"));
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert_eq!(e[1], "policy.yaml:6:11: the { opened here is never closed");
+
+    let e = errors(&AUTHZ.replace("  action: deny", "  action: 'deny\n"));
+    assert_eq!(
+        e.last().map(String::as_str),
+        Some("policy.yaml:9:11: the ' opened here is never closed"),
+        "{e:#?}"
+    );
+
+    // Where the parser points at the bracket itself, it is said once.
+    let e = only_error(&AUTHZ.replace("[80, 443]\n  action: deny\n", "[80, 443\n"));
+    assert_eq!(e, "policy.yaml:8:10: invalid YAML: unclosed bracket '['");
+}
+
+#[test]
+fn the_bracket_tracker_knows_quotes_comments_and_block_scalars() {
+    let open = |text: &str| -> Vec<String> {
+        syntax::unclosed(text)
+            .into_iter()
+            .map(|(c, p)| format!("{c} {}:{}", p.line, p.column))
+            .collect()
+    };
+    let none: [&str; 0] = [];
+    assert_eq!(open("a: [1, 2]\nb: {c: [d, e]}\n- [x]\n"), none);
+    assert_eq!(
+        open("pattern: a[0\nnote: it's [fine\n"),
+        none,
+        "plain scalars"
+    );
+    assert_eq!(open("a: '[it''s' # [\nb: \"{\\\"\" # {\n"), none, "quotes");
+    assert_eq!(
+        open("a: |\n  [ text\n  'more\nb: >-\n  {\n"),
+        none,
+        "block scalars"
+    );
+    assert_eq!(open("a: [1,\n  2] # ]\n"), none, "across lines");
+    assert_eq!(open("a: [1\nb: 2\n"), ["[ 1:4"]);
+    assert_eq!(
+        open("a: {b: [1, 2}\n"),
+        ["[ 1:8"],
+        "closed by the wrong one"
+    );
+    assert_eq!(open("a: [1\n---\nb: ]\n"), ["[ 1:4"], "documents end");
+    assert_eq!(open("a: &x [1\n- !!seq [2\n"), ["[ 1:7", "[ 2:9"]);
+    assert_eq!(
+        open("a: \"x\n  y\"\nb: 'z\n"),
+        ["' 3:4"],
+        "a quote across lines"
+    );
+    assert_eq!(
+        open("a: 1\rb: 2\r\nc: [3\r"),
+        ["[ 3:4"],
+        "CR and CRLF end lines"
+    );
+}
+
+#[test]
+fn a_message_never_repeats_itself() {
+    let inputs = [
+        AUTHZ.replace("  action: deny", "  action: 'deny\n"),
+        AUTHZ.replace("  action: deny", "\taction: deny"),
+        AUTHZ.replace("  action: deny", "  action: deny\n  action: allow"),
+        AUTHZ.replace("[80, 443]", "[80, 443"),
+        AUTHZ.replace("  action: deny", "  action: denied"),
+        AUTHZ.replace("[80, 443]", "[80, http]"),
+        POLICY.replace("delay: 50ms", "delay: 50 ms"),
+        POLICY.replace("    attempts: 3", "    atempts: 3"),
+        POLICY.replace("  targetRef:", "  targetRef: web\n  x:"),
+        POLICY.replace("v1alpha1", "v2"),
+    ];
+    for text in &inputs {
+        let shown = errors(text);
+        assert!(!shown.is_empty(), "{text}");
+        for line in shown {
+            // `file:line:col`, the path, the reason and the parts a reason has: no two
+            // start with the same word ("invalid YAML: invalid indentation").
+            let parts: Vec<&str> = line.split(": ").collect();
+            let firsts: Vec<&str> = parts
+                .iter()
+                .filter_map(|p| p.split_whitespace().next())
+                .collect();
+            for (i, w) in firsts.iter().enumerate() {
+                assert!(!firsts[..i].contains(w), "{w:?} twice in {line}");
+            }
+        }
+    }
+    assert_eq!(
+        errors(&inputs[2]),
+        ["policy.yaml:10:3: invalid YAML: duplicate mapping key: action"],
+        "the parser's advice to its caller is left out"
+    );
+}
+
+#[test]
+fn empty_input_has_no_documents_and_nothing_to_report() {
+    // The caller decides that nothing is not a pass (bulwarkctl validate fails on it).
+    for text in [
+        "",
+        "\n",
+        "# only a comment\n",
+        "---\n",
+        "---\n# c\n---\n...\n",
+    ] {
+        let l = load(text);
+        assert!(l.documents.is_empty(), "{text:?}");
+        assert!(l.diagnostics.is_empty(), "{text:?}: {:#?}", l.diagnostics);
+    }
+}
+
+/// Paths of every node under `v` but the root, as steps.
+fn node_paths(v: &serde_json::Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    let children: Vec<(String, &serde_json::Value)> = match v {
+        serde_json::Value::Object(m) => m.iter().map(|(k, c)| (k.clone(), c)).collect(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i.to_string(), c))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (step, child) in children {
+        at.push(step);
+        out.push(at.clone());
+        node_paths(child, at, out);
+        at.pop();
+    }
+}
+
+/// `doc` with the node at `path` replaced by `with`, or taken out when `with` is null.
+fn mistake(
+    doc: &serde_json::Value,
+    path: &[String],
+    with: &serde_json::Value,
+) -> serde_json::Value {
+    let mut doc = doc.clone();
+    let (last, parent) = path.split_last().expect("not the root");
+    let node = parent.iter().fold(&mut doc, |n, s| match n {
+        serde_json::Value::Array(a) => &mut a[s.parse::<usize>().expect("an index")],
+        n => &mut n[s.as_str()],
+    });
+    match (node, with.is_null()) {
+        (serde_json::Value::Object(m), true) => {
+            m.remove(last);
+        }
+        (serde_json::Value::Array(a), false) => {
+            a[last.parse::<usize>().expect("an index")] = with.clone()
+        }
+        (n, false) => n[last.as_str()] = with.clone(),
+        (_, true) => {}
+    }
+    doc
+}
+
+/// Every schema error of a document is found: two mistakes in different places report
+/// exactly what each reports alone, over every pair of nodes of the shipped examples, for
+/// a wrong type, a number, an unknown field and a missing field.
+#[test]
+fn two_mistakes_report_exactly_what_each_reports_alone() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policy");
+    let errors = |doc: &serde_json::Value| {
+        let mut e = parse(doc, usize::MAX)
+            .err()
+            .map(|e| e.errors)
+            .unwrap_or_default();
+        e.sort();
+        e
+    };
+    let mut pairs = 0;
+    for file in ["web.yaml", "authz.yaml", "mesh.yaml", "legacy-db.yaml"] {
+        let text = std::fs::read_to_string(examples.join(file)).expect("an example");
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).expect("YAML");
+        for doc in docs.iter().filter(|d| d.is_object()) {
+            let mut paths = Vec::new();
+            node_paths(doc, &mut Vec::new(), &mut paths);
+            paths.retain(|p| p[0] != "apiVersion" && p[0] != "kind");
+            for with in [
+                serde_json::json!([["x"]]),
+                serde_json::json!(3.5),
+                serde_json::json!({"unknown": 1}),
+                serde_json::Value::Null,
+            ] {
+                let alone: Vec<_> = paths
+                    .iter()
+                    .map(|p| (p, errors(&mistake(doc, p, &with))))
+                    .filter(|(_, e)| !e.is_empty())
+                    .collect();
+                for (i, (a, a_errors)) in alone.iter().enumerate() {
+                    for (b, b_errors) in &alone[i + 1..] {
+                        if a.starts_with(b) || b.starts_with(a) {
+                            continue;
+                        }
+                        let both = errors(&mistake(&mistake(doc, a, &with), b, &with));
+                        let mut want = [a_errors.clone(), b_errors.clone()].concat();
+                        want.sort();
+                        assert_eq!(both, want, "{file}: {with} at {a:?} and {b:?}");
+                        pairs += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(pairs > 1000, "{pairs}");
+}
+
+#[test]
+fn a_list_where_a_mapping_belongs_is_said_so() {
+    // serde would read the mapping's fields from the list by position and blame the first.
+    let text = POLICY.replace(
+        "    attempts: 3\n    conditions: [5xx, connect-failure]\n    budget:\n      ratio: 0.2\n",
+        "    - attempts: 3\n      conditions: [5xx, connect-failure]\n",
+    );
+    assert_eq!(
+        errors(&text),
+        ["policy.yaml:9:3: spec.retries: expected a mapping (key: value lines); got a list"]
+    );
 }

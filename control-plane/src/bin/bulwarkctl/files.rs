@@ -1,7 +1,7 @@
 //! Commands on files that need no control plane: `validate` (policy) and `inject`
 //! (Kubernetes manifests).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use bulwark_api::load;
@@ -100,9 +100,17 @@ fn read_manifests(paths: &[PathBuf]) -> anyhow::Result<Vec<serde_json::Value>> {
         } else {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
         };
-        let values: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
-            .with_context(|| format!("{} is not YAML", path.display()))?;
-        docs.extend(values.into_iter().filter(|v| !v.is_null()));
+        let name = if path.as_os_str() == "-" {
+            Path::new("<stdin>")
+        } else {
+            path.as_path()
+        };
+        // FILE:LINE:COLUMN: invalid YAML: …, as validate says it (and said once).
+        let values = load::yaml_documents(name, &text).map_err(|problems| {
+            let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("{}", shown.join("; "))
+        })?;
+        docs.extend(values);
     }
     anyhow::ensure!(!docs.is_empty(), "no manifests in the input");
     Ok(docs)

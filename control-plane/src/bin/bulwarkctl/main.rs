@@ -135,7 +135,7 @@ fn main() -> ExitCode {
             let mut settings = match config.as_deref().map(Settings::from_file).transpose() {
                 Ok(s) => s.unwrap_or_default(),
                 Err(e) => {
-                    eprintln!("bulwarkctl inject: {e:#}");
+                    eprintln!("bulwarkctl inject: {}", said_once(&e));
                     return ExitCode::FAILURE;
                 }
             };
@@ -154,7 +154,7 @@ fn main() -> ExitCode {
             match files::inject(&paths, &settings) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("bulwarkctl inject: {e:#}");
+                    eprintln!("bulwarkctl inject: {}", said_once(&e));
                     ExitCode::FAILURE
                 }
             }
@@ -162,7 +162,7 @@ fn main() -> ExitCode {
         Command::Uninject { paths } => match files::uninject(&paths) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("bulwarkctl uninject: {e:#}");
+                eprintln!("bulwarkctl uninject: {}", said_once(&e));
                 ExitCode::FAILURE
             }
         },
@@ -170,7 +170,7 @@ fn main() -> ExitCode {
             match control::version(&tls.control_plane, client, &tls) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("bulwarkctl version: {e:#}");
+                    eprintln!("bulwarkctl version: {}", said_once(&e));
                     ExitCode::FAILURE
                 }
             }
@@ -200,7 +200,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("bulwarkctl token create: {e:#}");
+                    eprintln!("bulwarkctl token create: {}", said_once(&e));
                     ExitCode::FAILURE
                 }
             }
@@ -211,11 +211,24 @@ fn main() -> ExitCode {
             // Reached, but some proxy is behind or refused its policy: a deploy gate fails.
             Ok(false) => ExitCode::from(3),
             Err(e) => {
-                eprintln!("bulwarkctl status: {e:#}");
+                eprintln!("bulwarkctl status: {}", said_once(&e));
                 ExitCode::FAILURE
             }
         },
     }
+}
+
+/// An error and its causes, `outer: inner: …`, each said once: libraries often wrap an
+/// error in one that displays the same words ("tcp connect error: tcp connect error").
+fn said_once(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parts.last().is_some_and(|last| last.ends_with(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
 }
 
 /// Prints `doc` as `output` (`json` or `yaml`) on standard output.
@@ -225,4 +238,23 @@ pub(crate) fn print_doc(doc: &serde_json::Value, output: &str) -> anyhow::Result
         _ => println!("{}", serde_json::to_string_pretty(doc)?),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let inner = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = anyhow::Error::new(inner)
+            .context("tcp connect error")
+            .context("tcp connect error")
+            .context("transport error: tcp connect error")
+            .context("cannot reach the control plane");
+        assert_eq!(
+            said_once(&e),
+            "cannot reach the control plane: transport error: tcp connect error: refused"
+        );
+    }
 }
