@@ -109,7 +109,7 @@ pub fn build(
         registry,
     )
     .map_err(|e| Rejected(e.0))?;
-    next.meshed = Arc::new(meshed);
+    next.set_meshed(meshed);
     next.discovers_services = received.discovers_services;
     next.interest = current.interest.clone();
     Ok(next)

@@ -35,7 +35,7 @@ use self::body::{BodyEnd, ClientBody, Hold, ProxyBody};
 use crate::config::{HttpConfig, RequestId, TcpConfig};
 use crate::drain::Drain;
 use crate::error::{Error, Kind};
-use crate::metrics::requests::{AfterTally, AuthorityStats, RouteLabel, Tally, TraceId};
+use crate::metrics::requests::{AfterTally, AuthorityStats, Labels, Tally, TraceId};
 use crate::metrics::{Direction, Metrics};
 use crate::pool::{Pools, UpstreamBody, Version};
 use crate::transport::mesh::MeshTls;
@@ -240,13 +240,13 @@ impl Hop {
 
     /// Records the request and turns what forwarding came to into the downstream response:
     /// the proxy's error response, or the upstream's with its body timed and counted when
-    /// it ends (and, on 101, the upgraded halves joined). `route` is the policy route it
-    /// took, if any.
+    /// it ends (and, on 101, the upgraded halves joined). `labels` are its route's and its
+    /// destination's, where known.
     pub fn finish(
         &self,
         p: Prepared,
         dst: SocketAddr,
-        route: Option<Arc<RouteLabel>>,
+        labels: Labels,
         result: Result<Forwarded, Error>,
     ) -> Response<ProxyBody> {
         let d = self.direction;
@@ -266,7 +266,7 @@ impl Hop {
                     (l.entry.status, l.entry.error) = (status, Some(e.reason()));
                 }
                 let then = log.map(|l| l as Box<dyn AfterTally>);
-                let mut tally = Tally::new(p.stats, d, status, p.grpc, route).then(then);
+                let mut tally = Tally::new(p.stats, d, status, p.grpc, labels).then(then);
                 tally.end(Some(e.grpc_status()));
                 return respond::error_response(&e, p.grpc);
             }
@@ -283,7 +283,7 @@ impl Hop {
             }
         }
         let then = log.map(|l| l as Box<dyn AfterTally>);
-        let mut tally = Tally::new(p.stats, d, status, p.grpc, route).then(then);
+        let mut tally = Tally::new(p.stats, d, status, p.grpc, labels).then(then);
         if p.grpc
             && let Some(code) = headers::grpc_status(resp.headers())
         {

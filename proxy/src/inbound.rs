@@ -188,15 +188,16 @@ impl Inbound {
                 let prepared = this.hop.prepare(&mut req, version, dst, open);
                 let resp = match prepared.map(|p| with_client_id(p, &caller)) {
                     Ok(p) if let Err(kind) = verdict => {
-                        this.hop.finish(p, dst, None, Err(kind.into()))
+                        this.hop
+                            .finish(p, dst, Default::default(), Err(kind.into()))
                     }
                     Ok(p) => {
                         tell_client_id(req.headers_mut(), caller.id.as_deref());
                         let req = this.hop.client_body(&p, req);
                         let result = this.hop.passthrough(req, version, dst, None, None).await;
-                        this.hop.finish(p, dst, None, result)
+                        this.hop.finish(p, dst, Default::default(), result)
                     }
-                    Err((p, e)) => this.hop.finish(p, dst, None, Err(e)),
+                    Err((p, e)) => this.hop.finish(p, dst, Default::default(), Err(e)),
                 };
                 Ok::<_, Infallible>(resp)
             }

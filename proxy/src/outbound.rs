@@ -48,6 +48,7 @@ use crate::http::activity::Open;
 use crate::http::body::AttemptBody;
 use crate::http::body::{BodyEnd, ClientBody, Hold, ProxyBody};
 use crate::http::{Forwarded, Hop, server};
+use crate::metrics::requests::Labels;
 use crate::pool::{Pools, UpstreamBody, Version};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::tcp;
@@ -103,15 +104,15 @@ impl Outbound {
     ) -> Response<ProxyBody> {
         let p = match self.hop.prepare(&mut req, version, dst, open) {
             Ok(p) => p,
-            Err((p, e)) => return self.hop.finish(p, dst, None, Err(e)),
+            Err((p, e)) => return self.hop.finish(p, dst, Labels::default(), Err(e)),
         };
         let req = self.hop.client_body(&p, req);
         let snapshot = self.snapshot.load();
-        let mut route = None;
+        let mut labels = Labels::default();
         let result = match snapshot.lookup(dst, Some(&p.authority)) {
             Some((target, state)) => {
                 let policy = target.request_policy(req.method(), req.uri().path(), req.headers());
-                route = Some(policy.label.clone());
+                labels.route = Some(policy.label.clone());
                 let upstream = PooledUpstream {
                     pools: &self.hop.pools,
                     version,
@@ -143,7 +144,13 @@ impl Outbound {
                 self.hop.passthrough(req, version, dst, peer, owner).await
             }
         };
-        self.hop.finish(p, dst, route, result)
+        if let Ok(Forwarded {
+            served: Some(s), ..
+        }) = &result
+        {
+            labels.dst = snapshot.dst_label(s.endpoint);
+        }
+        self.hop.finish(p, dst, labels, result)
     }
 }
 

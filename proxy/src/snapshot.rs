@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::discovery::interest::Interest;
 use crate::inbound::authz::Authz;
 use crate::inbound::mode::Modes;
+use crate::metrics::requests::DstLabel;
 use crate::outbound::build::{self, ServiceSpec};
 use crate::outbound::policy::Target;
 use crate::outbound::registry::Registry;
@@ -36,6 +37,10 @@ pub struct Snapshot {
     /// The meshed workloads' pod IPs and the identity each must prove: connections to them
     /// are mesh TLS.
     pub meshed: Arc<BTreeMap<IpAddr, SpiffeId>>,
+    /// The same workloads as request-metric labels (one allocation each, shared by every
+    /// request to them).
+    #[serde(skip)]
+    pub dst_labels: Arc<crate::map::FastMap<IpAddr, Arc<DstLabel>>>,
     /// What each inbound port accepts besides mesh TLS.
     pub inbound_modes: Modes,
     /// Who may reach this workload's ports and routes.
@@ -99,6 +104,7 @@ impl Snapshot {
             services,
             routes,
             meshed: Arc::default(),
+            dst_labels: Arc::default(),
             discovers_services: false,
             interest: Arc::default(),
             owners: Arc::new(owners),
@@ -112,6 +118,27 @@ impl Snapshot {
             return None;
         }
         self.owners.get(&addr).map(|o| &**o)
+    }
+
+    /// The request-metric labels of the meshed workload at `addr`.
+    pub fn dst_label(&self, addr: SocketAddr) -> Option<Arc<DstLabel>> {
+        if self.dst_labels.is_empty() {
+            return None;
+        }
+        self.dst_labels.get(&addr.ip()).cloned()
+    }
+
+    /// Sets the meshed workloads, and their metric labels with them.
+    pub fn set_meshed(&mut self, meshed: BTreeMap<IpAddr, SpiffeId>) {
+        let labels = meshed.iter().map(|(ip, id)| {
+            let label = DstLabel {
+                namespace: id.namespace().into(),
+                service_account: id.service_account().into(),
+            };
+            (*ip, Arc::new(label))
+        });
+        self.dst_labels = Arc::new(labels.collect());
+        self.meshed = Arc::new(meshed);
     }
 
     /// The identity the peer at `addr` must prove, when it is a meshed workload.

@@ -197,6 +197,20 @@ fn meshed_pods_speak_tls_with_each_others_identity_and_nothing_plain_crosses() -
         Some(22.0),
         "requests counted by the caller's identity"
     );
+    // ...and the client's proxy counted them by the workload that answered.
+    let (_, stats) = client.admin("/stats")?;
+    let stats: serde_json::Value = serde_json::from_str(&stats)?;
+    let to_web: u64 = stats["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["dst_namespace"] == "shop" && r["dst_service_account"] == "web")
+        .filter_map(|r| r["count"].as_u64())
+        .sum();
+    assert_eq!(
+        to_web, 22,
+        "requests counted by the destination workload: {stats}"
+    );
 
     // From a pod outside the mesh, openssl sees the server's chain and its SPIFFE ID; with
     // no client certificate, the handshake goes no further.

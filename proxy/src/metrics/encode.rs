@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::latency::{BUCKETS_US, each_series};
+use super::requests::RequestCount;
 use super::{
     DETECT_LABELS, Direction, DirectionCounters, GRPC_OUTCOMES, Metrics, ProcessStats, Resilience,
     TargetGauges,
@@ -266,29 +267,16 @@ impl Metrics {
         let rows = self.request_counts();
         for d in ["inbound", "outbound"] {
             let mut rows: Vec<_> = rows.iter().filter(|r| r.direction == d).collect();
-            rows.sort_by(|a, b| {
-                (
-                    &a.authority,
-                    &a.target,
-                    &a.route,
-                    &a.status_code,
-                    &a.grpc_status,
-                )
-                    .cmp(&(
-                        &b.authority,
-                        &b.target,
-                        &b.route,
-                        &b.status_code,
-                        &b.grpc_status,
-                    ))
-            });
+            rows.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
             for r in rows {
                 let _ = writeln!(
                     o,
-                    "bulwark_requests_total{{direction=\"{d}\",authority=\"{}\",target=\"{}\",route=\"{}\",status_code=\"{}\",grpc_status=\"{}\",classification=\"{}\"}} {}",
+                    "bulwark_requests_total{{direction=\"{d}\",authority=\"{}\",target=\"{}\",route=\"{}\",dst_namespace=\"{}\",dst_service_account=\"{}\",status_code=\"{}\",grpc_status=\"{}\",classification=\"{}\"}} {}",
                     escape(&r.authority),
                     escape(&r.target),
                     escape(&r.route),
+                    escape(&r.dst_namespace),
+                    escape(&r.dst_service_account),
                     r.status_code,
                     r.grpc_status,
                     r.classification,
@@ -406,6 +394,19 @@ impl Metrics {
             );
         });
     }
+}
+
+/// The order of `bulwark_requests_total` samples within a direction.
+fn sort_key(r: &RequestCount) -> [&str; 7] {
+    [
+        &r.authority,
+        &r.target,
+        &r.route,
+        &r.dst_namespace,
+        &r.dst_service_account,
+        &r.status_code,
+        &r.grpc_status,
+    ]
 }
 
 /// The exposition formats `/metrics` speaks.

@@ -28,6 +28,25 @@ pub struct RouteLabel {
     pub route: Box<str>,
 }
 
+/// The destination workload of a request, where the control plane knows it: the meshed
+/// endpoint's identity (`dst_namespace`, `dst_service_account`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct DstLabel {
+    /// The workload's namespace.
+    pub namespace: Box<str>,
+    /// Its service account (the workload, as mesh identities name it).
+    pub service_account: Box<str>,
+}
+
+/// The labels a request's route and destination give it.
+#[derive(Debug, Clone, Default)]
+pub struct Labels {
+    /// The policy route it took.
+    pub route: Option<Arc<RouteLabel>>,
+    /// The meshed workload that answered.
+    pub dst: Option<Arc<DstLabel>>,
+}
+
 /// The gRPC label of a request: a status code `0..=16`, [`GRPC_RESET`] for a stream that
 /// failed before one came, [`NOT_GRPC`] for a request that is not gRPC.
 pub type GrpcLabel = u8;
@@ -57,16 +76,25 @@ pub(super) struct CountKey {
     pub(super) status: u16,
     pub(super) grpc: GrpcLabel,
     pub(super) route: Option<Arc<RouteLabel>>,
+    pub(super) dst: Option<Arc<DstLabel>>,
+}
+
+/// Equal labels, by pointer first (the same snapshot's labels are one allocation).
+fn same<T: PartialEq>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 impl PartialEq for CountKey {
     fn eq(&self, o: &Self) -> bool {
-        let route = match (&self.route, &o.route) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
-            (None, None) => true,
-            _ => false,
-        };
-        self.direction == o.direction && self.status == o.status && self.grpc == o.grpc && route
+        self.direction == o.direction
+            && self.status == o.status
+            && self.grpc == o.grpc
+            && same(&self.route, &o.route)
+            && same(&self.dst, &o.dst)
     }
 }
 
@@ -110,6 +138,7 @@ impl AuthorityStats {
         if s.counts.len() >= MAX_COUNTS_PER_AUTHORITY {
             key.status = 0;
             key.route = None;
+            key.dst = None;
             if let Some(c) = s.counts.iter_mut().find(|c| c.0 == key) {
                 c.1 += 1;
                 return;
@@ -146,13 +175,13 @@ pub trait AfterTally: Send + std::fmt::Debug {
 }
 
 impl Tally {
-    /// A tally for a response with `status` on `route`; `grpc` whether the call is gRPC.
+    /// A tally for a response with `status` and `labels`; `grpc` whether the call is gRPC.
     pub fn new(
         stats: Arc<AuthorityStats>,
         direction: Direction,
         status: u16,
         grpc: bool,
-        route: Option<Arc<RouteLabel>>,
+        labels: Labels,
     ) -> Self {
         Self {
             stats,
@@ -160,7 +189,8 @@ impl Tally {
                 direction,
                 status,
                 grpc: if grpc { GRPC_RESET } else { NOT_GRPC },
-                route,
+                route: labels.route,
+                dst: labels.dst,
             },
             done: false,
             sent: 0,
@@ -231,6 +261,10 @@ pub struct RequestCount {
     pub target: String,
     /// The policy route, empty without a target.
     pub route: String,
+    /// The namespace of the meshed workload that answered, empty when not known.
+    pub dst_namespace: String,
+    /// Its service account, empty when not known.
+    pub dst_service_account: String,
     /// The HTTP status, or `other` past the bound.
     pub status_code: String,
     /// The gRPC status (`0`–`16`, `reset`), empty for other requests.
@@ -248,11 +282,18 @@ impl RequestCount {
             .as_ref()
             .map(|r| (r.target.to_string(), r.route.to_string()))
             .unwrap_or_default();
+        let (dst_namespace, dst_service_account) = key
+            .dst
+            .as_ref()
+            .map(|d| (d.namespace.to_string(), d.service_account.to_string()))
+            .unwrap_or_default();
         Self {
             direction: key.direction.as_str(),
             authority: authority.to_string(),
             target,
             route,
+            dst_namespace,
+            dst_service_account,
             status_code: match key.status {
                 0 => "other".to_string(),
                 s => s.to_string(),

@@ -136,11 +136,14 @@ fn grpc_calls_are_counted_by_status_and_authorities_stay_bounded() {
     }
 }
 
-fn route(target: &str, route: &str) -> Option<Arc<requests::RouteLabel>> {
-    Some(Arc::new(requests::RouteLabel {
-        target: target.into(),
-        route: route.into(),
-    }))
+fn route(target: &str, route: &str) -> requests::Labels {
+    requests::Labels {
+        route: Some(Arc::new(requests::RouteLabel {
+            target: target.into(),
+            route: route.into(),
+        })),
+        dst: None,
+    }
 }
 
 #[test]
@@ -159,21 +162,35 @@ fn requests_count_by_status_grpc_status_and_route_when_they_end() {
     }
     Tally::new(a.clone(), d, 200, true, api.clone()).end(Some(0));
     drop(Tally::new(a.clone(), d, 200, true, api.clone())); // given up before its status
-    Tally::new(a.clone(), d, 503, false, None).end(None);
-    drop(Tally::new(a.clone(), d, 404, false, None));
+    let checkout = requests::Labels {
+        route: None,
+        dst: Some(Arc::new(requests::DstLabel {
+            namespace: "shop".into(),
+            service_account: "checkout".into(),
+        })),
+    };
+    Tally::new(a.clone(), d, 503, false, checkout).end(None);
+    drop(Tally::new(a.clone(), d, 404, false, Default::default()));
     a.add_bytes(d, false, 7);
     let text = m.render(&[], &ProcessStats::default(), &[]);
-    let l = |target: &str, route: &str, status: &str, grpc: &str, class: &str, n: u64| {
+    let l = |target: &str,
+             route: &str,
+             dst: &str,
+             status: &str,
+             grpc: &str,
+             class: &str,
+             n: u64| {
+        let (ns, sa) = dst.split_once('/').unwrap_or_default();
         format!(
-            "bulwark_requests_total{{direction=\"outbound\",authority=\"api:80\",target=\"{target}\",route=\"{route}\",status_code=\"{status}\",grpc_status=\"{grpc}\",classification=\"{class}\"}} {n}\n"
+            "bulwark_requests_total{{direction=\"outbound\",authority=\"api:80\",target=\"{target}\",route=\"{route}\",dst_namespace=\"{ns}\",dst_service_account=\"{sa}\",status_code=\"{status}\",grpc_status=\"{grpc}\",classification=\"{class}\"}} {n}\n"
         )
     };
     for want in [
-        l("Backend/shop/api", "reads", "200", "14", "failure", 2),
-        l("Backend/shop/api", "reads", "200", "0", "success", 1),
-        l("Backend/shop/api", "reads", "200", "reset", "failure", 1),
-        l("", "", "503", "", "failure", 1),
-        l("", "", "404", "", "success", 1),
+        l("Backend/shop/api", "reads", "", "200", "14", "failure", 2),
+        l("Backend/shop/api", "reads", "", "200", "0", "success", 1),
+        l("Backend/shop/api", "reads", "", "200", "reset", "failure", 1),
+        l("", "", "shop/checkout", "503", "", "failure", 1),
+        l("", "", "", "404", "", "success", 1),
         "bulwark_response_bytes_total{direction=\"outbound\",authority=\"api:80\"} 10\n".into(),
         "bulwark_request_bytes_total{direction=\"outbound\",authority=\"api:80\"} 7\n".into(),
         // The Tally counts the gRPC outcome too.
