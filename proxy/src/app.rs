@@ -17,6 +17,7 @@ use crate::discovery;
 use crate::drain::Drain;
 use crate::http::Hop;
 use crate::http::access_log::AccessLog;
+use crate::http::spans::Spans;
 use crate::inbound::Inbound;
 use crate::inbound::authz::Journal;
 use crate::inbound::callers::Callers;
@@ -43,6 +44,9 @@ pub enum AppError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The OTLP exporter could not be set up.
+    #[error("{0}")]
+    Spans(#[source] crate::http::spans::SpansError),
     /// A `--policy` file has problems; each line names file, position, field and reason.
     #[error("invalid policy:\n{0}")]
     Policy(String),
@@ -176,9 +180,20 @@ pub async fn run(
         cfg.http.access_log_sample,
         metrics.clone(),
     );
+    let spans = match &cfg.http.otlp_endpoint {
+        Some(endpoint) => {
+            let w = &cfg.workload;
+            let workload = format!("{}/{}", w.namespace, w.name);
+            let s = Spans::start(endpoint, &workload).map_err(AppError::Spans)?;
+            tracing::info!(%endpoint, "exporting spans of sampled requests over OTLP");
+            Some(Arc::new(s))
+        }
+        None => None,
+    };
     let hop = |direction| Hop {
         direction,
         access_log: access_log.clone(),
+        spans: spans.clone(),
         metrics: metrics.clone(),
         pools: pools.clone(),
         mesh: mesh.clone(),
@@ -271,6 +286,10 @@ pub async fn run(
         ));
     }
     serve_until(shutdown, &drain, accept_loops, &cfg).await;
+    if let Some(s) = spans {
+        // The last batch goes out before the process ends; the SDK's flush blocks.
+        let _ = tokio::task::spawn_blocking(move || s.shutdown()).await;
+    }
     Ok(())
 }
 

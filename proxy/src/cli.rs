@@ -107,6 +107,10 @@ pub(crate) struct RunArgs {
     /// Log one request in this many (1: every request).
     #[arg(long, env = "BULWARK_ACCESS_LOG_SAMPLE", default_value_t = config::DEFAULT_ACCESS_LOG_SAMPLE)]
     pub(crate) access_log_sample: u32,
+    /// Export a span of each request whose `traceparent` is sampled to this OTLP/gRPC
+    /// collector (`http://otel-collector.observability:4317`); off when unset.
+    #[arg(long, env = "BULWARK_OTLP_ENDPOINT")]
+    pub(crate) otlp_endpoint: Option<String>,
     /// Enable POST /shutdown on the admin port (accepted from loopback only).
     #[arg(long, env = "BULWARK_ADMIN_SHUTDOWN", default_value_t = false, action = ArgAction::Set)]
     pub(crate) admin_shutdown: bool,
@@ -253,6 +257,7 @@ impl RunArgs {
         c.http.request_id = self.request_id;
         c.http.access_log = self.access_log;
         c.http.access_log_sample = self.access_log_sample;
+        c.http.otlp_endpoint = self.otlp_endpoint;
         c.http.h2_max_concurrent_streams = self.h2_max_concurrent_streams;
         c.http.h2_max_pending_resets = self.h2_max_pending_resets;
         c.http.h2_max_local_error_resets = self.h2_max_local_error_resets;

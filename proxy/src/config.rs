@@ -245,6 +245,8 @@ pub struct HttpConfig {
     pub access_log: AccessLogFormat,
     /// One access-log line per this many requests.
     pub access_log_sample: u32,
+    /// The OTLP/gRPC collector spans go to (`http://host:4317`); none: no spans.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// When the proxy gives a request without `x-request-id` one.
@@ -337,6 +339,7 @@ impl Default for Config {
                 request_id: RequestId::Auto,
                 access_log: AccessLogFormat::Off,
                 access_log_sample: DEFAULT_ACCESS_LOG_SAMPLE,
+                otlp_endpoint: None,
             },
             metrics_max_authorities: DEFAULT_METRICS_MAX_AUTHORITIES,
             max_policy_endpoints: DEFAULT_MAX_POLICY_ENDPOINTS,

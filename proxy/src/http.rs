@@ -14,6 +14,7 @@ pub mod headers;
 pub mod replay;
 pub mod respond;
 pub mod server;
+pub mod spans;
 pub mod trace;
 pub mod upgrade;
 
@@ -32,6 +33,7 @@ use tokio::time::Instant;
 use self::access_log::{AccessLog, Pending};
 use self::activity::Open;
 use self::body::{BodyEnd, ClientBody, Hold, ProxyBody};
+use self::spans::Spans;
 use crate::config::{HttpConfig, RequestId, TcpConfig};
 use crate::drain::Drain;
 use crate::error::{Error, Kind};
@@ -59,6 +61,8 @@ pub struct Hop {
     pub tcp: TcpConfig,
     /// The access log, when on.
     pub access_log: Option<Arc<AccessLog>>,
+    /// The span exporter, when on.
+    pub spans: Option<Arc<Spans>>,
 }
 
 /// What [`Hop::prepare`] read from a request head.
@@ -78,7 +82,7 @@ pub struct Prepared {
     pub stats: Arc<AuthorityStats>,
     /// The trace it is part of, if its headers say.
     pub trace: Option<TraceId>,
-    /// Its access-log line, if it is one to log.
+    /// Its access-log line and span, if it is one to log or trace.
     pub log: Option<Box<Pending>>,
 }
 
@@ -224,10 +228,19 @@ impl Hop {
         }
     }
 
-    /// The access-log line of `req`, if the log is on and this request is one to log.
-    fn pending_log<B>(&self, req: &Request<B>) -> Option<Box<Pending>> {
-        let log = self.access_log.as_ref().filter(|l| l.sampled())?;
-        Some(Box::new(Pending::new(log.clone(), self.direction, req)))
+    /// The access-log line and the span of `req`: a line if the log is on and this request
+    /// is one to log, a span if spans are on and its trace is sampled (its `traceparent`
+    /// then names the proxy's span).
+    fn pending_log<B>(&self, req: &mut Request<B>) -> Option<Box<Pending>> {
+        let log = self.access_log.as_ref().filter(|l| l.sampled()).cloned();
+        let span = self
+            .spans
+            .as_ref()
+            .and_then(|s| s.begin(self.direction, req.headers_mut()));
+        if log.is_none() && span.is_none() {
+            return None;
+        }
+        Some(Box::new(Pending::new(log, span, self.direction, req)))
     }
 
     /// The request with its body counted for its authority (and its log line).

@@ -180,11 +180,14 @@ impl Entry {
     }
 }
 
-/// What the access log needs of a request, gathered from its head to its end.
+/// What the access log and the request's span need of it, gathered from its head to its
+/// end.
 #[derive(Debug)]
 pub struct Pending {
-    /// Where the line goes.
-    pub log: Arc<AccessLog>,
+    /// Where the line goes, if it is one to log.
+    pub log: Option<Arc<AccessLog>>,
+    /// Its span, if its trace is sampled.
+    pub span: Option<opentelemetry_sdk::trace::Span>,
     /// The line, its response fields filled in as they become known.
     pub entry: Entry,
     /// Request body bytes, counted by the request body as it streams.
@@ -194,10 +197,16 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// A pending line for the request `req`, read now.
-    pub fn new<B>(log: Arc<AccessLog>, direction: Direction, req: &http::Request<B>) -> Self {
+    /// A pending line (and span) for the request `req`, read now.
+    pub fn new<B>(
+        log: Option<Arc<AccessLog>>,
+        span: Option<opentelemetry_sdk::trace::Span>,
+        direction: Direction,
+        req: &http::Request<B>,
+    ) -> Self {
         Self {
             log,
+            span,
             entry: Entry {
                 start: rfc3339(SystemTime::now()),
                 direction: direction.as_str(),
@@ -235,7 +244,13 @@ impl AfterTally for Pending {
         e.response_bytes = response_bytes;
         e.request_bytes = self.request_bytes.load(Ordering::Relaxed);
         e.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
-        self.log.write(e);
+        if let Some(log) = &self.log {
+            log.write(e);
+        }
+        if let Some(span) = self.span.take() {
+            let grpc_failed = e.grpc_status.as_deref().is_some_and(|g| g != "0");
+            super::spans::end(span, e, e.status >= 500 || grpc_failed);
+        }
     }
 }
 
