@@ -87,9 +87,13 @@ pub(super) fn typed<T: DeserializeOwned + JsonSchema>(
             }
         } else {
             let range = || bounds(&schema, &written);
-            found
-                .errors
-                .push(explain(&display(&written), &message, range));
+            let (path, mut reason) = explain(&display(&written), &message, range);
+            if let Some(field) = unknown_field(&message)
+                && !reason.contains("did you mean")
+            {
+                reason.push_str(&belongs(&schema, field, &written));
+            }
+            found.errors.push((path, reason));
         }
         if let Some(field) = unknown_field(&message)
             && at.last() != Some(&Step::Key(field.to_string()))
@@ -271,6 +275,51 @@ fn schema_at<'a>(schema: &'a Value, path: &[Step]) -> Option<&'a Value> {
             .or_else(|| node.get("additionalProperties").filter(|a| a.is_object())),
         Step::Index(_) => node.get("items"),
     })
+}
+
+/// Where an unknown field `name` found under `under` belongs, if the kind has a field of
+/// that name elsewhere: `; it belongs under spec.retries` (at most three places).
+fn belongs(schema: &Value, name: &str, under: &[Step]) -> String {
+    let mut homes = Vec::new();
+    homes_of(schema, name, &mut String::new(), &mut homes, 0);
+    let here = display(under);
+    homes.retain(|h| *h != here);
+    match homes.as_slice() {
+        [] => String::new(),
+        [one] => format!("; it belongs under `{one}`"),
+        many => {
+            let many: Vec<String> = many.iter().take(3).map(|h| format!("`{h}`")).collect();
+            format!("; it belongs under {}", many.join(" or "))
+        }
+    }
+}
+
+/// Collects the paths (as `display` writes them, lists as `[]`) whose mapping has a field
+/// `name`.
+fn homes_of(node: &Value, name: &str, path: &mut String, homes: &mut Vec<String>, depth: usize) {
+    if depth > 12 {
+        return;
+    }
+    if let Some(props) = node.get("properties").and_then(Value::as_object) {
+        if props.contains_key(name) {
+            homes.push(path.clone());
+        }
+        for (key, child) in props {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(key);
+            homes_of(child, name, path, homes, depth + 1);
+            path.truncate(len);
+        }
+    }
+    if let Some(items) = node.get("items") {
+        let len = path.len();
+        path.push_str("[]");
+        homes_of(items, name, path, homes, depth + 1);
+        path.truncate(len);
+    }
 }
 
 /// The bounds the kind's schema gives the whole number at `path`, if it is one.

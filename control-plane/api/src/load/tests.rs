@@ -647,3 +647,21 @@ fn a_list_where_a_mapping_belongs_is_said_so() {
         ["policy.yaml:9:3: spec.retries: expected a mapping (key: value lines); got a list"]
     );
 }
+
+#[test]
+fn a_misplaced_field_is_told_where_it_belongs() {
+    // `attempts` one level too high: under spec, not spec.retries.
+    let text = POLICY.replace("  retries:\n", "  attempts: 2\n  retries:\n");
+    let e = only_error(&text);
+    assert!(
+        e.contains("spec.attempts: unknown field `attempts`")
+            && e.ends_with("; it belongs under `spec.retries` or `spec.routes[].retries`"),
+        "{e}"
+    );
+    // A typo is a typo: the near name is said, not a far place.
+    let text = POLICY.replace("    attempts: 3", "    attempts: 3\n    atempts: 4");
+    assert!(!only_error(&text).contains("belongs"));
+    // A name the kind has nowhere gets neither.
+    let text = POLICY.replace("    attempts: 3", "    attempts: 3\n    colour: blue");
+    assert!(!only_error(&text).contains("belongs"));
+}
