@@ -646,6 +646,17 @@ impl Mesh {
         Ok(())
     }
 
+    /// A pod named `name` with the test server on 8080 (HTTP/1.1 and h2c), named `name`
+    /// too; its proxy is the caller's to start.
+    pub fn server_pod(&mut self, name: &str) -> Result<Pod> {
+        let pod = self.pod(name)?;
+        self.testserver(&pod)
+            .http("0.0.0.0:8080")
+            .name(name)
+            .start()?;
+        Ok(pod)
+    }
+
     /// The test upstream for `pod`, to be given listeners and started.
     pub fn testserver(&mut self, pod: &Pod) -> TestServerStart<'_> {
         TestServerStart {

@@ -21,11 +21,7 @@ const FAILED: u64 = 5;
 /// an endpoint), and a server pod with the test server on 8080 behind its own proxy.
 fn two_pods(mesh: &mut Mesh, policy_dir: &Path) -> Result<(Pod, Pod)> {
     let client = mesh.pod("client")?;
-    let server = mesh.pod("server")?;
-    mesh.testserver(&server)
-        .http("0.0.0.0:8080")
-        .name("server")
-        .start()?;
+    let server = mesh.server_pod("server")?;
     mesh.proxy(&server).start()?;
     let policy = Policy::new().with(Backend::new("web").endpoint(format!("{}:8080", server.ip)));
     std::fs::write(policy_dir.join("web.yaml"), policy.to_yaml(&[])?)?;

@@ -16,11 +16,7 @@ const ENHANCE_YOUR_CALM: u64 = 0xb;
 /// outside the mesh).
 fn pods(mesh: &mut Mesh, client_proxy: bool) -> Result<(Pod, Pod)> {
     let client = mesh.pod("client")?;
-    let server = mesh.pod("server")?;
-    mesh.testserver(&server)
-        .http("0.0.0.0:8080")
-        .name("server")
-        .start()?;
+    let server = mesh.server_pod("server")?;
     mesh.proxy(&server).start()?;
     if client_proxy {
         mesh.proxy(&client).start()?;

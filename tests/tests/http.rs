@@ -351,11 +351,7 @@ fn trace_headers_pass_through_and_a_request_without_an_id_gets_one() -> Result<(
 fn the_access_log_has_a_line_per_request_in_json_or_text() -> Result<()> {
     let mut mesh = Mesh::new("accesslog")?;
     let client = mesh.pod("client")?;
-    let server = mesh.pod("server")?;
-    mesh.testserver(&server)
-        .http("0.0.0.0:8080")
-        .name("server")
-        .start()?;
+    let server = mesh.server_pod("server")?;
     mesh.proxy(&server).flag("--access-log", "text").start()?;
     mesh.proxy(&client).flag("--access-log", "json").start()?;
     let base = format!("http://{}:8080", server.ip);

@@ -12,11 +12,7 @@ use bulwark_tests::{Mesh, bin, wait_for};
 fn a_sampled_request_gets_a_proxy_span_exported_over_otlp() -> Result<()> {
     let mut mesh = Mesh::new("spans")?;
     let client = mesh.pod("client")?;
-    let server = mesh.pod("server")?;
-    mesh.testserver(&server)
-        .http("0.0.0.0:8080")
-        .name("server")
-        .start()?;
+    let server = mesh.server_pod("server")?;
     mesh.proxy(&server).start()?;
     let mut sink = client.cmd(bin("bulwark-otlp-sink"));
     sink.arg("127.0.0.1:4317");

@@ -243,7 +243,8 @@ impl AfterTally for Pending {
         e.grpc_status = grpc_status;
         e.response_bytes = response_bytes;
         e.request_bytes = self.request_bytes.load(Ordering::Relaxed);
-        e.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        // Whole microseconds: a float of nanoseconds prints as 0.9977560000000001.
+        e.duration_ms = self.started.elapsed().as_micros() as f64 / 1e3;
         if let Some(log) = &self.log {
             log.write(e);
         }

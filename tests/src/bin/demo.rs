@@ -205,7 +205,13 @@ fn main() -> Result<()> {
         .map(|p| (p, "shop/checkout", "checkout", &tokens[0]))
         .chain(others)
     {
-        let proxy = mesh.proxy(pod);
+        let mut proxy = mesh.proxy(pod);
+        if pod.ns == client.ns {
+            // One request in 500 written to stdout, as an operator would sample a busy pod.
+            proxy = proxy
+                .flag("--access-log", "json")
+                .flag("--access-log-sample", "500");
+        }
         let pid = meshed(proxy, pod, &cp, &anchors, (workload, sa), token)
             .start()?
             .0;
@@ -356,7 +362,9 @@ fn main() -> Result<()> {
     hook.show(&cp)?;
     cluster_mode(&mut mesh, &cp)?;
 
-    step(14, "what the proxies saw (GET /stats on each admin port)");
+    operate(&mesh, &client, &replicas[0])?;
+
+    step(15, "what the proxies saw (GET /stats on each admin port)");
     print_stats(&client, "client proxy")?;
     print_stats(&replicas[2], "checkout-2 proxy (the faulty replica)")?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -364,6 +372,69 @@ fn main() -> Result<()> {
     println!(
         "\ndone in {:.1}s; namespaces and processes cleaned up.",
         t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// What an operator reads: the request counter by status and classification, a sampled
+/// access-log line, an OpenMetrics exemplar tying a latency bucket to a trace, and the live
+/// page.
+fn operate(mesh: &Mesh, client: &Pod, replica: &Pod) -> Result<()> {
+    step(
+        14,
+        "operating it: request counts by status, the access log, exemplars, validate, the live page",
+    );
+    let (_, metrics) = client.admin("/metrics")?;
+    let authority = format!("authority=\"{}:8080\"", replica.ip);
+    println!(
+        "    bulwark_requests_total on the client proxy (every response, counted when it ended):"
+    );
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("bulwark_requests_total{") && l.contains(&authority))
+    {
+        println!("      {line}");
+    }
+    let label = format!("proxy-{}", client.ns);
+    let logged: Vec<String> = mesh
+        .log_of(&label)
+        .lines()
+        .filter(|l| l.starts_with('{') && l.contains("\"duration_ms\""))
+        .map(str::to_string)
+        .collect();
+    println!(
+        "    the client proxy's access log (--access-log json, one request in 500): {} lines; the last:",
+        logged.len()
+    );
+    if let Some(last) = logged.last() {
+        println!("      {last}");
+    }
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    client.sh_ok(&format!(
+        "curl -s -o /dev/null -H 'traceparent: 00-{trace}-00f067aa0ba902b7-01' http://{}:8080/",
+        replica.ip
+    ))?;
+    let om = client
+        .sh_ok("curl -s -H 'Accept: application/openmetrics-text' http://127.0.0.1:5191/metrics")?;
+    if let Some(line) = om.lines().find(|l| l.contains(trace)) {
+        println!("    a traced request, as the OpenMetrics exemplar of its latency bucket:");
+        println!("      {line}");
+    }
+    let out = std::process::Command::new(bulwark_tests::bin("bulwarkctl"))
+        .current_dir(bulwark_tests::workspace_root().join("tests/golden/validate"))
+        .args(["validate", "several-mistakes.yaml"])
+        .output()?;
+    println!(
+        "    bulwarkctl validate on a policy with six mistakes (exit {}): every one, in order",
+        out.status.code().unwrap_or(-1)
+    );
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        println!("      {line}");
+    }
+    let (code, page) = client.admin("/")?;
+    println!(
+        "    GET / on the admin port: {code}, the live page ({} KiB, no external assets): latency, rates and endpoints, refreshed every 2 s",
+        page.len() / 1024
     );
     Ok(())
 }
