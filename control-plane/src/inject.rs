@@ -127,6 +127,10 @@ pub struct Settings {
     pub resources: Resources,
     /// The proxy's log filter (`BULWARK_LOG`).
     pub log_level: String,
+    /// The proxy's access log (`BULWARK_ACCESS_LOG`): `off`, `text` or `json`.
+    pub access_log: AccessLog,
+    /// The OTLP collector of the proxies' spans (`BULWARK_OTLP_ENDPOINT`); empty: none.
+    pub otlp_endpoint: String,
     /// Namespaces the webhook never injects, besides its own.
     pub excluded_namespaces: Vec<String>,
     /// Give the proxy its pod's service-account token, projected for the mesh's audience,
@@ -146,6 +150,8 @@ impl Default for Settings {
             sidecar: SidecarMode::Native,
             resources: Resources::default(),
             log_level: "info".into(),
+            access_log: AccessLog::Off,
+            otlp_endpoint: String::new(),
             excluded_namespaces: ["kube-system", "kube-public", "kube-node-lease"]
                 .map(String::from)
                 .to_vec(),
@@ -162,6 +168,29 @@ impl Settings {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         serde_saphyr::from_str(&text)
             .with_context(|| format!("{}: not valid injection settings", path.display()))
+    }
+}
+
+/// The proxy's access-log format, as the chart and the annotation name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLog {
+    /// None.
+    Off,
+    /// `key=value` lines.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+impl AccessLog {
+    /// The value of `BULWARK_ACCESS_LOG`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLog::Off => "off",
+            AccessLog::Text => "text",
+            AccessLog::Json => "json",
+        }
     }
 }
 

@@ -180,6 +180,26 @@ pub struct Proxy {
     /// The proxy's resources; config.bulwark.dev/proxy-{cpu,memory}-{request,limit}
     /// override them per pod.
     pub resources: ProxyResources,
+    /// The access log on the proxy's stdout (off, text or json);
+    /// config.bulwark.dev/access-log overrides it per pod.
+    pub access_log: AccessLog,
+    /// The OTLP/gRPC collector the proxies send spans of sampled requests to
+    /// (http://host:4317); empty: no spans.
+    #[schemars(regex(pattern = "^(https?://[^\\s]+)?$"))]
+    pub otlp_endpoint: String,
+}
+
+/// The proxy's access log.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLog {
+    // None.
+    #[default]
+    Off,
+    // key=value lines.
+    Text,
+    // JSON lines.
+    Json,
 }
 
 /// How the sidecar is injected.

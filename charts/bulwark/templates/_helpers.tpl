@@ -40,6 +40,8 @@ controlPlaneNamespace: {{ .Release.Namespace }}
 trustDomain: {{ .Values.mesh.trustDomain }}
 sidecar: {{ .Values.proxy.sidecar }}
 logLevel: {{ .Values.proxy.logLevel | quote }}
+accessLog: {{ .Values.proxy.accessLog | quote }}
+otlpEndpoint: {{ .Values.proxy.otlpEndpoint | quote }}
 resources:
   {{- toYaml .Values.proxy.resources | nindent 2 }}
 excludedNamespaces:

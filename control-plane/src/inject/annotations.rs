@@ -13,7 +13,7 @@ use super::InjectError;
 pub const PREFIX: &str = "config.bulwark.dev/";
 
 /// The annotations understood, with what each sets (the table in docs/kubernetes.md).
-pub const KNOWN: [&str; 14] = [
+pub const KNOWN: [&str; 16] = [
     "skip-inbound-ports",
     "skip-outbound-ports",
     "skip-outbound-cidrs",
@@ -22,6 +22,8 @@ pub const KNOWN: [&str; 14] = [
     "outbound-port",
     "admin-port",
     "log-level",
+    "access-log",
+    "access-log-sample",
     "detect-timeout",
     "shutdown-grace",
     "proxy-cpu-request",
@@ -50,6 +52,10 @@ pub struct Overrides {
     pub admin_port: Option<u16>,
     /// `BULWARK_LOG` of the proxy.
     pub log_level: Option<String>,
+    /// `BULWARK_ACCESS_LOG` of the proxy.
+    pub access_log: Option<super::AccessLog>,
+    /// `BULWARK_ACCESS_LOG_SAMPLE` of the proxy.
+    pub access_log_sample: Option<String>,
     /// `BULWARK_DETECT_TIMEOUT` of the proxy.
     pub detect_timeout: Option<String>,
     /// `BULWARK_SHUTDOWN_GRACE` of the proxy.
@@ -179,6 +185,26 @@ fn log_level(key: &str, v: &str) -> Result<String, InjectError> {
     }
 }
 
+fn access_log(key: &str, v: &str) -> Result<super::AccessLog, InjectError> {
+    match v.trim() {
+        "off" => Ok(super::AccessLog::Off),
+        "text" => Ok(super::AccessLog::Text),
+        "json" => Ok(super::AccessLog::Json),
+        _ => Err(bad(key, v, "must be off, text or json")),
+    }
+}
+
+fn sample(key: &str, v: &str) -> Result<String, InjectError> {
+    match v.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n.to_string()),
+        _ => Err(bad(
+            key,
+            v,
+            "must be a whole number, 1 or more (1: every request)",
+        )),
+    }
+}
+
 /// The known name nearest to an unknown one, for the error message.
 fn nearest(name: &str) -> Option<&'static str> {
     KNOWN
@@ -226,6 +252,8 @@ pub fn parse(meta: &Value) -> Result<Overrides, InjectError> {
             "outbound-port" => o.outbound_port = Some(port(key, v)?),
             "admin-port" => o.admin_port = Some(port(key, v)?),
             "log-level" => o.log_level = Some(log_level(key, v)?),
+            "access-log" => o.access_log = Some(access_log(key, v)?),
+            "access-log-sample" => o.access_log_sample = Some(sample(key, v)?),
             "detect-timeout" => o.detect_timeout = Some(duration(key, v)?),
             "shutdown-grace" => o.shutdown_grace = Some(duration(key, v)?),
             "proxy-cpu-request" => {

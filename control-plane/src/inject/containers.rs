@@ -5,8 +5,8 @@ use serde_json::{Map, Value, json};
 
 use super::annotations::Overrides;
 use super::{
-    ADMIN_PORT, INIT_CONTAINER, PROXY_BIN, PROXY_CONTAINER, PROXY_UID, Settings, SidecarMode,
-    TOKEN_DIR, TOKEN_VOLUME, TRUST_ANCHORS_DIR, TRUST_ANCHORS_VOLUME,
+    ADMIN_PORT, AccessLog, INIT_CONTAINER, PROXY_BIN, PROXY_CONTAINER, PROXY_UID, Settings,
+    SidecarMode, TOKEN_DIR, TOKEN_VOLUME, TRUST_ANCHORS_DIR, TRUST_ANCHORS_VOLUME,
 };
 
 fn env_field(name: &str, path: &str) -> Value {
@@ -125,7 +125,15 @@ pub(super) fn proxy(s: &Settings, o: &Overrides, workload: &str, probes: &[Strin
     if o.admin_port.is_some() {
         env.push(env_value("BULWARK_ADMIN_ADDR", format!("0.0.0.0:{admin}")));
     }
+    let access_log = o.access_log.unwrap_or(s.access_log);
+    if access_log != AccessLog::Off {
+        env.push(env_value("BULWARK_ACCESS_LOG", access_log.as_str()));
+    }
+    if !s.otlp_endpoint.is_empty() {
+        env.push(env_value("BULWARK_OTLP_ENDPOINT", s.otlp_endpoint.clone()));
+    }
     for (name, v) in [
+        ("BULWARK_ACCESS_LOG_SAMPLE", &o.access_log_sample),
         ("BULWARK_OPAQUE_PORTS", &o.opaque_ports),
         ("BULWARK_DETECT_TIMEOUT", &o.detect_timeout),
         ("BULWARK_SHUTDOWN_GRACE", &o.shutdown_grace),

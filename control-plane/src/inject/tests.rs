@@ -175,6 +175,8 @@ fn per_pod_annotations_reach_the_containers_they_configure() {
         "config.bulwark.dev/detect-timeout": "2s",
         "config.bulwark.dev/proxy-memory-limit": "256Mi",
         "config.bulwark.dev/proxy-cpu-limit": "500m",
+        "config.bulwark.dev/access-log": "json",
+        "config.bulwark.dev/access-log-sample": "10",
     }));
     assert_eq!(
         manifest(&mut p, &Settings::default()),
@@ -193,6 +195,12 @@ fn per_pod_annotations_reach_the_containers_they_configure() {
     assert_eq!(proxy["BULWARK_ADMIN_ADDR"], "0.0.0.0:6191");
     assert_eq!(proxy["BULWARK_LOG"], "warn,bulwark_proxy=debug");
     assert_eq!(proxy["BULWARK_DETECT_TIMEOUT"], "2s");
+    assert_eq!(proxy["BULWARK_ACCESS_LOG"], "json");
+    assert_eq!(proxy["BULWARK_ACCESS_LOG_SAMPLE"], "10");
+    assert!(
+        !proxy.contains_key("BULWARK_OTLP_ENDPOINT"),
+        "no spans unless set"
+    );
     assert_eq!(inits[1]["startupProbe"]["httpGet"]["port"], 6191);
     assert_eq!(inits[1]["ports"][0]["containerPort"], 6191);
     assert_eq!(
@@ -206,12 +214,44 @@ fn per_pod_annotations_reach_the_containers_they_configure() {
 }
 
 #[test]
+fn the_charts_access_log_and_otlp_settings_reach_every_proxy() {
+    let settings = Settings {
+        access_log: crate::inject::AccessLog::Text,
+        otlp_endpoint: "http://otel-collector.observability:4317".into(),
+        ..Settings::default()
+    };
+    let mut p = pod_with(json!({}));
+    assert_eq!(manifest(&mut p, &settings), Ok(vec![Change::Injected]));
+    let proxy = env_of(&p["spec"]["initContainers"][1]);
+    assert_eq!(proxy["BULWARK_ACCESS_LOG"], "text");
+    assert_eq!(
+        proxy["BULWARK_OTLP_ENDPOINT"],
+        "http://otel-collector.observability:4317"
+    );
+    // Off by default: the defaults add neither.
+    let mut p = pod_with(json!({}));
+    manifest(&mut p, &Settings::default()).unwrap();
+    let proxy = env_of(&p["spec"]["initContainers"][1]);
+    assert!(!proxy.contains_key("BULWARK_ACCESS_LOG"));
+}
+
+#[test]
 fn a_wrong_annotation_is_refused_by_name_with_the_reason() {
     let cases = [
         (
             "config.bulwark.dev/skip-inbound-ports",
             "80,http",
             "\"http\" is not a port",
+        ),
+        (
+            "config.bulwark.dev/access-log",
+            "yes",
+            "must be off, text or json",
+        ),
+        (
+            "config.bulwark.dev/access-log-sample",
+            "0",
+            "must be a whole number, 1 or more",
         ),
         ("config.bulwark.dev/skip-inbound-ports", "90:80", "empty"),
         (
