@@ -44,6 +44,18 @@ pub fn bin(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// The metric families docs/operations.md's table documents (its first column).
+pub fn documented_families() -> Result<Vec<String>> {
+    let doc = std::fs::read_to_string(workspace_root().join("docs/operations.md"))?;
+    Ok(doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(name, _)| name))
+        .filter(|name| name.starts_with("bulwark_") || name.starts_with("process_"))
+        .map(str::to_string)
+        .collect())
+}
+
 /// The workspace root (for the Python helpers under tests/py).
 pub fn workspace_root() -> PathBuf {
     // Cargo names the running test's package directory (tests/ or benches/) at run time;
@@ -506,6 +518,21 @@ impl Pod {
             .filter(|l| l.starts_with(&prefix))
             .map(|l| sample_value(l).with_context(|| format!("unreadable sample {l:?}")))
             .sum()
+    }
+
+    /// The families docs/operations.md documents that this pod's proxy does not export
+    /// (by the `# TYPE` lines of its `/metrics`).
+    pub fn documented_but_missing(&self) -> Result<Vec<String>> {
+        let (_, text) = self.admin("/metrics")?;
+        let exported: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        Ok(documented_families()?
+            .into_iter()
+            .filter(|f| !exported.contains(f.as_str()))
+            .collect())
     }
 
     /// The value of one sample of the proxy's Prometheus metrics, given as its name and

@@ -281,6 +281,16 @@ fn metrics_parse_with_the_prometheus_parser_and_stats_give_percentiles() -> Resu
         .flatten()
         .any(|e| e["labels"]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736");
     assert!(traced, "the traced request is an exemplar: {out}");
+    // Every documented family is exported by a running proxy, but for the three that need
+    // mesh identity (tests/tests/mtls.rs checks those).
+    assert_eq!(
+        client.documented_but_missing()?,
+        [
+            "bulwark_identity_cert_expiration_timestamp_seconds",
+            "bulwark_identity_certify_total",
+            "bulwark_tls_handshakes_total",
+        ]
+    );
     Ok(())
 }
 

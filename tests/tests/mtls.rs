@@ -197,6 +197,8 @@ fn meshed_pods_speak_tls_with_each_others_identity_and_nothing_plain_crosses() -
         Some(22.0),
         "requests counted by the caller's identity"
     );
+    // With mesh identity on, a proxy exports every family docs/operations.md lists.
+    assert_eq!(client.documented_but_missing()?, Vec::<String>::new());
     // ...and the client's proxy counted them by the workload that answered.
     let (_, stats) = client.admin("/stats")?;
     let stats: serde_json::Value = serde_json::from_str(&stats)?;
