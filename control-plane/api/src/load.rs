@@ -182,6 +182,23 @@ pub fn document(value: &serde_json::Value) -> Result<Document, (String, String)>
     parse(value, 1).map_err(|e| e.errors.into_iter().next().unwrap_or_default())
 }
 
+/// [`document`] with every schema error as `field: reason` lines (at most
+/// [`MAX_ERRORS_PER_DOCUMENT`], then a count of the rest): what the admission webhook and
+/// an object's status report, as `bulwarkctl validate` does.
+pub fn document_problems(value: &serde_json::Value) -> Result<Document, Vec<String>> {
+    parse(value, MAX_ERRORS_PER_DOCUMENT).map_err(|e| {
+        let mut lines: Vec<String> = e
+            .errors
+            .into_iter()
+            .map(|(path, reason)| format!("{path}: {reason}"))
+            .collect();
+        if e.cut_short || lines.len() >= MAX_ERRORS_PER_DOCUMENT {
+            lines.push("… and more errors in this document".to_string());
+        }
+        lines
+    })
+}
+
 /// One document as its kind, or its schema errors (at most `limit` of them). A wrong
 /// apiVersion or kind is the one error: the schema to check the rest against is unknown.
 fn parse(value: &serde_json::Value, limit: usize) -> Result<Document, SchemaErrors> {

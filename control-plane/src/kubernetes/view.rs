@@ -104,8 +104,8 @@ fn documents(objects: &[Arc<DynamicObject>]) -> (Vec<Document>, Vec<String>, Vec
             obj.metadata.namespace.as_deref().unwrap_or("-"),
             obj.metadata.name.as_deref().unwrap_or("?")
         );
-        let problems: Vec<String> = match bulwark_api::load::document(&value) {
-            Err((path, reason)) => vec![format!("{path}: {reason}")],
+        let problems: Vec<String> = match bulwark_api::load::document_problems(&value) {
+            Err(problems) => problems,
             Ok(doc) => {
                 let p: Vec<String> = bulwark_api::policy::validate::validate(&doc)
                     .into_iter()

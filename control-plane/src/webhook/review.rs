@@ -128,8 +128,8 @@ pub fn validate(body: &[u8]) -> Result<(Vec<u8>, Outcome), Malformed> {
         req.namespace.as_deref().unwrap_or("-"),
         obj.metadata.name.as_deref().unwrap_or(&req.name)
     );
-    let problems: Vec<String> = match bulwark_api::load::document(&value) {
-        Err((path, reason)) => vec![format!("{path}: {reason}")],
+    let problems: Vec<String> = match bulwark_api::load::document_problems(&value) {
+        Err(problems) => problems,
         Ok(doc) => bulwark_api::policy::validate::validate(&doc)
             .into_iter()
             .map(|p| format!("{}: {}", p.path, p.reason))

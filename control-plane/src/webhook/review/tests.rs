@@ -159,3 +159,26 @@ fn policy_is_validated_as_bulwarkctl_validate_does() {
         "{msg}"
     );
 }
+
+#[test]
+fn every_schema_error_of_a_policy_is_in_the_denial() {
+    let kind = ("bulwark.dev", "v1alpha1", "TrafficPolicy");
+    let mut bad = traffic_policy(3);
+    bad["spec"]["retires"] = json!({});
+    bad["spec"]["timeouts"] = json!({"request": "soon"});
+    bad["spec"]["targetRef"]["kind"] = json!("Servce");
+    let (out, outcome) = validate(&review(kind, "shop", "CREATE", bad)).unwrap();
+    assert_eq!(outcome, Outcome::Denied);
+    let msg = response(&out)["status"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for part in [
+        "spec.retires: unknown field `retires` (did you mean `retries`?)",
+        "spec.timeouts.request:",
+        "spec.targetRef.kind: unknown variant `Servce`",
+    ] {
+        assert!(msg.contains(part), "{part} in {msg}");
+    }
+    assert_eq!(msg.matches("; ").count(), 2, "three problems: {msg}");
+}
