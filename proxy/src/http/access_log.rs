@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::config::{ACCESS_LOG_QUEUE, AccessLogFormat};
-use crate::metrics::requests::AfterTally;
+use crate::metrics::requests::{AfterTally, trace_hex};
 use crate::metrics::{Direction, Metrics};
 
 /// The access log of one proxy.
@@ -227,7 +227,7 @@ impl Pending {
                     .get(&super::trace::REQUEST_ID)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string),
-                trace_id: super::trace::trace_id(req.headers()).map(|id| super::trace::hex(&id)),
+                trace_id: super::trace::trace_id(req.headers()).map(|id| trace_hex(&id)),
                 error: None,
             },
             request_bytes: Arc::new(AtomicU64::new(0)),

@@ -98,29 +98,14 @@ const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent
 
 /// The caller's span, when its `traceparent` is well-formed and sampled.
 fn sampled_parent(headers: &HeaderMap) -> Option<SpanContext> {
-    let v = headers.get(TRACEPARENT)?.to_str().ok()?;
-    let mut parts = v.split('-');
-    let (version, trace, span, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 {
-        return None;
-    }
-    let trace = TraceId::from_hex(trace)
-        .ok()
-        .filter(|t| *t != TraceId::INVALID)?;
-    let span = SpanId::from_hex(span)
-        .ok()
-        .filter(|s| *s != SpanId::INVALID)?;
-    let flags = u8::from_str_radix(flags, 16).ok()?;
-    (flags & 1 == 1).then(|| {
-        SpanContext::new(
-            trace,
-            span,
-            TraceFlags::SAMPLED,
-            true,
-            TraceState::default(),
-        )
-    })
+    let t = super::trace::traceparent(headers.get(TRACEPARENT)?).filter(|t| t.sampled)?;
+    Some(SpanContext::new(
+        TraceId::from_bytes(t.trace),
+        SpanId::from_bytes(t.span),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    ))
 }
 
 /// Ends `span` with what the request came to.

@@ -4,8 +4,6 @@
 //! one, so the hops of one request can be found in the logs. Pure, apart from the random
 //! id.
 
-use std::fmt::Write as _;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::metrics::requests::TraceId;
@@ -32,13 +30,7 @@ pub fn trace_id(headers: &HeaderMap) -> Option<TraceId> {
         }
     }
     if let Some(v) = w3c {
-        let mut parts = v.to_str().ok()?.split('-');
-        let (version, id) = (parts.next()?, parts.next()?);
-        return if version.len() == 2 && version != "ff" {
-            parse_hex_id(id).filter(|_| id.len() == 32)
-        } else {
-            None
-        };
+        return traceparent(v).map(|t| t.trace);
     }
     let id = match b3_id {
         Some(v) => v.to_str().ok()?,
@@ -62,13 +54,34 @@ fn parse_hex_id(s: &str) -> Option<TraceId> {
     (id != [0; 16]).then_some(id)
 }
 
-/// Lower-case hex of a trace id.
-pub fn hex(id: &TraceId) -> String {
-    let mut s = String::with_capacity(32);
-    for b in id {
-        let _ = write!(s, "{b:02x}");
+/// A W3C `traceparent` as the proxy reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    /// The trace.
+    pub trace: TraceId,
+    /// The caller's span.
+    pub span: [u8; 8],
+    /// Whether the caller records the trace (flags bit 0).
+    pub sampled: bool,
+}
+
+/// `00-<32 hex>-<16 hex>-<2 hex>` (a later version's extra fields ignored); none when
+/// malformed, version `ff`, or either id all zero.
+pub fn traceparent(v: &HeaderValue) -> Option<TraceParent> {
+    let mut parts = v.to_str().ok()?.split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 {
+        return None;
     }
-    s
+    let trace = parse_hex_id(trace)?;
+    let span: [u8; 8] = parse_hex_id(span)?[8..].try_into().ok()?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    Some(TraceParent {
+        trace,
+        span,
+        sampled: flags & 1 == 1,
+    })
 }
 
 /// Gives the request an `x-request-id` (a random UUID, version 4) unless it has one.
@@ -108,6 +121,7 @@ fn uuid_v4(hi: u64, lo: u64) -> [u8; 36] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::requests::trace_hex;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -124,17 +138,17 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         )]);
         assert_eq!(
-            trace_id(&w3c).map(|id| hex(&id)).as_deref(),
+            trace_id(&w3c).map(|id| trace_hex(&id)).as_deref(),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
         let b3 = headers(&[("x-b3-traceid", "463ac35c9f6413ad")]);
         assert_eq!(
-            trace_id(&b3).map(|id| hex(&id)).as_deref(),
+            trace_id(&b3).map(|id| trace_hex(&id)).as_deref(),
             Some("0000000000000000463ac35c9f6413ad")
         );
         let single = headers(&[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")]);
         assert_eq!(
-            trace_id(&single).map(|id| hex(&id)).as_deref(),
+            trace_id(&single).map(|id| trace_hex(&id)).as_deref(),
             Some("80f198ee56343ba864fe8b2a57d3eff7")
         );
     }

@@ -473,10 +473,7 @@ pub fn to_openmetrics(text: &str) -> String {
 
 /// ` # {trace_id="…"} VALUE TIMESTAMP`: an exemplar as OpenMetrics writes it.
 fn exemplar(e: super::requests::Exemplar) -> String {
-    let mut id = String::with_capacity(32);
-    for b in e.trace {
-        let _ = write!(id, "{b:02x}");
-    }
+    let id = super::requests::trace_hex(&e.trace);
     let at =
         e.at.duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()

@@ -58,6 +58,16 @@ pub const NOT_GRPC: GrpcLabel = u8::MAX;
 /// A W3C trace id (from `traceparent`): the exemplar of the latency it was recorded with.
 pub type TraceId = [u8; 16];
 
+/// Lower-case hex of a trace id, as W3C and OpenMetrics exemplars write it.
+pub fn trace_hex(id: &TraceId) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(32);
+    for b in id {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
 /// One authority's counters.
 #[derive(Debug, Default)]
 pub struct AuthorityStats {
