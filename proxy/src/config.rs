@@ -85,11 +85,6 @@ pub const DEFAULT_POOL_MAX_IDLE_PER_ENDPOINT: usize = 32;
 pub const DEFAULT_POOL_MAX_ENDPOINTS: usize = 1024;
 /// Distinct authority label values in metrics; the rest are counted under `other`.
 pub const DEFAULT_METRICS_MAX_AUTHORITIES: usize = 256;
-/// One access-log line per this many requests (1: every request).
-pub const DEFAULT_ACCESS_LOG_SAMPLE: u32 = 1;
-/// Access-log lines waiting for the writer; past it lines are dropped (and counted), so a
-/// slow log reader never holds up requests.
-pub const ACCESS_LOG_QUEUE: usize = 4096;
 /// Endpoints one policy snapshot may name. Each costs run-time state (latency, outlier
 /// state), a connection pool when used, and metric series; 10,000 is far beyond what one
 /// workload calls, and bounds what a mistaken policy generator can make a proxy hold.
@@ -249,33 +244,6 @@ pub struct HttpConfig {
     pub otlp_endpoint: Option<String>,
 }
 
-/// When the proxy gives a request without `x-request-id` one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RequestId {
-    /// While the access log is on: the id is what ties one request's lines on each hop
-    /// together, and without a reader it costs 3–5 % of a hop (see docs/benchmarks.md).
-    Auto,
-    /// Always.
-    #[value(alias = "true")]
-    On,
-    /// Never.
-    #[value(alias = "false")]
-    Off,
-}
-
-/// How the access log is written (to stdout, one line per request).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AccessLogFormat {
-    /// No access log.
-    Off,
-    /// `key=value` fields, space-separated (docs/operations.md lists them).
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
 /// DNS for hostname endpoints.
 #[derive(Debug, Clone, Serialize)]
 pub struct DnsConfig {
@@ -415,6 +383,7 @@ impl Config {
 mod duration;
 mod error;
 mod identity;
+mod observe;
 mod probe;
 
 use self::duration::duration_str;
@@ -423,6 +392,7 @@ pub use self::error::ConfigError;
 pub use self::identity::{
     CONTROL_PLANE_SERVICE_ACCOUNT, DEFAULT_CONTROL_PLANE_NAMESPACE, IdentityConfig,
 };
+pub use self::observe::{ACCESS_LOG_QUEUE, AccessLogFormat, DEFAULT_ACCESS_LOG_SAMPLE, RequestId};
 pub use self::probe::ProbeRoute;
 
 #[cfg(test)]
