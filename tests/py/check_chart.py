@@ -182,10 +182,15 @@ def main(chart, emit):
         if emit and not values:
             with open(emit, "w") as f:
                 json.dump(docs, f)
-    for bad in ({"controlPlane": {"replicas": "two"}},
-                {"webhook": {"certificate": {"source": "secret"}}},
-                {"proxy": {"sidecar": "sometimes"}},
-                {"webhook": {"injection": {"failurePolicy": "Maybe"}}}):
+    refuse_bad_values(chart, ({"controlPlane": {"replicas": "two"}},
+                              {"webhook": {"certificate": {"source": "secret"}}},
+                              {"proxy": {"sidecar": "sometimes"}},
+                              {"webhook": {"injection": {"failurePolicy": "Maybe"}}}))
+
+
+def refuse_bad_values(chart, cases):
+    """Each set of values must be refused by the chart's schema; exits 1 on one accepted."""
+    for bad in cases:
         try:
             render(chart, bad)
         except helm_python.HelmError as e:
