@@ -111,6 +111,11 @@ pub(crate) struct RunArgs {
     /// collector (`http://otel-collector.observability:4317`); off when unset.
     #[arg(long, env = "BULWARK_OTLP_ENDPOINT")]
     pub(crate) otlp_endpoint: Option<String>,
+    /// How HTTP/1 requests travel to a meshed peer: `multiplexed` (as HTTP/2 streams on the
+    /// one mesh connection the two proxies share, restored to HTTP/1 by the peer's proxy;
+    /// upgrades stay HTTP/1) or `pooled` (on pooled HTTP/1 mesh connections).
+    #[arg(long, env = "BULWARK_MESH_HTTP1", value_enum, default_value_t = config::MeshHttp1::Multiplexed)]
+    pub(crate) mesh_http1: config::MeshHttp1,
     /// Enable POST /shutdown on the admin port (accepted from loopback only).
     #[arg(long, env = "BULWARK_ADMIN_SHUTDOWN", default_value_t = false, action = ArgAction::Set)]
     pub(crate) admin_shutdown: bool,
@@ -258,6 +263,7 @@ impl RunArgs {
         c.http.access_log = self.access_log;
         c.http.access_log_sample = self.access_log_sample;
         c.http.otlp_endpoint = self.otlp_endpoint;
+        c.http.mesh_http1 = self.mesh_http1;
         c.http.h2_max_concurrent_streams = self.h2_max_concurrent_streams;
         c.http.h2_max_pending_resets = self.h2_max_pending_resets;
         c.http.h2_max_local_error_resets = self.h2_max_local_error_resets;

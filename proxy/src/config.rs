@@ -242,6 +242,8 @@ pub struct HttpConfig {
     pub access_log_sample: u32,
     /// The OTLP/gRPC collector spans go to (`http://host:4317`); none: no spans.
     pub otlp_endpoint: Option<String>,
+    /// How HTTP/1 requests travel to meshed peers.
+    pub mesh_http1: MeshHttp1,
 }
 
 /// DNS for hostname endpoints.
@@ -308,6 +310,7 @@ impl Default for Config {
                 access_log: AccessLogFormat::Off,
                 access_log_sample: DEFAULT_ACCESS_LOG_SAMPLE,
                 otlp_endpoint: None,
+                mesh_http1: MeshHttp1::Multiplexed,
             },
             metrics_max_authorities: DEFAULT_METRICS_MAX_AUTHORITIES,
             max_policy_endpoints: DEFAULT_MAX_POLICY_ENDPOINTS,
@@ -390,7 +393,7 @@ use self::duration::duration_str;
 pub use self::duration::{Dur, format_duration, parse_duration};
 pub use self::error::ConfigError;
 pub use self::identity::{
-    CONTROL_PLANE_SERVICE_ACCOUNT, DEFAULT_CONTROL_PLANE_NAMESPACE, IdentityConfig,
+    CONTROL_PLANE_SERVICE_ACCOUNT, DEFAULT_CONTROL_PLANE_NAMESPACE, IdentityConfig, MeshHttp1,
 };
 pub use self::observe::{ACCESS_LOG_QUEUE, AccessLogFormat, DEFAULT_ACCESS_LOG_SAMPLE, RequestId};
 pub use self::probe::ProbeRoute;

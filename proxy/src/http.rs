@@ -145,6 +145,18 @@ impl Hop {
         dst: SocketAddr,
         open: Open,
     ) -> Result<Prepared, (Prepared, Error)> {
+        self.prepare_for(req, (version, version), dst, open)
+    }
+
+    /// [`Hop::prepare`] for a request that came in one version (`down`) and goes on in
+    /// another (`up`): an HTTP/1 request a peer proxy carried over HTTP/2.
+    pub fn prepare_for(
+        &self,
+        req: &mut Request<Incoming>,
+        (version, up): (Version, Version),
+        dst: SocketAddr,
+        open: Open,
+    ) -> Result<Prepared, (Prepared, Error)> {
         let start = Instant::now();
         let authority = headers::authority_of(req).unwrap_or_else(|| dst.to_string());
         let grpc = headers::is_grpc(req.headers());
@@ -187,7 +199,7 @@ impl Hop {
             req.headers_mut().insert(UPGRADE, proto);
             hyper::upgrade::on(&mut *req)
         });
-        match version {
+        match up {
             Version::Http2 => {
                 *req.uri_mut() =
                     headers::absolute_uri(std::mem::take(req.uri_mut()), &authority, dst);

@@ -30,7 +30,7 @@ use self::probes::Probes;
 use crate::accept::{Conn, Room};
 use crate::error::Kind;
 use crate::http::{Hop, Prepared, server};
-use crate::pool::Version;
+use crate::pool::{Version, multiplex};
 use crate::snapshot::SharedSnapshot;
 use crate::tcp;
 use crate::transport::copy::OnFirstByte;
@@ -184,8 +184,9 @@ impl Inbound {
             let caller = caller.clone();
             caller.requests.fetch_add(1, Ordering::Relaxed);
             let verdict = this.verdict(gate, &caller, dst, &req);
+            let up = app_version(version, &mut req, caller.id.is_some());
             async move {
-                let prepared = this.hop.prepare(&mut req, version, dst, open);
+                let prepared = this.hop.prepare_for(&mut req, (version, up), dst, open);
                 let resp = match prepared.map(|p| with_client_id(p, &caller)) {
                     Ok(p) if let Err(kind) = verdict => {
                         this.hop
@@ -194,7 +195,7 @@ impl Inbound {
                     Ok(p) => {
                         tell_client_id(req.headers_mut(), caller.id.as_deref());
                         let req = this.hop.client_body(&p, req);
-                        let result = this.hop.passthrough(req, version, dst, None, None).await;
+                        let result = this.hop.passthrough(req, up, dst, None, None).await;
                         this.hop.finish(p, dst, Default::default(), result)
                     }
                     Err((p, e)) => this.hop.finish(p, dst, Default::default(), Err(e)),
@@ -257,6 +258,17 @@ impl Inbound {
             _ => self.forward_opaque(t.stream, dst, caller, None).await,
         }
     }
+}
+
+/// The version a request goes to the app in: HTTP/1 when a peer's proxy carried an HTTP/1
+/// request as a stream on a mesh HTTP/2 connection, else the one it came in. Only a mesh
+/// peer's [`multiplex::ORIG_PROTO`] counts; anyone else's is removed.
+fn app_version<B>(version: Version, req: &mut http::Request<B>, meshed: bool) -> Version {
+    if version == Version::Http2 && meshed && multiplex::lower(req) {
+        return Version::Http1;
+    }
+    req.headers_mut().remove(multiplex::ORIG_PROTO);
+    version
 }
 
 /// The header that tells the app who called: the client's verified SPIFFE ID, set by the

@@ -7,6 +7,7 @@
 //! are rare. A sweeper task closes connections idle past the idle timeout.
 
 mod endpoint;
+pub mod multiplex;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use bulwark_identity::SpiffeId;
 use http::{Request, Response};
 
-use crate::config::{HttpConfig, TcpConfig};
+use crate::config::{HttpConfig, MeshHttp1, TcpConfig};
 use crate::error::{Error, Kind};
 use crate::http::body::{AttemptBody, DownstreamBodyError};
 use crate::lock::lock;
@@ -137,7 +138,10 @@ impl Pools {
         pool
     }
 
-    /// Sends `req` to `addr` on a pooled connection; a failure says whose fault it was.
+    /// Sends `req` to `addr` on a pooled connection; a failure says whose fault it was. To
+    /// a meshed peer, an HTTP/1 request goes as a stream on the shared HTTP/2 mesh connection
+    /// when multiplexing is on ([`multiplex`]), and its response comes back as HTTP/1.1;
+    /// an app's own [`multiplex::ORIG_PROTO`] never reaches the peer.
     pub fn send(
         &self,
         addr: SocketAddr,
@@ -145,10 +149,39 @@ impl Pools {
         connect_timeout: Duration,
         peer: Option<&SpiffeId>,
         owner: Option<&str>,
-        req: Request<AttemptBody>,
+        mut req: Request<AttemptBody>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, Error>> + Send + 'static {
-        self.get(addr, version, connect_timeout, peer, owner)
-            .send(req)
+        let meshed = peer.is_some() && self.mesh.is_some();
+        let mut lifted = false;
+        let version = match version {
+            Version::Http1
+                if meshed
+                    && self.http.mesh_http1 == MeshHttp1::Multiplexed
+                    && multiplex::liftable(&req) =>
+            {
+                multiplex::lift(&mut req, addr);
+                lifted = true;
+                Version::Http2
+            }
+            v => {
+                if meshed {
+                    req.headers_mut().remove(multiplex::ORIG_PROTO);
+                }
+                v
+            }
+        };
+        let sent = self
+            .get(addr, version, connect_timeout, peer, owner)
+            .send(req);
+        async move {
+            let mut resp = sent.await?;
+            if lifted {
+                // What an HTTP/1 upstream would have answered in; the downstream server
+                // writes the status line in it.
+                *resp.version_mut() = http::Version::HTTP_11;
+            }
+            Ok(resp)
+        }
     }
 
     /// Endpoints with a live pool.

@@ -142,11 +142,8 @@ fn meshed_pods_speak_tls_with_each_others_identity_and_nothing_plain_crosses() -
         "the capture is nearly empty: {} bytes",
         wire.len()
     );
-    for alpn in [
-        &b"bulwark.dev/http1"[..],
-        b"bulwark.dev/h2",
-        b"bulwark.dev/opaque",
-    ] {
+    // HTTP/1 rides the HTTP/2 mesh connection (multiplexed, the default).
+    for alpn in [&b"bulwark.dev/h2"[..], b"bulwark.dev/opaque"] {
         assert!(
             contains(&wire, alpn),
             "no {} ClientHello on the bridge",
@@ -169,11 +166,16 @@ fn meshed_pods_speak_tls_with_each_others_identity_and_nothing_plain_crosses() -
     // Each side knew the other: the server terminated as `web` and saw `checkout`.
     let log = mesh.log_of(&format!("proxy-{}", server.ns));
     assert!(!log.contains("handshake refused"), "{log}");
-    // Pooled: twenty HTTP/1 requests took one handshake, HTTP/2 one, opaque one.
+    // Multiplexed: twenty HTTP/1 requests and the HTTP/2 one shared one handshake, opaque
+    // took one.
+    assert!(
+        !contains(&wire, b"bulwark.dev/http1"),
+        "HTTP/1 had a connection of its own"
+    );
     let full = handshakes(&client, "client", "full")?;
     let resumed = handshakes(&client, "client", "resumed")?;
     assert!(
-        full >= 1.0 && full + resumed <= 4.0,
+        full >= 1.0 && full + resumed <= 3.0,
         "client handshakes: {full} full, {resumed} resumed"
     );
     assert_eq!(handshakes(&client, "client", "failed")?, 0.0);
@@ -337,5 +339,80 @@ fn a_strict_port_refuses_clients_outside_the_mesh_and_a_permissive_one_admits_th
     ))?;
     let spoof: serde_json::Value = serde_json::from_str(spoof.trim())?;
     assert!(spoof["headers"]["x-bulwark-client-id"].is_null(), "{spoof}");
+    Ok(())
+}
+
+fn app_saw(client: &Pod, curl: &str) -> Result<serde_json::Value> {
+    let out = client.sh_ok(&format!("curl -sS -m 5 {curl}"))?;
+    serde_json::from_str(out.trim()).with_context(|| out.clone())
+}
+
+#[test]
+fn http1_between_proxies_rides_one_http2_connection_and_reaches_the_app_as_http1() -> Result<()> {
+    let Meshed {
+        mut mesh,
+        client,
+        server,
+        ..
+    } = meshed_pair("mtls-mux", None)?;
+    let mut ws = server.cmd(bulwark_tests::python());
+    ws.arg(bulwark_tests::py_script("ws_check.py"))
+        .args(["server", "8765"]);
+    mesh.spawn(&server, "ws-server", ws)?;
+    mesh.wait_listening(&server, 8765)?;
+    let url = format!("http://{}:8080", server.ip);
+
+    // Eight HTTP/1.1 connections at once from the app: one mesh connection carries them.
+    let load = client.sh_ok(&format!("h2load --h1 -n 400 -c 8 {url}/bytes/100"))?;
+    assert!(load.contains("400 succeeded"), "{load}");
+    // The app gets HTTP/1 with the head it was sent; an app's own version header is
+    // neither believed nor passed on.
+    let seen = app_saw(
+        &client,
+        &format!("-H 'Host: web.shop:8080' -H 'x-bulwark-orig-proto: HTTP/1.0' {url}/headers"),
+    )?;
+    assert_eq!(seen["version"], "HTTP/1.1", "{seen}");
+    assert_eq!(seen["uri"], "/headers", "{seen}");
+    assert_eq!(seen["headers"]["host"], "web.shop:8080", "{seen}");
+    assert!(seen["headers"]["x-bulwark-orig-proto"].is_null(), "{seen}");
+    let old = app_saw(&client, &format!("-0 {url}/headers"))?;
+    assert_eq!(old["version"], "HTTP/1.0", "{old}");
+    let h2 = app_saw(
+        &client,
+        &format!("--http2-prior-knowledge -H 'x-bulwark-orig-proto: HTTP/1.0' {url}/headers"),
+    )?;
+    assert_eq!(h2["version"], "HTTP/2.0", "{h2}");
+    assert!(h2["headers"]["x-bulwark-orig-proto"].is_null(), "{h2}");
+    // A chunked upload arrives whole.
+    let up = client.sh_ok(&format!(
+        "head -c 300000 /dev/zero | curl -sS -m 10 -T - {url}/upload"
+    ))?;
+    assert_eq!(up.trim(), "{\"bytes\":300000}");
+    let shared = handshakes(&server, "server", "full")? + handshakes(&server, "server", "resumed")?;
+    assert_eq!(
+        shared, 1.0,
+        "every request above shared one mesh connection"
+    );
+    let served = server
+        .requests("inbound", &format!("{}:8080", server.ip), "2xx")?
+        .unwrap_or(0.0);
+    assert_eq!(served, 403.0, "the server's proxy served each request");
+
+    // An Upgrade keeps an HTTP/1 mesh connection: a WebSocket crosses, encrypted.
+    let capture = mesh.capture()?;
+    let out = client.sh_ok(&py_command(
+        "ws_check.py",
+        &format!("client ws://{}:8765/ 50", server.ip),
+    ))?;
+    assert!(out.contains("ws ok: 50"), "{out}");
+    let wire = capture.bytes(&mut mesh)?;
+    assert!(
+        contains(&wire, b"bulwark.dev/http1"),
+        "no HTTP/1 mesh connection"
+    );
+    assert!(
+        !contains(&wire, b"Upgrade: websocket"),
+        "the upgrade crossed in plaintext"
+    );
     Ok(())
 }

@@ -43,3 +43,14 @@ impl Default for IdentityConfig {
         }
     }
 }
+
+/// How a proxy carries HTTP/1 requests to a meshed peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MeshHttp1 {
+    /// As HTTP/2 streams on the one mesh connection the two proxies share; the peer's
+    /// inbound proxy restores them to HTTP/1 for its app (upgrades stay HTTP/1).
+    Multiplexed,
+    /// On pooled HTTP/1 mesh connections, one request at a time each.
+    Pooled,
+}
