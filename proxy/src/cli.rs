@@ -111,10 +111,11 @@ pub(crate) struct RunArgs {
     /// collector (`http://otel-collector.observability:4317`); off when unset.
     #[arg(long, env = "BULWARK_OTLP_ENDPOINT")]
     pub(crate) otlp_endpoint: Option<String>,
-    /// How HTTP/1 requests travel to a meshed peer: `multiplexed` (as HTTP/2 streams on the
+    /// How HTTP/1 requests travel to a meshed peer: `pooled` (on pooled HTTP/1 mesh
+    /// connections, one request at a time each) or `multiplexed` (as HTTP/2 streams on the
     /// one mesh connection the two proxies share, restored to HTTP/1 by the peer's proxy;
-    /// upgrades stay HTTP/1) or `pooled` (on pooled HTTP/1 mesh connections).
-    #[arg(long, env = "BULWARK_MESH_HTTP1", value_enum, default_value_t = config::MeshHttp1::Multiplexed)]
+    /// upgrades stay HTTP/1).
+    #[arg(long, env = "BULWARK_MESH_HTTP1", value_enum, default_value_t = config::MeshHttp1::Pooled)]
     pub(crate) mesh_http1: config::MeshHttp1,
     /// Enable POST /shutdown on the admin port (accepted from loopback only).
     #[arg(long, env = "BULWARK_ADMIN_SHUTDOWN", default_value_t = false, action = ArgAction::Set)]

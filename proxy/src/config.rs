@@ -310,7 +310,7 @@ impl Default for Config {
                 access_log: AccessLogFormat::Off,
                 access_log_sample: DEFAULT_ACCESS_LOG_SAMPLE,
                 otlp_endpoint: None,
-                mesh_http1: MeshHttp1::Multiplexed,
+                mesh_http1: MeshHttp1::Pooled,
             },
             metrics_max_authorities: DEFAULT_METRICS_MAX_AUTHORITIES,
             max_policy_endpoints: DEFAULT_MAX_POLICY_ENDPOINTS,

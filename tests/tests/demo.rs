@@ -58,6 +58,12 @@ fn the_demo_shows_the_injected_fault_absorbed() -> Result<()> {
         "{text}"
     );
     assert!(
+        text.contains("40 succeeded, 0 failed")
+            && text.contains("its ClientHellos offered bulwark.dev/h2 only: true")
+            && text.contains("checkout's app received HTTP/1.1"),
+        "ads's HTTP/1 rode one HTTP/2 mesh connection: {text}"
+    );
+    assert!(
         text.contains("ads (shop/ads, meshed):          403 x-bulwark-error: unauthorized")
             && text.contains("client (shop/frontend, meshed):  200")
             && text.contains("outsider (no proxy, plaintext):  000"),

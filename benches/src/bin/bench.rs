@@ -4,8 +4,9 @@
 //! CPU 1. Latency is pooled over rounds; CPU and memory come from /proc.
 //!
 //! A direct · B one Bulwark hop (client-side, outbound) · C the mesh hop (outbound proxy →
-//! inbound proxy) · CM the mesh hop over mutual TLS · D one hop through HAProxy or nginx
-//! (when installed), as references.
+//! inbound proxy) · CM the mesh hop over mutual TLS (CMX: with HTTP/1 multiplexed over one
+//! HTTP/2 mesh connection instead of pooled) · D one hop through HAProxy or nginx (when
+//! installed), as references.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -184,13 +185,36 @@ fn start_build(
     Ok(pid)
 }
 
-/// CM: the mesh hop with identity on, so the two proxies speak mutual TLS 1.3. A control
-/// plane in its own pod is the CA; each proxy proves its identity with a token. Returns
-/// once the client proxy knows the server is meshed.
-fn mesh_tls_hop(mesh: &mut Mesh, path: &str, ca: &MeshCa) -> Result<Topo> {
-    let cp = mesh.pod("cpm")?;
-    let srv = mesh.pod("srvt")?;
-    let client = mesh.pod("cm")?;
+/// How the mTLS mesh hop carries HTTP/1 between its proxies.
+#[derive(Clone, Copy)]
+enum MeshHttp1 {
+    /// CM, the default: on pooled HTTP/1 mesh connections.
+    Pooled,
+    /// CMX: as HTTP/2 streams on one shared mesh connection.
+    Multiplexed,
+}
+
+/// CM and CMX: the mesh hop with identity on, so the two proxies speak mutual TLS 1.3. A
+/// control plane in its own pod is the CA; each proxy proves its identity with a token.
+/// Returns once the client proxy knows the server is meshed.
+fn mesh_tls_hop(mesh: &mut Mesh, path: &str, ca: &MeshCa, http1: MeshHttp1) -> Result<Topo> {
+    let (key, name, mode, pods) = match http1 {
+        MeshHttp1::Pooled => (
+            "CM",
+            "Bulwark, mesh hop (2 proxies), mutual TLS 1.3",
+            "pooled",
+            ["cpm", "srvt", "cm"],
+        ),
+        MeshHttp1::Multiplexed => (
+            "CMX",
+            "Bulwark, mesh hop, mutual TLS 1.3, HTTP/1 multiplexed over HTTP/2",
+            "multiplexed",
+            ["cpx", "srvx", "cmx"],
+        ),
+    };
+    let cp = mesh.pod(pods[0])?;
+    let srv = mesh.pod(pods[1])?;
+    let client = mesh.pod(pods[2])?;
     let policy = ca.policy_dir()?;
     ca.start_control_plane(mesh, &cp, &policy, "24h", &[])?;
     let mut c = pinned(&srv, "1", bin("bulwark-testserver"));
@@ -211,13 +235,14 @@ fn mesh_tls_hop(mesh: &mut Mesh, path: &str, ca: &MeshCa) -> Result<Topo> {
             ("--pod-ips", ip.as_str()),
             ("--trust-anchors", anchors.as_str()),
             ("--identity-token-file", token.as_str()),
+            ("--mesh-http1", mode),
         ];
         pids.push(start_proxy(mesh, pod, &flags)?);
     }
     wait_meshed(&client, &srv)?;
     Ok(Topo {
-        key: "CM",
-        name: "Bulwark, mesh hop (2 proxies), mutual TLS 1.3",
+        key,
+        name,
         client,
         url: format!("http://{}:8080{path}", srv.ip),
         pids,
@@ -326,7 +351,8 @@ fn setup(
             h2_url: None,
         },
     ];
-    topos.push(mesh_tls_hop(mesh, &path, ca)?);
+    topos.push(mesh_tls_hop(mesh, &path, ca, MeshHttp1::Pooled)?);
+    topos.push(mesh_tls_hop(mesh, &path, ca, MeshHttp1::Multiplexed)?);
     if let Some(base) = baseline {
         let b0 = mesh.pod("b0")?;
         let pid = start_build(mesh, &b0, &[], Some(base), ONE_WORKER)?;
@@ -678,11 +704,12 @@ fn main() -> Result<()> {
             );
         }
     }
-    if let Some(t) = topos.iter().find(|t| t.key == "CM") {
+    for t in topos.iter().filter(|t| t.key.starts_with("CM")) {
         let (full, resumed, requests) = handshakes(&t.client)?;
         let _ = writeln!(
             md,
-            "\nCM: the client proxy made {full:.0} full and {resumed:.0} resumed TLS handshakes for {requests:.0} requests ({:.1} per 10,000 requests).",
+            "\n{}: the client proxy made {full:.0} full and {resumed:.0} resumed TLS handshakes for {requests:.0} requests ({:.1} per 10,000 requests).",
+            t.key,
             (full + resumed) * 10_000.0 / requests.max(1.0)
         );
     }

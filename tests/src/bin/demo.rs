@@ -212,6 +212,10 @@ fn main() -> Result<()> {
                 .flag("--access-log", "json")
                 .flag("--access-log-sample", "500");
         }
+        if pod.ns == ads.ns {
+            // Its HTTP/1 requests ride one HTTP/2 mesh connection (step 10 shows it).
+            proxy = proxy.flag("--mesh-http1", "multiplexed");
+        }
         let pid = meshed(proxy, pod, &cp, &anchors, (workload, sa), token)
             .start()?
             .0;
@@ -351,7 +355,7 @@ fn main() -> Result<()> {
         println!("    {line}");
     }
 
-    mesh_tls(&mut mesh, &client, &replicas[0])?;
+    mesh_tls(&mut mesh, [&client, &ads], &replicas[0])?;
     strict_and_authorized(
         &dir,
         [&client, &ads, &outsider],
@@ -691,13 +695,15 @@ impl Webhook {
     }
 }
 
-/// Step 10: requests between meshed pods cross the bridge encrypted.
-fn mesh_tls(mesh: &mut Mesh, client: &Pod, replica: &Pod) -> Result<()> {
+/// Step 10: requests between meshed pods cross the bridge encrypted; ads's proxy carries
+/// HTTP/1 multiplexed over one HTTP/2 mesh connection.
+fn mesh_tls(mesh: &mut Mesh, [client, ads]: [&Pod; 2], replica: &Pod) -> Result<()> {
     step(
         10,
-        "mesh TLS on the wire: tcpdump on the bridge while the client makes 20 requests to checkout",
+        "mesh TLS on the wire: tcpdump on the bridge while the client makes 20 requests to checkout, and ads 40 over 4 connections at once",
     );
     let before = client_handshakes(client)?;
+    let ads_before = client_handshakes(ads)?;
     let capture = mesh.capture()?;
     for i in 0..20 {
         client.sh_ok(&format!(
@@ -705,6 +711,10 @@ fn mesh_tls(mesh: &mut Mesh, client: &Pod, replica: &Pod) -> Result<()> {
             replica.ip
         ))?;
     }
+    let url = format!("http://{}:8080", replica.ip);
+    let load = ads.sh_ok(&format!("h2load --h1 -n 40 -c 4 {url}/"))?;
+    let version = ads.sh_ok(&format!("curl -sS -m 5 {url}/headers"))?;
+    let version: serde_json::Value = serde_json::from_str(version.trim())?;
     let wire = capture.bytes(mesh)?;
     let count = |needle: &[u8]| wire.windows(needle.len()).filter(|w| *w == needle).count();
     println!(
@@ -717,6 +727,20 @@ fn mesh_tls(mesh: &mut Mesh, client: &Pod, replica: &Pod) -> Result<()> {
     println!(
         "    TLS handshakes by the client proxy for those 20 requests: {} (pooled connections are reused)",
         after - before
+    );
+    let done = load
+        .lines()
+        .find_map(|l| l.strip_prefix("requests: "))
+        .unwrap_or("?");
+    // The client's pooled connections were open already: every mesh ClientHello here is ads's.
+    println!(
+        "    ads (--mesh-http1 multiplexed), h2load --h1 -c 4: {done}; {} TLS handshakes, at most one per checkout replica its balancer picked; its ClientHellos offered bulwark.dev/h2 only: {}",
+        client_handshakes(ads)? - ads_before,
+        count(b"bulwark.dev/http1") == 0 && count(b"bulwark.dev/h2") > 0,
+    );
+    println!(
+        "      its HTTP/1 requests travelled as HTTP/2 streams between the proxies; checkout's app received {}",
+        version["version"].as_str().unwrap_or("?")
     );
     Ok(())
 }
