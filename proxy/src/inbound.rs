@@ -30,6 +30,7 @@ use self::probes::Probes;
 use crate::accept::{Conn, Room};
 use crate::error::Kind;
 use crate::http::{Hop, Prepared, server};
+use crate::metrics::requests::Labels;
 use crate::pool::{Version, multiplex};
 use crate::snapshot::SharedSnapshot;
 use crate::tcp;
@@ -187,18 +188,21 @@ impl Inbound {
             let up = app_version(version, &mut req, caller.id.is_some());
             async move {
                 let prepared = this.hop.prepare_for(&mut req, (version, up), dst, open);
+                let labels = Labels {
+                    tls: caller.id.is_some(),
+                    ..Labels::default()
+                };
                 let resp = match prepared.map(|p| with_client_id(p, &caller)) {
                     Ok(p) if let Err(kind) = verdict => {
-                        this.hop
-                            .finish(p, dst, Default::default(), Err(kind.into()))
+                        this.hop.finish(p, dst, labels, Err(kind.into()))
                     }
                     Ok(p) => {
                         tell_client_id(req.headers_mut(), caller.id.as_deref());
                         let req = this.hop.client_body(&p, req);
                         let result = this.hop.passthrough(req, up, dst, None, None).await;
-                        this.hop.finish(p, dst, Default::default(), result)
+                        this.hop.finish(p, dst, labels, result)
                     }
-                    Err((p, e)) => this.hop.finish(p, dst, Default::default(), Err(e)),
+                    Err((p, e)) => this.hop.finish(p, dst, labels, Err(e)),
                 };
                 Ok::<_, Infallible>(resp)
             }

@@ -149,6 +149,8 @@ impl Outbound {
         }) = &result
         {
             labels.dst = snapshot.dst_label(s.endpoint);
+            // A meshed endpoint is only ever reached over mesh TLS when this proxy has it.
+            labels.tls = labels.dst.is_some() && self.hop.mesh.is_some();
         }
         self.hop.finish(p, dst, labels, result)
     }

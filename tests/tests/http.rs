@@ -238,7 +238,7 @@ fn metrics_parse_with_the_prometheus_parser_and_stats_give_percentiles() -> Resu
     let authority = format!("{}:8080", server.ip);
     let counted = |status: &str, class: &str| {
         client.metric(&format!(
-            "bulwark_requests_total{{direction=\"outbound\",authority=\"{authority}\",target=\"\",route=\"\",dst_namespace=\"\",dst_service_account=\"\",status_code=\"{status}\",grpc_status=\"\",classification=\"{class}\"}}"
+            "bulwark_requests_total{{direction=\"outbound\",authority=\"{authority}\",target=\"\",route=\"\",dst_namespace=\"\",dst_service_account=\"\",tls=\"false\",status_code=\"{status}\",grpc_status=\"\",classification=\"{class}\"}}"
         ))
     };
     assert_eq!(counted("200", "success")?, Some(50.0));

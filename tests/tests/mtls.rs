@@ -221,12 +221,24 @@ fn meshed_pods_speak_tls_with_each_others_identity_and_nothing_plain_crosses() -
         .into_iter()
         .flatten()
         .filter(|r| r["dst_namespace"] == "shop" && r["dst_service_account"] == "web")
+        .filter(|r| r["tls"] == true)
         .filter_map(|r| r["count"].as_u64())
         .sum();
     assert_eq!(
         to_web, 22,
-        "requests counted by the destination workload: {stats}"
+        "requests counted by the destination workload, over mesh TLS: {stats}"
     );
+    // ...and the server's proxy counted them as having come over mesh TLS.
+    let (_, stats) = server.admin("/stats")?;
+    let stats: serde_json::Value = serde_json::from_str(&stats)?;
+    let tls_in: u64 = stats["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["direction"] == "inbound" && r["tls"] == true)
+        .filter_map(|r| r["count"].as_u64())
+        .sum();
+    assert_eq!(tls_in, 22, "inbound requests over mesh TLS: {stats}");
 
     // From a pod outside the mesh, openssl sees the server's chain and its SPIFFE ID; with
     // no client certificate, the handshake goes no further.

@@ -45,6 +45,9 @@ pub struct Labels {
     pub route: Option<Arc<RouteLabel>>,
     /// The meshed workload that answered.
     pub dst: Option<Arc<DstLabel>>,
+    /// Whether it crossed the hop over mesh TLS: to a meshed endpoint (outbound), from a
+    /// client that proved its identity (inbound).
+    pub tls: bool,
 }
 
 /// The gRPC label of a request: a status code `0..=16`, [`GRPC_RESET`] for a stream that
@@ -87,6 +90,7 @@ pub(super) struct CountKey {
     pub(super) grpc: GrpcLabel,
     pub(super) route: Option<Arc<RouteLabel>>,
     pub(super) dst: Option<Arc<DstLabel>>,
+    pub(super) tls: bool,
 }
 
 /// Equal labels, by pointer first (the same snapshot's labels are one allocation).
@@ -103,6 +107,7 @@ impl PartialEq for CountKey {
         self.direction == o.direction
             && self.status == o.status
             && self.grpc == o.grpc
+            && self.tls == o.tls
             && same(&self.route, &o.route)
             && same(&self.dst, &o.dst)
     }
@@ -201,6 +206,7 @@ impl Tally {
                 grpc: if grpc { GRPC_RESET } else { NOT_GRPC },
                 route: labels.route,
                 dst: labels.dst,
+                tls: labels.tls,
             },
             done: false,
             sent: 0,
@@ -275,6 +281,8 @@ pub struct RequestCount {
     pub dst_namespace: String,
     /// Its service account, empty when not known.
     pub dst_service_account: String,
+    /// Whether the hop was mesh TLS.
+    pub tls: bool,
     /// The HTTP status, or `other` past the bound.
     pub status_code: String,
     /// The gRPC status (`0`–`16`, `reset`), empty for other requests.
@@ -304,6 +312,7 @@ impl RequestCount {
             route,
             dst_namespace,
             dst_service_account,
+            tls: key.tls,
             status_code: match key.status {
                 0 => "other".to_string(),
                 s => s.to_string(),

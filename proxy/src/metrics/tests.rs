@@ -143,6 +143,7 @@ fn route(target: &str, route: &str) -> requests::Labels {
             route: route.into(),
         })),
         dst: None,
+        tls: false,
     }
 }
 
@@ -168,6 +169,7 @@ fn requests_count_by_status_grpc_status_and_route_when_they_end() {
             namespace: "shop".into(),
             service_account: "checkout".into(),
         })),
+        tls: true,
     };
     Tally::new(a.clone(), d, 503, false, checkout).end(None);
     drop(Tally::new(a.clone(), d, 404, false, Default::default()));
@@ -181,8 +183,9 @@ fn requests_count_by_status_grpc_status_and_route_when_they_end() {
              class: &str,
              n: u64| {
         let (ns, sa) = dst.split_once('/').unwrap_or_default();
+        let tls = !dst.is_empty();
         format!(
-            "bulwark_requests_total{{direction=\"outbound\",authority=\"api:80\",target=\"{target}\",route=\"{route}\",dst_namespace=\"{ns}\",dst_service_account=\"{sa}\",status_code=\"{status}\",grpc_status=\"{grpc}\",classification=\"{class}\"}} {n}\n"
+            "bulwark_requests_total{{direction=\"outbound\",authority=\"api:80\",target=\"{target}\",route=\"{route}\",dst_namespace=\"{ns}\",dst_service_account=\"{sa}\",tls=\"{tls}\",status_code=\"{status}\",grpc_status=\"{grpc}\",classification=\"{class}\"}} {n}\n"
         )
     };
     for want in [

@@ -17,7 +17,7 @@ impl Metrics {
             o,
             "bulwark_requests_total",
             "counter",
-            "Requests whose response ended, by HTTP status, gRPC status, policy route and classification (failure: 5xx, a gRPC status other than 0, or a stream that failed).",
+            "Requests whose response ended, by HTTP status, gRPC status, policy route, destination workload, mesh TLS and classification (failure: 5xx, a gRPC status other than 0, or a stream that failed).",
         );
         let rows = self.request_counts();
         for d in ["inbound", "outbound"] {
@@ -26,12 +26,13 @@ impl Metrics {
             for r in rows {
                 let _ = writeln!(
                     o,
-                    "bulwark_requests_total{{direction=\"{d}\",authority=\"{}\",target=\"{}\",route=\"{}\",dst_namespace=\"{}\",dst_service_account=\"{}\",status_code=\"{}\",grpc_status=\"{}\",classification=\"{}\"}} {}",
+                    "bulwark_requests_total{{direction=\"{d}\",authority=\"{}\",target=\"{}\",route=\"{}\",dst_namespace=\"{}\",dst_service_account=\"{}\",tls=\"{}\",status_code=\"{}\",grpc_status=\"{}\",classification=\"{}\"}} {}",
                     escape(&r.authority),
                     escape(&r.target),
                     escape(&r.route),
                     escape(&r.dst_namespace),
                     escape(&r.dst_service_account),
+                    r.tls,
                     r.status_code,
                     r.grpc_status,
                     r.classification,
