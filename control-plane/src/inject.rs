@@ -27,7 +27,7 @@ mod containers;
 mod probes;
 mod settings;
 
-pub use self::settings::{AccessLog, Resources, Settings, SidecarMode};
+pub use self::settings::{AccessLog, MeshHttp1, Resources, Settings, SidecarMode};
 
 /// The annotation (or label) that opts a pod in (`enabled`) or out (`disabled`).
 pub const INJECT_ANNOTATION: &str = "bulwark.dev/inject";

@@ -185,6 +185,7 @@ def main(chart, emit):
     refuse_bad_values(chart, ({"controlPlane": {"replicas": "two"}},
                               {"webhook": {"certificate": {"source": "secret"}}},
                               {"proxy": {"sidecar": "sometimes"}},
+                              {"proxy": {"meshHttp1": "h2"}},
                               {"webhook": {"injection": {"failurePolicy": "Maybe"}}}))
 
 

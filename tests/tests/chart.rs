@@ -72,7 +72,7 @@ fn the_chart_lints_renders_valid_restricted_manifests_and_what_it_says_runs() ->
         4,
         "{stdout}"
     );
-    assert_eq!(stdout.matches("bad values refused").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("bad values refused").count(), 5, "{stdout}");
     let docs: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&rendered)?)?;
     let _ = std::fs::remove_file(&rendered);
 

@@ -187,6 +187,21 @@ pub struct Proxy {
     /// (http://host:4317); empty: no spans.
     #[schemars(regex(pattern = "^(https?://[^\\s]+)?$"))]
     pub otlp_endpoint: String,
+    /// How proxies carry HTTP/1 to meshed peers: pooled (pooled HTTP/1 mesh connections,
+    /// the cheaper path) or multiplexed (HTTP/2 streams on one mesh connection per peer);
+    /// config.bulwark.dev/mesh-http1 overrides it per pod.
+    pub mesh_http1: MeshHttp1,
+}
+
+/// How proxies carry HTTP/1 to meshed peers.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MeshHttp1 {
+    // Pooled HTTP/1 mesh connections.
+    #[default]
+    Pooled,
+    // HTTP/2 streams on one mesh connection per peer.
+    Multiplexed,
 }
 
 /// The proxy's access log.

@@ -42,6 +42,7 @@ sidecar: {{ .Values.proxy.sidecar }}
 logLevel: {{ .Values.proxy.logLevel | quote }}
 accessLog: {{ .Values.proxy.accessLog | quote }}
 otlpEndpoint: {{ .Values.proxy.otlpEndpoint | quote }}
+meshHttp1: {{ .Values.proxy.meshHttp1 | quote }}
 resources:
   {{- toYaml .Values.proxy.resources | nindent 2 }}
 excludedNamespaces:

@@ -13,7 +13,7 @@ use super::InjectError;
 pub const PREFIX: &str = "config.bulwark.dev/";
 
 /// The annotations understood, with what each sets (the table in docs/kubernetes.md).
-pub const KNOWN: [&str; 16] = [
+pub const KNOWN: [&str; 17] = [
     "skip-inbound-ports",
     "skip-outbound-ports",
     "skip-outbound-cidrs",
@@ -24,6 +24,7 @@ pub const KNOWN: [&str; 16] = [
     "log-level",
     "access-log",
     "access-log-sample",
+    "mesh-http1",
     "detect-timeout",
     "shutdown-grace",
     "proxy-cpu-request",
@@ -56,6 +57,8 @@ pub struct Overrides {
     pub access_log: Option<super::AccessLog>,
     /// `BULWARK_ACCESS_LOG_SAMPLE` of the proxy.
     pub access_log_sample: Option<String>,
+    /// `BULWARK_MESH_HTTP1` of the proxy.
+    pub mesh_http1: Option<super::MeshHttp1>,
     /// `BULWARK_DETECT_TIMEOUT` of the proxy.
     pub detect_timeout: Option<String>,
     /// `BULWARK_SHUTDOWN_GRACE` of the proxy.
@@ -194,6 +197,14 @@ fn access_log(key: &str, v: &str) -> Result<super::AccessLog, InjectError> {
     }
 }
 
+fn mesh_http1(key: &str, v: &str) -> Result<super::MeshHttp1, InjectError> {
+    match v.trim() {
+        "pooled" => Ok(super::MeshHttp1::Pooled),
+        "multiplexed" => Ok(super::MeshHttp1::Multiplexed),
+        _ => Err(bad(key, v, "must be pooled or multiplexed")),
+    }
+}
+
 fn sample(key: &str, v: &str) -> Result<String, InjectError> {
     match v.trim().parse::<u32>() {
         Ok(n) if n >= 1 => Ok(n.to_string()),
@@ -254,6 +265,7 @@ pub fn parse(meta: &Value) -> Result<Overrides, InjectError> {
             "log-level" => o.log_level = Some(log_level(key, v)?),
             "access-log" => o.access_log = Some(access_log(key, v)?),
             "access-log-sample" => o.access_log_sample = Some(sample(key, v)?),
+            "mesh-http1" => o.mesh_http1 = Some(mesh_http1(key, v)?),
             "detect-timeout" => o.detect_timeout = Some(duration(key, v)?),
             "shutdown-grace" => o.shutdown_grace = Some(duration(key, v)?),
             "proxy-cpu-request" => {

@@ -5,8 +5,8 @@ use serde_json::{Map, Value, json};
 
 use super::annotations::Overrides;
 use super::{
-    ADMIN_PORT, AccessLog, INIT_CONTAINER, PROXY_BIN, PROXY_CONTAINER, PROXY_UID, Settings,
-    SidecarMode, TOKEN_DIR, TOKEN_VOLUME, TRUST_ANCHORS_DIR, TRUST_ANCHORS_VOLUME,
+    ADMIN_PORT, AccessLog, INIT_CONTAINER, MeshHttp1, PROXY_BIN, PROXY_CONTAINER, PROXY_UID,
+    Settings, SidecarMode, TOKEN_DIR, TOKEN_VOLUME, TRUST_ANCHORS_DIR, TRUST_ANCHORS_VOLUME,
 };
 
 fn env_field(name: &str, path: &str) -> Value {
@@ -128,6 +128,10 @@ pub(super) fn proxy(s: &Settings, o: &Overrides, workload: &str, probes: &[Strin
     let access_log = o.access_log.unwrap_or(s.access_log);
     if access_log != AccessLog::Off {
         env.push(env_value("BULWARK_ACCESS_LOG", access_log.as_str()));
+    }
+    let mesh_http1 = o.mesh_http1.unwrap_or(s.mesh_http1);
+    if mesh_http1 != MeshHttp1::Pooled {
+        env.push(env_value("BULWARK_MESH_HTTP1", mesh_http1.as_str()));
     }
     if !s.otlp_endpoint.is_empty() {
         env.push(env_value("BULWARK_OTLP_ENDPOINT", s.otlp_endpoint.clone()));

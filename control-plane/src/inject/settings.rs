@@ -73,6 +73,8 @@ pub struct Settings {
     pub access_log: AccessLog,
     /// The OTLP collector of the proxies' spans (`BULWARK_OTLP_ENDPOINT`); empty: none.
     pub otlp_endpoint: String,
+    /// How the proxies carry HTTP/1 to meshed peers (`BULWARK_MESH_HTTP1`).
+    pub mesh_http1: MeshHttp1,
     /// Namespaces the webhook never injects, besides its own.
     pub excluded_namespaces: Vec<String>,
     /// Give the proxy its pod's service-account token, projected for the mesh's audience,
@@ -94,6 +96,7 @@ impl Default for Settings {
             log_level: "info".into(),
             access_log: AccessLog::Off,
             otlp_endpoint: String::new(),
+            mesh_http1: MeshHttp1::Pooled,
             excluded_namespaces: ["kube-system", "kube-public", "kube-node-lease"]
                 .map(String::from)
                 .to_vec(),
@@ -132,6 +135,27 @@ impl AccessLog {
             AccessLog::Off => "off",
             AccessLog::Text => "text",
             AccessLog::Json => "json",
+        }
+    }
+}
+
+/// How a proxy carries HTTP/1 requests to a meshed peer, as the chart and the annotation
+/// name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MeshHttp1 {
+    /// On pooled HTTP/1 mesh connections (the proxy's default).
+    Pooled,
+    /// As HTTP/2 streams on one mesh connection per peer.
+    Multiplexed,
+}
+
+impl MeshHttp1 {
+    /// The value of `BULWARK_MESH_HTTP1`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MeshHttp1::Pooled => "pooled",
+            MeshHttp1::Multiplexed => "multiplexed",
         }
     }
 }

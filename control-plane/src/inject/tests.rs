@@ -177,6 +177,7 @@ fn per_pod_annotations_reach_the_containers_they_configure() {
         "config.bulwark.dev/proxy-cpu-limit": "500m",
         "config.bulwark.dev/access-log": "json",
         "config.bulwark.dev/access-log-sample": "10",
+        "config.bulwark.dev/mesh-http1": "multiplexed",
     }));
     assert_eq!(
         manifest(&mut p, &Settings::default()),
@@ -197,6 +198,7 @@ fn per_pod_annotations_reach_the_containers_they_configure() {
     assert_eq!(proxy["BULWARK_DETECT_TIMEOUT"], "2s");
     assert_eq!(proxy["BULWARK_ACCESS_LOG"], "json");
     assert_eq!(proxy["BULWARK_ACCESS_LOG_SAMPLE"], "10");
+    assert_eq!(proxy["BULWARK_MESH_HTTP1"], "multiplexed");
     assert!(
         !proxy.contains_key("BULWARK_OTLP_ENDPOINT"),
         "no spans unless set"
@@ -214,9 +216,10 @@ fn per_pod_annotations_reach_the_containers_they_configure() {
 }
 
 #[test]
-fn the_charts_access_log_and_otlp_settings_reach_every_proxy() {
+fn the_charts_access_log_otlp_and_mesh_http1_settings_reach_every_proxy() {
     let settings = Settings {
         access_log: crate::inject::AccessLog::Text,
+        mesh_http1: crate::inject::MeshHttp1::Multiplexed,
         otlp_endpoint: "http://otel-collector.observability:4317".into(),
         ..Settings::default()
     };
@@ -224,6 +227,7 @@ fn the_charts_access_log_and_otlp_settings_reach_every_proxy() {
     assert_eq!(manifest(&mut p, &settings), Ok(vec![Change::Injected]));
     let proxy = env_of(&p["spec"]["initContainers"][1]);
     assert_eq!(proxy["BULWARK_ACCESS_LOG"], "text");
+    assert_eq!(proxy["BULWARK_MESH_HTTP1"], "multiplexed");
     assert_eq!(
         proxy["BULWARK_OTLP_ENDPOINT"],
         "http://otel-collector.observability:4317"
@@ -233,6 +237,7 @@ fn the_charts_access_log_and_otlp_settings_reach_every_proxy() {
     manifest(&mut p, &Settings::default()).unwrap();
     let proxy = env_of(&p["spec"]["initContainers"][1]);
     assert!(!proxy.contains_key("BULWARK_ACCESS_LOG"));
+    assert!(!proxy.contains_key("BULWARK_MESH_HTTP1"));
 }
 
 #[test]
@@ -247,6 +252,11 @@ fn a_wrong_annotation_is_refused_by_name_with_the_reason() {
             "config.bulwark.dev/access-log",
             "yes",
             "must be off, text or json",
+        ),
+        (
+            "config.bulwark.dev/mesh-http1",
+            "h2",
+            "must be pooled or multiplexed",
         ),
         (
             "config.bulwark.dev/access-log-sample",
