@@ -36,6 +36,7 @@ pub mod scope;
 pub mod service;
 pub mod source;
 pub mod state;
+pub mod stream;
 pub mod tls;
 pub mod token_review;
 pub mod webhook;

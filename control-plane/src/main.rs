@@ -10,12 +10,12 @@ use anyhow::{Context, bail};
 use bulwark_api::duration::parse as parse_duration;
 use bulwark_api::identity_wire::identity_server::IdentityServer;
 use bulwark_api::wire::admin_server::AdminServer;
-use bulwark_api::wire::discovery_server::DiscoveryServer;
 use bulwark_control_plane::ca::Ca;
 use bulwark_control_plane::identity::{Authenticator, IdentityService};
 use bulwark_control_plane::inject::Settings;
 use bulwark_control_plane::service::Service;
 use bulwark_control_plane::state::State;
+use bulwark_control_plane::stream::DiscoveryRoute;
 use bulwark_control_plane::token_review::TokenReviewer;
 use bulwark_control_plane::webhook::{self, Webhook};
 use bulwark_control_plane::{admin, kubernetes, source, tls};
@@ -311,7 +311,7 @@ async fn main() -> anyhow::Result<()> {
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .add_service(DiscoveryServer::new(service.clone()))
+        .add_service(DiscoveryRoute::new(state.clone()))
         .add_service(AdminServer::new(service));
     let Some((ca, tokens)) = ca else {
         tracing::warn!(

@@ -9,7 +9,12 @@ use std::net::SocketAddr;
 use bulwark_api::policy::{Document, TargetKind};
 use bulwark_api::wire;
 
-use crate::state::Policy;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::state::{Members, Policy};
+use crate::stream;
 
 /// The most destinations one proxy's reports are kept for (the proxy bounds its own
 /// reports the same way).
@@ -68,12 +73,59 @@ impl Wanted {
 }
 
 /// What one proxy's snapshot holds of a policy version.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub struct Scoped {
     /// The documents, as the snapshot's JSON array.
     pub json: String,
     /// The Services with their endpoints.
     pub services: Vec<wire::Service>,
+    /// The snapshot as sent, for the version and members it was last encoded for: every
+    /// stream of a shared scope sends these same bytes.
+    encoded: Mutex<Option<Encoded>>,
+}
+
+#[derive(Debug)]
+struct Encoded {
+    version: u64,
+    members: Arc<Members>,
+    frame: Bytes,
+}
+
+/// Equal content; the encoding is not part of it.
+impl PartialEq for Scoped {
+    fn eq(&self, o: &Self) -> bool {
+        self.json == o.json && self.services == o.services
+    }
+}
+
+impl Scoped {
+    /// A scope of these documents and Services.
+    pub fn new(json: String, services: Vec<wire::Service>) -> Self {
+        Self {
+            json,
+            services,
+            encoded: Mutex::new(None),
+        }
+    }
+
+    /// The snapshot frame of this scope at `policy`'s version with `members`, encoded once
+    /// for all the streams that share the scope.
+    pub fn encoded(&self, policy: &Policy, members: &Arc<Members>) -> Bytes {
+        let mut cache = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = cache.as_ref()
+            && e.version == policy.version
+            && (Arc::ptr_eq(&e.members, members) || e.members == *members)
+        {
+            return e.frame.clone();
+        }
+        let frame = stream::frame(&stream::snapshot_message(policy, self, members));
+        *cache = Some(Encoded {
+            version: policy.version,
+            members: members.clone(),
+            frame: frame.clone(),
+        });
+        frame
+    }
 }
 
 /// The scope of a proxy in `namespace` that called the Services `wanted` (namespace,
@@ -127,7 +179,7 @@ fn compute(policy: &Policy, namespace: &str, wanted: &BTreeSet<(String, String)>
         })
         .cloned()
         .collect();
-    Scoped { json, services }
+    Scoped::new(json, services)
 }
 
 #[cfg(test)]
