@@ -140,8 +140,9 @@ impl Pools {
 
     /// Sends `req` to `addr` on a pooled connection; a failure says whose fault it was. To
     /// a meshed peer, an HTTP/1 request goes as a stream on the shared HTTP/2 mesh connection
-    /// when multiplexing is on ([`multiplex`]), and its response comes back as HTTP/1.1;
-    /// an app's own [`multiplex::ORIG_PROTO`] never reaches the peer.
+    /// when multiplexing is on ([`multiplex`]); its response then says HTTP/2, which the
+    /// downstream HTTP/1 server writes as HTTP/1.1. An app's own [`multiplex::ORIG_PROTO`]
+    /// never reaches the peer.
     pub fn send(
         &self,
         addr: SocketAddr,
@@ -151,8 +152,10 @@ impl Pools {
         owner: Option<&str>,
         mut req: Request<AttemptBody>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, Error>> + Send + 'static {
+        // The endpoint's future is returned as it is: wrapped in another one it would be
+        // stored twice, and hyper's HTTP/2 server copies a request's whole future into the
+        // stream's task (benches/instructions.json guards this).
         let meshed = peer.is_some() && self.mesh.is_some();
-        let mut lifted = false;
         let version = match version {
             Version::Http1
                 if meshed
@@ -160,7 +163,6 @@ impl Pools {
                     && multiplex::liftable(&req) =>
             {
                 multiplex::lift(&mut req, addr);
-                lifted = true;
                 Version::Http2
             }
             v => {
@@ -170,18 +172,8 @@ impl Pools {
                 v
             }
         };
-        let sent = self
-            .get(addr, version, connect_timeout, peer, owner)
-            .send(req);
-        async move {
-            let mut resp = sent.await?;
-            if lifted {
-                // What an HTTP/1 upstream would have answered in; the downstream server
-                // writes the status line in it.
-                *resp.version_mut() = http::Version::HTTP_11;
-            }
-            Ok(resp)
-        }
+        self.get(addr, version, connect_timeout, peer, owner)
+            .send(req)
     }
 
     /// Endpoints with a live pool.
