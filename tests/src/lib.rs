@@ -550,6 +550,19 @@ impl Pod {
             .with_context(|| format!("unreadable sample {line:?}"))
     }
 
+    /// The requests of `/stats`' `bulwark_requests_total` rows that `keep` selects.
+    pub fn counted(&self, keep: impl Fn(&serde_json::Value) -> bool) -> Result<u64> {
+        let (_, body) = self.admin("/stats")?;
+        let stats: serde_json::Value = serde_json::from_str(&body)?;
+        Ok(stats["requests"]
+            .as_array()
+            .context("/stats has no requests rows")?
+            .iter()
+            .filter(|r| keep(r))
+            .filter_map(|r| r["count"].as_u64())
+            .sum())
+    }
+
     /// The proxy's latency series for one direction and authority, one per status class,
     /// from `/stats` (the proxy's own histogram, not the client's clock).
     pub fn latency(&self, direction: &str, authority: &str) -> Result<Vec<Latency>> {

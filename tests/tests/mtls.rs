@@ -214,31 +214,16 @@ fn meshed_pods_speak_tls_with_each_others_identity_and_nothing_plain_crosses() -
     // With mesh identity on, a proxy exports every family docs/operations.md lists.
     assert_eq!(client.documented_but_missing()?, Vec::<String>::new());
     // ...and the client's proxy counted them by the workload that answered.
-    let (_, stats) = client.admin("/stats")?;
-    let stats: serde_json::Value = serde_json::from_str(&stats)?;
-    let to_web: u64 = stats["requests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["dst_namespace"] == "shop" && r["dst_service_account"] == "web")
-        .filter(|r| r["tls"] == true)
-        .filter_map(|r| r["count"].as_u64())
-        .sum();
+    let to_web = client.counted(|r| {
+        r["dst_namespace"] == "shop" && r["dst_service_account"] == "web" && r["tls"] == true
+    })?;
     assert_eq!(
         to_web, 22,
-        "requests counted by the destination workload, over mesh TLS: {stats}"
+        "requests counted by the destination workload, over mesh TLS"
     );
     // ...and the server's proxy counted them as having come over mesh TLS.
-    let (_, stats) = server.admin("/stats")?;
-    let stats: serde_json::Value = serde_json::from_str(&stats)?;
-    let tls_in: u64 = stats["requests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["direction"] == "inbound" && r["tls"] == true)
-        .filter_map(|r| r["count"].as_u64())
-        .sum();
-    assert_eq!(tls_in, 22, "inbound requests over mesh TLS: {stats}");
+    let tls_in = server.counted(|r| r["direction"] == "inbound" && r["tls"] == true)?;
+    assert_eq!(tls_in, 22, "inbound requests over mesh TLS");
 
     // From a pod outside the mesh, openssl sees the server's chain and its SPIFFE ID; with
     // no client certificate, the handshake goes no further.
