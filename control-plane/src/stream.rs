@@ -16,7 +16,7 @@ use bulwark_api::codec::Lean;
 use bulwark_api::wire::{self, control_message, proxy_message};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
-use hyper::body::{Frame, SizeHint};
+use hyper::body::Frame;
 use tokio::sync::watch;
 use tonic::body::Body;
 use tonic::codec::Codec as _;
@@ -282,10 +282,6 @@ impl hyper::body::Body for Follow {
 
     fn is_end_stream(&self) -> bool {
         self.ended
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
 
